@@ -1,0 +1,167 @@
+"""The telemetry Parquet contract: table schemas, file layout and the schema version.
+
+Defined only here. The writer (`dpda.telemetry`) and every reader import these objects, so a
+column added or retyped in one place changes both sides together. Files carry
+`SCHEMA_VERSION` in their key-value metadata so a reader can refuse files it cannot interpret.
+
+Layout of one run (the writer's `uri_or_path` is RUN_DIR)::
+
+    RUN_DIR/telemetry/<table>/attempt=<K>/part-<NNNNN>.parquet
+
+`<table>` is one of `TABLES`. Each part is written to `.part-<NNNNN>.parquet.tmp` and then
+renamed, so readers only ever glob `PART_GLOB` and never see a half-written file.
+
+Supersession: attempt K+1 that resumes from step S (the first step index it will run) makes
+rows of attempts <= K with `step >= S` stale. A row of attempt `a` at step `s` is kept iff no
+attempt `b > a` of the same (run_id, trial_id) has `resumed_from_step <= s`.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+"""Bumped on any incompatible change (a column removed, renamed or retyped)."""
+
+META_VERSION_KEY = b"dpda.telemetry.schema_version"
+META_TABLE_KEY = b"dpda.telemetry.table"
+
+TELEMETRY_DIRNAME = "telemetry"
+PART_GLOB = "part-*.parquet"
+
+_ID = pa.dictionary(pa.int32(), pa.string())
+
+STEPS = pa.schema(
+    [
+        pa.field("run_id", _ID, nullable=False),
+        pa.field("trial_id", _ID, nullable=False),
+        pa.field("attempt", pa.int16(), nullable=False),
+        pa.field("epoch", pa.int32(), nullable=False),
+        pa.field("step", pa.int64(), nullable=False),
+        pa.field("world_size", pa.int16(), nullable=False),
+        pa.field("rule", _ID, nullable=False),
+        pa.field("strength", pa.float32()),
+        pa.field("rawboost_algo", pa.int16()),
+        pa.field("cos", pa.float64()),
+        pa.field("norm_orig", pa.float64()),
+        pa.field("norm_aug", pa.float64()),
+        pa.field("conflict", pa.bool_()),
+        pa.field("cos_update_orig", pa.float64()),
+        pa.field("cos_update_aug", pa.float64()),
+        pa.field("update_norm", pa.float64()),
+        pa.field("loss_orig", pa.float64()),
+        pa.field("loss_aug", pa.float64()),
+        pa.field("lr", pa.float64()),
+        pa.field("skipped", pa.bool_()),
+        pa.field("wall_time", pa.float64()),  # seconds since the Unix epoch
+    ]
+)
+"""One row per optimisation step (whole-model statistics)."""
+
+LAYERS = pa.schema(
+    [
+        pa.field("run_id", _ID, nullable=False),
+        pa.field("trial_id", _ID, nullable=False),
+        pa.field("attempt", pa.int16(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("cos", pa.float32()),
+        pa.field("norm_orig", pa.float32()),
+        pa.field("norm_aug", pa.float32()),
+    ]
+)
+"""Long format, one row per (step, parameter tensor): compact enough for 400 layers x 1e5 steps."""
+
+LAYER_NAMES = pa.schema(
+    [
+        pa.field("run_id", _ID, nullable=False),
+        pa.field("trial_id", _ID, nullable=False),
+        pa.field("attempt", pa.int16(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+    ]
+)
+"""Maps `layers.layer` (index into the run's fixed parameter order) to the parameter name."""
+
+EPOCHS = pa.schema(
+    [
+        pa.field("run_id", _ID, nullable=False),
+        pa.field("trial_id", _ID, nullable=False),
+        pa.field("attempt", pa.int16(), nullable=False),
+        pa.field("epoch", pa.int32(), nullable=False),
+        pa.field("step", pa.int64(), nullable=False),  # last step index run in this epoch
+        pa.field("n_steps", pa.int64(), nullable=False),  # steps this attempt logged in the epoch
+        pa.field("dev_loss", pa.float64()),
+        pa.field("dev_eer", pa.float64()),
+        pa.field("train_loss_orig", pa.float64()),  # mean over the epoch's logged steps
+        pa.field("train_loss_aug", pa.float64()),
+        pa.field("conflict_fraction", pa.float64()),  # over the epoch's non-skipped steps
+        pa.field("lr", pa.float64()),
+        pa.field("wall_time", pa.float64()),
+        pa.field("extra_json", pa.string()),  # any further metrics, JSON object
+    ]
+)
+"""One row per finished epoch, with the dev metrics."""
+
+ATTEMPTS = pa.schema(
+    [
+        pa.field("run_id", _ID, nullable=False),
+        pa.field("trial_id", _ID, nullable=False),
+        pa.field("attempt", pa.int16(), nullable=False),
+        pa.field("resumed_from_step", pa.int64()),  # null for a fresh start
+        pa.field("world_size", pa.int16(), nullable=False),
+        pa.field("rule", pa.string(), nullable=False),
+        pa.field("strength", pa.float32()),
+        pa.field("rawboost_algo", pa.int16()),
+        pa.field("n_layers", pa.int32(), nullable=False),
+        pa.field("started_at", pa.float64(), nullable=False),
+        pa.field("config_json", pa.string()),  # run configuration, JSON object
+    ]
+)
+"""One row per (re)start: the run metadata and the resume point that drives supersession."""
+
+TABLES: dict[str, pa.Schema] = {
+    "steps": STEPS,
+    "layers": LAYERS,
+    "layer_names": LAYER_NAMES,
+    "epochs": EPOCHS,
+    "attempts": ATTEMPTS,
+}
+
+STEP_STAT_KEYS: tuple[str, ...] = (
+    "cos",
+    "norm_orig",
+    "norm_aug",
+    "conflict",
+    "cos_update_orig",
+    "cos_update_aug",
+    "update_norm",
+    "loss_orig",
+    "loss_aug",
+    "skipped",
+)
+"""Keys of `StepStats.to_host()` that become `steps` columns of the same name."""
+
+LAYER_STAT_KEYS: dict[str, str] = {
+    "layer_cos": "cos",
+    "layer_norm_orig": "norm_orig",
+    "layer_norm_aug": "norm_aug",
+}
+"""Per-layer keys of `StepStats.to_host()` -> `layers` column."""
+
+
+def with_metadata(schema: pa.Schema, table: str) -> pa.Schema:
+    """Schema carrying the version and table name, as every part file stores it."""
+    return schema.with_metadata(
+        {META_VERSION_KEY: str(SCHEMA_VERSION).encode(), META_TABLE_KEY: table.encode()}
+    )
+
+
+def part_name(seq: int) -> str:
+    """File name of the `seq`-th part of one (table, attempt) directory."""
+    return f"part-{seq:05d}.parquet"
+
+
+def attempt_dir(table: str, attempt: int) -> str:
+    """Directory of one attempt's parts, relative to RUN_DIR/telemetry."""
+    return f"{table}/attempt={attempt}"

@@ -1,0 +1,76 @@
+"""Audio I/O and fixed-length framing of waveforms.
+
+Models take fixed-length 16 kHz mono float32 input (published length 66,800 samples, about
+4.2 s). Every corpus is read through `load_audio`, so bit depth, channel count and sample rate
+differences are removed in one place.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from dpda import SAMPLE_RATE
+from dpda.errors import UserError
+
+DEFAULT_LENGTH = 66_800  # samples; the published crop / repeat-pad length
+
+
+class AudioReadError(UserError):
+    """An audio file that cannot be used: unreadable, empty, or with NaN/Inf samples."""
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """(float32 array (frames, channels), sample rate) decoded by libsndfile, any bit depth.
+
+    Raises AudioReadError for unreadable, zero-length or non-finite audio so callers handle
+    one exception type.
+    """
+    try:
+        data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        raise AudioReadError(f"{path}: cannot read audio ({exc})") from None
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise AudioReadError(f"{path}: zero-length audio")
+    if not np.isfinite(data).all():
+        raise AudioReadError(f"{path}: audio contains NaN or Inf samples")
+    return data, int(rate)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Mono float32 waveform `(time,)` at `sample_rate` (channels averaged, resampled if needed)."""
+    data, rate = read_audio(path)
+    wave = torch.from_numpy(data).mean(dim=1)
+    if rate != sample_rate:
+        wave = AF.resample(wave, orig_freq=rate, new_freq=sample_rate)
+    return wave.contiguous()
+
+
+def fix_length(wave: torch.Tensor, length: int = DEFAULT_LENGTH, offset: int = 0) -> torch.Tensor:
+    """Crop `length` samples starting at `offset`, or repeat the whole signal until it fills
+    `length` (repeat-padding keeps the content speech-like, unlike zero padding).
+
+    Acts on the last dimension; `offset` is clamped to the valid range and ignored when padding.
+    """
+    if length <= 0:
+        raise ValueError(f"length must be > 0, got {length}")
+    n = wave.shape[-1]
+    if n == 0:
+        raise ValueError("cannot fix the length of an empty waveform")
+    if n >= length:
+        start = min(max(int(offset), 0), n - length)
+        return wave[..., start : start + length]
+    reps = -(-length // n)
+    return wave.repeat(*([1] * (wave.dim() - 1)), reps)[..., :length]
+
+
+def crop_offset(num_samples: int, length: int, generator: torch.Generator | None) -> int:
+    """Start of a crop: uniform over valid offsets with a generator (training), else 0 (eval)."""
+    span = num_samples - length
+    if span <= 0 or generator is None:
+        return 0
+    return int(torch.randint(0, span + 1, (1,), generator=generator).item())

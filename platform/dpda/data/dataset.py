@@ -1,0 +1,123 @@
+"""Torch Dataset over a manifest, and a seeded DataLoader factory.
+
+Random crops are drawn from a generator seeded by (seed, epoch, index), never from worker-local
+RNG state, so a run gives the same batches with 0, 1 or 8 workers and can be resumed mid-way.
+A file that turns bad after `dpda check` (disk error, truncated copy) must not kill a long run:
+it is logged once, counted, and replaced by the next readable item.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from dpda import SAMPLE_RATE
+from dpda.data.audio import DEFAULT_LENGTH, AudioReadError, crop_offset, fix_length, load_audio
+from dpda.data.manifest import UNKNOWN_TARGET, origin, validate_manifest
+from dpda.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """Generator for one item's randomness; SeedSequence mixes the three integers so nearby
+    (seed, epoch, index) triples give unrelated streams."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index)]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class AudioDataset(Dataset):
+    """Items `(wave float32 [length], target int64, index int64)` from manifest rows.
+
+    `index` is the manifest row actually returned: it differs from the requested index only when
+    the requested file failed to read and was substituted, so scores stay attributable.
+    Training crops start at a random offset (per epoch, see `set_epoch`); eval crops start at 0.
+    """
+
+    def __init__(
+        self,
+        manifest: pd.DataFrame,
+        length: int = DEFAULT_LENGTH,
+        train: bool = False,
+        seed: int = 0,
+        sample_rate: int = SAMPLE_RATE,
+    ) -> None:
+        validate_manifest(manifest)
+        unknown = manifest["target"] == UNKNOWN_TARGET
+        if unknown.any():
+            row = manifest.loc[unknown].iloc[0]
+            raise UserError(f"{origin(row)}: unknown label {row['label']!r} (run `dpda check`)")
+        if len(manifest) == 0:
+            raise UserError(f"{manifest.attrs.get('spec', 'manifest')}: no rows to load")
+        self.paths: list[str] = manifest["path"].tolist()
+        self.targets = torch.as_tensor(manifest["target"].to_numpy(), dtype=torch.int64)
+        self.length = int(length)
+        self.train = bool(train)
+        self.seed = int(seed)
+        self.sample_rate = int(sample_rate)
+        self.epoch = 0
+        self.failures: Counter[str] = Counter()  # path -> failed reads, in this process
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's crops; call before iterating (workers copy the dataset per epoch)."""
+        self.epoch = int(epoch)
+
+    def _load(self, index: int) -> torch.Tensor:
+        wave = load_audio(self.paths[index], self.sample_rate)
+        gen = item_generator(self.seed, self.epoch, index) if self.train else None
+        return fix_length(wave, self.length, crop_offset(wave.shape[-1], self.length, gen))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = len(self.paths)
+        index = int(index)
+        for step in range(n):
+            j = (index + step) % n  # deterministic substitute: the next readable row
+            if j in self._bad:
+                continue
+            try:
+                wave = self._load(j)
+            except AudioReadError as exc:
+                self._bad.add(j)
+                self.failures[self.paths[j]] += 1
+                if self.failures[self.paths[j]] == 1:
+                    log.warning("skipping unreadable audio (substituting the next item): %s", exc)
+                continue
+            return wave, self.targets[j], torch.tensor(j, dtype=torch.int64)
+        raise UserError(f"none of the {n} audio files could be read (first: {self.paths[0]})")
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+    sampler: Sampler | None = None,
+) -> DataLoader:
+    """DataLoader whose shuffling comes from a generator seeded with `seed`.
+
+    With a `sampler` (e.g. DistributedSampler, which owns shuffling and needs its own
+    `set_epoch`), `shuffle` is ignored. Workers are not persistent so `dataset.set_epoch` reaches
+    them at each new iteration.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=bool(shuffle) if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=generator,
+        persistent_workers=False,
+    )

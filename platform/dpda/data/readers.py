@@ -1,0 +1,393 @@
+"""Corpus readers: each public layout (ASVspoof 2019 LA, 2021 LA / DF, In-the-Wild, Fake-or-Real,
+generic CSV) becomes a manifest, so the rest of dpda never knows which layout it came from.
+
+A corpus is named by a spec string `KIND:PATH[:SUBSET]` (a bare `*.csv` path means `csv`). Readers
+only parse text; they do not open audio (that is `dpda check`'s job), and they keep rows with
+unknown labels so the check can list them all. Lines with the wrong shape raise UserError naming
+the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from dpda.data.manifest import NOT_APPLICABLE, UNKNOWN_ATTACK, make_manifest, normalize_label
+from dpda.errors import UserError
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """A parsed `KIND:PATH[:SUBSET]` spec."""
+
+    kind: str
+    path: Path
+    subset: str | None
+    text: str
+
+
+# Subsets each kind accepts (None: free-form or not applicable).
+_SUBSETS: dict[str, tuple[str, ...] | None] = {
+    "asvspoof2019": ("train", "dev", "eval"),
+    "asvspoof2021la": ("eval", "progress", "hidden_track", "all"),
+    "asvspoof2021df": ("eval", "progress", "hidden_track", "all"),
+    "itw": ("all",),
+    "for": ("training", "validation", "testing", "train", "dev", "eval", "test", "all"),
+    "csv": None,
+}
+_FOR_ALIASES = {"train": "training", "dev": "validation", "eval": "testing", "test": "testing"}
+
+
+def parse_spec(spec: str) -> CorpusSpec:
+    """Split `KIND:PATH[:SUBSET]`; a bare path ending in .csv is a generic CSV corpus."""
+    text = spec.strip()
+    kind, sep, rest = text.partition(":")
+    if not sep or kind.lower() not in _SUBSETS:
+        if text.lower().endswith(".csv") and (not sep or len(kind) == 1):
+            return CorpusSpec("csv", Path(text), None, text)
+        raise UserError(
+            f"corpus spec {spec!r}: expected KIND:PATH[:SUBSET] with KIND in {', '.join(_SUBSETS)} "
+            f"(or a path to a .csv file)"
+        )
+    kind = kind.lower()
+    path, subset = rest, None
+    head, sep, tail = rest.rpartition(":")
+    allowed = _SUBSETS[kind]
+    if sep and head and (allowed is None or tail in allowed):
+        path, subset = head, tail
+    elif sep and head and allowed is not None and "/" not in tail:
+        raise UserError(f"corpus spec {spec!r}: subset {tail!r} not in {', '.join(allowed)}")
+    if not path:
+        raise UserError(f"corpus spec {spec!r}: empty PATH")
+    if kind == "asvspoof2019" and subset is None:
+        raise UserError(f"corpus spec {spec!r}: asvspoof2019 needs a subset, e.g. {kind}:{path}:train")
+    return CorpusSpec(kind, Path(path).expanduser(), subset, text)
+
+
+def load_corpus(spec: str) -> pd.DataFrame:
+    """Manifest of the corpus named by `spec`; `manifest.attrs['root']` is the corpus root used
+    by the path-escape check and `attrs['spec']` the spec text."""
+    parsed = parse_spec(spec)
+    reader = _READERS[parsed.kind]
+    manifest, root = reader(parsed.path, parsed.subset)
+    manifest.attrs["root"] = str(root)
+    manifest.attrs["spec"] = parsed.text
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# Text helpers
+
+
+def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line number, whitespace fields) of every non-empty, non-comment line."""
+    try:
+        with path.open("r", encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                fields = line.split()
+                if fields and not fields[0].startswith("#"):
+                    yield number, fields
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise UserError(f"{path}: {what} folder not found")
+    return path
+
+
+def _abs(path: Path) -> str:
+    """Absolute path without resolving symlinks (the escape check resolves them itself)."""
+    return os.path.abspath(path)
+
+
+# --------------------------------------------------------------------------------------------
+# ASVspoof 2019 LA
+
+
+def _la_root(path: Path) -> Path:
+    """Accept the folder containing `LA/` or the `LA` folder itself."""
+    if (path / "LA").is_dir() and not (path / "ASVspoof2019_LA_cm_protocols").is_dir():
+        path = path / "LA"
+    _require_dir(path, "ASVspoof 2019 LA")
+    if not (path / "ASVspoof2019_LA_cm_protocols").is_dir():
+        raise UserError(f"{path}: no ASVspoof2019_LA_cm_protocols folder (expected the LA folder or its parent)")
+    return path
+
+
+def read_asvspoof2019(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
+    """Protocol lines `SPEAKER UTT - ATTACK KEY`; audio at ASVspoof2019_LA_<subset>/flac/UTT.flac."""
+    root = _la_root(path)
+    subset = subset or "train"
+    suffix = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}[subset]
+    protocol = root / "ASVspoof2019_LA_cm_protocols" / f"ASVspoof2019.LA.cm.{suffix}.txt"
+    if not protocol.is_file():
+        raise UserError(f"{protocol}: protocol file not found")
+    audio_dir = root / f"ASVspoof2019_LA_{subset}" / "flac"
+    cols: dict[str, list] = {k: [] for k in ("utt", "path", "label", "attack", "speaker", "source_line")}
+    for number, f in _lines(protocol):
+        if len(f) != 5:
+            raise UserError(
+                f"{protocol}:{number}: expected 5 fields 'SPEAKER UTT - ATTACK KEY', got {len(f)}"
+            )
+        speaker, utt, _, attack, key = f
+        cols["utt"].append(utt)
+        cols["path"].append(_abs(audio_dir / f"{utt}.flac"))
+        cols["label"].append(key)
+        cols["attack"].append(attack)
+        cols["speaker"].append(speaker)
+        cols["source_line"].append(number)
+    n = len(cols["utt"])
+    cols.update(corpus=["asvspoof2019la"] * n, subset=[subset] * n, source_file=[_abs(protocol)] * n)
+    return _typed(make_manifest(cols)), root
+
+
+# --------------------------------------------------------------------------------------------
+# ASVspoof 2021 LA / DF eval
+
+# Column names of trial_metadata.txt by position; further columns become extra<N>.
+_META_COLUMNS = {
+    "LA": ("speaker", "utt", "codec", "transmission", "attack", "key", "trim", "phase"),
+    "DF": ("speaker", "utt", "codec", "source", "attack", "key", "trim", "phase", "vocoder"),
+}
+
+
+def _find_metadata(root: Path, track: str) -> Path:
+    """The keys' CM/trial_metadata.txt under root (keys are often unpacked beside the audio)."""
+    if root.is_file():
+        return root
+    found: list[Path] = []
+    for depth in range(0, 5):
+        pattern = "/".join(["*"] * depth + ["CM", "trial_metadata.txt"])
+        found += sorted(root.glob(pattern))
+    if not found:
+        raise UserError(f"{root}: no CM/trial_metadata.txt found (unpack the {track} keys under this folder)")
+    if len(found) > 1:
+        tagged = [p for p in found if track in p.parts or f"{track}-keys-full" in p.parts]
+        if len(tagged) == 1:
+            return tagged[0]
+        raise UserError(f"{root}: several CM/trial_metadata.txt found: {', '.join(map(str, found))}")
+    return found[0]
+
+
+def _find_audio_dir(root: Path, track: str, metadata: Path) -> Path:
+    base = root if root.is_dir() else metadata.parent
+    for cand in (base / f"ASVspoof2021_{track}_eval" / "flac", base / "flac"):
+        if cand.is_dir():
+            return cand
+    if base.name == f"ASVspoof2021_{track}_eval":
+        return base / "flac"
+    # Missing audio is reported per file by `dpda check`; point at the conventional place.
+    return base / f"ASVspoof2021_{track}_eval" / "flac"
+
+
+def _read_asvspoof2021(path: Path, subset: str | None, track: str) -> tuple[pd.DataFrame, Path]:
+    """trial_metadata.txt lines, e.g. LA `SPK UTT CODEC TRANSMISSION ATTACK KEY TRIM PHASE`.
+
+    SUBSET filters on the phase column (eval, progress, hidden_track); default/`all` keeps all.
+    """
+    root = path
+    if not root.exists():
+        raise UserError(f"{root}: ASVspoof 2021 {track} folder not found")
+    metadata = _find_metadata(root, track)
+    audio_dir = _find_audio_dir(root, track, metadata)
+    names = _META_COLUMNS[track]
+    key_at = names.index("key")
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    width = len(names)
+    for number, f in _lines(metadata):
+        if len(f) <= key_at:
+            raise UserError(
+                f"{metadata}:{number}: expected at least {key_at + 1} fields "
+                f"({' '.join(n.upper() for n in names[: key_at + 1])}), got {len(f)}"
+            )
+        rows.append(f)
+        numbers.append(number)
+        width = max(width, len(f))
+    columns = list(names) + [f"extra{i}" for i in range(len(names) + 1, width + 1)]
+    padded = [r + [NOT_APPLICABLE] * (width - len(r)) for r in rows]
+    frame = pd.DataFrame(padded, columns=columns) if padded else pd.DataFrame(columns=columns)
+    frame = frame.rename(columns={"key": "label"})
+    frame["path"] = [_abs(audio_dir / f"{u}.flac") for u in frame["utt"]]
+    frame["corpus"] = f"asvspoof2021{track.lower()}"
+    frame["subset"] = "eval"
+    frame["source_file"] = _abs(metadata)
+    frame["source_line"] = numbers
+    if subset and subset != "all":
+        frame = frame[frame["phase"] == subset]
+    conditions = [c for c in columns if c not in ("speaker", "utt", "attack", "key")]
+    return _typed(make_manifest(frame, condition_order=conditions)), root
+
+
+def read_asvspoof2021la(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
+    return _read_asvspoof2021(path, subset, "LA")
+
+
+def read_asvspoof2021df(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
+    return _read_asvspoof2021(path, subset, "DF")
+
+
+# --------------------------------------------------------------------------------------------
+# CSV-based layouts: In-the-Wild and generic
+
+
+def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row dict) of a CSV with a header naming at least `required`."""
+    try:
+        fh = path.open("r", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            header = [h.strip().lstrip("\ufeff") for h in next(reader)]
+        except StopIteration:
+            raise UserError(f"{path}:1: empty file, expected a header with {', '.join(required)}") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}:1: cannot parse header ({exc})") from None
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise UserError(f"{path}:1: header {header} lacks column(s) {', '.join(missing)}")
+        start = reader.line_num
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise UserError(f"{path}:{reader.line_num}: cannot parse CSV ({exc})") from None
+            number, start = start + 1, reader.line_num  # a record starts after the previous one
+            if not fields or all(not x.strip() for x in fields):
+                continue
+            if len(fields) != len(header):
+                raise UserError(f"{path}:{number}: expected {len(header)} fields ({','.join(header)}), got {len(fields)}")
+            row = {h: v.strip() for h, v in zip(header, fields)}
+            empty = [c for c in required if not row[c]]
+            if empty:
+                raise UserError(f"{path}:{number}: empty {', '.join(empty)}")
+            yield number, row
+
+
+def _meta_csv(path: Path) -> tuple[Path, Path]:
+    """(meta.csv, audio folder) for an ITW path given as the folder or the csv itself."""
+    if path.is_file():
+        return path, path.parent
+    meta = path / "meta.csv"
+    if not meta.is_file():
+        raise UserError(f"{meta}: In-the-Wild meta.csv not found")
+    return meta, path
+
+
+def read_itw(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
+    """In-the-Wild `meta.csv` (file,speaker,label with `bona-fide` / `spoof`)."""
+    meta, root = _meta_csv(path)
+    cols: dict[str, list] = {k: [] for k in ("utt", "path", "label", "speaker", "source_line")}
+    for number, row in _csv_rows(meta, ("file", "speaker", "label")):
+        cols["utt"].append(Path(row["file"]).stem)
+        cols["path"].append(_abs(root / row["file"]))
+        cols["label"].append(row["label"])
+        cols["speaker"].append(row["speaker"])
+        cols["source_line"].append(number)
+    n = len(cols["utt"])
+    cols.update(corpus=["itw"] * n, subset=["eval"] * n, source_file=[_abs(meta)] * n)
+    cols["attack"] = [NOT_APPLICABLE if normalize_label(l) == "bonafide" else UNKNOWN_ATTACK for l in cols["label"]]
+    return _typed(make_manifest(cols)), root
+
+
+def read_csv_corpus(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
+    """Generic `path,label[,utt,speaker,attack,...]` CSV; relative paths are resolved against the
+    CSV's folder, extra columns are kept as conditions, a `subset` column is filtered by SUBSET."""
+    if not path.is_file():
+        raise UserError(f"{path}: CSV file not found")
+    root = path.parent
+    records: list[dict[str, object]] = []
+    for number, row in _csv_rows(path, ("path", "label")):
+        audio = Path(row.pop("path")).expanduser()
+        label = normalize_label(row.pop("label"))
+        rec: dict[str, object] = {
+            "utt": row.pop("utt", "") or str(audio.with_suffix("")),
+            "path": _abs(audio if audio.is_absolute() else root / audio),
+            "label": label,
+            "speaker": row.pop("speaker", "") or NOT_APPLICABLE,
+            "attack": row.pop("attack", "") or (NOT_APPLICABLE if label == "bonafide" else UNKNOWN_ATTACK),
+            "corpus": row.pop("corpus", "") or path.stem,
+            "subset": row.pop("subset", "") or (subset or "all"),
+            "source_line": number,
+        }
+        rec.update({k: (v or NOT_APPLICABLE) for k, v in row.items()})
+        records.append(rec)
+    frame = make_manifest(records) if records else make_manifest({c: [] for c in ("utt", "path", "label", "speaker", "corpus", "subset", "source_line")})
+    frame["source_file"] = _abs(path)
+    if subset and len(frame) and subset != "all":
+        frame = frame[frame["subset"] == subset]
+    return _typed(make_manifest(frame)), root
+
+
+# --------------------------------------------------------------------------------------------
+# Fake-or-Real
+
+
+def read_for(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
+    """`for-norm/{training,validation,testing}/{real,fake}/*.wav`; label from the folder.
+
+    FoR has no protocol file, so `source_file` is the audio file itself and `source_line` 0.
+    """
+    root = path / "for-norm" if (path / "for-norm").is_dir() else path
+    _require_dir(root, "Fake-or-Real for-norm")
+    splits = ("training", "validation", "testing")
+    if subset and subset != "all":
+        splits = (_FOR_ALIASES.get(subset, subset),)
+    cols: dict[str, list] = {k: [] for k in ("utt", "path", "label", "subset")}
+    found_any = False
+    for split in splits:
+        for folder, label in (("real", "bonafide"), ("fake", "spoof")):
+            d = root / split / folder
+            if not d.is_dir():
+                continue
+            found_any = True
+            files = sorted(p for p in d.iterdir() if p.suffix.lower() == ".wav")
+            cols["utt"] += [f"{split}/{folder}/{p.stem}" for p in files]
+            cols["path"] += [_abs(p) for p in files]
+            cols["label"] += [label] * len(files)
+            cols["subset"] += [split] * len(files)
+    if not found_any:
+        raise UserError(f"{root}: no {{{','.join(splits)}}}/{{real,fake}} folders found")
+    n = len(cols["utt"])
+    cols.update(
+        attack=[NOT_APPLICABLE if l == "bonafide" else UNKNOWN_ATTACK for l in cols["label"]],
+        speaker=[NOT_APPLICABLE] * n,
+        corpus=["for"] * n,
+        source_file=list(cols["path"]),
+        source_line=[0] * n,
+    )
+    return _typed(make_manifest(cols)), root
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integer dtypes even for empty manifests, and a fresh 0..n-1 index."""
+    frame = frame.reset_index(drop=True)
+    for col in ("target", "source_line"):
+        frame[col] = frame[col].astype("int64")
+    for col in frame.columns:
+        if col not in ("target", "source_line"):
+            frame[col] = frame[col].astype(object)
+    return frame
+
+
+_READERS: dict[str, Callable[[Path, str | None], tuple[pd.DataFrame, Path]]] = {
+    "asvspoof2019": read_asvspoof2019,
+    "asvspoof2021la": read_asvspoof2021la,
+    "asvspoof2021df": read_asvspoof2021df,
+    "itw": read_itw,
+    "for": read_for,
+    "csv": read_csv_corpus,
+}

@@ -1,0 +1,67 @@
+"""Batched scoring of a manifest: shared by dev evaluation, `dpda eval` and `dpda predict`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from dpda.data.dataset import AudioDataset, make_loader
+
+
+@dataclass
+class ScoreResult:
+    scores: np.ndarray  # bona fide logit margin per manifest row, manifest order
+    loss: float  # class-weighted cross-entropy over the set, NaN without class weights
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def score_manifest(
+    model: torch.nn.Module,
+    manifest: pd.DataFrame,
+    *,
+    length: int,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    class_weights: torch.Tensor | None = None,
+    progress: bool = False,
+) -> ScoreResult:
+    """Score every row with the deterministic eval crop; one host transfer per batch."""
+    was_training = model.training
+    model.eval()
+    loader = make_loader(
+        AudioDataset(manifest, length=length, train=False, seed=0),
+        batch_size=batch_size, shuffle=False, num_workers=num_workers, seed=0, drop_last=False,
+    )
+    scores = np.empty(len(manifest), dtype=np.float64)
+    total_loss = torch.zeros((), device=device, dtype=torch.float64)
+    total_weight = torch.zeros((), device=device, dtype=torch.float64)
+    weights = None if class_weights is None else class_weights.to(device=device, dtype=torch.float32)
+    iterator = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(loader, desc="scoring", unit="batch", leave=False)
+    for wave, target, index in iterator:
+        wave = wave.to(device, non_blocking=True)
+        logits = model(wave).float()
+        if weights is not None:
+            target = target.to(device)
+            total_loss += F.cross_entropy(logits, target, weight=weights, reduction="sum").double()
+            total_weight += weights[target].sum().double()
+        scores[index.numpy()] = (logits[:, 1] - logits[:, 0]).cpu().numpy()
+    model.train(was_training)
+    # the weighted mean over the whole set, as CrossEntropyLoss(weight=...) defines it per batch
+    loss = float(total_loss / total_weight.clamp_min(1e-12)) if weights is not None else float("nan")
+    return ScoreResult(scores=scores, loss=loss)

@@ -1,0 +1,379 @@
+"""The training loop: dual-path (or DA / no-augmentation) training with early stopping,
+n-best checkpoint averaging, resumable checkpoints and per-step telemetry.
+
+One class serves the single-process CLI and every Ray Train worker: distribution enters only
+through `DistContext` (the sampler shard and one all-reduce of both path gradients), so the
+single-process run is the reference the distributed one is tested against.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dpda.align import make_aligner
+from dpda.augment import RawBoost
+from dpda.data.check import check_manifest
+from dpda.data.dataset import AudioDataset, make_loader
+from dpda.data.manifest import concat_manifests
+from dpda.data.readers import load_corpus
+from dpda.metrics import compute_eer
+from dpda.models import build_model, load_ssl_weights
+from dpda.train.checkpoint import average_state_dicts, load_checkpoint, save_checkpoint
+from dpda.train.config import TrainConfig
+from dpda.train.inference import resolve_device, score_manifest
+from dpda.train.step import DualPathStep, single_path_step
+
+CHECKPOINT_FORMAT = "dpda-train-state"
+from dpda.train.model_file import MODEL_FORMAT
+
+
+@dataclass
+class DistContext:
+    """What a distributed worker contributes; None in a single process."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    all_reduce_mean: Callable[[torch.Tensor], None] | None = None  # in place, over all ranks
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def load_manifest(specs: list[str], policy: str, what: str) -> pd.DataFrame:
+    """Read and check corpora before any GPU time is spent; skip mode drops and counts bad rows.
+
+    Each corpus is checked on its own so paths are bounded by that corpus's root."""
+    frames = []
+    for spec in specs:
+        result = check_manifest(load_corpus(spec), policy=policy)
+        if not result.ok:
+            counts = ", ".join(f"{k}: {v}" for k, v in result.counts.items() if v)
+            print(f"[dpda] {what} {spec}: skipped {len(result.bad_rows)} bad rows ({counts})", flush=True)
+        frames.append(result.manifest)
+    return concat_manifests(frames).reset_index(drop=True)
+
+
+class Trainer:
+    """Owns one training run in `run_dir`; `fit()` trains, selects and averages the best epochs."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        dist: DistContext | None = None,
+        report_fn: Callable[[dict[str, Any], Path | None], None] | None = None,
+        run_id: str | None = None,
+        trial_id: str | None = None,
+        resume_from: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = config
+        self.run_dir = Path(run_dir)
+        self.dist = dist
+        self.report_fn = report_fn
+        self.trial_id = trial_id or "local"
+        self.run_id = run_id
+        self.resume_from = Path(resume_from) if resume_from else None
+        self.progress = progress
+        self.is_main = dist is None or dist.is_main
+        self.device = dist.device if dist else resolve_device(config.device)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+
+    # ------------------------------------------------------------------ setup
+    def _build(self) -> None:
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        self.train_manifest = load_manifest(cfg.data.train, cfg.data.check, "train")
+        self.dev_manifest = load_manifest(cfg.data.dev, cfg.data.check, "dev")
+        self.train_set = AudioDataset(self.train_manifest, length=cfg.data.length, train=True, seed=cfg.seed)
+        sampler = None
+        if self.dist is not None and self.dist.world_size > 1:
+            sampler = torch.utils.data.DistributedSampler(
+                self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                shuffle=True, seed=cfg.seed, drop_last=True,
+            )
+        self.sampler = sampler
+        self.train_loader = make_loader(
+            self.train_set, batch_size=cfg.optim.batch_size, shuffle=sampler is None,
+            num_workers=cfg.data.num_workers, seed=cfg.seed, drop_last=True, sampler=sampler,
+        )
+        self.model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides)
+        if cfg.model.ssl_checkpoint:
+            load_ssl_weights(self.model, cfg.model.ssl_checkpoint)
+        if cfg.model.freeze_frontend and hasattr(self.model, "freeze_frontend"):
+            self.model.freeze_frontend()
+        self.model.to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.class_weights = torch.tensor(cfg.loss.class_weights, dtype=torch.float32, device=self.device)
+        self.loss_fn = torch.nn.CrossEntropyLoss(weight=self.class_weights)
+        self.rawboost = RawBoost.from_config(cfg.augment.rawboost).to(self.device)
+        self.aligner = make_aligner(
+            cfg.align.rule, strength=cfg.align.strength, granularity=cfg.align.granularity,
+            **cfg.align.options,
+        )
+        use_amp = cfg.optim.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_amp else None
+        reduce_fn = self.dist.all_reduce_mean if self.dist and self.dist.world_size > 1 else None
+        self.reduce_fn = reduce_fn
+        self.step_fn = DualPathStep(
+            self.model, self.loss_fn, self.optimizer, self.aligner, mode=cfg.align.mode,
+            clip_norm=cfg.optim.clip_norm, scaler=self.scaler, reduce_fn=reduce_fn,
+        )
+
+    # ------------------------------------------------------------- checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "aligner": self.aligner.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+            "epoch": self.epoch,  # epochs completed
+            "global_step": self.global_step,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "attempt": self.attempt,
+            "run_id": self.run_id,
+        }
+
+    def _restore(self, path: Path) -> None:
+        state = load_checkpoint(path, CHECKPOINT_FORMAT)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.aligner.load_state_dict(state["aligner"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.best = [tuple(b) for b in state["best"]]
+        self.bad_epochs = int(state["bad_epochs"])
+        self.history = list(state["history"])
+        self.attempt = int(state["attempt"]) + 1
+        self.run_id = self.run_id or state["run_id"]
+        if self.is_main:
+            print(f"[dpda] resumed from {path} at epoch {self.epoch} (attempt {self.attempt})", flush=True)
+
+    def _find_resume(self) -> Path | None:
+        if self.resume_from is not None:
+            candidate = self.resume_from / "last.pt" if self.resume_from.is_dir() else self.resume_from
+            return candidate if candidate.exists() else None
+        last = self.ckpt_dir / "last.pt"
+        return last if last.exists() else None
+
+    # ---------------------------------------------------------------- training
+    def _augment(self, wave: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.rawboost(wave, generator=generator)
+
+    def _train_epoch(self, epoch: int, telemetry) -> dict[str, float]:
+        cfg = self.cfg
+        self.model.train()
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        # per-epoch seeds make an epoch-boundary resume reproduce the uninterrupted run exactly
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        rank = self.dist.rank if self.dist else 0
+        gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + epoch * 1009 + rank)
+        loss_orig = loss_aug = conflicts = 0.0
+        steps = 0
+        iterator = self.train_loader
+        max_steps = cfg.optim.max_steps_per_epoch
+        total = min(len(self.train_loader), max_steps or len(self.train_loader))
+        if self.progress and self.is_main:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(self.train_loader, total=total, desc=f"epoch {epoch + 1}", unit="step", leave=False)
+        lr = self.optimizer.param_groups[0]["lr"]
+        for i, (wave, target, _) in enumerate(iterator):
+            if max_steps is not None and i >= max_steps:
+                break
+            wave = wave.to(self.device, non_blocking=True)
+            target = target.to(self.device, non_blocking=True)
+            mode = cfg.augment.mode
+            if mode == "dual":
+                stats = self.step_fn(wave, self._augment(wave, gen), target)
+            else:
+                inputs = self._augment(wave, gen) if mode == "da" else wave
+                stats = single_path_step(
+                    self.model, self.loss_fn, self.optimizer, inputs, target,
+                    clip_norm=cfg.optim.clip_norm, scaler=self.scaler, reduce_fn=self.reduce_fn,
+                )
+            self.global_step += 1
+            host = stats.to_host()  # one device-to-host transfer per step, needed for telemetry
+            loss_orig += host["loss_orig"]
+            loss_aug += host["loss_aug"]
+            conflicts += float(host["conflict"])
+            steps += 1
+            if telemetry is not None:
+                telemetry.log_step(step=self.global_step, epoch=epoch, stats=host, lr=lr)
+        n = max(steps, 1)
+        return {
+            "train_loss": loss_orig / n,
+            "train_loss_aug": loss_aug / n,
+            "conflict_fraction": conflicts / n if cfg.augment.mode == "dual" else float("nan"),
+            "steps": steps,
+        }
+
+    def _evaluate_dev(self) -> dict[str, float]:
+        result = score_manifest(
+            self.model, self.dev_manifest, length=self.cfg.data.length,
+            batch_size=max(self.cfg.optim.batch_size * 2, 8), device=self.device,
+            num_workers=self.cfg.data.num_workers, class_weights=self.class_weights,
+        )
+        target = self.dev_manifest["target"].to_numpy()
+        eer, threshold = compute_eer(result.scores[target == 1], result.scores[target == 0])
+        return {"dev_loss": result.loss, "dev_eer": float(eer), "dev_threshold": float(threshold)}
+
+    def _keep_best(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Track the n best epochs by the selection metric; returns True if this epoch improved."""
+        key = self.cfg.checkpoint.select_by
+        value = metrics[key]
+        improved = not self.best or value < min(b[0] for b in self.best)
+        if self.is_main:
+            self.best.append((value, epoch))
+            self.best.sort()
+            keep = self.best[: self.cfg.checkpoint.average_best]
+            for _, dropped in self.best[self.cfg.checkpoint.average_best:]:
+                (self.ckpt_dir / f"epoch_{dropped:04d}.pt").unlink(missing_ok=True)
+            self.best = keep
+            if any(e == epoch for _, e in keep):
+                save_checkpoint({"format": MODEL_FORMAT, "model": self.model.state_dict()},
+                                self.ckpt_dir / f"epoch_{epoch:04d}.pt")
+        else:
+            self.best = sorted(self.best + [(value, epoch)])[: self.cfg.checkpoint.average_best]
+        return improved
+
+    def fit(self) -> dict[str, Any]:
+        """Train until early stopping or the epoch limit; write the averaged model `model.pt`."""
+        cfg = self.cfg
+        self._build()
+        self.epoch, self.global_step, self.best, self.bad_epochs, self.history, self.attempt = 0, 0, [], 0, [], 0
+        resume = self._find_resume()
+        if resume is not None:
+            self._restore(resume)
+        self.run_id = self.run_id or uuid.uuid4().hex[:12]
+        if self.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        telemetry = self._open_telemetry() if self.is_main else None
+        start = time.time()
+        try:
+            while self.epoch < cfg.optim.epochs and self.bad_epochs < cfg.optim.patience:
+                epoch = self.epoch
+                t0 = time.time()
+                train_metrics = self._train_epoch(epoch, telemetry)
+                dev_metrics = self._evaluate_dev()
+                improved = self._keep_best(epoch, dev_metrics)
+                self.bad_epochs = 0 if improved else self.bad_epochs + 1
+                best_eer_epoch = min(self.history + [{"epoch": epoch, **dev_metrics}], key=lambda h: h["dev_eer"])
+                metrics = {
+                    "epoch": epoch + 1,
+                    **train_metrics,
+                    **dev_metrics,
+                    "best_dev_eer": best_eer_epoch["dev_eer"],
+                    "epochs_to_best": best_eer_epoch["epoch"] + 1,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "epoch_time_s": time.time() - t0,
+                    "global_step": self.global_step,
+                }
+                self.history.append({"epoch": epoch, **dev_metrics, **train_metrics})
+                self.epoch = epoch + 1
+                if telemetry is not None:
+                    telemetry.log_epoch(epoch=epoch, metrics=metrics)
+                    telemetry.flush()
+                if self.is_main:
+                    save_checkpoint(self._state(), self.ckpt_dir / "last.pt")
+                    self._print_epoch(metrics)
+                if self.report_fn is not None:
+                    self.report_fn(metrics, self.ckpt_dir if self.is_main else None)
+        finally:
+            if telemetry is not None:
+                telemetry.close()
+        final = self._finish(time.time() - start)
+        return final
+
+    def _finish(self, elapsed: float) -> dict[str, Any]:
+        """Average the n best epochs' weights (as published) and evaluate the result on dev."""
+        summary: dict[str, Any] = {"run_id": self.run_id, "epochs": self.epoch, "train_time_s": elapsed}
+        if not self.is_main:
+            return summary
+        paths = [self.ckpt_dir / f"epoch_{e:04d}.pt" for _, e in self.best]
+        states = [load_checkpoint(p, MODEL_FORMAT)["model"] for p in paths if p.exists()]
+        if states:
+            self.model.load_state_dict(average_state_dicts(states))
+        dev = self._evaluate_dev()
+        model_file = self.run_dir / "model.pt"
+        save_checkpoint(
+            {
+                "format": MODEL_FORMAT,
+                "model": self.model.state_dict(),
+                "config": self.cfg.to_dict(),
+                "averaged_epochs": [int(e) for _, e in self.best],
+                "dev_threshold": dev["dev_threshold"],
+            },
+            model_file,
+        )
+        summary.update({
+            "averaged_epochs": [int(e) + 1 for _, e in self.best],
+            "final_dev_eer": dev["dev_eer"],
+            "final_dev_loss": dev["dev_loss"],
+            "best_dev_eer": min(h["dev_eer"] for h in self.history) if self.history else math.nan,
+            "model": str(model_file),
+        })
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"[dpda] averaged epochs {summary['averaged_epochs']}: dev EER {100 * dev['dev_eer']:.2f}% "
+              f"-> {model_file}", flush=True)
+        return summary
+
+    def _print_epoch(self, m: dict[str, Any]) -> None:
+        conflict = "" if math.isnan(m["conflict_fraction"]) else f" conflict {100 * m['conflict_fraction']:.1f}%"
+        print(
+            f"[dpda] epoch {m['epoch']}: train loss {m['train_loss']:.4f}{conflict} | dev loss "
+            f"{m['dev_loss']:.4f} EER {100 * m['dev_eer']:.2f}% (best {100 * m['best_dev_eer']:.2f}%) "
+            f"| {m['epoch_time_s']:.1f}s",
+            flush=True,
+        )
+
+    def _open_telemetry(self):
+        if not self.cfg.telemetry.enabled:
+            return None
+        from dpda.telemetry import TelemetryWriter
+
+        resumed_from = self.global_step if self.attempt > 0 else None
+        return TelemetryWriter(
+            self.run_dir / "telemetry",
+            run_id=self.run_id,
+            trial_id=self.trial_id,
+            attempt=self.attempt,
+            resumed_from_step=resumed_from,
+            layer_names=self.step_fn.layer_names,
+            world_size=self.dist.world_size if self.dist else 1,
+            rule=self.cfg.align.rule if self.cfg.augment.mode == "dual" else self.cfg.augment.mode,
+            strength=self.cfg.align.strength,
+            rawboost_algo=int(self.cfg.augment.rawboost.get("algo", 4)) if self.cfg.augment.mode != "none" else 0,
+            config=self.cfg.to_dict(),
+            flush_every=self.cfg.telemetry.flush_every,
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed numpy and torch for code outside the explicit generators (model init)."""
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
