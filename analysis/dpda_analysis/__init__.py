@@ -1,0 +1,48 @@
+"""dpda_analysis: read dpda telemetry Parquet, analyse gradient conflicts, write the report.
+
+Depends on pyarrow, DuckDB, pandas and plotly only (never torch or Ray), so it runs on a laptop
+against a copied run or Tune experiment directory.
+"""
+
+from dpda_analysis.errors import AnalysisError
+from dpda_analysis.queries import (
+    comparison_table,
+    conflict_by,
+    conflict_by_epoch,
+    conflict_by_layer,
+    conflict_by_rawboost_algo,
+    conflict_by_rule,
+    conflict_by_trial,
+    conflict_fraction,
+    cosine_histogram,
+    eer_vs_conflict,
+    epoch_metrics,
+    layer_heatmap,
+    layer_names,
+    summary,
+    trial_summary,
+)
+from dpda_analysis.schema import SCHEMA_VERSION
+from dpda_analysis.store import Telemetry, open_telemetry
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AnalysisError",
+    "Telemetry",
+    "comparison_table",
+    "conflict_by",
+    "conflict_by_epoch",
+    "conflict_by_layer",
+    "conflict_by_rawboost_algo",
+    "conflict_by_rule",
+    "conflict_by_trial",
+    "conflict_fraction",
+    "cosine_histogram",
+    "eer_vs_conflict",
+    "epoch_metrics",
+    "layer_heatmap",
+    "layer_names",
+    "open_telemetry",
+    "summary",
+    "trial_summary",
+]

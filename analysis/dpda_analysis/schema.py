@@ -65,12 +65,14 @@ LAYERS = pa.schema(
         pa.field("attempt", pa.int16(), nullable=False),
         pa.field("step", pa.int32(), nullable=False),
         pa.field("layer", pa.int16(), nullable=False),
-        pa.field("cos", pa.float32()),
+        pa.field("cos", pa.float32()),  # null when not finite (a zero gradient has no direction)
         pa.field("norm_orig", pa.float32()),
         pa.field("norm_aug", pa.float32()),
     ]
 )
-"""Long format, one row per (step, parameter tensor): compact enough for 400 layers x 1e5 steps."""
+"""Long format, one row per (step, parameter tensor): compact enough for 400 layers x 1e5 steps.
+
+Within a part file rows are layer-major (all steps of layer 0, then layer 1, ...)."""
 
 LAYER_NAMES = pa.schema(
     [

@@ -55,7 +55,7 @@ class AudioDataset(Dataset):
         if len(manifest) == 0:
             raise UserError(f"{manifest.attrs.get('spec', 'manifest')}: no rows to load")
         self.paths: list[str] = manifest["path"].tolist()
-        self.targets = torch.as_tensor(manifest["target"].to_numpy(), dtype=torch.int64)
+        self.targets = torch.tensor(manifest["target"].to_numpy(dtype=np.int64, copy=True))
         self.length = int(length)
         self.train = bool(train)
         self.seed = int(seed)

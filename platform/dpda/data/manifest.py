@@ -61,7 +61,7 @@ def condition_columns(manifest: pd.DataFrame) -> list[str]:
 
 
 def make_manifest(
-    records: Mapping[str, Sequence] | Iterable[Mapping[str, object]],
+    records: pd.DataFrame | Mapping[str, Sequence] | Iterable[Mapping[str, object]],
     *,
     condition_order: Sequence[str] = (),
 ) -> pd.DataFrame:
@@ -69,7 +69,10 @@ def make_manifest(
 
     `target` is derived from `label` when absent so readers cannot disagree with each other.
     """
-    frame = pd.DataFrame(records if isinstance(records, Mapping) else list(records))
+    if isinstance(records, pd.DataFrame):
+        frame = records.copy()
+    else:
+        frame = pd.DataFrame(records if isinstance(records, Mapping) else list(records))
     if frame.empty and not len(frame.columns):
         frame = pd.DataFrame({c: pd.Series(dtype=object) for c in CORE_COLUMNS + SOURCE_COLUMNS})
     if "label" in frame:

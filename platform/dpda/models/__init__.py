@@ -1,0 +1,10 @@
+"""Detector models: AASIST, RawNet2, and SSL (wav2vec 2.0 / XLS-R) + AASIST / Conformer-TCM.
+
+Every model maps a float waveform batch (batch, time) at 16 kHz to logits (batch, 2) with class 1
+= bona fide; score = logit[1] - logit[0].
+"""
+
+from dpda.models.registry import PRESETS, build_model, count_parameters, list_models, model_config
+from dpda.models.ssl_weights import load_ssl_weights
+
+__all__ = ["PRESETS", "build_model", "count_parameters", "list_models", "load_ssl_weights", "model_config"]

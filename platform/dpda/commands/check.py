@@ -1,0 +1,60 @@
+"""`dpda check CORPUS...`: validate corpora before training (missing, unreadable, empty or
+non-finite audio, unknown labels, duplicate ids, paths escaping the corpus root)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("corpora", nargs="+", metavar="CORPUS",
+                        help="corpus spec KIND:PATH[:SUBSET] (KIND: asvspoof2019, asvspoof2021la, "
+                             "asvspoof2021df, itw, for, csv) or a path to a .csv")
+    parser.add_argument("--policy", choices=("fail", "skip"), default="fail",
+                        help="fail: exit non-zero on any problem; skip: report and drop bad rows")
+    parser.add_argument("--decode", choices=("all", "float", "none"), default="all",
+                        help="decode every file (all), only float-format files that can hold "
+                             "NaN/Inf (float), or read headers only (none)")
+    parser.add_argument("--workers", type=int, default=None, help="threads reading audio")
+    parser.add_argument("--max-problems", type=int, default=20, help="problems listed per corpus")
+
+
+def summary_table(manifest) -> str:
+    """Counts per attack (rows) and label (columns), with totals."""
+    import pandas as pd
+
+    if not len(manifest):
+        return "  (no rows)"
+    table = pd.crosstab(manifest["attack"], manifest["label"], margins=True, margins_name="total")
+    return "\n".join("  " + line for line in table.to_string().splitlines())
+
+
+def run(args: argparse.Namespace) -> int:
+    from dpda.data.check import inspect_manifest
+    from dpda.data.readers import load_corpus
+    from dpda.errors import UserError
+
+    status = 0
+    for spec in args.corpora:
+        print(f"== {spec}")
+        try:
+            manifest = load_corpus(spec)
+            result = inspect_manifest(manifest, num_workers=args.workers, decode=args.decode)
+        except UserError as exc:
+            print(f"  error: {exc}")
+            status = max(status, 2)
+            continue
+        rates = ", ".join(f"{r} Hz: {n}" for r, n in result.audio.get("sample_rates", {}).items())
+        print(f"  {result.total} rows, root {manifest.attrs.get('root')}, "
+              f"{float(result.audio.get('seconds', 0.0)) / 3600:.2f} h readable audio ({rates or 'none'})")
+        print(summary_table(manifest))
+        if result.ok:
+            print("  ok: no problems")
+            continue
+        print("  problems:")
+        print("\n".join("    " + line for line in result.format_problems(args.max_problems).splitlines()))
+        if args.policy == "skip":
+            print(f"  skip: {len(result.bad_rows)} bad rows would be dropped, {result.total - len(result.bad_rows)} kept")
+        else:
+            status = max(status, 1)
+    return status

@@ -1,0 +1,42 @@
+"""`dpda report RUN_OR_EXPERIMENT_DIR -o report.html [--png DIR]`.
+
+Imports only `dpda_analysis` and the standard library, so the report can be made on a machine
+without torch or Ray (the report module is plain pyarrow/DuckDB/pandas/plotly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dpda_analysis import AnalysisError
+from dpda_analysis.report import write_report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="a run dir, a directory of runs, or a Ray Tune experiment dir")
+    parser.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: %(default)s)")
+    parser.add_argument("--png", metavar="DIR", help="also export each figure as PNG into DIR (needs kaleido)")
+    parser.add_argument("--title", help="page title")
+    parser.add_argument("--heatmap-bins", type=int, default=60, help="step bins of the layer heatmap")
+    parser.add_argument("--heatmap-trials", type=int, default=8,
+                        help="trials selectable in the layer heatmap, best dev EER first")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.heatmap_bins < 1 or args.heatmap_trials < 1:
+        print("dpda report: error: --heatmap-bins and --heatmap-trials must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        result = write_report(args.path, args.output, png_dir=args.png, title=args.title,
+                              heatmap_bins=args.heatmap_bins, heatmap_trials=args.heatmap_trials)
+    except AnalysisError as exc:
+        print(f"dpda report: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {result.html_path} ({len(result.figures)} figures)")
+    for path in result.png_paths:
+        print(f"wrote {path}")
+    if result.png_message:
+        print(f"dpda report: {result.png_message}", file=sys.stderr)
+        return 1
+    return 0

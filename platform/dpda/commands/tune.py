@@ -1,0 +1,96 @@
+"""`dpda tune SEARCH_SPACE.yaml`: a Ray Tune + Optuna search (ASHA on dev EER per epoch).
+
+Options scale a search down or up without editing the file (`--num-samples`, `--epochs`,
+`--set KEY=VALUE`, `--workers`); `--resume` continues an interrupted experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("search_space", type=Path, help="search-space YAML (see search_spaces/)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="corpus root, substituted for ${DPDA_DATA} in the file (default: $DPDA_DATA)")
+    p.add_argument("--storage", default=None,
+                   help="experiment storage: a directory (shared on a cluster) or s3:// URI (default runs/tune)")
+    p.add_argument("--name", default=None, help="experiment name (default: the file's `name`)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment; finished trials are kept")
+    p.add_argument("--num-samples", type=int, default=None, help="number of trials (overrides tune.num_samples)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (overrides tune.max_concurrent)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per trial (sets optim.epochs and ASHA's max_t)")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers per trial (overrides tune.resources.workers)")
+    p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs per trial / per worker")
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per trial / per worker")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a config key for every trial, e.g. --set optim.max_steps_per_epoch=4 (YAML value)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, a running local cluster, or a new one)")
+    p.add_argument("--quiet", action="store_true", help="less progress output from Tune")
+
+
+def load_space(args: argparse.Namespace):
+    """The search space with the command line's overrides applied and validated."""
+    import yaml
+
+    from dpda.errors import UserError
+    from dpda.tune.search_space import TuneSettings, load_search_space
+
+    variables = {"DPDA_DATA": str(args.data.resolve())} if args.data else {}
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if args.epochs is not None:
+        overrides["optim.epochs"] = args.epochs
+    space = load_search_space(args.search_space, variables=variables, overrides=overrides)
+    changes = {}
+    for option, field in (("num_samples", "num_samples"), ("max_concurrent", "max_concurrent"),
+                          ("workers", "workers"), ("cpus_per_worker", "cpu"), ("gpus_per_worker", "gpu")):
+        value = getattr(args, option)
+        if value is not None:
+            if value < (0 if field in ("cpu", "gpu") else 1):
+                raise UserError(f"--{option.replace('_', '-')}: must be >= {0 if field in ('cpu', 'gpu') else 1}")
+            changes[field] = value
+    if args.epochs is not None:
+        changes["max_t"] = args.epochs
+        changes["grace_period"] = min(space.tune.grace_period, args.epochs)
+    if changes:
+        space = dataclasses.replace(space, tune=TuneSettings(**{**dataclasses.asdict(space.tune), **changes}))
+    if space.tune.cpu == 0 and space.tune.gpu == 0:
+        raise UserError("--cpus-per-worker / --gpus-per-worker: a trial needs CPUs or GPUs")
+    if space.tune.max_t is not None and space.tune.max_t < space.tune.grace_period:
+        raise UserError(f"{space.source}: tune.scheduler.max_t: must be >= grace_period")
+    return space
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    context = ray.init(address=address or os.environ.get("RAY_ADDRESS"))
+    url = getattr(context, "dashboard_url", None)
+    if url:
+        print(f"Ray dashboard: http://{url}", flush=True)
+    else:
+        print("Ray dashboard: not available (install ray[default] for it)", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dpda.tune.tuner import format_outcome, run_search
+
+    space = load_space(args)
+    _init_ray(args.address)
+    print(f"Search {space.source}: {len(space.params)} parameters, {space.tune.num_samples} trials, "
+          f"metric {space.tune.metric} ({space.tune.mode}), {space.tune.workers} worker(s) per trial", flush=True)
+    outcome = run_search(space, storage=args.storage, name=args.name, resume=args.resume,
+                         verbose=0 if args.quiet else 1)
+    print(format_outcome(space, outcome), flush=True)
+    print(f"TensorBoard: tensorboard --logdir {outcome.experiment_path}", flush=True)
+    return 0

@@ -1,0 +1,153 @@
+"""Self-supervised (wav2vec 2.0 / XLS-R) front end + AASIST or Conformer-TCM back end.
+
+The front end is torchaudio's Wav2Vec2Model, so pretrained XLS-R weights load into it
+(`dpda.models.ssl_weights.load_ssl_weights`). Its output is either the last transformer layer or
+a learnable softmax-weighted sum of all layers (lower layers carry more acoustic detail, which
+helps spoofing detection). With `freeze_frontend` the SSL model gets no gradients, runs without
+autograd and stays in eval mode (no dropout) while the back end trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torchaudio
+from torch import nn
+
+from dpda.errors import UserError
+from dpda.models.aasist import _check_blocks, residual_encoder
+from dpda.models.conformer_tcm import ConformerTCMBackend
+from dpda.models.graph import GraphBackend
+
+# wav2vec2_model(...) arguments of a 2-layer, 64-dim model for CPU tests: same architecture family
+# as XLS-R (layer-norm extractor, pre-LN transformer), 320x downsampling like the real one.
+TINY_SSL: dict[str, Any] = dict(
+    extractor_mode="layer_norm",
+    extractor_conv_layer_config=[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2,
+    extractor_conv_bias=True,
+    encoder_embed_dim=64,
+    encoder_projection_dropout=0.0,
+    encoder_pos_conv_kernel=16,
+    encoder_pos_conv_groups=4,
+    encoder_num_layers=2,
+    encoder_num_heads=4,
+    encoder_attention_dropout=0.0,
+    encoder_ff_interm_features=128,
+    encoder_ff_interm_dropout=0.0,
+    encoder_dropout=0.0,
+    encoder_layer_norm_first=True,
+    encoder_layer_drop=0.0,
+)
+SSL_NAMES = ("xlsr_300m", "tiny")
+
+
+def build_ssl(ssl: str | dict[str, Any]) -> torchaudio.models.Wav2Vec2Model:
+    """`xlsr_300m` (torchaudio's XLS-R 300M config), `tiny`, or explicit wav2vec2_model kwargs."""
+    if isinstance(ssl, dict):
+        try:
+            return torchaudio.models.wav2vec2_model(**{**ssl, "aux_num_out": None})
+        except TypeError as exc:
+            raise UserError(f"model ssl: bad wav2vec2_model arguments ({exc})") from None
+    if ssl == "xlsr_300m":
+        return torchaudio.models.wav2vec2_xlsr_300m()
+    if ssl == "tiny":
+        return torchaudio.models.wav2vec2_model(**TINY_SSL, aux_num_out=None)
+    raise UserError(f"model ssl: unknown SSL model {ssl!r} (choose from {', '.join(SSL_NAMES)} or a dict of wav2vec2_model arguments)")
+
+
+class SSLFrontEnd(nn.Module):
+    """Waveform (B, T) -> SSL features (B, frames, dim)."""
+
+    def __init__(self, ssl: str | dict[str, Any], layers: str = "weighted", normalize_waveform: bool = False) -> None:
+        super().__init__()
+        if layers not in ("weighted", "last"):
+            raise UserError(f"model ssl: ssl_layers must be 'weighted' or 'last', got {layers!r}")
+        self.wav2vec2 = build_ssl(ssl)
+        self.layers = layers
+        self.normalize_waveform = normalize_waveform
+        transformer = self.wav2vec2.encoder.transformer
+        self.dim = transformer.layer_norm.normalized_shape[0]
+        self.num_layers = len(transformer.layers)
+        # Weighted sum: learnable logits, softmax-normalised; zeros = plain average at the start.
+        self.layer_logits = nn.Parameter(torch.zeros(self.num_layers)) if layers == "weighted" else None
+        self.frozen = False
+
+    def hidden_states(self, wave: torch.Tensor) -> list[torch.Tensor]:
+        """Output of every transformer layer; the last one as the model's final output (with the
+        closing LayerNorm of pre-LN models such as XLS-R, as Hugging Face reports it)."""
+        feats, _ = self.wav2vec2.feature_extractor(wave, None)
+        states = self.wav2vec2.encoder.extract_features(feats)
+        transformer = self.wav2vec2.encoder.transformer
+        if not transformer.layer_norm_first:  # torchaudio's flag: True = LN before the layers (post-LN models)
+            states[-1] = transformer.layer_norm(states[-1])
+        return states
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        if wave.dim() != 2:
+            raise UserError(f"model ssl: expected a (batch, time) waveform batch, got shape {tuple(wave.shape)}")
+        if self.normalize_waveform:
+            wave = nn.functional.layer_norm(wave, wave.shape[-1:])
+        # Frozen: no autograd graph through the SSL model; the layer weights still get gradients.
+        with torch.no_grad() if self.frozen else contextlib.nullcontext():
+            if self.layer_logits is None:
+                return self.wav2vec2(wave)[0]
+            states = torch.stack(self.hidden_states(wave))  # (L, B, frames, dim)
+        weights = torch.softmax(self.layer_logits, dim=0).to(states.dtype)
+        return torch.einsum("l,lbtd->btd", weights, states)
+
+
+class AASISTHead(nn.Module):
+    """SSL features -> logits: linear projection, 2-D residual encoder, graph attention back end
+    with attention-based node pooling (the SSL + AASIST system of Tak et al., Odyssey 2022)."""
+
+    def __init__(self, in_dim: int, proj_dim: int, blocks, gat_dims, pool_ratios, temperatures) -> None:
+        super().__init__()
+        _check_blocks("ssl_aasist", blocks)
+        if proj_dim < 3:
+            raise UserError(f"model ssl_aasist: proj_dim must be >= 3, got {proj_dim}")
+        self.proj = nn.Linear(in_dim, proj_dim)
+        self.stem = nn.Sequential(nn.MaxPool2d(3), nn.BatchNorm2d(1), nn.SELU(inplace=True))
+        self.encoder = residual_encoder(blocks, pool_time=False)
+        self.backend = GraphBackend(int(blocks[-1][1]), proj_dim // 3, gat_dims, pool_ratios, temperatures, "attention")
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = self.proj(feats).transpose(1, 2).unsqueeze(1)  # (B, 1, proj_dim, frames)
+        return self.backend(self.encoder(self.stem(x)))
+
+
+class SSLDetector(nn.Module):
+    """Waveform (B, T) -> logits (B, 2): SSL front end, then a back end on its features."""
+
+    def __init__(
+        self,
+        backend: str,
+        ssl: str | dict[str, Any] = "xlsr_300m",
+        ssl_layers: str = "weighted",
+        freeze_frontend: bool = False,
+        normalize_waveform: bool = False,
+        **backend_args: Any,
+    ) -> None:
+        super().__init__()
+        self.frontend = SSLFrontEnd(ssl, ssl_layers, normalize_waveform)
+        if backend == "aasist":
+            self.backend: nn.Module = AASISTHead(self.frontend.dim, **backend_args)
+        elif backend == "conformer_tcm":
+            self.backend = ConformerTCMBackend(self.frontend.dim, **backend_args)
+        else:
+            raise UserError(f"model ssl: unknown back end {backend!r} (aasist, conformer_tcm)")
+        self.freeze_frontend = bool(freeze_frontend)
+        if self.freeze_frontend:
+            self.frontend.wav2vec2.requires_grad_(False)
+            self.frontend.wav2vec2.eval()
+            self.frontend.frozen = True
+
+    def train(self, mode: bool = True) -> "SSLDetector":
+        super().train(mode)
+        if self.freeze_frontend:
+            self.frontend.wav2vec2.eval()
+        return self
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.backend(self.frontend(wave))

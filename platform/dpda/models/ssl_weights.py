@@ -1,0 +1,222 @@
+"""Load pretrained wav2vec 2.0 / XLS-R weights into the SSL front end from a local path.
+
+Three layouts are read, all without `transformers` or `fairseq` installed, by renaming the keys of
+the saved state dict to torchaudio's Wav2Vec2Model names (the same correspondence torchaudio's
+`import_huggingface_model` / `import_fairseq_model` use, which need the original model objects):
+
+- a Hugging Face model directory: `config.json` + `pytorch_model.bin` or `model.safetensors`
+  (Wav2Vec2Model / Wav2Vec2ForPreTraining / ...ForCTC keys, with or without the `wav2vec2.` prefix);
+- a fairseq checkpoint `.pt` (`{'model': state_dict, ...}`, w2v keys, pretraining or fine-tuned);
+- a torchaudio Wav2Vec2Model state dict saved with torch.save.
+
+Everything is loaded with `torch.load(..., weights_only=True)`. Pretraining-only tensors
+(quantizer, projection heads, mask embedding) and CTC heads are dropped; any other key that does
+not fit, and any missing key or shape mismatch, is a UserError listing a few of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchaudio.models import Wav2Vec2Model
+
+from dpda.errors import UserError
+
+# Tensors of pretraining / fine-tuning heads that a feature extractor does not use.
+_HF_DROP = re.compile(r"^(masked_spec_embed|quantizer\.|project_hid\.|project_q\.|lm_head\.|dropout_features)")
+_FAIRSEQ_DROP = re.compile(r"^(mask_emb|quantizer\.|project_q\.|final_proj\.|proj\.|label_embs_concat|target_glu\.)")
+_TORCHAUDIO_DROP = re.compile(r"^aux\.")
+
+# Old-style weight norm (weight_g / weight_v) -> torch.nn.utils.parametrizations.weight_norm names.
+_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
+
+_FAIRSEQ_RULES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)$"), r"feature_extractor.conv_layers.\1.conv.\2"),
+    (re.compile(r"^feature_extractor\.conv_layers\.0\.2\.(weight|bias)$"), r"feature_extractor.conv_layers.0.layer_norm.\1"),
+    (re.compile(r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$"), r"feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (re.compile(r"^post_extract_proj\.(weight|bias)$"), r"encoder.feature_projection.projection.\1"),
+    (re.compile(r"^layer_norm\.(weight|bias)$"), r"encoder.feature_projection.layer_norm.\1"),
+    (re.compile(r"^encoder\.pos_conv\.0\.(.+)$"), r"encoder.transformer.pos_conv_embed.conv.\1"),
+    (re.compile(r"^encoder\.layer_norm\.(weight|bias)$"), r"encoder.transformer.layer_norm.\1"),
+    (re.compile(r"^encoder\.layers\.(\d+)\.self_attn\.((?:k|v|q|out)_proj\.(?:weight|bias))$"), r"encoder.transformer.layers.\1.attention.\2"),
+    (re.compile(r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$"), r"encoder.transformer.layers.\1.layer_norm.\2"),
+    (re.compile(r"^encoder\.layers\.(\d+)\.fc1\.(weight|bias)$"), r"encoder.transformer.layers.\1.feed_forward.intermediate_dense.\2"),
+    (re.compile(r"^encoder\.layers\.(\d+)\.fc2\.(weight|bias)$"), r"encoder.transformer.layers.\1.feed_forward.output_dense.\2"),
+    (re.compile(r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$"), r"encoder.transformer.layers.\1.final_layer_norm.\2"),
+]
+
+
+def _weight_norm_names(key: str) -> str:
+    head, _, last = key.rpartition(".")
+    return f"{head}.{_WEIGHT_NORM[last]}" if last in _WEIGHT_NORM else key
+
+
+def convert_huggingface(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(torchaudio state dict, keys that fit nowhere) from Hugging Face Wav2Vec2 keys."""
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state.items():
+        k = key[len("wav2vec2."):] if key.startswith("wav2vec2.") else key
+        if _HF_DROP.match(k):
+            continue
+        if k.startswith("feature_extractor."):
+            new = k
+        elif k.startswith("feature_projection."):
+            new = "encoder." + k
+        elif k.startswith("encoder."):
+            new = "encoder.transformer." + k[len("encoder."):]
+        else:
+            unknown.append(key)
+            continue
+        out[_weight_norm_names(new)] = value
+    return out, unknown
+
+
+def convert_fairseq(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(torchaudio state dict, keys that fit nowhere) from fairseq wav2vec 2.0 keys."""
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state.items():
+        k = key
+        for prefix in ("w2v_encoder.", "w2v_model."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        if _FAIRSEQ_DROP.match(k):
+            continue
+        for pattern, repl in _FAIRSEQ_RULES:
+            if pattern.match(k):
+                out[_weight_norm_names(pattern.sub(repl, k))] = value
+                break
+        else:
+            unknown.append(key)
+    return out, unknown
+
+
+def convert_torchaudio(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Torchaudio keys, with old weight-norm names updated and a CTC head dropped."""
+    return {_weight_norm_names(k): v for k, v in state.items() if not _TORCHAUDIO_DROP.match(k)}, []
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        # fairseq stores its argparse options beside the weights; a Namespace holds only plain values.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: checkpoint not found") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{path}: cannot load with torch.load(weights_only=True) ({first}); if it stores non-tensor "
+            "objects, re-save only its state dict, e.g. torch.save(ckpt['model'], 'weights.pt')"
+        ) from None
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise UserError(
+            f"{path}: reading .safetensors needs the 'safetensors' package, which is not installed "
+            "(pip install safetensors), or provide pytorch_model.bin instead"
+        ) from None
+    return load_file(str(path), device="cpu")
+
+
+def _check_hf_config(path: Path, target: Wav2Vec2Model) -> None:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the model config ({exc})") from None
+    transformer = target.encoder.transformer
+    expected = {"hidden_size": transformer.layer_norm.normalized_shape[0], "num_hidden_layers": len(transformer.layers)}
+    for key, want in expected.items():
+        if key in config and config[key] != want:
+            raise UserError(f"{path}: {key} is {config[key]}, but the model's SSL front end has {want}")
+
+
+def read_checkpoint(path: str | Path, target: Wav2Vec2Model | None = None) -> tuple[dict[str, torch.Tensor], list[str], str]:
+    """(torchaudio-named state dict, unmappable keys, detected format) of any supported layout."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        config = path / "config.json"
+        if not config.is_file():
+            raise UserError(f"{path}: a Hugging Face model directory needs config.json")
+        if target is not None:
+            _check_hf_config(config, target)
+        if (path / "pytorch_model.bin").is_file():
+            state = _torch_load(path / "pytorch_model.bin")
+        elif (path / "model.safetensors").is_file():
+            state = _load_safetensors(path / "model.safetensors")
+        else:
+            raise UserError(f"{path}: no pytorch_model.bin or model.safetensors (sharded checkpoints are not supported)")
+        return (*convert_huggingface(_tensors(state, path)), "huggingface")
+    if not path.is_file():
+        raise UserError(f"{path}: SSL checkpoint not found")
+    if path.suffix == ".safetensors":
+        return (*convert_huggingface(_load_safetensors(path)), "huggingface")
+    obj = _torch_load(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return (*convert_fairseq(_tensors(obj["model"], path)), "fairseq")
+    state = _tensors(obj, path)
+    keys = list(state)
+    if any(k.startswith("encoder.transformer.") for k in keys):
+        return (*convert_torchaudio(state), "torchaudio")
+    if any("w2v_model." in k or k.startswith(("post_extract_proj.", "encoder.pos_conv.")) for k in keys):
+        return (*convert_fairseq(state), "fairseq")
+    return (*convert_huggingface(state), "huggingface")
+
+
+def _tensors(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, dict) or not obj:
+        raise UserError(f"{path}: expected a state dict (name -> tensor), got {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise UserError(f"{path}: entries that are not tensors: {', '.join(map(str, bad[:5]))}")
+    return obj
+
+
+def find_wav2vec2(model: nn.Module) -> Wav2Vec2Model:
+    """The Wav2Vec2Model inside a detector, front end, or the model itself."""
+    if isinstance(model, Wav2Vec2Model):
+        return model
+    for module in model.modules():
+        if isinstance(module, Wav2Vec2Model):
+            return module
+    raise UserError(f"load_ssl_weights: {type(model).__name__} has no SSL (wav2vec 2.0) front end")
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def load_ssl_weights(model: nn.Module, path: str | Path) -> str:
+    """Load a local SSL checkpoint into `model`'s wav2vec 2.0 front end; returns the detected
+    format (`huggingface`, `fairseq` or `torchaudio`). Nothing is changed if any key or shape
+    does not fit."""
+    target = find_wav2vec2(model)
+    state, unknown, kind = read_checkpoint(path, target)
+    expected = target.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = unknown + [k for k in state if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_few(unexpected)}")
+    shapes = [f"{k} {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+              for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if shapes:
+        problems.append(f"shape mismatches: {_few(shapes, 3)}")
+    if problems:
+        raise UserError(f"{path}: {kind} checkpoint does not fit the SSL front end; " + "; ".join(problems))
+    target.load_state_dict(state, strict=True)
+    return kind

@@ -1,0 +1,397 @@
+"""One training step: the dual-path step with gradient alignment, plain DA and single-path steps.
+
+``DualPathStep`` keeps the two path gradients in ONE (2, P) buffer: row 1 *is* the storage of
+every trainable parameter's ``.grad`` (each ``.grad`` is a view into it), row 0 receives a copy
+of the original-path gradient. So the step costs one flat gradient buffer beyond ``.grad``, the
+two rows can be all-reduced with one collective (``reduce_fn``), and the aligned update is
+written in place into row 1, i.e. straight into ``.grad`` for ``optimizer.step()``.
+
+Order inside a step: forward/backward path "orig" -> copy row 1 to row 0 -> zero row 1 ->
+forward/backward path "aug" -> optional ``reduce_fn(buffer)`` -> per-segment dots (one pass) ->
+rule coefficients (tiny tensors) -> clip factor and non-finite guard folded into the
+coefficients -> update written into ``.grad`` (one pass) -> optimizer step.
+
+Host syncs: exactly one per step, deciding whether to call ``optimizer.step()`` (a skipped step
+must leave the optimizer state untouched, which no tensor-only trick can do for e.g. Adam's step
+count). Without a scaler it is ``bool(finite)``; with a ``torch.amp.GradScaler`` it is the
+scaler's own found-inf check inside ``scaler.step``. Everything else, the statistics included,
+stays on the device until ``StepStats.to_host()``.
+
+Mixed precision: the rules are positively homogeneous (align(s g_o, s g_a) = s align(g_o, g_a))
+and cosines are scale-free, so the scaled gradients are aligned as they are and unscaled once,
+by ``scaler.unscale_``, after alignment; norms in the statistics and the clip threshold use the
+unscaled values. A non-finite path gradient or loss makes the update NaN so the scaler skips the
+step and lowers its scale, exactly as for a plain AMP step.
+
+Callers own ``model.train()``/``eval()``; the step owns ``.grad`` (no ``zero_grad`` needed, and
+``zero_grad(set_to_none=True)`` by someone else is repaired at the next step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+import contextlib
+import functools
+
+import torch
+from torch import nn
+
+from dpda.align import Aligner, Segments, combine_, segment_dots
+from dpda.errors import UserError
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ReduceFn = Callable[[torch.Tensor], Any]
+MODES = ("separate", "joint")
+_EPS_CLIP = 1e-6  # same epsilon as torch.nn.utils.clip_grad_norm_
+
+
+def _host_dict(scalars: dict[str, torch.Tensor], vectors: dict[str, torch.Tensor], bools: set[str]) -> dict[str, Any]:
+    """Move all statistics to the host in ONE transfer (stack/cat on device, then .cpu())."""
+    parts = [torch.stack([v.detach().reshape(()).to(torch.float64) for v in scalars.values()])]
+    parts += [v.detach().reshape(-1).to(torch.float64) for v in vectors.values()]
+    flat = torch.cat([p.to(parts[0].device) for p in parts]).cpu().tolist()
+    out: dict[str, Any] = {}
+    for i, k in enumerate(scalars):
+        out[k] = bool(flat[i]) if k in bools else flat[i]
+    pos = len(scalars)
+    for k, v in vectors.items():
+        n = v.numel()
+        out[k] = flat[pos : pos + n]
+        pos += n
+    return out
+
+
+@dataclass
+class StepStats:
+    """Statistics of one dual-path step, as device tensors (0-dim, or (L,) for layer_*).
+
+    Norms are of unscaled gradients; ``update_norm`` is the aligned update before clipping;
+    ``conflict`` is cos < 0; ``skipped`` is True when a loss or gradient was non-finite and the
+    optimizer step was not taken. layer_* follow ``DualPathStep.layer_names``.
+    """
+
+    loss_orig: torch.Tensor
+    loss_aug: torch.Tensor
+    cos: torch.Tensor
+    norm_orig: torch.Tensor
+    norm_aug: torch.Tensor
+    conflict: torch.Tensor
+    cos_update_orig: torch.Tensor
+    cos_update_aug: torch.Tensor
+    update_norm: torch.Tensor
+    skipped: torch.Tensor
+    layer_cos: torch.Tensor
+    layer_norm_orig: torch.Tensor
+    layer_norm_aug: torch.Tensor
+
+    def to_host(self) -> dict[str, Any]:
+        """Python floats (bools for conflict/skipped, lists for layer_*) in one device-to-host copy."""
+        vec = {f.name for f in fields(self) if f.name.startswith("layer_")}
+        scalars = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in vec}
+        vectors = {n: getattr(self, n) for n in ("layer_cos", "layer_norm_orig", "layer_norm_aug")}
+        return _host_dict(scalars, vectors, {"conflict", "skipped"})
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast context for the forward and loss only (backward runs outside it, as recommended)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise UserError("train: the model has no trainable parameters (all requires_grad=False)")
+    return named
+
+
+def _scalar_loss(loss: torch.Tensor) -> torch.Tensor:
+    if loss.dim() != 0:
+        raise UserError(
+            f"train: loss_fn must return a scalar (reduction='mean'), got shape {tuple(loss.shape)}"
+        )
+    return loss
+
+
+def _inv_scale(scaler: torch.amp.GradScaler | None, device: torch.device) -> torch.Tensor | None:
+    """1 / current loss scale as a float64 device tensor, without a host sync (None: no scaling)."""
+    if scaler is None or not scaler.is_enabled():
+        return None
+    return scaler.scale(torch.ones((), device=device, dtype=torch.float32)).to(torch.float64).reciprocal()
+
+
+class DualPathStep:
+    """Dual-path training step: one gradient per path, aligned by ``aligner`` into one update.
+
+    mode 'separate' (default): one forward + backward per path, BatchNorm statistics per path; the
+    FLOPs equal one plain DA step over the doubled batch. mode 'joint': the published behaviour,
+    one forward over ``torch.cat([x_orig, x_aug])`` (BatchNorm statistics across both paths),
+    loss per half, two backward passes through the shared graph.
+
+    ``reduce_fn(buffer)`` (optional) is called on the (2, P) gradient buffer after both backward
+    passes and before alignment, e.g. ``lambda t: dist.all_reduce(t.div_(world))`` for data
+    parallel training with ONE collective for both paths (do not also wrap the model in DDP's
+    automatic gradient sync). ``clip_norm`` clips the aligned update (after alignment) like
+    ``clip_grad_norm_``. ``scaler`` is a ``torch.amp.GradScaler``; the step calls its
+    ``scale``/``unscale_``/``step``/``update``. ``autocast_dtype`` (e.g. torch.float16 or
+    torch.bfloat16) runs forward and loss under ``torch.autocast``; backward runs outside it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        optimizer: torch.optim.Optimizer,
+        aligner: Aligner,
+        mode: str = "separate",
+        clip_norm: float | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+        reduce_fn: ReduceFn | None = None,
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        if mode not in MODES:
+            raise UserError(f"train.mode: {mode!r} is not one of {', '.join(MODES)}")
+        if clip_norm is not None and not (float(clip_norm) > 0):
+            raise UserError(f"train.clip_norm: {clip_norm!r} must be > 0")
+        named = _trainable(model)
+        first = named[0][1]
+        for n, p in named:
+            if p.dtype != first.dtype or p.device != first.device:
+                raise UserError(
+                    f"train: parameter {n!r} is {p.dtype} on {p.device} but {named[0][0]!r} is "
+                    f"{first.dtype} on {first.device}; the dual-path step needs one dtype and device"
+                )
+        self.model, self.loss_fn, self.optimizer, self.aligner = model, loss_fn, optimizer, aligner
+        if scaler is not None and not scaler.is_enabled():
+            scaler = None  # a disabled scaler is a no-op; the plain skip path applies
+        self.mode, self.scaler, self.reduce_fn = mode, scaler, reduce_fn
+        self.autocast_dtype = autocast_dtype
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self._params = [p for _, p in named]
+        self.segments = Segments.from_parameters(named)
+        # Row 0: original-path gradient (the one extra buffer); row 1: the .grad storage.
+        self._buffer = torch.zeros(2, self.segments.numel, dtype=first.dtype, device=first.device)
+        self._views: list[torch.Tensor] = []
+        offset = 0
+        for p in self._params:
+            n = p.numel()
+            self._views.append(self._buffer[1, offset : offset + n].view_as(p))
+            offset += n
+        self._bind_grads()
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """Names of the trainable parameter tensors, in the order of the layer_* statistics."""
+        return self.segments.names
+
+    def grad_buffers(self) -> torch.Tensor:
+        """The (2, P) buffer: row 0 = g_orig, row 1 = g_aug (and, after the step, the update)."""
+        return self._buffer
+
+    def _bind_grads(self) -> None:
+        # Cheap identity checks; rebinding is only needed if someone replaced or cleared .grad.
+        for p, v in zip(self._params, self._views):
+            if p.grad is not v:
+                p.grad = v
+
+    def _backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward(retain_graph=retain_graph)
+
+    def __call__(self, x_orig: torch.Tensor, x_aug: torch.Tensor, y: torch.Tensor) -> StepStats:
+        """One step on a batch of original waveforms, their augmented copies and the labels."""
+        if x_orig.shape != x_aug.shape:
+            raise UserError(f"train: x_orig {tuple(x_orig.shape)} and x_aug {tuple(x_aug.shape)} differ in shape")
+        self._bind_grads()
+        g_orig, g_aug = self._buffer[0], self._buffer[1]
+        g_aug.zero_()
+        amp = functools.partial(_autocast, g_aug.device, self.autocast_dtype)
+        if self.mode == "separate":
+            with amp():
+                loss_o = _scalar_loss(self.loss_fn(self.model(x_orig), y))
+            self._backward(loss_o)
+            g_orig.copy_(g_aug)
+            g_aug.zero_()
+            with amp():
+                loss_a = _scalar_loss(self.loss_fn(self.model(x_aug), y))
+            self._backward(loss_a)
+        else:
+            b = x_orig.shape[0]
+            with amp():
+                logits = self.model(torch.cat([x_orig, x_aug]))
+                loss_o = _scalar_loss(self.loss_fn(logits[:b], y))
+                loss_a = _scalar_loss(self.loss_fn(logits[b:], y))
+            self._backward(loss_o, retain_graph=True)
+            g_orig.copy_(g_aug)
+            g_aug.zero_()
+            self._backward(loss_a)
+            del logits
+        if self.reduce_fn is not None:
+            self.reduce_fn(self._buffer)
+        with torch.profiler.record_function("dpda.align"):
+            stats = self._align(g_orig, g_aug, loss_o.detach(), loss_a.detach())
+        self._optimizer_step(stats.skipped)
+        return stats
+
+    def _align(self, g_orig: torch.Tensor, g_aug: torch.Tensor, loss_o: torch.Tensor, loss_a: torch.Tensor) -> StepStats:
+        valid = torch.isfinite(loss_o) & torch.isfinite(loss_a)
+        dots = segment_dots(g_orig, g_aug, self.segments)
+        coeffs, st = self.aligner.solve(dots, valid=valid)
+        inv = _inv_scale(self.scaler, g_aug.device)
+        if inv is not None:
+            st = st.scale_norms(inv)
+        finite = st.finite
+        factor = torch.ones((), dtype=torch.float64, device=g_aug.device)
+        if self.clip_norm is not None:
+            factor = (self.clip_norm / (st.update_norm + _EPS_CLIP)).clamp(max=1.0)
+        # Non-finite: coefficient 0 (the step is then skipped and .grad zeroed) or NaN (so the
+        # scaler sees it, skips the step and lowers its scale; .grad then holds NaN until the next step).
+        bad = torch.full_like(factor, float("nan") if inv is not None else 0.0)
+        factor = torch.where(finite, factor, bad)
+        coeffs = coeffs.scaled(factor)
+        combine_(g_orig, g_aug, coeffs.a, coeffs.b, self.segments, out=g_aug)
+        return StepStats(
+            loss_orig=loss_o,
+            loss_aug=loss_a,
+            cos=st.cos,
+            norm_orig=st.norm_orig,
+            norm_aug=st.norm_aug,
+            conflict=st.conflict,
+            cos_update_orig=st.cos_update_orig,
+            cos_update_aug=st.cos_update_aug,
+            update_norm=st.update_norm,
+            skipped=~finite,
+            layer_cos=st.layer_cos,
+            layer_norm_orig=st.layer_norm_orig,
+            layer_norm_aug=st.layer_norm_aug,
+        )
+
+    def _optimizer_step(self, skipped: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+            self.scaler.step(self.optimizer)  # its found-inf check is the one host sync
+            self.scaler.update()
+        elif bool(skipped):  # the one host sync of the step
+            self._buffer[1].zero_()  # rare path: leave finite zeros in .grad, not NaN * 0
+        else:
+            self.optimizer.step()
+
+
+def _simple_finish(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    clip_norm: float | None,
+    scaler: torch.amp.GradScaler | None,
+    reduce_fn: ReduceFn | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward, optional reduce, norm/clip, non-finite skip, optimizer step.
+
+    Returns (gradient norm before clipping, skipped, per-parameter-tensor gradient norms).
+    """
+    params = [p for _, p in _trainable(model)]
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    if reduce_fn is not None:
+        # One collective over all gradients: gather into one flat buffer (missing grads as
+        # zeros, so every rank sends the same layout) and make each .grad a view into it.
+        flat = torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros_like(p).reshape(-1) for p in params])
+        reduce_fn(flat)
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad = g.view_as(p)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    present = [i for i, p in enumerate(params) if p.grad is not None]
+    layer_norm = torch.zeros(len(params), dtype=torch.float64, device=params[0].device)
+    if present:
+        norms = torch._foreach_norm([params[i].grad for i in present])  # batched, as clip_grad_norm_
+        layer_norm[present] = torch.stack(norms).to(torch.float64)
+    norm = torch.linalg.vector_norm(layer_norm)
+    if clip_norm is not None:
+        torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm)
+    skipped = ~(torch.isfinite(norm) & torch.isfinite(loss.detach()))
+    if scaler is not None:
+        scaler.step(optimizer)  # its found-inf check is the one host sync
+        scaler.update()
+    elif not bool(skipped):  # the one host sync of the step
+        optimizer.step()
+    return norm, skipped, layer_norm
+
+
+def _simple_stats(
+    loss_o: torch.Tensor, loss_a: torch.Tensor, norm: torch.Tensor, skipped: torch.Tensor, layer_norm: torch.Tensor, single: bool
+) -> StepStats:
+    """StepStats of a one-gradient step: pairwise fields are NaN (no second gradient to compare).
+
+    single path: the gradient is reported as the 'orig' one (norm_orig, layer_norm_orig);
+    plain DA: its one gradient is of the mixed batch, so only update_norm carries it.
+    """
+    nan = torch.full((), float("nan"), dtype=torch.float64, device=norm.device)
+    nan_l = torch.full_like(layer_norm, float("nan"))
+    return StepStats(
+        loss_orig=loss_o,
+        loss_aug=loss_a,
+        cos=nan,
+        norm_orig=norm if single else nan,
+        norm_aug=nan,
+        conflict=torch.zeros((), dtype=torch.bool, device=norm.device),
+        cos_update_orig=torch.ones_like(nan) if single else nan,
+        cos_update_aug=nan,
+        update_norm=norm,
+        skipped=skipped,
+        layer_cos=nan_l,
+        layer_norm_orig=layer_norm if single else nan_l,
+        layer_norm_aug=nan_l,
+    )
+
+
+def plain_da_step(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    x_orig: torch.Tensor,
+    x_aug: torch.Tensor,
+    y: torch.Tensor,
+    clip_norm: float | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    reduce_fn: ReduceFn | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> StepStats:
+    """The DA baseline: one forward/backward over the concatenated batch [x_orig; x_aug].
+
+    The loss is the mean of the two halves' mean losses, which for a mean-reduced loss (class
+    weights included) equals the loss over the concatenated batch with labels [y; y].
+    ``reduce_fn`` (optional) is called once on a flat vector of all gradients.
+    """
+    model.zero_grad(set_to_none=True)
+    b = x_orig.shape[0]
+    with _autocast(x_orig.device, autocast_dtype):
+        logits = model(torch.cat([x_orig, x_aug]))
+        loss_o = _scalar_loss(loss_fn(logits[:b], y))
+        loss_a = _scalar_loss(loss_fn(logits[b:], y))
+    norm, skipped, layer = _simple_finish(model, optimizer, (loss_o + loss_a) / 2, clip_norm, scaler, reduce_fn)
+    return _simple_stats(loss_o.detach(), loss_a.detach(), norm, skipped, layer, single=False)
+
+
+def single_path_step(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    clip_norm: float | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    reduce_fn: ReduceFn | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> StepStats:
+    """No-DA (or augmented-only) training: one forward/backward on the batch as given.
+
+    Its loss and gradient are reported in the *_orig fields; *_aug and pairwise fields are NaN.
+    """
+    model.zero_grad(set_to_none=True)
+    with _autocast(x.device, autocast_dtype):
+        loss = _scalar_loss(loss_fn(model(x), y))
+    norm, skipped, layer = _simple_finish(model, optimizer, loss, clip_norm, scaler, reduce_fn)
+    nan = torch.full_like(loss.detach(), float("nan"))
+    return _simple_stats(loss.detach(), nan, norm, skipped, layer, single=True)

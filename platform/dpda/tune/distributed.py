@@ -1,0 +1,299 @@
+"""One training run on N Ray Train workers (TorchTrainer, Ray Train V2 API).
+
+Each worker builds the same `dpda.train.loop.Trainer`; distribution enters only through a
+`DistContext`: the worker's rank, world size, device and an all-reduce-mean over
+torch.distributed (gloo on CPU, NCCL on GPU). The Trainer applies that reduction once per step
+to the stacked pair of path gradients before alignment, so no DDP wrapper is used and every
+rank aligns the same averaged gradients (see tests/test_distributed.py for the equivalence with
+one worker on the full batch).
+
+Fault tolerance: every epoch each rank calls `ray.train.report`; rank 0 attaches its checkpoint
+directory (`last.pt` plus the n-best epoch weights). Ray copies it to the run's storage and, after
+a worker is lost, restarts the group (FailureConfig.max_failures) and hands the latest checkpoint
+to `ray.train.get_checkpoint()`, from which every rank resumes (`Trainer(resume_from=...)`). Only
+rank 0 writes telemetry and checkpoints. Relaunching with the same storage path and name also
+resumes (Train V2 restores its checkpoint manager from storage).
+
+Run from the command line:  python -m dpda.tune.distributed CONFIG --workers 2 [--gpus-per-worker 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpda.errors import UserError
+
+TRAIN_STORAGE_DIR = "ray_train"  # under the run dir, unless a storage path is given
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many workers and what each one gets."""
+
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise UserError(f"--workers: must be >= 1, got {self.workers}")
+        if self.cpus_per_worker < 0 or self.gpus_per_worker < 0:
+            raise UserError("--cpus-per-worker / --gpus-per-worker: must be >= 0")
+        if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
+            raise UserError("a worker needs --cpus-per-worker > 0 or --gpus-per-worker > 0")
+
+    @property
+    def backend(self) -> str:
+        return "nccl" if self.gpus_per_worker > 0 else "gloo"
+
+    def resources(self) -> dict[str, float]:
+        out = {"CPU": self.cpus_per_worker}
+        if self.gpus_per_worker:
+            out["GPU"] = self.gpus_per_worker
+        return out
+
+
+# ----------------------------------------------------------------------------- worker side
+
+def make_all_reduce_mean(world_size: int) -> Callable[[Any], None]:
+    """In-place mean over ranks via torch.distributed (SUM then divide: gloo has no AVG op)."""
+    import torch.distributed as dist
+
+    def all_reduce_mean(tensor) -> None:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor.div_(world_size)
+
+    return all_reduce_mean
+
+
+def dist_context():
+    """DistContext for this Ray Train worker (process group already set up by TorchTrainer)."""
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from dpda.train.loop import DistContext
+
+    ctx = ray.train.get_context()
+    world = ctx.get_world_size()
+    if world > 1 and not dist.is_initialized():
+        raise RuntimeError("torch.distributed is not initialised in this Ray Train worker")
+    return DistContext(
+        rank=ctx.get_world_rank(),
+        world_size=world,
+        device=ray.train.torch.get_device(),
+        all_reduce_mean=make_all_reduce_mean(world) if world > 1 else None,
+    )
+
+
+def report_epoch(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+    """Trainer report_fn under Ray Train: called on every rank (report is a barrier); rank 0
+    passes its checkpoint directory, which Ray persists to the run's storage."""
+    import ray.train
+
+    checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+    ray.train.report(_finite(metrics), checkpoint=checkpoint)
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """NaN (e.g. conflict_fraction without a dual path) is fine for Ray; keep plain scalars only."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def restore_checkpoint(run_dir: Path, rank: int) -> Path | None:
+    """Materialise `ray.train.get_checkpoint()` locally; rank 0 also puts the n-best epoch files
+    back into the run dir (the final averaging reads them there). Returns the dir to resume from."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    local = Path(tempfile.mkdtemp(prefix=f"dpda-resume-rank{rank}-"))
+    checkpoint.to_directory(str(local))
+    if rank == 0:
+        target = run_dir / "checkpoints"
+        target.mkdir(parents=True, exist_ok=True)
+        for path in local.glob("epoch_*.pt"):
+            shutil.copy2(path, target / path.name)
+    return local
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Per-worker entry point for TorchTrainer (`train_loop_config` as built by run_distributed)."""
+    from dpda.train.config import config_from_dict
+    from dpda.train.loop import Trainer
+
+    _enter_workdir(loop_config.get("cwd"))
+    cfg = config_from_dict(loop_config["config"], source=loop_config.get("source", "<distributed run>"))
+    ctx = dist_context()
+    run_dir = Path(loop_config["run_dir"])
+    resume = restore_checkpoint(run_dir, ctx.rank)
+    if resume is None:
+        resume = _existing_run(run_dir, ctx)
+    try:
+        Trainer(
+            cfg, run_dir, dist=ctx, report_fn=report_epoch, run_id=loop_config.get("run_id"),
+            trial_id=loop_config.get("trial_id"), resume_from=resume, progress=False,
+        ).fit()
+    finally:
+        if resume is not None:
+            shutil.rmtree(resume, ignore_errors=True)
+
+
+def _existing_run(run_dir: Path, ctx) -> Path | None:
+    """Without a Ray checkpoint, every rank must agree on whether to resume an earlier run's
+    `last.pt` (e.g. a single-process run continued on more workers): a rank that started fresh
+    while rank 0 restored would never re-synchronise its weights. All ranks must see the file
+    (shared run dir) or none; otherwise this is a user error."""
+    import torch
+
+    last = run_dir / "checkpoints" / "last.pt"
+    seen = last.exists()
+    if ctx.world_size == 1:
+        return last.parent if seen else None
+    import torch.distributed as dist
+
+    flag = torch.tensor([float(seen)], device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+    count = int(flag.item())
+    if count == 0:
+        return None
+    if count < ctx.world_size:
+        raise UserError(
+            f"{last}: visible to {count} of {ctx.world_size} workers; put the run dir on storage "
+            "shared by all nodes, or start a new run dir"
+        )
+    return last.parent
+
+
+def _enter_workdir(cwd: str | None) -> None:
+    """Run where the driver ran, so relative corpus paths mean what they mean in `dpda train`."""
+    if cwd and os.path.isdir(cwd):
+        os.chdir(cwd)
+
+
+# ----------------------------------------------------------------------------- driver side
+
+def run_distributed(
+    config: Any,
+    run_dir: str | Path,
+    *,
+    plan: WorkerPlan = WorkerPlan(),
+    max_failures: int = 0,
+    keep_checkpoints: int = 2,
+    storage_path: str | None = None,
+    name: str = "train",
+    run_id: str | None = None,
+    trial_id: str | None = None,
+    callbacks: Sequence[Any] = (),
+    worker_fn: Callable[[dict[str, Any]], None] = train_worker,
+    source: str = "<distributed run>",
+):
+    """Train `config` (TrainConfig or nested dict) on `plan.workers` Ray Train workers.
+
+    `run_dir` must be reachable at the same path from the node running rank 0 (shared storage on
+    a multi-node cluster). Ray's checkpoints go to `storage_path/name` (default: run_dir/ray_train);
+    a rerun with the same storage and name resumes. `callbacks` are Ray Train UserCallbacks (the
+    Tune integration passes TuneReportCallback). Returns the ray.train.Result; a UserError raised
+    in any worker (bad data, bad config) is re-raised here as UserError.
+    """
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    cfg_dict = config if isinstance(config, dict) else config.to_dict()
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if storage_path is None:
+        storage_path = str(run_dir / TRAIN_STORAGE_DIR)
+    loop_config = {
+        "config": cfg_dict, "run_dir": str(run_dir), "run_id": run_id, "trial_id": trial_id,
+        "cwd": os.getcwd(), "source": source,
+    }
+    trainer = TorchTrainer(
+        worker_fn,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend=plan.backend),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=plan.workers, use_gpu=plan.gpus_per_worker > 0, resources_per_worker=plan.resources(),
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
+            callbacks=list(callbacks) or None,
+        ),
+    )
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        user = _user_error(exc)
+        if user is not None:
+            raise user from None
+        raise
+
+
+def _user_error(exc: BaseException) -> UserError | None:
+    """The first UserError among the failed workers' exceptions, as a plain UserError."""
+    for failure in getattr(exc, "worker_failures", {}).values():
+        cause = failure
+        while cause is not None:
+            if isinstance(cause, UserError):
+                text = str(cause.args[0]) if cause.args else str(cause)
+                return UserError(text.strip().splitlines()[-1] if "Traceback" in text else text)
+            cause = getattr(cause, "cause", None) or cause.__cause__
+    return None
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The summary rank 0 wrote at the end (averaged model, final dev EER), if visible here."""
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m dpda.tune.distributed CONFIG --workers N`: one multi-worker training run."""
+    from dpda.train.config import load_config
+
+    p = argparse.ArgumentParser(prog="python -m dpda.tune.distributed", description=main.__doc__)
+    p.add_argument("config", type=Path, help="training config (YAML)")
+    p.add_argument("-o", "--run-dir", type=Path, default=None, help="output directory (default runs/<config name>)")
+    p.add_argument("--workers", type=int, default=2, help="Ray Train workers (processes), default 2")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (NCCL if > 0, else gloo)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--max-failures", type=int, default=3, help="worker-group restarts from the last checkpoint")
+    p.add_argument("--storage", default=None, help="Ray storage path or URI for checkpoints (default: in the run dir)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local instance)")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        plan = WorkerPlan(args.workers, args.cpus_per_worker, args.gpus_per_worker)
+        run_dir = args.run_dir or Path("runs") / args.config.stem
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=args.address)
+        result = run_distributed(
+            cfg, run_dir, plan=plan, max_failures=args.max_failures, storage_path=args.storage,
+            source=str(args.config),
+        )
+    except UserError as exc:
+        print(f"dpda distributed: error: {exc}", flush=True)
+        return 2
+    print(json.dumps({"metrics": result.metrics, "summary": read_summary(run_dir)}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,588 @@
+"""Search-space YAML: a base training config, distributions over dotted config keys, Tune settings.
+
+Format (every key optional except `search`)::
+
+    name: dpda-demo                   # default experiment name
+    base: ../configs/demo.yaml        # path relative to this file, or an inline mapping
+    set:                              # fixed overrides, dotted keys; ${VAR} / ${VAR:-default}
+      data.train: ${DPDA_DATA}/train  #   expand from the environment or the CLI (--data)
+    search:                           # dotted config key -> one distribution
+      optim.lr: {loguniform: [1.0e-5, 1.0e-2]}
+      align.rule: {choice: [none, pcgrad, gradvac]}
+      align.options.beta: {uniform: [0.01, 0.9], when: {align.rule: [gradvac]}}
+      augment.rawboost.minF: {int: [20, 2000]}
+      augment.rawboost.maxF: {int: [500, 6000], offset_from: augment.rawboost.minF}
+    tune:
+      num_samples: 8
+      metric: dev_eer
+      mode: min
+      seed: 0
+      max_concurrent: 2
+      max_failures: 1
+      scheduler: {grace_period: 1, reduction_factor: 2, max_t: 3}
+      resources: {cpu: 1, gpu: 0, workers: 1}
+
+Distributions: `uniform`, `loguniform` (lo > 0), `int` (optional `log: true`, `step`),
+`choice`. `when` makes a key conditional (sampled only if every named key has one of the
+listed values), so Optuna's define-by-run API sees a real tree-structured space (TPE does not
+waste samples on parameters that do nothing). `offset_from` samples a non-negative width and adds
+it to another key, which keeps pairs such as minF/maxF ordered without rejection sampling.
+A min/max pair searched independently is rejected when its ranges can cross.
+
+Loading validates everything up front and raises UserError naming the file and key path;
+each distribution's end points are run through the training config validator, so a typo in a
+key or a value the config rejects fails before Ray starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dpda.errors import UserError
+
+KINDS = ("uniform", "loguniform", "int", "choice")
+TOP_KEYS = ("name", "base", "set", "search", "tune")
+TUNE_KEYS = (
+    "num_samples", "metric", "mode", "seed", "max_concurrent", "max_failures",
+    "keep_checkpoints", "scheduler", "resources",
+)
+SCHEDULER_KEYS = ("grace_period", "reduction_factor", "max_t")
+RESOURCE_KEYS = ("cpu", "gpu", "workers")
+OFFSET_SUFFIX = ":offset"  # Optuna name of the width sampled for an `offset_from` key
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PAIR = (re.compile(r"^min(.+)$"), re.compile(r"^(.+)min$"))
+
+
+# --------------------------------------------------------------------------- dotted keys
+
+def get_dotted(tree: Mapping[str, Any], key: str) -> Any:
+    """Value at a dotted key; KeyError if any part is missing."""
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
+
+
+def has_dotted(tree: Mapping[str, Any], key: str) -> bool:
+    try:
+        get_dotted(tree, key)
+    except KeyError:
+        return False
+    return True
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key, creating intermediate mappings (the config validator rejects typos)."""
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------- distributions
+
+@dataclass(frozen=True)
+class Distribution:
+    """One searched key. `when` holds (dotted key, allowed values) pairs, all of which must hold."""
+
+    key: str
+    kind: str
+    low: float | int | None = None
+    high: float | int | None = None
+    choices: tuple[Any, ...] = ()
+    log: bool = False
+    step: float | int | None = None
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    offset_from: str | None = None
+
+    @property
+    def optuna_name(self) -> str:
+        return self.key + OFFSET_SUFFIX if self.offset_from else self.key
+
+    def suggest(self, trial: Any) -> Any:
+        """Draw from an optuna.Trial (or Ray's captor wrapping one)."""
+        name = self.optuna_name
+        if self.kind == "choice":
+            return trial.suggest_categorical(name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.kind == "loguniform")
+
+    def end_points(self) -> list[Any]:
+        """Values used to probe the config validator at load time."""
+        return list(self.choices) if self.kind == "choice" else [self.low, self.high]
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """The `tune:` section. `max_t` None means the base config's optim.epochs."""
+
+    num_samples: int = 8
+    metric: str = "dev_eer"
+    mode: str = "min"
+    seed: int = 0
+    max_concurrent: int | None = None
+    max_failures: int = 0
+    keep_checkpoints: int = 2
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    max_t: int | None = None
+    cpu: float = 1.0
+    gpu: float = 0.0
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space. Calling it with an optuna Trial is the define-by-run function.
+
+    It is a plain frozen dataclass so Ray can pickle it with the searcher state (Tuner.restore).
+    """
+
+    source: str
+    name: str
+    base: dict[str, Any]
+    params: tuple[Distribution, ...]
+    tune: TuneSettings = field(default_factory=TuneSettings)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        """Define-by-run: suggest the active parameters; return derived (offset) values."""
+        values: dict[str, Any] = {}
+        derived: dict[str, Any] = {}
+        for p in self.params:
+            if not self._active(p, values):
+                continue
+            drawn = p.suggest(trial)
+            if p.offset_from:
+                anchor = values[p.offset_from] if p.offset_from in values else get_dotted(self.base, p.offset_from)
+                drawn = anchor + drawn
+                derived[p.key] = drawn
+            values[p.key] = drawn
+        return derived
+
+    def _active(self, p: Distribution, values: Mapping[str, Any]) -> bool:
+        for key, allowed in p.when:
+            current = values[key] if key in values else get_dotted(self.base, key)
+            if current not in allowed:
+                return False
+        return True
+
+    def trial_config(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Nested config dict for one trial: the base with the sampled keys set.
+
+        `params` is the (flat, dotted-key) config Tune hands the trainable; keys the space does
+        not search (e.g. the `:offset` widths) are ignored; inactive conditionals keep the base.
+        """
+        out = copy.deepcopy(self.base)
+        for p in self.params:
+            if p.key in params:
+                set_dotted(out, p.key, _plain(params[p.key]))
+        return out
+
+    def max_epochs(self) -> int:
+        """Largest epoch count a trial can run (ASHA's max_t default)."""
+        if self.tune.max_t is not None:
+            return self.tune.max_t
+        for p in self.params:
+            if p.key == "optim.epochs":
+                return int(max(p.end_points()))
+        return int(get_dotted(self.base, "optim.epochs"))
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars from samplers -> Python scalars (config validation and YAML dumps)."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) and not isinstance(value, (list, dict, str)) else value
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_search_space(
+    path: str | os.PathLike,
+    variables: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> SearchSpace:
+    """Read and validate a search-space YAML; `variables` override the environment for ${VAR};
+    `overrides` (dotted key -> value, e.g. from the command line) apply after the file's `set:`."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{source}: cannot read search space: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{source}: not valid YAML: {exc}") from exc
+    return parse_search_space(raw, source=source, base_dir=path.parent, variables=variables, overrides=overrides)
+
+
+def parse_search_space(
+    raw: Any,
+    source: str = "<search space>",
+    base_dir: Path | None = None,
+    variables: Mapping[str, str] | None = None,
+    validate_config: Callable[[dict[str, Any], str], dict[str, Any]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> SearchSpace:
+    """Validate an already-parsed mapping. `validate_config(d, source) -> full dict` defaults to
+    dpda.train.config (config_from_dict(...).to_dict()); it fills defaults and rejects unknown keys.
+    """
+    env = {**os.environ, **(variables or {})}
+    err = _Errors(source)
+    if not isinstance(raw, Mapping):
+        err("", "must be a mapping with a `search:` section")
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        err(unknown[0], f"unknown key (allowed: {', '.join(TOP_KEYS)})")
+    raw = _expand(raw, env, err, "")
+    validate_config = validate_config or _train_config_validator
+
+    base = _load_base(raw.get("base"), base_dir, err)
+    fixed = raw.get("set") or {}
+    if not isinstance(fixed, Mapping):
+        err("set", "must be a mapping of dotted config keys to values")
+    for key, value in fixed.items():
+        _check_key_syntax(key, err, f"set.{key}")
+        set_dotted(base, key, value)
+    for key, value in (overrides or {}).items():
+        _check_key_syntax(key, err, f"override {key}")
+        set_dotted(base, key, value)
+    try:
+        full = validate_config(base, f"{source} (base + set)")
+    except UserError as exc:
+        raise UserError(f"{source}: base config rejected: {exc}") from exc
+
+    search = raw.get("search")
+    if not isinstance(search, Mapping) or not search:
+        err("search", "must be a non-empty mapping of dotted config keys to distributions")
+    params: list[Distribution] = []
+    for key, spec in search.items():
+        params.append(_parse_distribution(key, spec, full, params, err))
+    _check_pairs(params, full, err)
+    tune = _parse_tune(raw.get("tune") or {}, err)
+
+    name = raw.get("name", Path(source).stem if source != "<search space>" else "dpda-search")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        err("name", "must be letters, digits, '_', '.', '-' (it names the experiment directory)")
+    space = SearchSpace(source=source, name=name, base=full, params=tuple(params), tune=tune)
+    if tune.max_t is None and not has_dotted(full, "optim.epochs"):
+        err("tune.scheduler.max_t", "required: the base config has no optim.epochs")
+    _probe(space, validate_config, err)
+    return space
+
+
+def _train_config_validator(d: dict[str, Any], source: str) -> dict[str, Any]:
+    from dpda.train.config import config_from_dict
+
+    return config_from_dict(d, source=source).to_dict()
+
+
+class _Errors:
+    """Raise UserError as `file: key.path: message`."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __call__(self, where: str, message: str) -> None:
+        prefix = f"{self.source}: {where}: " if where else f"{self.source}: "
+        raise UserError(prefix + message)
+
+
+def _expand(node: Any, env: Mapping[str, str], err: _Errors, where: str) -> Any:
+    """Expand ${VAR} and ${VAR:-default} in every string; unset variables name the key."""
+    if isinstance(node, Mapping):
+        return {k: _expand(v, env, err, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, env, err, f"{where}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        err(where, f"variable ${{{name}}} is not set (export it, or pass it on the command line, e.g. --data)")
+        return ""
+
+    return _VAR.sub(sub, node)
+
+
+def _load_base(base: Any, base_dir: Path | None, err: _Errors) -> dict[str, Any]:
+    if base is None:
+        return {}
+    if isinstance(base, Mapping):
+        return copy.deepcopy(dict(base))
+    if not isinstance(base, str):
+        err("base", "must be a config file path or an inline mapping")
+    path = Path(base)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        err("base", f"cannot read {path}: {exc.strerror or exc}")
+    except yaml.YAMLError as exc:
+        err("base", f"{path} is not valid YAML: {exc}")
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, Mapping):
+        err("base", f"{path} must hold a mapping")
+    return copy.deepcopy(dict(loaded))
+
+
+def _check_key_syntax(key: Any, err: _Errors, where: str) -> None:
+    if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        err(where, "must be a dotted config key such as optim.lr")
+
+
+def _number(value: Any, err: _Errors, where: str, integer: bool = False) -> float | int:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or (isinstance(value, float) and not math.isfinite(value)):
+        err(where, f"must be {'an integer' if integer else 'a finite number'}, got {value!r}")
+    return value
+
+
+def _parse_distribution(
+    key: Any, spec: Any, full: Mapping[str, Any], earlier: list[Distribution], err: _Errors
+) -> Distribution:
+    where = f"search.{key}"
+    _check_key_syntax(key, err, where)
+    parent = key.rpartition(".")[0]
+    if not has_dotted(full, key) and not (parent and isinstance(_get_or_none(full, parent), Mapping)):
+        err(where, "no such config key")
+    if not isinstance(spec, Mapping):
+        err(where, f"must be a mapping with one of {', '.join(KINDS)}")
+    kinds = [k for k in KINDS if k in spec]
+    if len(kinds) != 1:
+        err(where, f"needs exactly one of {', '.join(KINDS)}")
+    kind = kinds[0]
+    allowed = {kind, "when", "offset_from"} | ({"log", "step"} if kind == "int" else set())
+    allowed |= {"step"} if kind == "uniform" else set()
+    extra = sorted(set(spec) - allowed)
+    if extra:
+        err(f"{where}.{extra[0]}", f"unknown option for {kind} (allowed: {', '.join(sorted(allowed))})")
+    values = spec[kind]
+    fields: dict[str, Any] = {}
+    if kind == "choice":
+        if not isinstance(values, list) or not values:
+            err(f"{where}.choice", "must be a non-empty list")
+        for i, v in enumerate(values):
+            if not (v is None or isinstance(v, (bool, int, float, str))):
+                err(f"{where}.choice[{i}]", "choices must be scalars (str, number, bool, null)")
+        if len({repr(v) for v in values}) != len(values):
+            err(f"{where}.choice", "has duplicate values")
+        fields["choices"] = tuple(values)
+    else:
+        if not isinstance(values, list) or len(values) != 2:
+            err(f"{where}.{kind}", "must be [low, high]")
+        integer = kind == "int"
+        lo = _number(values[0], err, f"{where}.{kind}[0]", integer)
+        hi = _number(values[1], err, f"{where}.{kind}[1]", integer)
+        if not lo < hi:
+            err(f"{where}.{kind}", f"low must be below high, got [{lo}, {hi}]")
+        log = kind == "loguniform" or bool(spec.get("log", False))
+        if "log" in spec and not isinstance(spec["log"], bool):
+            err(f"{where}.log", "must be true or false")
+        if log and lo <= 0:
+            err(f"{where}.{kind}", f"a log range must be > 0, got [{lo}, {hi}]")
+        step = spec.get("step")
+        if step is not None:
+            step = _number(step, err, f"{where}.step", integer)
+            if step <= 0:
+                err(f"{where}.step", "must be > 0")
+            if log:
+                err(f"{where}.step", "cannot be combined with a log range")
+        fields.update(low=lo, high=hi, log=kind == "int" and log, step=step)
+
+    when: list[tuple[str, tuple[Any, ...]]] = []
+    cond = spec.get("when", {})
+    if not isinstance(cond, Mapping):
+        err(f"{where}.when", "must map dotted keys to allowed values")
+    by_key = {p.key: p for p in earlier}
+    for ckey, cvals in cond.items():
+        cwhere = f"{where}.when.{ckey}"
+        if ckey not in by_key and not has_dotted(full, ckey):
+            err(cwhere, "must name an earlier search key or a key of the base config")
+        cvals = tuple(cvals) if isinstance(cvals, list) else (cvals,)
+        if not cvals:
+            err(cwhere, "needs at least one value")
+        ref = by_key.get(ckey)
+        if ref is not None and ref.kind == "choice":
+            bad = [v for v in cvals if v not in ref.choices]
+            if bad:
+                err(cwhere, f"{bad[0]!r} is not one of the choices of search.{ckey}")
+        when.append((ckey, cvals))
+
+    offset_from = spec.get("offset_from")
+    if offset_from is not None:
+        owhere = f"{where}.offset_from"
+        if kind == "choice":
+            err(owhere, "needs a numeric distribution (the width added to the other key)")
+        if offset_from not in by_key and not has_dotted(full, offset_from):
+            err(owhere, "must name an earlier search key or a key of the base config")
+        anchor = by_key.get(offset_from)
+        if anchor is not None and anchor.kind == "choice":
+            err(owhere, f"search.{offset_from} must be numeric")
+        if anchor is not None and anchor.when and not has_dotted(full, offset_from):
+            mine = dict(when)
+            for akey, avals in anchor.when:
+                if akey not in mine or not set(mine[akey]) <= set(avals):
+                    err(f"{where}.when", f"must be at least as strict as search.{offset_from}.when "
+                        f"(the base config has no {offset_from} to fall back on)")
+        if fields["low"] < 0:
+            err(f"{where}.{kind}", "an offset (width) range must be >= 0")
+    return Distribution(key=key, kind=kind, when=tuple(when), offset_from=offset_from, **fields)
+
+
+def _get_or_none(tree: Mapping[str, Any], key: str) -> Any:
+    try:
+        return get_dotted(tree, key)
+    except KeyError:
+        return None
+
+
+def _value_range(key: str, params: Mapping[str, Distribution], full: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(min, max) a key can take in a trial, or None if not numeric / derived."""
+    p = params.get(key)
+    if p is None:
+        v = _get_or_none(full, key)
+        return (v, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    if p.kind == "choice":
+        nums = [v for v in p.choices if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return (min(nums), max(nums)) if len(nums) == len(p.choices) else None
+    if p.offset_from:
+        anchor = _value_range(p.offset_from, params, full)
+        return None if anchor is None else (anchor[0] + p.low, anchor[1] + p.high)
+    return (p.low, p.high)
+
+
+def _check_pairs(params: list[Distribution], full: Mapping[str, Any], err: _Errors) -> None:
+    """A searched minX (or Xmin) must never exceed its maxX, unless one is offset from the other."""
+    by_key = {p.key: p for p in params}
+    for p in params:
+        head, _, leaf = p.key.rpartition(".")
+        for pattern in _PAIR:
+            m = pattern.match(leaf)
+            if not m:
+                continue
+            max_leaf = "max" + m.group(1) if pattern is _PAIR[0] else m.group(1) + "max"
+            max_key = f"{head}.{max_leaf}" if head else max_leaf
+            if max_key not in by_key and not has_dotted(full, max_key):
+                continue
+            partner = by_key.get(max_key)
+            if partner is not None and partner.offset_from == p.key:
+                continue
+            lo_range, hi_range = _value_range(p.key, by_key, full), _value_range(max_key, by_key, full)
+            if lo_range and hi_range and lo_range[1] > hi_range[0]:
+                err(
+                    f"search.{p.key}",
+                    f"can exceed {max_key} (up to {lo_range[1]} vs as low as {hi_range[0]}); "
+                    f"narrow the ranges or search {max_key} with offset_from: {p.key}",
+                )
+
+
+def _section(raw: Any, keys: tuple[str, ...], err: _Errors, where: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        err(where, "must be a mapping")
+    extra = sorted(set(raw) - set(keys))
+    if extra:
+        err(f"{where}.{extra[0]}", f"unknown key (allowed: {', '.join(keys)})")
+    return raw
+
+
+def _parse_tune(raw: Any, err: _Errors) -> TuneSettings:
+    raw = _section(raw, TUNE_KEYS, err, "tune")
+    sched = _section(raw.get("scheduler") or {}, SCHEDULER_KEYS, err, "tune.scheduler")
+    res = _section(raw.get("resources") or {}, RESOURCE_KEYS, err, "tune.resources")
+    d = TuneSettings()
+    out: dict[str, Any] = {}
+
+    def integer(section: Mapping[str, Any], key: str, where: str, minimum: int, default: Any) -> Any:
+        if key not in section or section[key] is None:
+            return default
+        v = _number(section[key], err, where, integer=True)
+        if v < minimum:
+            err(where, f"must be >= {minimum}")
+        return v
+
+    out["num_samples"] = integer(raw, "num_samples", "tune.num_samples", 1, d.num_samples)
+    out["seed"] = integer(raw, "seed", "tune.seed", 0, d.seed)
+    out["max_concurrent"] = integer(raw, "max_concurrent", "tune.max_concurrent", 1, d.max_concurrent)
+    out["max_failures"] = integer(raw, "max_failures", "tune.max_failures", -1, d.max_failures)
+    out["keep_checkpoints"] = integer(raw, "keep_checkpoints", "tune.keep_checkpoints", 1, d.keep_checkpoints)
+    metric = raw.get("metric", d.metric)
+    if not isinstance(metric, str) or not metric:
+        err("tune.metric", "must be a metric name such as dev_eer")
+    mode = raw.get("mode", d.mode)
+    if mode not in ("min", "max"):
+        err("tune.mode", f"must be min or max, got {mode!r}")
+    out.update(metric=metric, mode=mode)
+    out["grace_period"] = integer(sched, "grace_period", "tune.scheduler.grace_period", 1, d.grace_period)
+    out["max_t"] = integer(sched, "max_t", "tune.scheduler.max_t", 1, d.max_t)
+    rf = sched.get("reduction_factor", d.reduction_factor)
+    rf = _number(rf, err, "tune.scheduler.reduction_factor")
+    if rf <= 1:
+        err("tune.scheduler.reduction_factor", "must be > 1")
+    out["reduction_factor"] = float(rf)
+    if out["max_t"] is not None and out["max_t"] < out["grace_period"]:
+        err("tune.scheduler.max_t", "must be >= grace_period")
+    for key in ("cpu", "gpu"):
+        v = _number(res.get(key, getattr(d, key)), err, f"tune.resources.{key}")
+        if v < 0:
+            err(f"tune.resources.{key}", "must be >= 0")
+        out[key] = float(v)
+    out["workers"] = integer(res, "workers", "tune.resources.workers", 1, d.workers)
+    if out["cpu"] == 0 and out["gpu"] == 0:
+        err("tune.resources", "a trial (or each worker) needs cpu > 0 or gpu > 0")
+    return TuneSettings(**out)
+
+
+def _probe(space: SearchSpace, validate_config: Callable[..., Any], err: _Errors) -> None:
+    """Run each distribution's end points through the config validator, one key at a time, with
+    its `when` conditions (and theirs) satisfied, so rule-specific options are probed under a rule
+    that accepts them."""
+    by_key = {p.key: p for p in space.params}
+
+    def requirements(p: Distribution, seen: frozenset[str] = frozenset()) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for ckey, allowed in p.when:
+            if ckey in by_key and ckey not in seen:
+                out.update(requirements(by_key[ckey], seen | {p.key}))
+            out[ckey] = allowed[0]
+        return out
+
+    for p in space.params:
+        for v in p.end_points():
+            values = requirements(p)
+            if p.offset_from:
+                anchor = by_key.get(p.offset_from)
+                start = anchor.low if anchor is not None and anchor.kind != "choice" else get_dotted(space.base, p.offset_from)
+                values[p.offset_from] = start
+                v = start + v
+            values[p.key] = v
+            trial = copy.deepcopy(space.base)
+            for key, value in values.items():
+                set_dotted(trial, key, value)
+            try:
+                validate_config(trial, f"{space.source} search.{p.key}={v!r}")
+            except UserError as exc:
+                err(f"search.{p.key}", f"value {v!r} is rejected by the training config: {exc}")

@@ -1,0 +1,393 @@
+"""Ray Tune + Optuna search over a `SearchSpace`, with ASHA early stopping on dev EER per epoch.
+
+A trial is either one Trainer process (tune.resources.workers == 1) or, for workers > 1, a Ray
+Train run launched from inside the trial (the Ray Train V2 way: the trial function is the Train
+driver; `TuneReportCallback` forwards rank 0's per-epoch metrics to Tune, so ASHA and Optuna see
+them). The Optuna searcher gets the search space as a define-by-run function, so conditional
+parameters exist only when active; it is seeded, and its state is saved with the experiment so
+`resume=True` (Tuner.restore) continues an interrupted search without rerunning finished trials.
+
+ASHA's time attribute is the Trainer's 1-based `epoch`, not Tune's `training_iteration`: a trial
+resumed from a checkpoint keeps counting epochs where it left off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dpda.errors import UserError
+from dpda.tune.search_space import SearchSpace
+
+TIME_ATTR = "epoch"
+SPACE_SNAPSHOT = "search_space.json"
+RESULTS_CSV = "results.csv"
+BEST_CONFIG = "best_config.yaml"
+TRAIN_RUNS = "train_runs"  # Ray Train storage of multi-worker trials, inside the experiment dir
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What a finished search produced (also written to the experiment dir)."""
+
+    experiment_path: str
+    table: Any  # pandas.DataFrame, one row per trial
+    best_trial_id: str | None
+    best_metric: float | None
+    best_config: dict[str, Any] | None
+    best_model: str | None
+    interrupted: bool
+
+
+# ----------------------------------------------------------------------------- trial side
+
+def trial_name(trial: Any) -> str:
+    """Short trial names and dirs (the default embeds every parameter: unreadable here)."""
+    return f"trial_{trial.trial_id}"
+
+
+def _tune_report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+    import ray.tune
+
+    checkpoint = ray.tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+    ray.tune.report(dict(metrics), checkpoint=checkpoint)
+
+
+def _restore_tune_checkpoint(run_dir: Path) -> Path | None:
+    """Put the trial's last Tune checkpoint back into its run dir and resume from there."""
+    import shutil
+
+    import ray.tune
+
+    checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    target = run_dir / "checkpoints"
+    target.mkdir(parents=True, exist_ok=True)
+    with checkpoint.as_directory() as local:
+        for path in Path(local).iterdir():
+            if path.is_file() and Path(path).resolve() != (target / path.name).resolve():
+                shutil.copy2(path, target / path.name)
+    return target
+
+
+def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]) -> None:
+    """The Tune trainable: one trial of the search (single process or a Ray Train run)."""
+    import ray.tune
+
+    from dpda.train.config import config_from_dict
+    from dpda.train.loop import Trainer
+    from dpda.tune.distributed import WorkerPlan, _enter_workdir, run_distributed
+
+    ctx = ray.tune.get_context()
+    trial_id = ctx.get_trial_id()
+    # The trial dir is the Trainer's run dir: Tune's params.json/result.json sit beside the
+    # telemetry, so dpda_analysis sees one run per trial.
+    run_dir = Path(ctx.get_trial_dir())
+    _enter_workdir(layout.get("cwd"))
+    source = f"{space.source} (trial {trial_id})"
+    cfg = config_from_dict(space.trial_config(params), source=source)
+    settings = space.tune
+    if settings.workers == 1:
+        resume = _restore_tune_checkpoint(run_dir)
+        Trainer(cfg, run_dir, report_fn=_tune_report, run_id=layout["experiment"], trial_id=trial_id,
+                resume_from=resume, progress=False).fit()
+        return
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    run_distributed(
+        cfg, run_dir,
+        plan=WorkerPlan(settings.workers, settings.cpu, settings.gpu),
+        max_failures=settings.max_failures,
+        keep_checkpoints=settings.keep_checkpoints,
+        storage_path=layout["train_storage"],
+        name=trial_id,  # deterministic: a restarted trial finds its Train run's checkpoints
+        run_id=layout["experiment"],
+        trial_id=trial_id,
+        callbacks=[TuneReportCallback()],
+        source=source,
+    )
+
+
+# ----------------------------------------------------------------------------- driver side
+
+def experiment_path(storage: str, name: str) -> str:
+    return storage.rstrip("/") + "/" + name
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _storage(storage: str | os.PathLike | None) -> str:
+    if storage is None:
+        return str(Path("runs/tune").resolve())
+    storage = str(storage)
+    return storage if _is_uri(storage) else str(Path(storage).expanduser().resolve())
+
+
+def _fingerprint(space: SearchSpace) -> dict[str, Any]:
+    """What must not change between an interrupted search and its resumption."""
+    return json.loads(json.dumps({
+        "base": space.base,
+        "params": [dataclasses.asdict(p) for p in space.params],
+        "metric": space.tune.metric, "mode": space.tune.mode, "workers": space.tune.workers,
+    }, default=str))
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write to a local path or a storage URI (s3://, gs://) through pyarrow."""
+    if not _is_uri(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+        return
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    with fs.open_output_stream(inner) as f:
+        f.write(text.encode())
+
+
+def _read_text(path: str) -> str | None:
+    if not _is_uri(path):
+        return Path(path).read_text() if Path(path).exists() else None
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    if fs.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(inner) as f:
+        return f.read().decode()
+
+
+def max_concurrent(space: SearchSpace, cluster: dict[str, float]) -> int:
+    """Trials that fit at once. Needed for multi-worker trials: their drivers reserve ~nothing,
+    so without a cap Tune would start every trial and the Train runs would wait on each other."""
+    settings = space.tune
+    if settings.max_concurrent is not None:
+        return settings.max_concurrent
+    fits = []
+    if settings.cpu > 0:
+        fits.append(cluster.get("CPU", 0.0) // (settings.cpu * settings.workers))
+    if settings.gpu > 0:
+        fits.append(cluster.get("GPU", 0.0) // (settings.gpu * settings.workers))
+    return max(1, int(min(fits)))
+
+
+def _scheduler(space: SearchSpace):
+    """ASHA on the per-epoch metric. A trial that reaches max_t is left to end by itself, so the
+    Trainer still averages its best epochs into model.pt (plain ASHA stops it at its last report)."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class FinishingASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            action = super().on_trial_result(tune_controller, trial, result)
+            if action == TrialScheduler.STOP and result.get(self._time_attr, 0) >= self._max_t:
+                self._num_stopped -= 1
+                return TrialScheduler.CONTINUE
+            return action
+
+    settings = space.tune
+    return FinishingASHA(
+        time_attr=TIME_ATTR, max_t=space.max_epochs(), grace_period=settings.grace_period,
+        reduction_factor=settings.reduction_factor,
+    )
+
+
+def _trainable(space: SearchSpace, layout: dict[str, Any]):
+    from ray import tune
+
+    fn = tune.with_parameters(run_trial, space=space, layout=layout)
+    settings = space.tune
+    if settings.workers == 1:
+        return tune.with_resources(fn, {"cpu": settings.cpu, "gpu": settings.gpu})
+    # the trial only runs the Train driver; the workers reserve their own CPUs/GPUs
+    return tune.with_resources(fn, {"cpu": 0.01})
+
+
+def run_search(
+    space: SearchSpace,
+    *,
+    storage: str | os.PathLike | None = None,
+    name: str | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    verbose: int = 1,
+) -> SearchOutcome:
+    """Run (or with `resume`, continue) the search; Ray must be initialised by the caller.
+
+    The experiment lives in `storage/name` (default runs/tune/<space name>): Tune's state and
+    TensorBoard/CSV/JSON logs per trial, each trial's run dir (telemetry, checkpoints, model.pt),
+    plus results.csv and best_config.yaml written at the end. `callbacks` are extra Tune callbacks.
+    """
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage_path = _storage(storage)
+    name = name or space.name
+    exp_path = experiment_path(storage_path, name)
+    layout = {
+        "experiment": name,
+        "cwd": os.getcwd(),
+        "train_storage": experiment_path(exp_path, TRAIN_RUNS),
+    }
+    trainable = _trainable(space, layout)
+    snapshot_path = experiment_path(exp_path, SPACE_SNAPSHOT)
+    exists = tune.Tuner.can_restore(exp_path)
+    if resume:
+        if not exists:
+            raise UserError(f"{exp_path}: no experiment to resume (run without --resume to start it)")
+        stored = _read_text(snapshot_path)
+        if stored is not None and json.loads(stored) != _fingerprint(space):
+            raise UserError(
+                f"{space.source}: the search space changed since {exp_path} was started; "
+                "resume with the original file or start a new experiment with --name"
+            )
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        if exists:
+            raise UserError(f"{exp_path}: experiment exists; pass --resume to continue it or --name for a new one")
+        _write_text(snapshot_path, json.dumps(_fingerprint(space), indent=2))
+        settings = space.tune
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # metric/mode go to the searcher too: with a define-by-run space Tune does not pass them on
+        searcher = OptunaSearch(space=space, metric=settings.metric, mode=settings.mode,
+                                sampler=optuna.samplers.TPESampler(seed=settings.seed))
+        scheduler = _scheduler(space)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=settings.metric, mode=settings.mode, search_alg=searcher, scheduler=scheduler,
+                num_samples=settings.num_samples,
+                max_concurrent_trials=max_concurrent(space, ray.cluster_resources()),
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage_path, callbacks=list(callbacks) or None, verbose=verbose,
+                failure_config=tune.FailureConfig(max_failures=settings.max_failures if settings.workers == 1 else 0),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
+            ),
+        )
+    grid = tuner.fit()
+    return summarise(space, grid, exp_path)
+
+
+def _status(result: Any) -> str:
+    """completed (the Trainer finished and wrote model.pt), stopped early (ASHA, or an
+    interrupted search), error, or not started. Tune's own `done` flag is set in both of the
+    first two cases, so the Trainer's model.pt decides; on URI storage it cannot be checked."""
+    if result.error is not None:
+        return "error"
+    if not result.metrics or TIME_ATTR not in result.metrics:
+        return "not started"
+    if not result.path or _is_uri(result.path):
+        return "finished"
+    return "completed" if (Path(result.path) / "model.pt").exists() else "stopped early"
+
+
+def _tune_states(exp_path: str) -> dict[str, str]:
+    """Tune's own trial states (TERMINATED, ERROR, RUNNING, PENDING, ...) from the saved state."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        return {t.trial_id: t.status for t in ExperimentAnalysis(exp_path).trials}
+    except Exception:  # no state written yet (interrupted before the first trial started)
+        return {}
+
+
+def results_table(space: SearchSpace, grid: Any, states: dict[str, str] | None = None):
+    """One row per trial: id, status, epochs, metrics, and the active searched parameters."""
+    import pandas as pd
+
+    rows = []
+    for result in grid:
+        m = result.metrics or {}
+        trial_id = m.get("trial_id") or Path(result.path).name.removeprefix("trial_")
+        status = _status(result)
+        if states and states.get(trial_id) not in (None, "TERMINATED", "ERROR"):
+            status = "interrupted"
+        row: dict[str, Any] = {
+            "trial_id": trial_id,
+            "status": status,
+            "epochs": m.get(TIME_ATTR),
+            space.tune.metric: m.get(space.tune.metric),
+            "best_dev_eer": m.get("best_dev_eer"),
+            "dev_loss": m.get("dev_loss"),
+            "conflict_fraction": m.get("conflict_fraction"),
+        }
+        for p in space.params:
+            row[p.key] = (result.config or {}).get(p.key)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table = table.sort_values(
+            space.tune.metric, ascending=space.tune.mode == "min", na_position="last", kind="stable"
+        ).reset_index(drop=True)
+    return table
+
+
+def summarise(space: SearchSpace, grid: Any, exp_path: str) -> SearchOutcome:
+    """Table, best trial (best epoch of any trial by the tune metric), files in the experiment dir."""
+    states = _tune_states(exp_path)
+    table = results_table(space, grid, states)
+    _write_text(experiment_path(exp_path, RESULTS_CSV), table.to_csv(index=False))
+    unfinished = not table.empty and table["status"].isin(["interrupted", "not started"]).any()
+    interrupted = bool(len(grid) < space.tune.num_samples or unfinished)
+    try:
+        best = grid.get_best_result(metric=space.tune.metric, mode=space.tune.mode, scope="all",
+                                    filter_nan_and_inf=True)
+    except (RuntimeError, KeyError, ValueError):
+        best = None
+    if best is None or not best.metrics:
+        return SearchOutcome(exp_path, table, None, None, None, None, interrupted)
+    config = space.trial_config(best.config)
+    history = best.metrics_dataframe
+    column = space.tune.metric
+    value = float(history[column].min() if space.tune.mode == "min" else history[column].max()) \
+        if history is not None and column in history else float(best.metrics.get(column, math.nan))
+    trial_id = best.metrics.get("trial_id")
+    model = str(Path(best.path) / "model.pt") if best.path else None
+    if model and not _is_uri(model) and not Path(model).exists():
+        model = None
+    header = (
+        f"# Best trial of {exp_path}: {trial_id}, {column} {value:.6g} ({space.tune.mode}).\n"
+        f"# Train it again with: dpda train {BEST_CONFIG}\n"
+    )
+    _write_text(experiment_path(exp_path, BEST_CONFIG), header + yaml.safe_dump(config, sort_keys=False))
+    return SearchOutcome(exp_path, table, trial_id, value, config, model, interrupted)
+
+
+def format_outcome(space: SearchSpace, outcome: SearchOutcome) -> str:
+    """The text the CLI prints at the end: results table, best trial and its searched values."""
+    import pandas as pd
+
+    lines = [f"Results ({len(outcome.table)} trials) in {outcome.experiment_path}:"]
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 24):
+        shown = outcome.table.rename(columns=lambda c: c.rsplit(".", 1)[-1] if "." in c else c)
+        lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if outcome.best_config is None:
+        lines.append("No trial reported a finite " + space.tune.metric + ".")
+        return "\n".join(lines)
+    lines.append(f"Best trial {outcome.best_trial_id}: {space.tune.metric} = {outcome.best_metric:.4g}")
+    from dpda.tune.search_space import get_dotted, has_dotted
+
+    for p in space.params:
+        if has_dotted(outcome.best_config, p.key):
+            lines.append(f"  {p.key}: {get_dotted(outcome.best_config, p.key)}")
+    lines.append(f"Best config: {experiment_path(outcome.experiment_path, BEST_CONFIG)}")
+    if outcome.best_model:
+        lines.append(f"Best model:  {outcome.best_model}")
+    if outcome.interrupted:
+        lines.append("The search was interrupted; continue it with --resume.")
+    return "\n".join(lines)

@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny synthetic corpus (session-scoped, a few seconds to generate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY_SYNTH = dict(
+    train=14, dev=8, eval=12, itw=8, min_seconds=0.6, max_seconds=1.2,
+    speakers_train=3, speakers_dev=2, speakers_eval=2, speakers_itw=2, batch_size=8,
+)
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory) -> dict:
+    """Tiny synthetic corpus: {'root': Path, 'specs': {split: spec}, 'counts': {split: {attack: n}},
+    'config': SynthConfig}. Read-only: tests must not modify its files (copy them first)."""
+    from dpda.data.synth import SynthConfig, write_synthetic_corpus
+
+    cfg = SynthConfig(seed=1234, **TINY_SYNTH)
+    root = tmp_path_factory.mktemp("synth") / "corpus"
+    result = write_synthetic_corpus(root, cfg, workers=0)
+    return {"root": Path(root), "specs": result.specs, "counts": result.counts, "config": cfg}

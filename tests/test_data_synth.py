@@ -1,0 +1,103 @@
+"""Synthetic corpus: read back through the real readers, determinism, attack properties, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from dpda.cli import main
+from dpda.data import synth as S
+from dpda.data.check import check_manifest
+from dpda.data.readers import load_corpus
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "README.txt"}
+
+
+def test_reader_sees_what_was_written(synth_corpus):
+    cfg, counts = synth_corpus["config"], synth_corpus["counts"]
+    speakers = {}
+    for split in ("train", "dev", "eval"):
+        m = load_corpus(synth_corpus["specs"][split])
+        assert len(m) == getattr(cfg, split)
+        assert m["attack"].value_counts().to_dict() == counts[split]
+        assert ((m["attack"] == "-") == (m["label"] == "bonafide")).all()
+        assert (m["target"] == (m["label"] == "bonafide").astype(int)).all()
+        speakers[split] = set(m["speaker"])
+        result = check_manifest(m, policy="fail")  # every file exists, decodes, is finite
+        assert result.ok and result.audio["sample_rates"] == {16000: len(m)}
+        durations = [sf.info(p).frames / 16000 for p in m["path"]]
+        assert cfg.min_seconds - 1e-3 <= min(durations) and max(durations) <= cfg.max_seconds + 1e-3
+    assert set(counts["train"]) == {"-", *S.TRAIN_ATTACKS} and set(counts["dev"]) == {"-", *S.TRAIN_ATTACKS}
+    assert set(counts["eval"]) == {"-", *S.EVAL_ATTACKS}
+    assert not (speakers["train"] & speakers["dev"]) and not (speakers["dev"] & speakers["eval"])
+    assert not (speakers["train"] & speakers["eval"])
+    itw = load_corpus(synth_corpus["specs"]["itw"])
+    assert len(itw) == cfg.itw and (itw["label"] == "bonafide").sum() == counts["itw"]["-"]
+    assert check_manifest(itw).ok
+    readme = (synth_corpus["root"] / "README.txt").read_text()
+    assert synth_corpus["specs"]["train"] in readme and "A19" in readme
+
+
+def test_same_seed_same_bytes_other_seed_differs(synth_corpus, tmp_path):
+    cfg = synth_corpus["config"]
+    again = S.write_synthetic_corpus(tmp_path / "again", cfg, workers=2)  # fixture ran serially
+    assert _files(again.root) == _files(synth_corpus["root"])
+    small = dataclasses.replace(cfg, train=3, dev=0, eval=0, itw=0)
+    a = _files(S.write_synthetic_corpus(tmp_path / "a", small, workers=0).root)
+    b = _files(S.write_synthetic_corpus(tmp_path / "b", dataclasses.replace(small, seed=cfg.seed + 1), workers=0).root)
+    audio = [k for k in a if k.endswith(".flac")]
+    assert len(audio) == 3 and not set(audio) & set(b)  # new ids, new audio
+
+
+def _spectrum_db(wave: torch.Tensor) -> torch.Tensor:
+    spec = torch.stft(wave, 512, 128, window=torch.hann_window(512), return_complex=True).abs().pow(2).mean(-1)
+    return 10 * torch.log10(spec[..., 4:220] + 1e-10)  # 125 Hz - 6.9 kHz
+
+
+def test_attacks_are_subtle_but_real():
+    """Every attack keeps the long-term spectrum close to the clean rendition (correlation of
+    dB spectra) while changing the waveform; bona fide voices differ much more among speakers."""
+    gen = torch.Generator().manual_seed(0)
+    spk = S.draw_speakers(4, gen)
+    lengths = torch.full((4,), 12000)
+    p = S.draw_utterances(spk, torch.arange(4), lengths, gen)
+    clean = S.render(p, gen)
+    assert torch.isfinite(clean).all() and clean.abs().max() < 1
+    ref = _spectrum_db(clean)
+    for attack in S.ATTACKS:
+        out = S._normalise(S._ATTACK_FNS[attack](clean, p, torch.Generator().manual_seed(1)), lengths)
+        assert out.shape == clean.shape and torch.isfinite(out).all()
+        assert (out - clean).pow(2).mean() > 1e-6 * clean.pow(2).mean(), attack
+        spec = _spectrum_db(out)
+        for i in range(4):
+            corr = np.corrcoef(ref[i].numpy(), spec[i].numpy())[0, 1]
+            assert corr > 0.8, (attack, i, corr)
+
+
+def test_voices_vary():
+    gen = torch.Generator().manual_seed(2)
+    spk = S.draw_speakers(32, gen)
+    assert spk["female"].any() and (~spk["female"]).any()
+    assert spk["f0"].max() / spk["f0"].min() > 2
+
+
+def test_cli_synth(tmp_path, capsys):
+    out = tmp_path / "syn"
+    args = ["synth", str(out), "--seed", "3", "--train", "2", "--dev", "1", "--eval", "2", "--itw", "1",
+            "--min-seconds", "0.3", "--max-seconds", "0.5", "--workers", "0"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert f"asvspoof2019:{out / 'LA'}:train" in text and f"itw:{out / 'itw'}" in text
+    assert len(load_corpus(f"asvspoof2019:{out}/LA:eval")) == 2
+    assert main(args) == 2  # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert main(["synth", str(tmp_path / "x"), "--bonafide-fraction", "1.5"]) == 2
+    assert main(["check", f"asvspoof2019:{out}/LA:train", f"itw:{out}/itw"]) == 0

@@ -1,0 +1,146 @@
+"""`dpda tune search_spaces/demo.yaml` end to end on 2 cores, scaled down with its options:
+Optuna proposes the trials (conditionals respected), ASHA stops some, an interrupted search
+finishes with --resume without rerunning finished trials, and the results land on disk.
+
+One local Ray instance for the module (2 CPUs). Trials run one at a time so the seeded TPE
+proposals and the ASHA decisions do not depend on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from dpda.cli import main
+from dpda.commands import tune as tune_command
+from dpda.train.config import config_from_dict
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_distributed import write_tiny_corpus  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+NUM_SAMPLES = 5
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+def cli_args(corpus: Path, storage: Path, *extra: str) -> list[str]:
+    return [
+        "tune", str(ROOT / "search_spaces/demo.yaml"), "--data", str(corpus), "--storage", str(storage),
+        "--num-samples", str(NUM_SAMPLES), "--max-concurrent", "1", "--epochs", "2",
+        "--set", "data.length=8000", "--set", "optim.batch_size=4", "--set", "optim.max_steps_per_epoch=4",
+        "--set", "telemetry.flush_every=4", "--quiet", *extra,
+    ]
+
+
+class InterruptAfter:
+    """A Tune callback that interrupts the search (as Ctrl-C would: Tune saves its state and
+    returns) once `n` trials have finished. Tune.restore brings callbacks back, so it fires only
+    while `marker` does not exist."""
+
+    def __new__(cls, n: int, marker: Path):
+        from ray.tune import Callback
+
+        class _Interrupt(Callback):
+            def __init__(self) -> None:
+                self.done = 0
+
+            def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+                self.done += 1
+                if self.done == n and not marker.exists():
+                    marker.touch()
+                    os.kill(os.getpid(), signal.SIGUSR1)  # Tune's interrupt signal besides SIGINT
+
+        return _Interrupt()
+
+
+@pytest.mark.ray
+def test_demo_search_asha_interrupt_and_resume(ray_local, tmp_path: Path, capsys) -> None:
+    from dpda.tune.tuner import run_search
+
+    corpus = write_tiny_corpus(tmp_path / "corpus", n_train=32, n_dev=48)
+    storage = tmp_path / "results"
+    parser = argparse.ArgumentParser()
+    tune_command.add_arguments(parser)
+    space = tune_command.load_space(parser.parse_args(cli_args(corpus, storage)[1:]))
+    # ASHA keeps the top quarter at each rung (the file says half): with 5 trials, stopping then
+    # does not hinge on the order in which good and bad trials arrive. Restored on --resume.
+    space = dataclasses.replace(space, tune=dataclasses.replace(space.tune, reduction_factor=4.0))
+
+    # ---- first run, interrupted after two finished trials
+    first = run_search(space, storage=storage, callbacks=[InterruptAfter(2, tmp_path / "interrupted")], verbose=0)
+    assert first.interrupted
+    exp = storage / "demo"
+    finished = {
+        row.trial_id: (exp / f"trial_{row.trial_id}" / "result.json").read_bytes()
+        for row in first.table.itertuples() if row.status in ("completed", "stopped early")
+    }
+    assert len(finished) >= 2
+
+    # ---- a second start without --resume refuses to clobber the experiment
+    capsys.readouterr()
+    assert main(cli_args(corpus, storage)) == 2
+    assert "--resume" in capsys.readouterr().err
+
+    # ---- --resume finishes the search; finished trials are not run again
+    assert main(cli_args(corpus, storage, "--resume")) == 0
+    out = capsys.readouterr().out
+    assert "Best trial" in out and "best_config.yaml" in out
+    for trial_id, before in finished.items():
+        assert (exp / f"trial_{trial_id}" / "result.json").read_bytes() == before, trial_id
+
+    table = pd.read_csv(exp / "results.csv")
+    assert len(table) == NUM_SAMPLES and table["trial_id"].is_unique
+    assert set(table["status"]) <= {"completed", "stopped early"}, table
+    # ASHA (grace period 1 epoch) stopped at least one trial after epoch 1
+    stopped = table[table["status"] == "stopped early"]
+    assert len(stopped) >= 1 and (stopped["epochs"] == 1).all(), table
+    completed = table[table["status"] == "completed"]
+    assert len(completed) >= 1 and (completed["epochs"] == 2).all()
+    for trial_id in completed["trial_id"]:
+        assert (exp / f"trial_{trial_id}" / "model.pt").exists()
+
+    # Optuna's proposals: distinct, inside the ranges, conditionals only when active
+    assert table["optim.lr"].nunique() == NUM_SAMPLES
+    assert table["optim.lr"].between(1e-4, 3e-3).all()
+    for row in table.to_dict("records"):
+        assert (row["align.rule"] == "gradvac") == _present(row["align.options.beta"])
+        assert (row["align.rule"] == "cagrad") == _present(row["align.options.c"])
+        ssi = row["augment.rawboost.algo"] in (3, 4)
+        assert ssi == _present(row["augment.rawboost.SNRmin"])
+        if ssi:
+            assert row["augment.rawboost.SNRmin"] <= row["augment.rawboost.SNRmax"]
+
+    # the best config is a complete, valid training config
+    best = yaml.safe_load((exp / "best_config.yaml").read_text())
+    cfg = config_from_dict(best)
+    assert cfg.optim.epochs == 2 and cfg.data.length == 8000
+    best_row = table.sort_values("best_dev_eer").iloc[0]
+    assert math.isclose(cfg.optim.lr, best_row["optim.lr"], rel_tol=1e-9)
+
+    # TensorBoard event files per trial; telemetry per trial, readable by dpda_analysis
+    assert list(exp.glob("trial_*/events.out.tfevents.*"))
+    from dpda_analysis.store import open_telemetry
+
+    with open_telemetry(exp) as tel:
+        steps = tel.sql("select trial_id, count(*) as n, count(distinct step) as d from steps group by trial_id")
+    assert len(steps) == NUM_SAMPLES and (steps["n"] == steps["d"]).all()
+
+
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
