@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment; finished trials are kept")
     p.add_argument("--num-samples", type=int, default=None, help="number of trials (overrides tune.num_samples)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (overrides tune.max_concurrent)")
+    p.add_argument("--metric", default=None, help="metric that ASHA and Optuna optimise (overrides tune.metric)")
+    p.add_argument("--mode", choices=("min", "max"), default=None, help="minimise or maximise --metric")
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (sets optim.epochs and ASHA's max_t)")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers per trial (overrides tune.resources.workers)")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs per trial / per worker")
@@ -57,6 +59,10 @@ def load_space(args: argparse.Namespace):
             if value < (0 if field in ("cpu", "gpu") else 1):
                 raise UserError(f"--{option.replace('_', '-')}: must be >= {0 if field in ('cpu', 'gpu') else 1}")
             changes[field] = value
+    if args.metric is not None:
+        changes["metric"] = args.metric
+    if args.mode is not None:
+        changes["mode"] = args.mode
     if args.epochs is not None:
         changes["max_t"] = args.epochs
         changes["grace_period"] = min(space.tune.grace_period, args.epochs)

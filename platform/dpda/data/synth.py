@@ -171,9 +171,9 @@ def draw_speakers(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         "female": female,
         "f0": f0,
         "vt": vt,
-        "jitter": _u(gen, n, 0.004, 0.02),
-        "shimmer": _u(gen, n, 0.03, 0.12),
-        "breath": _u(gen, n, 0.03, 0.2),
+        "jitter": _u(gen, n, 0.008, 0.025),
+        "shimmer": _u(gen, n, 0.05, 0.15),
+        "breath": _u(gen, n, 0.1, 0.3),
         "oq": _u(gen, n, 0.4, 0.75),
         "rate": _u(gen, n, 3.2, 6.0),
         "bw": _u(gen, n, 0.8, 1.5),
@@ -351,9 +351,9 @@ def _griffin_lim(mag: torch.Tensor, length: int, n_iter: int) -> torch.Tensor:
     return gl(mag)
 
 
-def _mel_smooth(spec: torch.Tensor) -> torch.Tensor:
-    """Magnitude after 80-band mel analysis and least-squares re-expansion to linear bins."""
-    fb = AF.melscale_fbanks(BINS, 0.0, SR / 2, 80, SR, norm="slaney", mel_scale="slaney")  # (BINS, 80)
+def _mel_smooth(spec: torch.Tensor, bands: int = 80) -> torch.Tensor:
+    """Magnitude after `bands`-band mel analysis and least-squares re-expansion to linear bins."""
+    fb = AF.melscale_fbanks(BINS, 0.0, SR / 2, bands, SR, norm="slaney", mel_scale="slaney")  # (BINS, bands)
     mel = torch.einsum("bft,fm->bmt", spec.abs() ** 2, fb)
     back = torch.einsum("bmt,fm->bft", mel, torch.linalg.pinv(fb).T)
     return back.clamp_min(0).sqrt()
@@ -379,8 +379,11 @@ def _lpc_envelope(spec: torch.Tensor, order: int = 18) -> torch.Tensor:
 
 
 def attack_griffin_lim(clean, p, gen, n_iter: int | None = None):
-    n_iter = n_iter or int(torch.randint(8, 25, (1,), generator=gen))
-    return _griffin_lim(_stft(clean).abs(), clean.shape[-1], n_iter)
+    """Few Griffin-Lim iterations (phase incoherence) on a magnitude raised to a power > 1, the
+    contrast sharpening GL-based TTS applies to hide its own artefacts (over-peaky harmonics)."""
+    n_iter = n_iter or int(torch.randint(2, 6, (1,), generator=gen))
+    power = float(_u(gen, 1, 1.2, 1.5))
+    return _griffin_lim(_stft(clean).abs() ** power, clean.shape[-1], n_iter)
 
 
 def attack_lpc(clean, p, gen):
@@ -401,34 +404,38 @@ def attack_cepstral(clean, p, gen):
     logmag = torch.log(spec.abs() + 1e-7)
     cep = torch.fft.irfft(logmag, n=N_FFT, dim=1)
     lifter = torch.zeros(N_FFT)
-    lifter[:30] = 1
-    lifter[-29:] = 1
+    lifter[:16] = 1
+    lifter[-15:] = 1
     env = torch.fft.rfft(cep * lifter[None, :, None], dim=1).real
     fine = logmag - env
-    step = float(_u(gen, 1, 0.08, 0.16))
+    step = float(_u(gen, 1, 0.3, 0.6))
     q = torch.round(cep / step) * step * lifter[None, :, None]
-    q = q[..., ::2].repeat_interleave(2, dim=-1)[..., : cep.shape[-1]]  # hold every other frame
+    q = q[..., ::3].repeat_interleave(3, dim=-1)[..., : cep.shape[-1]]  # hold every third frame
     env_q = torch.fft.rfft(q, dim=1).real
     return _istft(torch.exp(env_q + fine) * torch.exp(1j * spec.angle()), clean.shape[-1])
 
 
 def attack_mel(clean, p, gen):
     spec = _stft(clean)
-    return _istft(_mel_smooth(spec) * torch.exp(1j * spec.angle()), clean.shape[-1])
+    return _istft(_mel_smooth(spec, 24) * torch.exp(1j * spec.angle()), clean.shape[-1])
 
 
 def attack_concat(clean, p, gen, other: torch.Tensor | None = None):
-    """Splice the utterance with another rendition of the same speaker (`other`)."""
+    """Splice short units of the utterance and of another rendition of the same speaker
+    (`other`) with 2 ms cross-fades; each unit keeps its own level (+-5 dB), as units picked
+    from a database without level matching, so joins are audible as jumps and clicks."""
     if other is None:
         other = clean.roll(1, dims=0)
     b, total = clean.shape
-    m = int(total / SR / 0.15) + 2
-    seg = torch.cumsum(_u(gen, (b, m), 0.15, 0.5), dim=1) * SR
+    m = int(total / SR / 0.08) + 2
+    seg = torch.cumsum(_u(gen, (b, m), 0.08, 0.3), dim=1) * SR
     idx = torch.searchsorted(seg, torch.arange(total, dtype=torch.float32).expand(b, total).contiguous())
-    mask = (idx % 2).float()
-    kernel = torch.hann_window(82)[1:-1]
-    mask = F.conv1d(mask[:, None], (kernel / kernel.sum()).view(1, 1, -1), padding=40)[:, 0, :total]
-    return clean * (1 - mask) + other[:, :total] * mask
+    unit_db = _u(gen, (b, m + 1), -5.0, 5.0).gather(1, idx)
+    kernel = torch.hann_window(34)[1:-1]
+    fade = lambda x: F.conv1d(x[:, None], (kernel / kernel.sum()).view(1, 1, -1), padding=16)[:, 0, :total]  # noqa: E731
+    mask = fade((idx % 2).float())
+    gain = fade(10 ** (unit_db / 20))
+    return (clean * (1 - mask) + other[:, :total] * mask) * gain
 
 
 def attack_regular(clean, p, gen):
@@ -436,9 +443,9 @@ def attack_regular(clean, p, gen):
 
 
 def attack_phase_vocoder(clean, p, gen):
-    rate = float(_u(gen, 1, 0.85, 1.15))
-    if abs(rate - 1) < 0.03:
-        rate = 1.05
+    rate = float(_u(gen, 1, 0.8, 1.25))
+    if abs(rate - 1) < 0.05:
+        rate = 1.1
     spec = _stft(clean)
     advance = torch.linspace(0, math.pi * HOP, BINS)[..., None]
     stretched = AF.phase_vocoder(spec, rate, advance)
@@ -456,7 +463,7 @@ def attack_sinusoidal(clean, p, gen):
     spec = _stft(clean)
     mag = spec.abs()
     peak = (mag >= F.pad(mag, (0, 0, 1, 0))[:, :-1]) & (mag >= F.pad(mag, (0, 0, 0, 1))[:, 1:])
-    floor = mag.amax(dim=1, keepdim=True) * 10 ** (-50 / 20)
+    floor = mag.amax(dim=1, keepdim=True) * 10 ** (-40 / 20)
     keep = peak & (mag > floor)
     keep = keep | F.pad(keep, (0, 0, 1, 0))[:, :-1] | F.pad(keep, (0, 0, 0, 1))[:, 1:]
     return _istft(spec * keep, clean.shape[-1])

@@ -361,15 +361,17 @@ class Trainer:
     def _open_telemetry(self):
         if not self.cfg.telemetry.enabled:
             return None
-        from dpda.telemetry import TelemetryWriter
+        from dpda.telemetry import TelemetryWriter, next_attempt
 
-        resumed_from = self.global_step if self.attempt > 0 else None  # first step index it runs
+        # The telemetry attempt counts every start, also those that died before a checkpoint:
+        # their rows are superseded from the step this start runs first.
+        attempt = next_attempt(self.run_dir)
         return TelemetryWriter(
-            self.run_dir / "telemetry",
+            self.run_dir,
             run_id=self.run_id,
             trial_id=self.trial_id,
-            attempt=self.attempt,
-            resumed_from_step=resumed_from,
+            attempt=attempt,
+            resumed_from_step=self.global_step if attempt > 0 else None,
             layer_names=self.layer_names,
             world_size=self.dist.world_size if self.dist else 1,
             rule=self.cfg.align.rule if self.cfg.augment.mode == "dual" else self.cfg.augment.mode,

@@ -267,7 +267,7 @@ def parse_search_space(
     try:
         full = validate_config(base, f"{source} (base + set)")
     except UserError as exc:
-        raise UserError(f"{source}: base config rejected: {exc}") from exc
+        raise UserError(str(exc)) from None  # already starts with "<file> (base + set): <key>:"
 
     search = raw.get("search")
     if not isinstance(search, Mapping) or not search:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from dpda.errors import UserError
 from dpda.tune.search_space import SearchSpace
@@ -182,23 +183,58 @@ def max_concurrent(space: SearchSpace, cluster: dict[str, float]) -> int:
     return max(1, int(min(fits)))
 
 
-def _scheduler(space: SearchSpace):
-    """ASHA on the per-epoch metric. A trial that reaches max_t is left to end by itself, so the
-    Trainer still averages its best epochs into model.pt (plain ASHA stops it at its last report)."""
-    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+class FinishingASHA(ASHAScheduler):
+    """ASHA with two changes. A trial that reaches max_t is left to end by itself, so the Trainer
+    still averages its best epochs into model.pt (plain ASHA stops it at its last report). And on
+    a resumed search, the rung values of the trials that ran before the interruption are replayed
+    from their result.json (Tune does not save scheduler state), so later trials are judged
+    against all earlier ones, as in an uninterrupted search."""
 
-    class FinishingASHA(ASHAScheduler):
-        def on_trial_result(self, tune_controller, trial, result):
-            action = super().on_trial_result(tune_controller, trial, result)
-            if action == TrialScheduler.STOP and result.get(self._time_attr, 0) >= self._max_t:
-                self._num_stopped -= 1
-                return TrialScheduler.CONTINUE
-            return action
+    def __init__(self, *args: Any, history_dir: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._history_dir = history_dir
+        self._replayed = False
 
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._replay_history()
+        super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        self._replay_history()
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and result.get(self._time_attr, 0) >= self._max_t:
+            self._num_stopped -= 1
+            return TrialScheduler.CONTINUE
+        return action
+
+    def _replay_history(self) -> None:
+        if self._replayed:
+            return
+        self._replayed = True
+        if not self._history_dir or _is_uri(self._history_dir) or len(self._brackets) != 1:
+            return
+        bracket = self._brackets[0]
+        for path in sorted(Path(self._history_dir).glob("trial_*/result.json")):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a trial killed mid-write leaves a truncated last line
+                t, value = record.get(self._time_attr), record.get(self._metric)
+                if isinstance(t, (int, float)) and isinstance(value, (int, float)) and "trial_id" in record:
+                    bracket.on_result(_TrialRef(record["trial_id"]), t, self._metric_op * value)
+
+
+@dataclass(frozen=True)
+class _TrialRef:
+    trial_id: str
+
+
+def _scheduler(space: SearchSpace, history_dir: str) -> FinishingASHA:
     settings = space.tune
     return FinishingASHA(
         time_attr=TIME_ATTR, max_t=space.max_epochs(), grace_period=settings.grace_period,
-        reduction_factor=settings.reduction_factor,
+        reduction_factor=settings.reduction_factor, history_dir=history_dir,
     )
 
 
@@ -263,7 +299,7 @@ def run_search(
         # metric/mode go to the searcher too: with a define-by-run space Tune does not pass them on
         searcher = OptunaSearch(space=space, metric=settings.metric, mode=settings.mode,
                                 sampler=optuna.samplers.TPESampler(seed=settings.seed))
-        scheduler = _scheduler(space)
+        scheduler = _scheduler(space, exp_path)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

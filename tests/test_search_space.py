@@ -1,0 +1,152 @@
+"""Search-space YAML: validation errors name the file and key, conditionals and ordered pairs
+are real in the define-by-run space, variables expand, and the shipped spaces are valid."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from dpda.errors import UserError
+from dpda.train.config import config_from_dict
+from dpda.tune.search_space import get_dotted, has_dotted, load_search_space
+
+ROOT = Path(__file__).parents[1]
+BASE = {"model": {"name": "aasist", "preset": "tiny"}, "device": "cpu", "optim": {"epochs": 3},
+        "data": {"train": ["asvspoof2019:/corpora/LA:train"], "dev": ["asvspoof2019:/corpora/LA:dev"]}}
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def write(tmp_path: Path, doc: dict, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def space_doc(search: dict, **extra) -> dict:
+    return {"base": BASE, "search": search, **extra}
+
+
+@pytest.mark.parametrize(
+    ("search", "extra", "where", "message"),
+    [
+        ({"optim.lr": {"uniform": [0.1, 0.01]}}, {}, "search.optim.lr.uniform", "low must be below high"),
+        ({"optim.lr": {"loguniform": [0.0, 0.1]}}, {}, "search.optim.lr.loguniform", "log range must be > 0"),
+        ({"optim.lr": {"normal": [0, 1]}}, {}, "search.optim.lr", "needs exactly one of"),
+        ({"optim.batch_size": {"int": [2, 8.5]}}, {}, "search.optim.batch_size.int[1]", "an integer"),
+        ({"optim.lrr": {"uniform": [0.1, 0.2]}}, {}, "search.optim.lrr", "optim.lrr: unknown key"),
+        ({"optimm.lr": {"uniform": [0.1, 0.2]}}, {}, "search.optimm.lr", "no such config key"),
+        ({"optim.lr": {"choice": []}}, {}, "search.optim.lr.choice", "non-empty list"),
+        ({"align.rule": {"choice": ["pcgrad", "pcgard"]}}, {}, "search.align.rule", "rejected by the training config"),
+        ({"align.strength": {"uniform": [0.5, 2.0]}}, {}, "search.align.strength", "rejected by the training config"),
+        ({"align.rule": {"choice": ["pcgrad", "gradvac"]},
+          "align.options.beta": {"uniform": [0.1, 0.5], "when": {"align.rule": ["gradvak"]}}},
+         {}, "search.align.options.beta.when.align.rule", "not one of the choices"),
+        ({"augment.rawboost.SNRmax": {"int": [10, 40], "offset_from": "augment.rawboost.SNRmin"}},
+         {}, "search.augment.rawboost.SNRmax.offset_from", "earlier search key"),
+        ({"augment.rawboost.minF": {"uniform": [20, 3000]}, "augment.rawboost.maxF": {"uniform": [1000, 7000]}},
+         {}, "search.augment.rawboost.minF", "can exceed augment.rawboost.maxF"),
+        ({"optim.lr": {"uniform": [0.1, 0.2], "colour": "red"}}, {}, "search.optim.lr.colour", "unknown option"),
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"mode": "maximise"}}, "tune.mode", "min or max"),
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"scheduler": {"reduction_factor": 1}}},
+         "tune.scheduler.reduction_factor", "> 1"),
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"resources": {"gpus": 1}}}, "tune.resources.gpus", "unknown key"),
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"set": {"data.train": ["asvspoof2019:${NO_SUCH_DPDA_VAR}/LA"]}},
+         "set.data.train[0]", "${NO_SUCH_DPDA_VAR} is not set"),
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"searchh": {}}, "searchh", "unknown key"),
+    ],
+)
+def test_bad_search_space_names_file_and_key(tmp_path: Path, search, extra, where, message) -> None:
+    path = write(tmp_path, space_doc(search, **extra))
+    with pytest.raises(UserError) as info:
+        load_search_space(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: {where}: "), text
+    assert message in text, text
+
+
+def test_bad_base_config_is_reported_with_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, {"base": {**BASE, "optim": {"lr": -1}}, "search": {"align.strength": {"uniform": [0.1, 1]}}})
+    with pytest.raises(UserError, match=r"space\.yaml \(base \+ set\): optim\.lr: must be > 0"):
+        load_search_space(path)
+
+
+def test_base_path_variables_and_overrides(tmp_path: Path) -> None:
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg/base.yaml").write_text(yaml.safe_dump(BASE))
+    doc = {
+        "base": "cfg/base.yaml",  # relative to the search-space file
+        "set": {"data.train": ["asvspoof2019:${DPDA_DATA}/LA:train"], "data.length": 8000,
+                "data.dev": ["asvspoof2019:${DPDA_DATA}/LA:dev"]},
+        "search": {"optim.lr": {"loguniform": [1e-5, 1e-3]}},
+    }
+    space = load_search_space(write(tmp_path, doc), variables={"DPDA_DATA": "/corpora"},
+                              overrides={"optim.epochs": 2})
+    assert space.base["data"]["train"] == ["asvspoof2019:/corpora/LA:train"]
+    assert space.base["data"]["length"] == 8000 and space.base["model"]["preset"] == "tiny"
+    assert space.max_epochs() == 2  # ASHA's max_t follows optim.epochs unless set
+
+
+def sample(space, n: int, seed: int = 0) -> list[dict]:
+    """n define-by-run draws through optuna directly; returns what Tune would pass a trial."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        derived = space(trial)
+        out.append({**trial.params, **derived})
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_conditionals_and_offsets_in_the_rawboost_space() -> None:
+    space = load_search_space(ROOT / "search_spaces/rawboost.yaml")
+    draws = sample(space, 60)
+    algos = {d["augment.rawboost.algo"] for d in draws}
+    assert len(algos) >= 6
+    for d in draws:
+        algo = d["augment.rawboost.algo"]
+        # SNR only for algorithms with SSI (3, 4, 6, 7); ISD parameters only with ISD; N_f only with LnL
+        assert ("augment.rawboost.SNRmin" in d) == (algo in (3, 4, 6, 7))
+        assert ("augment.rawboost.P" in d) == (algo in (2, 4, 5, 7, 8))
+        assert ("augment.rawboost.N_f" in d) == (algo in (1, 4, 5, 6, 8))
+        cfg = space.trial_config(d)
+        rb = get_dotted(cfg, "augment.rawboost")
+        for lo, hi in (("minF", "maxF"), ("minBW", "maxBW"), ("minCoeff", "maxCoeff"), ("SNRmin", "SNRmax")):
+            if lo in rb:
+                assert rb[lo] <= rb[hi], (lo, rb)
+        assert rb.get("maxF", 0) < 8000
+        # inactive parameters keep the base value (here: absent, i.e. RawBoost's default)
+        if algo == 2:
+            assert not has_dotted(cfg, "augment.rawboost.minF")
+        config_from_dict(cfg)  # every draw is a valid training config
+
+
+def test_define_by_run_space_pickles_and_is_deterministic() -> None:
+    space = load_search_space(ROOT / "search_spaces/demo.yaml")
+    again = pickle.loads(pickle.dumps(space))  # Ray saves it with the searcher state
+    assert sample(again, 8, seed=3) == sample(space, 8, seed=3)
+    for d in sample(space, 30):
+        assert ("align.options.beta" in d) == (d["align.rule"] == "gradvac")
+        assert ("align.options.c" in d) == (d["align.rule"] == "cagrad")
+        assert ("align.strength" in d) == (d["align.rule"] != "none")
+
+
+@pytest.mark.parametrize("name", ["demo", "paper", "rawboost"])
+def test_shipped_search_spaces_are_valid(name: str) -> None:
+    space = load_search_space(ROOT / f"search_spaces/{name}.yaml")
+    assert space.name == name and space.params
+    assert space.tune.metric == "dev_eer" and space.tune.mode == "min"
+    if name == "paper":
+        assert space.base["model"]["name"] == "ssl_conformer_tcm"
+        assert space.base["augment"]["rawboost"]["algo"] == 4
+        lr = next(p for p in space.params if p.key == "optim.lr")
+        assert lr.low < 1e-6 < lr.high and lr.kind == "loguniform"
+        assert space.tune.workers == 2 and space.tune.gpu == 1
+    if name == "demo":
+        assert space.base["device"] == "cpu" and space.base["model"]["preset"] == "tiny"
+        assert space.max_epochs() <= 3 and space.tune.gpu == 0
