@@ -235,6 +235,15 @@ class Trainer:
             "steps": steps,
         }
 
+    def _sync_buffers(self) -> None:
+        """Average BatchNorm running statistics over ranks once per epoch: parameters are equal on
+        every rank by construction, running stats are not (each rank saw its own batches)."""
+        if self.reduce_fn is None:
+            return
+        for buf in self.model.buffers():
+            if buf.is_floating_point():
+                self.reduce_fn(buf)
+
     def _evaluate_dev(self) -> dict[str, float]:
         result = score_manifest(
             self.model, self.dev_manifest, length=self.cfg.data.length,
@@ -283,6 +292,7 @@ class Trainer:
                 epoch = self.epoch
                 t0 = time.time()
                 train_metrics = self._train_epoch(epoch, telemetry)
+                self._sync_buffers()
                 dev_metrics = self._evaluate_dev()
                 improved = self._keep_best(epoch, dev_metrics)
                 self.bad_epochs = 0 if improved else self.bad_epochs + 1
