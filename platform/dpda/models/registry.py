@@ -15,6 +15,7 @@ from torch import nn
 
 from dpda.errors import UserError
 from dpda.models.aasist import AASIST
+from dpda.models.lcnn import LCNN
 from dpda.models.rawnet2 import RawNet2
 from dpda.models.ssl import SSLDetector
 
@@ -40,6 +41,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "tiny": dict(sinc_filters=8, sinc_kernel=128, sinc_learnable=False,
                      blocks=((8, 8), (8, 16), (16, 16), (16, 16), (16, 16)), gru_hidden=32, gru_layers=1, fc_hidden=32),
     },
+    "lcnn": {
+        "full": dict(n_lfcc=20, n_filter=20, channels=(32, 48, 64, 32), first_kernel=5, kernel=3, lstm_layers=2,
+                     dropout=0.7, pre_emphasis=0.97, feature_norm="meanvar"),
+        "tiny": dict(n_lfcc=20, n_filter=20, channels=(16, 24, 32, 16), first_kernel=5, kernel=3, lstm_layers=0,
+                     dropout=0.5, pre_emphasis=0.97, feature_norm="meanvar"),
+    },
     "ssl_aasist": {
         "full": dict(ssl="xlsr_300m", **_SSL_COMMON, **_SSL_AASIST_FULL),
         "tiny": dict(ssl="tiny", **_SSL_COMMON, **_SSL_AASIST_TINY),
@@ -55,6 +62,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "aasist": AASIST,
     "rawnet2": RawNet2,
+    "lcnn": LCNN,
     "ssl_aasist": lambda **kw: SSLDetector("aasist", **kw),
     "ssl_conformer_tcm": lambda **kw: SSLDetector("conformer_tcm", **kw),
 }

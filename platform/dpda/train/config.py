@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from dpda.errors import UserError
+from dpda.tune.search_space import set_dotted  # noqa: F401  (re-exported: CLI and study use it)
 
 
 @dataclass
@@ -219,17 +220,6 @@ def _check_components(cfg: TrainConfig) -> None:
         raise UserError(f"align.options: {exc}") from None
     if cfg.augment.mode == "dual" and cfg.data.train and not cfg.data.dev:
         raise UserError("data.dev: a dev set is needed for early stopping and model selection")
-
-
-def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict, creating sections; used by searches and CLI overrides."""
-    node = raw
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise UserError(f"{dotted}: {part} is not a section")
-    node[leaf] = value
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
