@@ -46,15 +46,21 @@ def _synth(data: Path, seed: int, sizes: list[int] | None) -> None:
 
 def _search(args: argparse.Namespace) -> dict:
     """Run, resume or reuse the demo search; returns {'experiment', 'best_model', ...}."""
-    from dpda.commands.tune import _init_ray, load_space
+    from dpda.commands import tune as tune_cmd
     from dpda.tune.tuner import experiment_path, run_search
 
-    ns = argparse.Namespace(
-        search_space=args.space, data=args.data, storage=None, name=None, resume=False,
-        num_samples=args.num_samples, max_concurrent=None, epochs=args.epochs, workers=None,
-        cpus_per_worker=None, gpus_per_worker=None, set=list(args.set), address=None, quiet=True,
-    )
-    space = load_space(ns)
+    # the tune command's own parser, so the search sees exactly what `dpda tune` would
+    argv = [str(args.space), "--data", str(args.data), "--quiet"]
+    if args.num_samples is not None:
+        argv += ["--num-samples", str(args.num_samples)]
+    if args.epochs is not None:
+        argv += ["--epochs", str(args.epochs)]
+    for item in args.set:
+        argv += ["--set", item]
+    parser = argparse.ArgumentParser(prog="dpda tune")
+    tune_cmd.add_arguments(parser)
+    ns = parser.parse_args(argv)
+    space = tune_cmd.load_space(ns)
     storage = str((args.out / "tune").resolve())
     exp = experiment_path(storage, space.name)
     done = Path(exp) / "quickstart_search.json"
@@ -66,7 +72,7 @@ def _search(args: argparse.Namespace) -> dict:
     resume = tune.Tuner.can_restore(exp)
     if resume:
         print(f"resuming the interrupted search in {exp}")
-    _init_ray(None)
+    tune_cmd._init_ray(None)
     outcome = run_search(space, storage=storage, resume=resume, verbose=1)
     if outcome.best_model is None:
         from dpda.errors import UserError
