@@ -13,7 +13,7 @@ from dpda.models.conformer_tcm import ConformerTCMBackend
 from dpda.models.registry import PRESETS
 
 torch.set_num_threads(1)
-NAMES = ["aasist", "rawnet2", "ssl_aasist", "ssl_conformer_tcm"]
+NAMES = ["aasist", "rawnet2", "ssl_aasist", "ssl_conformer_tcm", "lcnn"]
 
 
 def test_list_models():

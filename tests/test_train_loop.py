@@ -30,6 +30,7 @@ def demo_dict(corpus: Path, **optim) -> dict:
     raw["device"] = "cpu"
     raw["optim"].update({"batch_size": 8, "epochs": 3, "patience": 10, **optim})
     raw["telemetry"]["flush_every"] = 5
+    raw["checkpoint"] = {"average_best": 3, "select_by": "dev_loss"}  # the published selection
     return raw
 
 

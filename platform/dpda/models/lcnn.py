@@ -129,7 +129,10 @@ class LCNN(nn.Module):
         feature_norm: str = "meanvar",
     ) -> None:
         super().__init__()
-        widths = [int(c) for c in channels]
+        try:
+            widths = [int(c) for c in channels]
+        except (TypeError, ValueError):
+            widths = []
         if not widths or any(c < 1 for c in widths):
             raise UserError(f"model lcnn: channels must be a non-empty list of positive widths, got {channels!r}")
         check_positive("lcnn", first_kernel=first_kernel, kernel=kernel)
