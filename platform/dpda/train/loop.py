@@ -258,19 +258,15 @@ class Trainer:
         """Track the n best epochs by the selection metric; returns True if this epoch improved."""
         key = self.cfg.checkpoint.select_by
         value = metrics[key]
-        improved = not self.best or value < min(b[0] for b in self.best)
-        if self.is_main:
-            self.best.append((value, epoch))
-            self.best.sort()
-            keep = self.best[: self.cfg.checkpoint.average_best]
-            for _, dropped in self.best[self.cfg.checkpoint.average_best:]:
-                (self.ckpt_dir / f"epoch_{dropped:04d}.pt").unlink(missing_ok=True)
-            self.best = keep
-            if any(e == epoch for _, e in keep):
+        improved = not self.best or value < self.best[0][0]
+        ranked = sorted(self.best + [(value, epoch)])
+        self.best, dropped = ranked[: self.cfg.checkpoint.average_best], ranked[self.cfg.checkpoint.average_best:]
+        if self.is_main:  # only rank 0 owns checkpoint files; every rank tracks the same list
+            for _, gone in dropped:
+                (self.ckpt_dir / f"epoch_{gone:04d}.pt").unlink(missing_ok=True)
+            if any(e == epoch for _, e in self.best):
                 save_checkpoint({"format": MODEL_FORMAT, "model": self.model.state_dict()},
                                 self.ckpt_dir / f"epoch_{epoch:04d}.pt")
-        else:
-            self.best = sorted(self.best + [(value, epoch)])[: self.cfg.checkpoint.average_best]
         return improved
 
     def fit(self) -> dict[str, Any]:
