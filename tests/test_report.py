@@ -79,3 +79,23 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     for (pos, name), nxt in zip(starts, [p for p, _ in starts[1:]] + [len(dom)]):
         assert 'class="main-svg"' in dom[pos:nxt], f"figure {name} did not render"
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_parcoords_with_conditional_parameters_missing_in_some_trials() -> None:
+    """A search's conditional parameter (e.g. SNRmin only for SSI algos) is absent in other
+    trials; the parameter view shows those as 'n/a' instead of failing."""
+    import pandas as pd
+
+    from dpda_analysis.report import fig_search_parcoords
+
+    table = pd.DataFrame({
+        "param.align.rule": pd.array(["pcgrad", "none", "cagrad"], dtype="str"),
+        "param.augment.rawboost.SNRmin": [17.0, float("nan"), 9.0],
+        "param.align.options.c": pd.array([None, None, "0.5"], dtype="str"),
+        "best_dev_eer": [0.3, 0.35, 0.32],
+    })
+    fig = fig_search_parcoords(table)
+    dims = {d["label"]: d for d in fig.data[0]["dimensions"]}
+    assert list(dims["align.options.c"]["ticktext"]) == ["0.5", "n/a"]
+    assert list(dims["align.rule"]["ticktext"]) == ["cagrad", "none", "pcgrad"]
+    assert "augment.rawboost.SNRmin" in dims

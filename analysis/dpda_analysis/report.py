@@ -284,8 +284,10 @@ def fig_search_parcoords(table: pd.DataFrame) -> go.Figure:
                 continue
             dims.append({"label": label, "values": numeric.to_numpy(float)})
         else:
-            cats = sorted(values.astype(str).unique())
-            codes = values.astype(str).map({c: i for i, c in enumerate(cats)})
+            # conditional parameters are missing in trials where they do not apply
+            labels = values.map(lambda v: "n/a" if pd.isna(v) else str(v))
+            cats = sorted(labels.unique())
+            codes = labels.map({c: i for i, c in enumerate(cats)})
             dims.append({"label": label, "values": codes.to_numpy(float), "tickvals": list(range(len(cats))),
                          "ticktext": cats})
     fig = go.Figure(
