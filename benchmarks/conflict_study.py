@@ -129,15 +129,20 @@ def main() -> int:
     text = table(frame)
     print(text)
     doc = Path(args.doc)
+    demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    elapsed = frame["train_time_s"].sum()
     doc.write_text(
         "# Conflict study on the synthetic corpus\n\n"
         "Regenerate with `python benchmarks/conflict_study.py` (this file is overwritten). Setup: "
-        f"`configs/demo.yaml` (tiny RawNet2, RawBoost algo 4, 1-s inputs), {args.epochs} epochs, "
-        f"seeds {', '.join(map(str, args.seeds))}, synthetic corpus seed {args.synth_seed}; the model "
-        "evaluated is the average of the best epochs by dev loss. Cells: mean ± sample standard "
+        f"`configs/demo.yaml` ({demo['model']['preset']} {demo['model']['name']}, RawBoost algo "
+        f"{demo['augment']['rawboost']['algo']}, lr {demo['optim']['lr']}, 1-s inputs), {args.epochs} epochs, "
+        f"seeds {', '.join(map(str, args.seeds))}, synthetic corpus seed {args.synth_seed} (default size); "
+        f"the model evaluated is the average of the {demo['checkpoint']['average_best']} best epochs by "
+        f"{demo['checkpoint']['select_by'].replace('_', ' ')}; 'epochs to best' is bounded by the epoch "
+        "budget (runs were still improving). Cells: mean ± sample standard "
         "deviation over seeds. Conflict %: share of training steps whose original and augmented "
-        "gradients had negative cosine (dual-path variants only). Measured on 2 CPU cores in "
-        f"{time.time() - start:.0f} s.\n\n" + text + "\n\n"
+        "gradients had negative cosine (dual-path variants only). Training time summed over runs: "
+        f"{elapsed:.0f} s on 2 CPU cores, 2 runs at a time.\n\n" + text + "\n\n"
         "Per-run numbers: `study_results.csv` in the output folder.\n"
     )
     print(f"wrote {doc}")
