@@ -44,7 +44,7 @@ def run_one(variant: str, seed: int, data: str, out: str, epochs: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from dpda.commands.eval import evaluate_sets
+    from dpda.train.evaluation import evaluate_sets
     from dpda.train.config import config_from_dict, set_dotted
     from dpda.train.loop import Trainer
     from dpda_analysis import conflict_fraction, open_telemetry

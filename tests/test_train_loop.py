@@ -145,6 +145,9 @@ def test_training_learns_and_averages_best_epochs(trained) -> None:
     # the n best epochs by dev loss were averaged into model.pt, and only they were kept
     best = sorted(history, key=lambda h: h["dev_loss"])[:3]
     assert sorted(summary["averaged_epochs"]) == sorted(h["epoch"] + 1 for h in best)
+    # the config's eval sets were scored with the averaged model at the end
+    assert set(summary["eval_eer"]) == {"eval"}
+    assert (run_dir / "eval/eval.scores.txt").exists()
     kept = sorted((run_dir / "checkpoints").glob("epoch_*.pt"))
     assert len(kept) == 3
     # best first, as the trainer averages them (integer buffers come from the best epoch)

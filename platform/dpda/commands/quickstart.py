@@ -87,7 +87,7 @@ def _search(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dpda.commands.eval import evaluate_sets
+    from dpda.train.evaluation import evaluate_sets
     from dpda_analysis.report import write_report
 
     start = time.time()

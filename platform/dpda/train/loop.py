@@ -350,6 +350,14 @@ class Trainer:
             "best_dev_eer": min(h["dev_eer"] for h in self.history) if self.history else math.nan,
             "model": str(model_file),
         })
+        if self.cfg.data.eval:
+            from dpda.train.evaluation import evaluate_sets
+
+            rows = evaluate_sets(model_file, self.cfg.data.eval, self.run_dir / "eval",
+                                 batch_size=max(self.cfg.optim.batch_size * 2, 8),
+                                 num_workers=self.cfg.data.num_workers, device=str(self.device),
+                                 check=self.cfg.data.check)
+            summary["eval_eer"] = {r["set"]: r["eer"] for r in rows}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"[dpda] averaged epochs {summary['averaged_epochs']}: dev EER {100 * dev['dev_eer']:.2f}% "
               f"-> {model_file}", flush=True)

@@ -1,0 +1,61 @@
+"""Evaluation of a trained model on named eval sets: score files, breakdowns, a metrics table.
+
+Shared by `dpda eval`, the end of `dpda train` (the config's `data.eval`), `dpda quickstart` and
+the conflict study.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def set_name(arg: str) -> tuple[str, str]:
+    """`name=spec`, or a name made from the spec's kind and subset."""
+    name, sep, spec = arg.partition("=")
+    if sep and ":" not in name:
+        return name, spec
+    from dpda.data.readers import parse_spec
+
+    parsed = parse_spec(arg)
+    return (f"{parsed.kind}_{parsed.subset}" if parsed.subset else parsed.kind), arg
+
+
+def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], out: Path, *,
+                  batch_size: int = 16, num_workers: int = 2, device: str = "auto",
+                  check: str = "fail") -> list[dict]:
+    """Score each set; write `<name>.scores.txt`, `<name>.breakdown.csv`, `metrics.csv/json`.
+
+    `corpora` is a list of `[NAME=]SPEC` arguments, or {name: [spec, ...]} as in a config's
+    `data.eval` (several specs of one name are scored as one set)."""
+    import pandas as pd
+
+    from dpda.metrics import breakdown, compute_eer, write_scores
+    from dpda.train.inference import resolve_device, score_manifest
+    from dpda.train.loop import load_manifest
+    from dpda.train.model_file import load_trained_model
+
+    dev = resolve_device(device)
+    model, state = load_trained_model(model_path, dev)
+    length = state["config"]["data"]["length"]
+    out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(corpora, dict):
+        named = [set_name(arg) for arg in corpora]
+        corpora = {name: [spec] for name, spec in named}
+    rows = []
+    for name, specs in corpora.items():
+        spec = " + ".join(specs)
+        manifest = load_manifest(specs, check, name)
+        result = score_manifest(model, manifest, length=length, batch_size=batch_size, device=dev,
+                                num_workers=num_workers, progress=True)
+        write_scores(out / f"{name}.scores.txt", manifest["utt"], result.scores)
+        scores = pd.Series(result.scores, index=manifest["utt"].to_numpy(), name="score")
+        breakdown(manifest, scores).to_csv(out / f"{name}.breakdown.csv", index=False)
+        target = manifest["target"].to_numpy()
+        eer, threshold = compute_eer(result.scores[target == 1], result.scores[target == 0])
+        rows.append({"set": name, "spec": spec, "n_bonafide": int((target == 1).sum()),
+                     "n_spoof": int((target == 0).sum()), "eer": eer, "threshold": threshold})
+        print(f"[dpda] {name}: EER {100 * eer:.2f}% over {len(manifest)} trials", flush=True)
+    pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+    (out / "metrics.json").write_text(json.dumps(rows, indent=2))
+    return rows
