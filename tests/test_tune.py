@@ -120,7 +120,7 @@ def test_demo_search_asha_interrupt_and_resume(ray_local, tmp_path: Path, capsys
 
     # Optuna's proposals: distinct, inside the ranges, conditionals only when active
     assert table["optim.lr"].nunique() == NUM_SAMPLES
-    assert table["optim.lr"].between(1e-4, 3e-3).all()
+    assert table["optim.lr"].between(1e-3, 5e-3).all()  # the demo space's loguniform range
     for row in table.to_dict("records"):
         assert (row["align.rule"] == "gradvac") == _present(row["align.options.beta"])
         assert (row["align.rule"] == "cagrad") == _present(row["align.options.c"])
