@@ -16,9 +16,6 @@ from torch import Tensor
 from dpda.augment import functional as Fn
 from dpda.augment.params import RawBoostParams
 
-# Samples per chunk of rows for CPU bookkeeping (a few 64k-sample utterances: fits the L2 cache).
-CPU_CHUNK_SAMPLES = 1 << 18
-
 
 class _Rows:
     """Row selection over every tensor field (sub-batches must see exactly their own draws)."""
@@ -33,6 +30,10 @@ def _pick(value, rows: slice):
     if isinstance(value, Tensor):
         return value[rows]
     return value.select(rows)
+
+
+# Samples per chunk of rows for CPU bookkeeping (a few 64k-sample utterances: fits the L2 cache).
+CPU_CHUNK_SAMPLES = 1 << 18
 
 
 @dataclass
@@ -124,11 +125,14 @@ def draw_isd(p: RawBoostParams, batch: int, time: int, gen: torch.Generator | No
     """beta ~ U(0, P); floor(time * beta / 100) distinct positions; a factor per position.
 
     Distinct positions follow the sequential "draw i.i.d. positions until n are distinct" process,
-    which makes every size-n subset equally likely: each round draws a few more positions than are
-    missing, keeps the first claim of each free position in draw order up to the missing count, and
-    discards the rest. That costs ~n random integers rather than sorting `time` random keys per
-    utterance (a sort would dominate RawBoost). Each kept position takes the factor drawn with it;
-    factors are i.i.d. and independent of the positions, as published.
+    which makes every size-n subset equally likely. Each round draws, for every row still short,
+    a few more positions than it misses (a ragged flat batch: a row missing 10 positions does not
+    draw as many as one missing 6,000), keeps the first claim of each free position in draw order
+    up to the missing count, and discards the rest. That costs ~n random integers per utterance
+    instead of `time` random keys (the CPU generator costs ~7 ns a number, so keys for every
+    sample would dominate RawBoost), and one host sync per round; the margin makes a second round
+    rare. Each kept position takes the factor drawn with it; factors are i.i.d. and independent
+    of the positions, as published.
 
     Random numbers are drawn for the whole batch; the bookkeeping runs `chunk_rows` rows at a time
     (default: all on accelerators, a few on the CPU) so its random accesses stay in cache. The
@@ -138,52 +142,86 @@ def draw_isd(p: RawBoostParams, batch: int, time: int, gen: torch.Generator | No
     beta = _uniform(0.0, p.P, (batch,), gen, where)
     most = math.floor(time * p.P / 100)
     count = torch.floor(time * beta / 100).long().clamp_max(most)
+    width = int(count.max()) if batch else 0
+    positions = torch.full((batch, width), -1, dtype=torch.long, device=where)
+    factors = torch.zeros((batch, width), device=where)
+    if width == 0:
+        return ISDDraws(positions.to(device), factors.to(device))
     if chunk_rows is None:
-        chunk_rows = batch if where.type != "cpu" else max(1, CPU_CHUNK_SAMPLES // max(time, 1))
-    # claim[b, t] = id of the draw holding position t (`free` if none); column `time` is a sink.
-    free = torch.iinfo(torch.int32).max
-    claim = torch.full((batch, time + 1), free, dtype=torch.int32, device=where)
-    missing = count
+        chunk_rows = batch if where.type != "cpu" else max(1, CPU_CHUNK_SAMPLES // time)
+    # claim[b, t] = id (row-local draw index) of the draw holding position t of row b (`free` if
+    # none); column `time` is a sink for released claims. int16 when a row never draws 32k
+    # positions in a round (the default settings): half the memory to fill and to hit at random.
+    per_row = width + math.ceil(1.5 * width * width / time) + 8  # bound on one row's draws per round
+    id_dtype = torch.int16 if per_row < torch.iinfo(torch.int16).max else torch.int32
+    claim = torch.full((batch, time + 1), torch.iinfo(id_dtype).max, dtype=id_dtype, device=where)
     held = torch.zeros_like(count)
-    issued = 0
-    kept_pos, kept_val = [], []
-    while batch:
-        need = int(missing.max())
-        if need <= 0:
+    missing = count
+    row_ids = torch.arange(batch, device=where)
+    while True:
+        # Expected repeats among n draws when h positions are held: ~n (h + n/2) / time.
+        extra = torch.ceil(1.5 * missing * (held + missing / 2) / time).long() + 8
+        draws_per_row = torch.where(missing > 0, missing + extra, 0)
+        ends = torch.cumsum(draws_per_row, dim=0)
+        bounds = [0, *ends[chunk_rows - 1::chunk_rows].tolist()]  # the round's one host sync
+        if bounds[-1] != int(ends[-1]):
+            bounds.append(int(ends[-1]))
+        n_draws = bounds[-1]
+        if n_draws == 0:
             break
-        # Expected repeats among `need` draws when `held + j` positions are taken: ~need*(held+need/2)/T.
-        busy = int(held.max()) + need / 2
-        n_draws = need + math.ceil(1.5 * need * busy / time) + 8
-        pos = torch.randint(0, time, (batch, n_draws), generator=gen, device=where)
-        u = torch.rand((batch, 2, n_draws), generator=gen, device=where)
-        ids = torch.arange(issued + 1, issued + n_draws + 1, dtype=torch.int32, device=where)
-        issued += n_draws
-        accept = torch.empty(batch, n_draws, dtype=torch.bool, device=where)
-        for start in range(0, batch, chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            accept[rows] = _claim(claim[rows], pos[rows], ids, missing[rows], time, free)
-        kept_pos.append(torch.where(accept, pos, -1))
-        kept_val.append((2 * u[:, 0] - 1) * (2 * u[:, 1] - 1))
-        taken = accept.sum(dim=1)
+        rows = torch.repeat_interleave(row_ids, draws_per_row, output_size=n_draws)
+        pos = torch.randint(0, time, (n_draws,), generator=gen, device=where)
+        u = torch.rand((2, n_draws), generator=gen, device=where)
+        starts = ends - draws_per_row
+        ids = (torch.arange(n_draws, device=where) - starts.index_select(0, rows)).to(id_dtype)
+        rank = torch.empty(n_draws, dtype=torch.long, device=where)
+        accept = torch.empty(n_draws, dtype=torch.bool, device=where)
+        for chunk, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+            if lo == hi:
+                continue
+            first_row = chunk * chunk_rows
+            rows_here = slice(first_row, first_row + chunk_rows)
+            rank[lo:hi], accept[lo:hi] = _claim(
+                claim[rows_here], rows[lo:hi] - first_row, pos[lo:hi], ids[lo:hi],
+                draws_per_row[rows_here], missing[rows_here])
+        # index_select/index_copy_ with one index: several times faster than boolean-mask indexing.
+        kept = accept.nonzero().squeeze(1)
+        kept_rows = rows.index_select(0, kept)
+        slots = held.index_select(0, kept_rows) + rank.index_select(0, kept)
+        target = kept_rows * width + slots
+        positions.view(-1).index_copy_(0, target, pos.index_select(0, kept))
+        u = u.index_select(1, kept)
+        factors.view(-1).index_copy_(0, target, (2 * u[0] - 1) * (2 * u[1] - 1))
+        taken = torch.bincount(kept_rows, minlength=batch)
         missing = missing - taken
         held = held + taken
-    if not kept_pos:
-        empty = torch.zeros(batch, 0, device=device)
-        return ISDDraws(empty.long(), empty)
-    return ISDDraws(torch.cat(kept_pos, dim=1).to(device), torch.cat(kept_val, dim=1).to(device))
+    return ISDDraws(positions.to(device), factors.to(device))
 
 
-def _claim(claim: Tensor, pos: Tensor, ids: Tensor, missing: Tensor, time: int, free: int) -> Tensor:
-    """One round of the sequential process on some rows (updates `claim` in place): accept the
-    earliest draw of each free position, in draw order, until `missing` are accepted."""
-    ids = ids.expand_as(pos)
-    was_free = claim.gather(1, pos) == free
-    claim.scatter_reduce_(1, pos, ids, "amin")  # earliest draw wins a repeated position
-    first = was_free & (claim.gather(1, pos) == ids)
-    accept = first & (torch.cumsum(first, dim=1) <= missing.unsqueeze(1))
+def _claim(claim: Tensor, rows: Tensor, pos: Tensor, ids: Tensor, draws_per_row: Tensor,
+           missing: Tensor) -> tuple[Tensor, Tensor]:
+    """One round of the sequential process on some rows (updates `claim` `(rows, time + 1)` in
+    place): accept the earliest draw of each free position, in draw order within its row, until
+    the row's `missing` are accepted. `rows` are 0-based within `claim`, sorted, with
+    `draws_per_row` draws each; `ids` number each row's draws in order. Held positions are never
+    free, so whatever id an earlier round left there does not matter. Returns each draw's 0-based
+    rank among its row's first claims, and the accept mask."""
+    free = torch.iinfo(claim.dtype).max
+    width = claim.shape[1]
+    flat_claim = claim.view(-1)
+    flat = rows * width + pos
+    was_free = flat_claim.index_select(0, flat) == free
+    flat_claim.scatter_reduce_(0, flat, ids, "amin")  # earliest draw wins a repeated position
+    first = was_free & (flat_claim.index_select(0, flat) == ids)
+    running = torch.cumsum(first, dim=0)
+    row_end = torch.cumsum(draws_per_row, dim=0)
+    before_row = torch.cat([running.new_zeros(1), running]).index_select(0, row_end - draws_per_row)
+    rank = running - before_row.index_select(0, rows)  # 1-based rank of each first claim in its row
+    accept = first & (rank <= missing.index_select(0, rows))
     # Claims past the missing count never happened in the sequential process: release them.
-    claim.scatter_(1, torch.where(first & ~accept, pos, time), free)
-    return accept
+    sink = rows * width + (width - 1)
+    flat_claim.index_fill_(0, torch.where(first & ~accept, flat, sink), free)
+    return rank - 1, accept
 
 
 def draw_ssi(p: RawBoostParams, batch: int, time: int, gen: torch.Generator | None,

@@ -19,9 +19,10 @@ from torch import Tensor
 # freqz's default grid: 512 frequencies k*pi/512, k = 0..511 (Nyquist excluded). The published
 # code takes the bank's peak magnitude response on this grid, so we do too.
 PEAK_GRID_POINTS = 512
-# Smallest overlap-save block; blocks of 4096 cost the same per sample as one 64k FFT here but
-# make the FIR spectra (one per utterance and bank) cheap.
-MIN_BLOCK = 4096
+# Smallest overlap-save block. On the CPU torch builds a fresh MKL plan per FFT call (~25 ns per
+# point of the block), and smaller blocks keep the working set in cache; 2048 (4x the default
+# 491-tap banks) measured best against 4096 side by side (benchmarks/bench_rawboost.py).
+MIN_BLOCK = 2048
 EDGE_HZ = 1e-3  # published clamp: band edges stay this far inside (0, fs/2)
 
 
@@ -129,7 +130,8 @@ def notch_bank(
         on_grid = spectrum[..., : n_fft // 2 : n_fft // grid]
     else:
         on_grid = torch.fft.rfft(bank, n=grid)[..., :PEAK_GRID_POINTS]
-    peak = on_grid.abs().amax(dim=-1)  # complex abs: one pass, no (..., 2) reduction
+    # max |H|^2 first, one square root per bank: complex abs (a hypot per bin) is several times slower.
+    peak = (on_grid.real.square() + on_grid.imag.square()).amax(dim=-1).sqrt()
     scale = torch.pow(10.0, gain_db.to(dtype) / 20) / peak.clamp_min(torch.finfo(dtype).tiny)
     return bank * scale.unsqueeze(-1)
 
@@ -138,23 +140,6 @@ def _block_size(time: int, taps: int) -> int:
     """Overlap-save block: >= 4 filter lengths for efficiency, but no larger than one block needs."""
     block = max(MIN_BLOCK, _next_pow2(4 * taps))
     return min(block, _next_pow2(time + taps - 1))
-
-
-def _frames(x: Tensor, taps: int, block: int) -> Tensor:
-    """Overlapping blocks `(..., n_blocks, block)` such that block j's valid circular-convolution
-    outputs are the aligned outputs j*step .. j*step + step - 1 (step = block - taps + 1)."""
-    time = x.shape[-1]
-    step = block - taps + 1
-    n_blocks = -(-time // step)
-    left = taps - 1 - (taps - 1) // 2  # the delay compensation (taps-1)//2 lives in this padding
-    right = (n_blocks - 1) * step + block - left - time
-    return F.pad(x, (left, right)).unfold(-1, block, step)
-
-
-def _assemble(spectra: Tensor, taps: int, block: int, time: int) -> Tensor:
-    """Inverse of the overlap-save blocks: keep each block's valid tail and concatenate."""
-    y = torch.fft.irfft(spectra, n=block)[..., taps - 1 :]
-    return y.reshape(*y.shape[:-2], -1)[..., :time]
 
 
 def fir_filter(x: Tensor, fir: Tensor) -> Tensor:
@@ -171,8 +156,7 @@ def _filter_powers(x: Tensor, firs: Tensor) -> Tensor:
     """sum_i fir_i * x^(i+1) for `firs` `(..., K, taps)`: one set of blocks, K forward FFTs of the
     powers and a single inverse FFT (filtering is linear, so the terms add in the spectrum).
 
-    Works in place on a few buffers: at 64k-sample utterances the cost of fresh allocations
-    (page faults) rivals the FFTs themselves.
+    Works in place on a few buffers: on a memory-bound CPU every pass over the batch counts.
     """
     time = x.shape[-1]
     dtype = _work_dtype(x)
@@ -180,15 +164,54 @@ def _filter_powers(x: Tensor, firs: Tensor) -> Tensor:
         return x.to(dtype)
     n_terms, taps = firs.shape[-2], firs.shape[-1]
     block = _block_size(time, taps)
-    frames = _frames(x.to(dtype), taps, block).contiguous()  # MKL is faster on contiguous blocks
+    frames = _frames(x, dtype, taps, block)
     fir_spectra = torch.fft.rfft(firs.to(dtype), n=block).unsqueeze(-2)  # (..., K, 1, bins)
     total = torch.fft.rfft(frames, n=block).mul_(fir_spectra[..., 0, :, :])
-    power = frames
-    for i in range(1, n_terms):
+    if n_terms > 1:
         # Powers of the blocks are blocks of the powers: the zero padding stays zero.
-        power = power * frames if i == 1 else power.mul_(frames)
-        total.addcmul_(torch.fft.rfft(power, n=block), fir_spectra[..., i, :, :])
+        power = frames * frames
+        for i in range(1, n_terms):
+            total.addcmul_(torch.fft.rfft(power, n=block), fir_spectra[..., i, :, :])
+            if i + 1 < n_terms:
+                power.mul_(frames)
     return _assemble(total, taps, block, time)
+
+
+def _frames(x: Tensor, dtype: torch.dtype, taps: int, block: int) -> Tensor:
+    """Overlapping blocks `(..., n_blocks, block)` of `x` in `dtype` such that block j's valid
+    circular-convolution outputs are the aligned outputs j*step .. j*step + step - 1
+    (step = block - taps + 1), i.e. block j holds samples j*step - left .. with zeros beyond the
+    ends. Interior blocks are one strided copy straight from each signal (no padded copy: on a
+    memory-bound CPU every pass over the batch counts); the few edge blocks are filled piecewise."""
+    time = x.shape[-1]
+    step = block - taps + 1
+    n_blocks = -(-time // step)
+    left = taps - 1 - (taps - 1) // 2  # the delay compensation (taps-1)//2
+    frames = x.new_empty((*x.shape[:-1], n_blocks, block), dtype=dtype)
+    first = -(-left // step)  # first block starting inside the signal
+    last = (time + left - block) // step  # last block ending inside it
+    if last >= first:
+        start = first * step - left
+        frames[..., first:last + 1, :] = x[..., start:].unfold(-1, block, step)[..., : last + 1 - first, :]
+    for j in [*range(0, min(first, n_blocks)), *range(max(last + 1, first), n_blocks)]:
+        lo = j * step - left
+        a, b = max(lo, 0), min(lo + block, time)
+        frames[..., j, :].zero_()
+        frames[..., j, a - lo:b - lo] = x[..., a:b]
+    return frames
+
+
+def _assemble(spectra: Tensor, taps: int, block: int, time: int) -> Tensor:
+    """Inverse of the overlap-save blocks: keep each block's valid tail, written into one
+    contiguous `(..., time)` tensor."""
+    y = torch.fft.irfft(spectra, n=block)[..., taps - 1:]  # (..., n_blocks, step)
+    step = block - taps + 1
+    full = time // step
+    out = y.new_empty((*y.shape[:-2], time))
+    out[..., : full * step].unflatten(-1, (full, step)).copy_(y[..., :full, :])
+    if full * step < time:
+        out[..., full * step:] = y[..., full, : time - full * step]
+    return out
 
 
 def lnl(x: Tensor, banks: Tensor) -> Tensor:
@@ -206,12 +229,16 @@ def isd(x: Tensor, positions: Tensor, factors: Tensor, g_sd: float) -> Tensor:
     `positions` `(..., k)` int64: distinct sample indices per row, -1 for unused slots; `factors`
     `(..., k)`: the (2u1-1)(2u2-1) draws. Sparse because only up to P% of samples are hit.
     """
-    work = x.to(_work_dtype(x))
+    return isd_(x.to(_work_dtype(x), copy=True), positions, factors, g_sd).to(x.dtype)
+
+
+def isd_(y: Tensor, positions: Tensor, factors: Tensor, g_sd: float) -> Tensor:
+    """In-place `isd` on a float32/float64 tensor the caller owns (saves a copy in series)."""
     used = positions >= 0
     index = torch.where(used, positions, 0)
-    delta = work.gather(-1, index).mul_(factors.to(work.dtype) * used).mul_(g_sd)
-    y = work.clone().scatter_add_(-1, index, delta)  # positions are distinct; unused slots add 0
-    return y.div_(_clip_divisor(y)).to(x.dtype)
+    delta = y.gather(-1, index).mul_(factors.to(y.dtype) * used).mul_(g_sd)
+    y.scatter_add_(-1, index, delta)  # positions are distinct; unused slots add 0
+    return y.div_(_clip_divisor(y))
 
 
 def ssi(x: Tensor, noise: Tensor, bank: Tensor, snr_db: Tensor) -> Tensor:
@@ -220,8 +247,13 @@ def ssi(x: Tensor, noise: Tensor, bank: Tensor, snr_db: Tensor) -> Tensor:
 
     The published peak normalisation of the noise is skipped: the energy scaling undoes it exactly.
     """
+    return add_at_snr(x, fir_filter(noise.to(_work_dtype(x)), bank), snr_db)
+
+
+def add_at_snr(x: Tensor, coloured: Tensor, snr_db: Tensor) -> Tensor:
+    """x + coloured noise scaled to `snr_db` (`(...)`) against x's energy, in x's dtype."""
     work = x.to(_work_dtype(x))
-    coloured = fir_filter(noise.to(work.dtype), bank)
+    coloured = coloured.to(work.dtype)
     tiny = torch.finfo(work.dtype).tiny
     noise_norm = torch.linalg.vector_norm(coloured, dim=-1, keepdim=True).clamp_min(tiny)
     signal_norm = torch.linalg.vector_norm(work, dim=-1, keepdim=True)

@@ -140,11 +140,14 @@ class RawBoost(nn.Module):
         g_sd = self.params.g_sd
         if self.algo == 8:
             return Fn.parallel_lnl_isd(x, d.lnl.banks, d.isd.positions, d.isd.factors, g_sd)
+        owned = False  # True once x is a fresh float32/float64 tensor of ours: ISD may work in place
         for name in _SERIES[self.algo]:
             if name == "lnl":
                 x = Fn.lnl(x, d.lnl.banks)
+                owned = x.dtype in (torch.float32, torch.float64)
             elif name == "isd":
-                x = Fn.isd(x, d.isd.positions, d.isd.factors, g_sd)
+                isd = Fn.isd_ if owned else Fn.isd
+                x = isd(x, d.isd.positions, d.isd.factors, g_sd)
             else:
                 x = Fn.ssi(x, d.ssi.noise, d.ssi.bank, d.ssi.snr_db)
         return x
