@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 # freqz's default grid: 512 frequencies k*pi/512, k = 0..511 (Nyquist excluded). The published
