@@ -432,3 +432,17 @@ def test_as_batch_transform_in_a_module_list():
     pipeline = torch.nn.Sequential(RawBoost(0))
     x = speechlike(2, 100)
     assert torch.equal(pipeline(x), x)
+
+
+def test_forward_reuses_scratch_without_changing_results_and_pickles_without_it():
+    import pickle
+
+    rb = RawBoost(4)
+    shapes = [(3, 5000), (1, 2000), (4, 6000), (2, 5000)]
+    for i, (batch, time) in enumerate(shapes):
+        x = speechlike(batch, time, seed=30 + i)
+        expect = RawBoost(4).apply(x, RawBoost(4).draw(batch, time, gen(i)))  # fresh storage
+        torch.testing.assert_close(rb(x, gen(i)), expect, rtol=0, atol=0)
+    assert "_workspace" in rb.__dict__
+    again = pickle.loads(pickle.dumps(rb))
+    assert "_workspace" not in again.__dict__ and again.params == rb.params

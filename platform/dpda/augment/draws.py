@@ -36,6 +36,34 @@ def _pick(value, rows: slice):
 CPU_CHUNK_SAMPLES = 1 << 18
 
 
+class Workspace:
+    """Scratch tensors reused across `RawBoost.forward` calls (the noise, the ISD claim table).
+
+    A fresh multi-megabyte tensor per call is fresh memory from the OS: its page faults cost about
+    as much as the FFTs of a 64k-sample utterance. Only for draws that never leave `forward`:
+    `RawBoost.draw` returns tensors of their own. Not for concurrent calls from several threads.
+    """
+
+    def __init__(self) -> None:
+        self._tensors: dict[str, Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+        """An uninitialised tensor of `shape`, backed by storage kept for `name`."""
+        numel = math.prod(shape)
+        held = self._tensors.get(name)
+        if held is None or held.dtype != dtype or held.device != device or held.numel() < numel:
+            held = torch.empty(numel, dtype=dtype, device=device)
+            self._tensors[name] = held
+        return held[:numel].view(shape)
+
+
+def _scratch(workspace: Workspace | None, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+             device: torch.device) -> Tensor:
+    if workspace is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    return workspace.take(name, shape, dtype, device)
+
+
 @dataclass
 class NotchDraws(_Rows):
     """Band parameters behind a set of notch banks (kept for inspection and tests)."""
@@ -121,7 +149,8 @@ def draw_lnl(p: RawBoostParams, batch: int, gen: torch.Generator | None, device:
 
 
 def draw_isd(p: RawBoostParams, batch: int, time: int, gen: torch.Generator | None,
-             device: torch.device, chunk_rows: int | None = None) -> ISDDraws:
+             device: torch.device, chunk_rows: int | None = None,
+             workspace: Workspace | None = None) -> ISDDraws:
     """beta ~ U(0, P); floor(time * beta / 100) distinct positions; a factor per position.
 
     Distinct positions follow the sequential "draw i.i.d. positions until n are distinct" process,
@@ -154,7 +183,7 @@ def draw_isd(p: RawBoostParams, batch: int, time: int, gen: torch.Generator | No
     # positions in a round (the default settings): half the memory to fill and to hit at random.
     per_row = width + math.ceil(1.5 * width * width / time) + 8  # bound on one row's draws per round
     id_dtype = torch.int16 if per_row < torch.iinfo(torch.int16).max else torch.int32
-    claim = torch.full((batch, time + 1), torch.iinfo(id_dtype).max, dtype=id_dtype, device=where)
+    claim = _scratch(workspace, "isd_claim", (batch, time + 1), id_dtype, where).fill_(torch.iinfo(id_dtype).max)
     held = torch.zeros_like(count)
     missing = count
     row_ids = torch.arange(batch, device=where)
@@ -225,10 +254,10 @@ def _claim(claim: Tensor, rows: Tensor, pos: Tensor, ids: Tensor, draws_per_row:
 
 
 def draw_ssi(p: RawBoostParams, batch: int, time: int, gen: torch.Generator | None,
-             device: torch.device) -> SSIDraws:
+             device: torch.device, workspace: Workspace | None = None) -> SSIDraws:
     """White noise, one colouring bank with the (unbiased) gain range, SNR ~ U(SNRmin, SNRmax)."""
     where = _draw_device(gen, device)
-    noise = torch.randn((batch, time), generator=gen, device=where)
+    noise = _scratch(workspace, "ssi_noise", (batch, time), torch.get_default_dtype(), where).normal_(generator=gen)
     gain = torch.tensor([p.minG], dtype=torch.float64), torch.tensor([p.maxG], dtype=torch.float64)
     notch = draw_banks(p, batch, gain[0], gain[1], gen, device)
     snr = _uniform(p.SNRmin, p.SNRmax, (batch,), gen, where)

@@ -82,6 +82,11 @@ class RawBoost(nn.Module):
         module.params = params
         return module
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles (e.g. to Ray workers or DataLoader processes) without the scratch storage."""
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {k: v for k, v in state.items() if k != "_workspace"}
+
     @property
     def algo(self) -> int:
         return self.params.algo
@@ -103,17 +108,19 @@ class RawBoost(nn.Module):
         return D.draw_ssi(self.params, batch, time, generator, torch.device(device))
 
     def draw(self, batch: int, time: int, generator: torch.Generator | None = None,
-             device: torch.device | str = "cpu") -> D.RawBoostDraws:
+             device: torch.device | str = "cpu", workspace: D.Workspace | None = None) -> D.RawBoostDraws:
         """All draws of this algorithm, in the order its parts run (LnL, ISD, SSI). No draw depends
-        on the signal, so drawing first and applying later equals drawing part by part."""
+        on the signal, so drawing first and applying later equals drawing part by part.
+        With a `workspace`, the noise lives in its reused storage (valid until its next use)."""
         parts = (("lnl", "isd") if self.algo == 8 else _SERIES[self.algo]) if time and batch else ()
+        device = torch.device(device)
         draws = D.RawBoostDraws()
         if "lnl" in parts:
-            draws.lnl = self.draw_lnl(batch, generator, device)
+            draws.lnl = D.draw_lnl(self.params, batch, generator, device)
         if "isd" in parts:
-            draws.isd = self.draw_isd(batch, time, generator, device)
+            draws.isd = D.draw_isd(self.params, batch, time, generator, device, workspace=workspace)
         if "ssi" in parts:
-            draws.ssi = self.draw_ssi(batch, time, generator, device)
+            draws.ssi = D.draw_ssi(self.params, batch, time, generator, device, workspace=workspace)
         return draws
 
     def apply(self, x: Tensor, draws: D.RawBoostDraws) -> Tensor:
@@ -159,5 +166,6 @@ class RawBoost(nn.Module):
         if x.dim() not in (1, 2):
             raise ValueError(f"RawBoost expects (batch, time) or (time,), got shape {tuple(x.shape)}")
         y = x.unsqueeze(0) if x.dim() == 1 else x
-        y = self.apply(y, self.draw(y.shape[0], y.shape[1], generator, y.device))
+        workspace = self.__dict__.setdefault("_workspace", D.Workspace())  # draws never leave this call
+        y = self.apply(y, self.draw(y.shape[0], y.shape[1], generator, y.device, workspace))
         return y.squeeze(0) if x.dim() == 1 else y
