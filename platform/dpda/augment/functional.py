@@ -217,8 +217,11 @@ def lnl(x: Tensor, banks: Tensor) -> Tensor:
     """Linear and non-linear convolutive noise: sum_i bank_i(x^i), mean removed, peak-normalised
     if above 1. `banks`: `(..., N_f, taps)`, bank i (0-based) filters x^(i+1)."""
     y = _filter_powers(x, banks)
-    y.sub_(y.mean(dim=-1, keepdim=True))
-    return y.div_(_clip_divisor(y)).to(x.dtype)
+    # (y - mean) / divisor in one pass; the peak of y - mean is read off y's extremes.
+    mean = y.mean(dim=-1, keepdim=True)
+    peak = torch.maximum(y.amax(dim=-1, keepdim=True) - mean, mean - y.amin(dim=-1, keepdim=True))
+    scale = 1 / torch.where(peak > 1, peak, torch.ones_like(peak))
+    return torch.addcmul(-mean * scale, y, scale, out=y).to(x.dtype)
 
 
 def isd(x: Tensor, positions: Tensor, factors: Tensor, g_sd: float) -> Tensor:
@@ -234,9 +237,9 @@ def isd(x: Tensor, positions: Tensor, factors: Tensor, g_sd: float) -> Tensor:
 def isd_(y: Tensor, positions: Tensor, factors: Tensor, g_sd: float) -> Tensor:
     """In-place `isd` on a float32/float64 tensor the caller owns (saves a copy in series)."""
     used = positions >= 0
-    index = torch.where(used, positions, 0)
-    delta = y.gather(-1, index).mul_(factors.to(y.dtype) * used).mul_(g_sd)
-    y.scatter_add_(-1, index, delta)  # positions are distinct; unused slots add 0
+    # y[p] * (1 + g_sd * factor) in one scatter; unused slots point at sample 0 with factor 1.
+    gain = torch.where(used, factors.to(y.dtype) * g_sd + 1, 1.0)
+    y.scatter_reduce_(-1, positions.clamp_min(0), gain, "prod")
     return y.div_(_clip_divisor(y))
 
 
