@@ -244,7 +244,7 @@ def test_lnl_notches_every_drawn_centre():
         h_at = np.abs(np.exp(-2j * np.pi * np.outer(centres[b], k) / FS) @ banks[b])
         assert h_at.max() < 10 ** (-30 / 20)  # every centre at least 30 dB down
         _, h = signal.freqz(banks[b], 1, fs=FS)
-        assert np.abs(h).max() == pytest.approx(1.0, rel=1e-9)  # 0 dB peak
+        assert np.abs(h).max() == pytest.approx(1.0, rel=1e-6)  # 0 dB peak (the draws are float32)
     # The same draws through the module: a tone at each utterance's first centre is removed.
     t = torch.arange(time, dtype=torch.float64) / FS
     x = 0.5 * torch.sin(2 * math.pi * torch.from_numpy(centres[:, 0:1]) * t)
