@@ -251,24 +251,29 @@ def isd_(y: Tensor, positions: Tensor, factors: Tensor, g_sd: float) -> Tensor:
     return y.div_(_clip_divisor(y))
 
 
-def ssi(x: Tensor, noise: Tensor, bank: Tensor, snr_db: Tensor) -> Tensor:
+def ssi(x: Tensor, noise: Tensor, bank: Tensor, snr_db: Tensor, out: Tensor | None = None) -> Tensor:
     """Stationary signal-independent noise: `noise` coloured by `bank` (`(..., taps)`), scaled so
     that 10 log10(|x|^2 / |noise|^2) = snr_db for each utterance, added to x (no normalisation).
 
     The published peak normalisation of the noise is skipped: the energy scaling undoes it exactly.
+    With `out`, the result is written there (see `add_at_snr`).
     """
-    return add_at_snr(x, fir_filter(noise.to(_work_dtype(x)), bank), snr_db)
+    return add_at_snr(x, fir_filter(noise.to(_work_dtype(x)), bank), snr_db, out=out)
 
 
-def add_at_snr(x: Tensor, coloured: Tensor, snr_db: Tensor) -> Tensor:
-    """x + coloured noise scaled to `snr_db` (`(...)`) against x's energy, in x's dtype."""
+def add_at_snr(x: Tensor, coloured: Tensor, snr_db: Tensor, out: Tensor | None = None) -> Tensor:
+    """x + coloured noise scaled to `snr_db` (`(...)`) against x's energy, in x's dtype
+    (written into `out` if given: saves a copy when the caller assembles a batch)."""
     work = x.to(_work_dtype(x))
     coloured = coloured.to(work.dtype)
     tiny = torch.finfo(work.dtype).tiny
     noise_norm = torch.linalg.vector_norm(coloured, dim=-1, keepdim=True).clamp_min(tiny)
     signal_norm = torch.linalg.vector_norm(work, dim=-1, keepdim=True)
     gain = signal_norm / noise_norm / torch.pow(10.0, snr_db.to(work.dtype).unsqueeze(-1) / 20)
-    return torch.addcmul(work, coloured, gain).to(x.dtype)
+    if out is not None and out.dtype == work.dtype:
+        return torch.addcmul(work, coloured, gain, out=out)
+    y = torch.addcmul(work, coloured, gain).to(x.dtype)
+    return y if out is None else out.copy_(y)
 
 
 def parallel_lnl_isd(x: Tensor, banks: Tensor, positions: Tensor, factors: Tensor, g_sd: float) -> Tensor:

@@ -140,10 +140,17 @@ class RawBoost(nn.Module):
         out = torch.empty_like(x)
         for start in range(0, batch, step):
             rows = slice(start, min(start + step, batch))
-            out[rows] = self._apply_rows(x[rows], draws.select(rows))
+            self._apply_rows(x[rows], draws.select(rows), out[rows])
         return out
 
-    def _apply_rows(self, x: Tensor, d: D.RawBoostDraws) -> Tensor:
+    def _apply_rows(self, x: Tensor, d: D.RawBoostDraws, out: Tensor | None = None) -> Tensor:
+        """The algorithm on some rows; with `out`, the result is written there."""
+        y = self._apply_parts(x, d, out)
+        if out is not None and y.data_ptr() != out.data_ptr():
+            out.copy_(y)
+        return y if out is None else out
+
+    def _apply_parts(self, x: Tensor, d: D.RawBoostDraws, out: Tensor | None) -> Tensor:
         g_sd = self.params.g_sd
         if self.algo == 8:
             return Fn.parallel_lnl_isd(x, d.lnl.banks, d.isd.positions, d.isd.factors, g_sd)
@@ -155,8 +162,8 @@ class RawBoost(nn.Module):
             elif name == "isd":
                 isd = Fn.isd_ if owned else Fn.isd
                 x = isd(x, d.isd.positions, d.isd.factors, g_sd)
-            else:
-                x = Fn.ssi(x, d.ssi.noise, d.ssi.bank, d.ssi.snr_db)
+            else:  # SSI always runs last: write straight into `out`
+                x = Fn.ssi(x, d.ssi.noise, d.ssi.bank, d.ssi.snr_db, out=out)
         return x
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
