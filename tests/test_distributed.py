@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -181,16 +182,33 @@ def ray_local():
     ray.shutdown()
 
 
-KILL_AFTER_REDUCES = 5  # rank 1 dies in epoch 2 (4 steps per epoch), from its 2nd step on
-STEPS_PER_EPOCH = 4  # one gradient reduce per step
+KILL_AT_STEP = 5  # rank 1 dies at step 5, the 2nd step of epoch 2 (4 steps per epoch), or later
+STEPS_PER_EPOCH = 4
+
+
+def wait_until_persisted(run_dir: Path, step: int, timeout: float = 60.0) -> None:
+    """Poll the run's telemetry until `step` is readable (or `timeout` seconds pass)."""
+    from dpda_analysis.store import open_telemetry
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open_telemetry(run_dir) as tel:
+            done = tel.sql("select coalesce(max(step), -1) as s from raw_steps")["s"][0]
+        if int(done) >= step:
+            return
+        time.sleep(0.1)
 
 
 def flaky_worker(loop_config: dict) -> None:
     """train_worker, except that rank 1's process dies abruptly (os._exit: no cleanup, as when
-    a node is lost) in the middle of epoch 2, once Ray has registered epoch 1's checkpoint (the
-    controller records reports asynchronously, so on a slow machine that can come later: then it
-    dies in the middle of a later epoch, never at an epoch's first step, so attempt 0 has always
-    logged a step that attempt 1 redoes). It dies once: a marker file remembers."""
+    a node is lost) in the middle of an epoch, never at its first step, once Ray has registered a
+    checkpoint (the controller records reports asynchronously, so on a slow machine that can be
+    an epoch later than step 5). Steps are counted by the gradient all-reduces, on the (2, P)
+    buffer of both paths (the model's float buffers, BatchNorm statistics and the LFCC matrices,
+    are reduced too, once per epoch). Rank 0 logged the
+    previous step before entering this reduce but publishes telemetry in the background, so rank 1
+    waits until that step is on disk: attempt 0 then surely leaves a row that attempt 1 redoes.
+    It dies once: a marker file remembers."""
     import ray.train
 
     import dpda.tune.distributed as d
@@ -203,14 +221,17 @@ def flaky_worker(loop_config: dict) -> None:
 
         def dying(world: int):
             reduce = real(world)
-            calls = [0]
+            steps = [0]  # gradient reduces so far = index of the step being reduced
 
             def wrapped(tensor) -> None:
-                calls[0] += 1
-                mid_epoch = (calls[0] - 1) % STEPS_PER_EPOCH != 0
-                if calls[0] > KILL_AFTER_REDUCES and mid_epoch and registered.exists():
-                    marker.touch()
-                    os._exit(1)
+                if tensor.dim() == 2 and tensor.shape[0] == 2:  # the (2, P) gradient buffer
+                    step = steps[0]
+                    steps[0] += 1
+                    mid_epoch = step % STEPS_PER_EPOCH != 0
+                    if step >= KILL_AT_STEP and mid_epoch and registered.exists():
+                        wait_until_persisted(run_dir, step=step - 1)
+                        marker.touch()
+                        os._exit(1)
                 reduce(tensor)
 
             return wrapped
