@@ -107,12 +107,13 @@ def _best(fn, repeats: int, calls: int = 5) -> float:
 
 def _floor(samples: int, batch: int, repeats: int) -> None:
     """Per-utterance CPU time of algo 4's unavoidable library calls, alone, on hot buffers."""
-    p = RawBoost(4).params
-    taps = p.nBands * (p.max_band_taps - 1) + 1
+    rb = RawBoost(4)
+    p = rb.params
+    taps = rb.draw_lnl(1).banks.shape[-1]  # the banks the module filters with
     block = Fn._block_size(samples, taps)
-    n_blocks = -(-samples // (block - taps + 1))
-    rows = max(1, rawboost_module.CPU_CHUNK_SAMPLES // samples)
-    frames = torch.randn(rows, n_blocks, block)
+    rows = max(1, rawboost_module.CPU_CHUNK_SAMPLES // samples)  # utterances per chunk
+    frames = Fn._frames(torch.randn(rows, samples), torch.float32, taps, block)
+    n_blocks = frames.shape[-2]
     spectra = torch.fft.rfft(frames)
     forward, inverse = p.N_f + 1, 2  # LnL: x and its powers, SSI: the noise; one inverse each
 

@@ -187,16 +187,17 @@ STEPS_PER_EPOCH = 4
 
 
 def wait_until_persisted(run_dir: Path, step: int, timeout: float = 60.0) -> None:
-    """Poll the run's telemetry until `step` is readable (or `timeout` seconds pass)."""
+    """Poll the run's telemetry until `step` is readable; raise if it is not within `timeout` s."""
     from dpda_analysis.store import open_telemetry
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with open_telemetry(run_dir) as tel:
-            done = tel.sql("select coalesce(max(step), -1) as s from raw_steps")["s"][0]
-        if int(done) >= step:
+            done = int(tel.sql("select coalesce(max(step), -1) as s from raw_steps")["s"][0])
+        if done >= step:
             return
         time.sleep(0.1)
+    raise TimeoutError(f"step {step} not in {run_dir}'s telemetry after {timeout} s (last: {done})")
 
 
 def flaky_worker(loop_config: dict) -> None:
@@ -205,10 +206,10 @@ def flaky_worker(loop_config: dict) -> None:
     checkpoint (the controller records reports asynchronously, so on a slow machine that can be
     an epoch later than step 5). Steps are counted by the gradient all-reduces, on the (2, P)
     buffer of both paths (the model's float buffers, BatchNorm statistics and the LFCC matrices,
-    are reduced too, once per epoch). Rank 0 logged the
-    previous step before entering this reduce but publishes telemetry in the background, so rank 1
-    waits until that step is on disk: attempt 0 then surely leaves a row that attempt 1 redoes.
-    It dies once: a marker file remembers."""
+    are reduced too, once per epoch). Rank 0 logged the previous step before entering this
+    reduce but publishes telemetry in the background, so rank 1 waits until that step is on disk:
+    attempt 0 then surely leaves a row that attempt 1 redoes. It dies once: a marker file
+    remembers."""
     import ray.train
 
     import dpda.tune.distributed as d

@@ -193,27 +193,26 @@ def draw_isd(p: RawBoostParams, batch: int, time: int, gen: torch.Generator | No
         extra = torch.ceil(1.5 * missing * (held + missing / 2) / time).long() + 8
         draws_per_row = torch.where(missing > 0, missing + extra, 0)
         ends = torch.cumsum(draws_per_row, dim=0)
-        bounds = [0, *ends[chunk_rows - 1::chunk_rows].tolist()]  # the round's one host sync
-        if bounds[-1] != int(ends[-1]):
-            bounds.append(int(ends[-1]))
-        n_draws = bounds[-1]
+        ends_host = ends.tolist()  # the round's one host sync
+        n_draws = ends_host[-1]
         if n_draws == 0:
             break
         rows = torch.repeat_interleave(row_ids, draws_per_row, output_size=n_draws)
         pos = torch.randint(0, time, (n_draws,), generator=gen, device=where)
         u = torch.rand((2, n_draws), generator=gen, device=where)
-        starts = ends - draws_per_row
+        starts = ends - draws_per_row  # each row's first draw in the flat batch
         ids = (torch.arange(n_draws, device=where) - starts.index_select(0, rows)).to(id_dtype)
         rank = torch.empty(n_draws, dtype=torch.long, device=where)
         accept = torch.empty(n_draws, dtype=torch.bool, device=where)
-        for chunk, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for first_row in range(0, batch, chunk_rows):
+            rows_here = slice(first_row, first_row + chunk_rows)
+            lo = ends_host[first_row - 1] if first_row else 0
+            hi = ends_host[min(first_row + chunk_rows, batch) - 1]
             if lo == hi:
                 continue
-            first_row = chunk * chunk_rows
-            rows_here = slice(first_row, first_row + chunk_rows)
             rank[lo:hi], accept[lo:hi] = _claim(
                 claim[rows_here], rows[lo:hi] - first_row, pos[lo:hi], ids[lo:hi],
-                draws_per_row[rows_here], missing[rows_here])
+                starts[rows_here] - lo, missing[rows_here])
         # index_select/index_copy_ with one index: several times faster than boolean-mask indexing.
         kept = accept.nonzero().squeeze(1)
         kept_rows = rows.index_select(0, kept)
@@ -228,12 +227,12 @@ def draw_isd(p: RawBoostParams, batch: int, time: int, gen: torch.Generator | No
     return ISDDraws(positions.to(device), factors.to(device))
 
 
-def _claim(claim: Tensor, rows: Tensor, pos: Tensor, ids: Tensor, draws_per_row: Tensor,
+def _claim(claim: Tensor, rows: Tensor, pos: Tensor, ids: Tensor, starts: Tensor,
            missing: Tensor) -> tuple[Tensor, Tensor]:
     """One round of the sequential process on some rows (updates `claim` `(rows, time + 1)` in
     place): accept the earliest draw of each free position, in draw order within its row, until
-    the row's `missing` are accepted. `rows` are 0-based within `claim`, sorted, with
-    `draws_per_row` draws each; `ids` number each row's draws in order. Held positions are never
+    the row's `missing` are accepted. `rows` are 0-based within `claim` and sorted; row r's draws
+    start at index `starts[r]`; `ids` number each row's draws in order. Held positions are never
     free, so whatever id an earlier round left there does not matter. Returns each draw's 0-based
     rank among its row's first claims, and the accept mask."""
     free = torch.iinfo(claim.dtype).max
@@ -244,8 +243,7 @@ def _claim(claim: Tensor, rows: Tensor, pos: Tensor, ids: Tensor, draws_per_row:
     flat_claim.scatter_reduce_(0, flat, ids, "amin")  # earliest draw wins a repeated position
     first = was_free & (flat_claim.index_select(0, flat) == ids)
     running = torch.cumsum(first, dim=0)
-    row_end = torch.cumsum(draws_per_row, dim=0)
-    before_row = torch.cat([running.new_zeros(1), running]).index_select(0, row_end - draws_per_row)
+    before_row = torch.cat([running.new_zeros(1), running]).index_select(0, starts)
     rank = running - before_row.index_select(0, rows)  # 1-based rank of each first claim in its row
     accept = first & (rank <= missing.index_select(0, rows))
     # Claims past the missing count never happened in the sequential process: release them.

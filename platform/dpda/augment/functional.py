@@ -49,7 +49,11 @@ def normalise_if_clipping(y: Tensor) -> Tensor:
 
 def _clip_divisor(y: Tensor) -> Tensor:
     # amax and amin separately: no |y| temporary, and much faster than aminmax on CPU.
-    peak = torch.maximum(y.amax(dim=-1, keepdim=True), -y.amin(dim=-1, keepdim=True))
+    return _divisor(torch.maximum(y.amax(dim=-1, keepdim=True), -y.amin(dim=-1, keepdim=True)))
+
+
+def _divisor(peak: Tensor) -> Tensor:
+    """The published normalisation divides by the peak only if it exceeds 1."""
     return torch.where(peak > 1, peak, torch.ones_like(peak))
 
 
@@ -228,7 +232,7 @@ def lnl(x: Tensor, banks: Tensor) -> Tensor:
     # (y - mean) / divisor in one pass; the peak of y - mean is read off y's extremes.
     mean = y.mean(dim=-1, keepdim=True)
     peak = torch.maximum(y.amax(dim=-1, keepdim=True) - mean, mean - y.amin(dim=-1, keepdim=True))
-    scale = 1 / torch.where(peak > 1, peak, torch.ones_like(peak))
+    scale = 1 / _divisor(peak)
     return torch.addcmul(-mean * scale, y, scale, out=y).to(x.dtype)
 
 

@@ -84,8 +84,7 @@ class RawBoost(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles (e.g. to Ray workers or DataLoader processes) without the scratch storage."""
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {k: v for k, v in state.items() if k != "_workspace"}
+        return {k: v for k, v in self.__dict__.items() if k != "_workspace"}
 
     @property
     def algo(self) -> int:
@@ -146,9 +145,9 @@ class RawBoost(nn.Module):
     def _apply_rows(self, x: Tensor, d: D.RawBoostDraws, out: Tensor | None = None) -> Tensor:
         """The algorithm on some rows; with `out`, the result is written there."""
         y = self._apply_parts(x, d, out)
-        if out is not None and y.data_ptr() != out.data_ptr():
-            out.copy_(y)
-        return y if out is None else out
+        if out is None or y is out:
+            return y
+        return out.copy_(y)
 
     def _apply_parts(self, x: Tensor, d: D.RawBoostDraws, out: Tensor | None) -> Tensor:
         g_sd = self.params.g_sd
