@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("tune", "run a Ray Tune + Optuna search from a search-space YAML"),
     "report": ("report", "write the interactive Plotly conflict-analysis report"),
     "quickstart": ("quickstart", "synth, demo search, eval and report, end to end"),
+    "doctor": ("doctor", "print versions and devices; check that this install can run dpda"),
 }
 
 
@@ -51,16 +52,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    module = _load(COMMANDS[args.command][0])
+    command = next((a for a in argv if not a.startswith("-")), None)
     try:
-        return int(module.run(args) or 0)
-    except UserError as exc:  # errors the user can fix: one clear line, no traceback
-        print(f"dpda {args.command}: error: {exc}", file=sys.stderr)
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return int(_load(COMMANDS[args.command][0]).run(args) or 0)
+    except UserError as exc:  # errors the user can fix (a broken install too): one line, no traceback
+        print(f"dpda {command or ''}: error: {exc}".replace(" :", ":"), file=sys.stderr)
         return 2
 
 

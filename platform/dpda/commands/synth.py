@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from dpda.data.synth import SynthConfig
+from dpda.data.synth_config import SynthConfig
 
 _DEFAULTS = SynthConfig()
 

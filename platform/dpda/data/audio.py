@@ -12,6 +12,7 @@ import os
 import numpy as np
 import soundfile as sf
 import torch
+from dpda._torchaudio import torchaudio  # noqa: F401  one-line error if torch and torchaudio cannot load together
 import torchaudio.functional as AF
 
 from dpda import SAMPLE_RATE

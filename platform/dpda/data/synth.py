@@ -34,9 +34,10 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-import torchaudio
+from dpda._torchaudio import torchaudio  # one-line error if torch and torchaudio cannot load together
 import torchaudio.functional as AF
 
+from dpda.data.synth_config import SynthConfig
 from dpda.errors import UserError
 
 SR = 16_000
@@ -72,37 +73,6 @@ TRAIN_ATTACKS: tuple[str, ...] = ("A01", "A02", "A03", "A04", "A05", "A06")
 EVAL_ATTACKS: tuple[str, ...] = ("A07", "A08", "A09", "A16", "A19")
 ITW_ATTACKS: tuple[str, ...] = ("A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A09")
 _SPLITS = {"train": ("T", "train.trn"), "dev": ("D", "dev.trl"), "eval": ("E", "eval.trl")}
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """Sizes of the synthetic corpus; the defaults generate in seconds on 2 cores."""
-
-    seed: int = 0
-    train: int = 300
-    dev: int = 150
-    eval: int = 300
-    itw: int = 150
-    min_seconds: float = 1.0
-    max_seconds: float = 4.0
-    bonafide_fraction: float = 0.3
-    speakers_train: int = 12
-    speakers_dev: int = 6
-    speakers_eval: int = 10
-    speakers_itw: int = 8
-    batch_size: int = 32
-
-    def validate(self) -> None:
-        for name in ("train", "dev", "eval", "itw"):
-            if getattr(self, name) < 0:
-                raise UserError(f"synth: --{name} must be >= 0")
-        if not 0.2 <= self.min_seconds <= self.max_seconds <= 30:
-            raise UserError("synth: need 0.2 <= --min-seconds <= --max-seconds <= 30")
-        if not 0.0 < self.bonafide_fraction < 1.0:
-            raise UserError("synth: --bonafide-fraction must be in (0, 1)")
-        for name in ("speakers_train", "speakers_dev", "speakers_eval", "speakers_itw", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"synth: --{name.replace('_', '-')} must be >= 1")
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from dpda._torchaudio import torchaudio  # noqa: F401  one-line error if torch and torchaudio cannot load together
 from torchaudio.models import Conformer
 
 from dpda.errors import UserError

@@ -13,7 +13,7 @@ import contextlib
 from typing import Any
 
 import torch
-import torchaudio
+from dpda._torchaudio import torchaudio  # one-line error if torch and torchaudio cannot load together
 from torch import nn
 
 from dpda.errors import UserError

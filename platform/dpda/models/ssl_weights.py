@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from dpda._torchaudio import torchaudio  # noqa: F401  one-line error if torch and torchaudio cannot load together
 from torchaudio.models import Wav2Vec2Model
 
 from dpda.errors import UserError

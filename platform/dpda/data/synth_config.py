@@ -1,0 +1,42 @@
+"""Sizes and seed of the synthetic corpus.
+
+Why a module of its own: `dpda synth --help` shows these defaults, and reading them must not
+import torch (the generator in `dpda.data.synth` does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dpda.errors import UserError
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Sizes of the synthetic corpus; the defaults generate in seconds on 2 cores."""
+
+    seed: int = 0
+    train: int = 300
+    dev: int = 150
+    eval: int = 300
+    itw: int = 150
+    min_seconds: float = 1.0
+    max_seconds: float = 4.0
+    bonafide_fraction: float = 0.3
+    speakers_train: int = 12
+    speakers_dev: int = 6
+    speakers_eval: int = 10
+    speakers_itw: int = 8
+    batch_size: int = 32
+
+    def validate(self) -> None:
+        for name in ("train", "dev", "eval", "itw"):
+            if getattr(self, name) < 0:
+                raise UserError(f"synth: --{name} must be >= 0")
+        if not 0.2 <= self.min_seconds <= self.max_seconds <= 30:
+            raise UserError("synth: need 0.2 <= --min-seconds <= --max-seconds <= 30")
+        if not 0.0 < self.bonafide_fraction < 1.0:
+            raise UserError("synth: --bonafide-fraction must be in (0, 1)")
+        for name in ("speakers_train", "speakers_dev", "speakers_eval", "speakers_itw", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"synth: --{name.replace('_', '-')} must be >= 1")
