@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-import yaml
+from dpda.yaml_io import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict] = {
@@ -53,7 +53,7 @@ def run_one(variant: str, seed: int, data: str, out: str, epochs: int) -> dict:
     result_file = run_dir / "study_result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    raw = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    raw = read_yaml(ROOT / "configs/demo.yaml")
     raw.update(seed=seed, device="cpu")
     raw["data"].update(train=[f"asvspoof2019:{data}/LA:train"], dev=[f"asvspoof2019:{data}/LA:dev"],
                        eval={}, length=16000, num_workers=0)
@@ -129,7 +129,7 @@ def main() -> int:
     text = table(frame)
     print(text)
     doc = Path(args.doc)
-    demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    demo = read_yaml(ROOT / "configs/demo.yaml")
     elapsed = frame["train_time_s"].sum()
     doc.write_text(
         "# Conflict study on the synthetic corpus\n\n"

@@ -90,7 +90,7 @@ def test_voices_vary():
 def test_cli_synth(tmp_path, capsys):
     out = tmp_path / "syn"
     args = ["synth", str(out), "--seed", "3", "--train", "2", "--dev", "1", "--eval", "2", "--itw", "1",
-            "--min-seconds", "0.3", "--max-seconds", "0.5", "--workers", "0"]
+            "--min-seconds", "0.3", "--max-seconds", "0.5", "--processes", "0"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert f"asvspoof2019:{out / 'LA'}:train" in text and f"itw:{out / 'itw'}" in text

@@ -8,13 +8,13 @@ TuneReportCallback forwards rank 0's per-epoch metrics to Tune.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
 
 import pytest
 
+from dpda.cli import command_parser
 from dpda.commands import tune as tune_command
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,8 +46,7 @@ def test_two_worker_trial_across_nodes(cluster, tmp_path: Path) -> None:
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == 3
     corpus = write_tiny_corpus(tmp_path / "corpus")
-    parser = argparse.ArgumentParser()
-    tune_command.add_arguments(parser)
+    parser = command_parser("tune")
     args = parser.parse_args([
         str(ROOT / "search_spaces/demo.yaml"), "--data", str(corpus), "--num-samples", "1", "--epochs", "2",
         "--workers", "2", "--cpus-per-worker", "1", "--set", "data.length=8000", "--set", "optim.batch_size=4",

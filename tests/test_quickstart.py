@@ -59,3 +59,9 @@ def test_quickstart_end_to_end_and_rerun_reuses(ray_instance, tmp_path: Path, ca
     again = capsys.readouterr().out
     assert "reusing the synthetic corpus" in again and "reusing the finished search" in again
     assert (exp / "results.csv").stat().st_mtime == mtime
+
+    # and under --quiet it prints its results only: the EERs and where the report is
+    assert main(["-q", *argv]) == 0
+    quiet = capsys.readouterr()
+    assert [line.split()[0] for line in quiet.out.split("\n") if line] == ["EER", "Total"]
+    assert "==>" not in quiet.out and "scoring:" not in quiet.err

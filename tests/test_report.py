@@ -41,12 +41,12 @@ def test_report_is_self_contained(report: Path) -> None:
 def test_cli_report_and_png_message(report: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     exp = report.parent.parent / "synthetic_exp"
     out = tmp_path / "cli.html"
-    assert cli_main(["report", str(exp), "-o", str(out)]) == 0
+    assert cli_main(["report", str(exp), "--html", str(out)]) == 0
     assert out.stat().st_size > 1_000_000
-    assert cli_main(["report", str(tmp_path / "nothing"), "-o", str(out)]) == 2
+    assert cli_main(["report", str(tmp_path / "nothing"), "--html", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
     if importlib.util.find_spec("kaleido") is None:
-        code = cli_main(["report", str(exp), "-o", str(out), "--png", str(tmp_path / "png")])
+        code = cli_main(["report", str(exp), "--html", str(out), "--png", str(tmp_path / "png")])
         assert code == 1 and "kaleido" in capsys.readouterr().err
         assert out.exists()
 

@@ -183,7 +183,7 @@ def test_eval_score_predict_commands(trained, tmp_path: Path, capsys) -> None:
     run_dir, corpus, _ = trained
     out = tmp_path / "eval"
     assert main(["eval", str(run_dir / "model.pt"), f"csv:{corpus}/eval.csv",
-                 f"heldout=csv:{corpus}/dev.csv", "-o", str(out), "--num-workers", "0", "--device", "cpu"]) == 0
+                 f"heldout=csv:{corpus}/dev.csv", "-o", str(out), "--loader-workers", "0", "--device", "cpu"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["set"] for m in metrics] == ["csv", "heldout"]
     assert metrics[0]["n_bonafide"] == 16 and metrics[0]["n_spoof"] == 16

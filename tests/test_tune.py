@@ -8,7 +8,6 @@ proposals and the ASHA decisions do not depend on timing.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
@@ -20,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dpda.cli import main
+from dpda.cli import command_parser, main
 from dpda.commands import tune as tune_command
 from dpda.train.config import config_from_dict
 
@@ -78,8 +77,7 @@ def test_demo_search_asha_interrupt_and_resume(ray_local, tmp_path: Path, capsys
 
     corpus = write_tiny_corpus(tmp_path / "corpus", n_train=32, n_dev=48)
     storage = tmp_path / "results"
-    parser = argparse.ArgumentParser()
-    tune_command.add_arguments(parser)
+    parser = command_parser("tune")
     space = tune_command.load_space(parser.parse_args(cli_args(corpus, storage)[1:]))
     # ASHA keeps the top quarter at each rung (the file says half): with 5 trials, stopping then
     # does not hinge on the order in which good and bad trials arrive. Restored on --resume.

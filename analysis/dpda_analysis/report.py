@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -326,25 +327,32 @@ def fig_trials_table(table: pd.DataFrame, multi_run: bool) -> go.Figure:
 
 
 def build_figures(tel: Telemetry, *, heatmap_bins: int = 60, heatmap_trials: int = 8,
-                  hist_bins: int = 40) -> dict[str, go.Figure]:
-    """All report figures, keyed as in `FIGURE_ORDER`."""
+                  hist_bins: int = 40, on_figure: Callable[[str], None] | None = None) -> dict[str, go.Figure]:
+    """All report figures, keyed as in `FIGURE_ORDER`; `on_figure(name)` is called as each one is
+    done (progress for large experiments, where each is a query over the telemetry)."""
     table = Q.comparison_table(tel)
     multi_run = table["run_id"].nunique() > 1
     rules = sorted(table["rule"].dropna().astype(str).unique())
     colors = _rule_colors(rules)
     rule_of = {(r, t): rule for r, t, rule in zip(table["run_id"], table["trial_id"], table["rule"])}
     order = [(r, t) for r, t, h in zip(table["run_id"], table["trial_id"], table["has_telemetry"]) if h]
-    return {
-        "conflict_by_epoch": fig_conflict_by_epoch(Q.conflict_by_epoch(tel), colors, multi_run),
-        "dev_eer_by_epoch": fig_dev_eer_by_epoch(Q.epoch_metrics(tel), rule_of, colors, multi_run),
-        "conflict_by_rule_algo": fig_conflict_by_rule_algo(Q.conflict_by(tel, ["rule", "rawboost_algo"])),
-        "layer_heatmap": fig_layer_heatmap(tel, order, heatmap_bins, heatmap_trials, multi_run),
-        "layer_conflict": fig_layer_conflict(Q.conflict_by_layer(tel, per_trial=False)),
-        "cosine_histogram": fig_cosine_histogram(Q.cosine_histogram(tel, by="rule", bins=hist_bins), colors),
-        "eer_vs_conflict": fig_eer_vs_conflict(Q.eer_vs_conflict(tel), colors, multi_run),
-        "search_parcoords": fig_search_parcoords(table),
-        "trials_table": fig_trials_table(table, multi_run),
+    makers: dict[str, Callable[[], go.Figure]] = {
+        "conflict_by_epoch": lambda: fig_conflict_by_epoch(Q.conflict_by_epoch(tel), colors, multi_run),
+        "dev_eer_by_epoch": lambda: fig_dev_eer_by_epoch(Q.epoch_metrics(tel), rule_of, colors, multi_run),
+        "conflict_by_rule_algo": lambda: fig_conflict_by_rule_algo(Q.conflict_by(tel, ["rule", "rawboost_algo"])),
+        "layer_heatmap": lambda: fig_layer_heatmap(tel, order, heatmap_bins, heatmap_trials, multi_run),
+        "layer_conflict": lambda: fig_layer_conflict(Q.conflict_by_layer(tel, per_trial=False)),
+        "cosine_histogram": lambda: fig_cosine_histogram(Q.cosine_histogram(tel, by="rule", bins=hist_bins), colors),
+        "eer_vs_conflict": lambda: fig_eer_vs_conflict(Q.eer_vs_conflict(tel), colors, multi_run),
+        "search_parcoords": lambda: fig_search_parcoords(table),
+        "trials_table": lambda: fig_trials_table(table, multi_run),
     }
+    figures = {}
+    for name, make in makers.items():
+        figures[name] = make()
+        if on_figure is not None:
+            on_figure(name)
+    return figures
 
 
 def _summary_html(tel: Telemetry) -> str:
@@ -424,11 +432,13 @@ def write_report(
     title: str | None = None,
     heatmap_bins: int = 60,
     heatmap_trials: int = 8,
+    on_figure: Callable[[str], None] | None = None,
 ) -> ReportResult:
-    """Write the report for a run, directory of runs or Tune experiment (or an open Telemetry)."""
+    """Write the report for a run, directory of runs or Tune experiment (or an open Telemetry);
+    `on_figure` as in `build_figures`."""
     tel = source if isinstance(source, Telemetry) else Telemetry(source)
     try:
-        figures = build_figures(tel, heatmap_bins=heatmap_bins, heatmap_trials=heatmap_trials)
+        figures = build_figures(tel, heatmap_bins=heatmap_bins, heatmap_trials=heatmap_trials, on_figure=on_figure)
         page = render_html(tel, figures, title or f"DPDA gradient-conflict report: {tel.path.name}")
     finally:
         if not isinstance(source, Telemetry):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from dpda.cli import add_deprecated
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpora", nargs="+", metavar="CORPUS",
@@ -15,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", choices=("all", "float", "none"), default="all",
                         help="decode every file (all), only float-format files that can hold "
                              "NaN/Inf (float), or read headers only (none)")
-    parser.add_argument("--workers", type=int, default=None, help="threads reading audio")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="threads reading audio")
+    add_deprecated(parser, "--workers", "--threads", "threads", type=int)
     parser.add_argument("--max-problems", type=int, default=20, help="problems listed per corpus")
 
 
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"== {spec}")
         try:
             manifest = load_corpus(spec)
-            result = inspect_manifest(manifest, num_workers=args.workers, decode=args.decode)
+            result = inspect_manifest(manifest, num_workers=args.threads, decode=args.decode)
         except UserError as exc:
             print(f"  error: {exc}")
             status = max(status, 2)

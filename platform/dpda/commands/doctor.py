@@ -10,14 +10,16 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    """No options of its own: -q prints only problems."""
 
 
 def run(args: argparse.Namespace) -> int:
+    from dpda.console import QUIET, verbosity
     from dpda.install import diagnose, with_fix
 
     diagnosis = diagnose()
-    if not args.quiet:
+    quiet = verbosity() == QUIET
+    if not quiet:
         width = max(len(name) for name in diagnosis.versions)
         for name, version in diagnosis.versions.items():
             print(f"{name:<{width}}  {version or 'not installed'}")
@@ -27,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     if diagnosis.problems:
         print(f"dpda doctor: error: {with_fix(diagnosis.problems[0])}", file=sys.stderr)
         return 1
-    if not args.quiet:
+    if not quiet:
         print("ok: torch and torchaudio load together and every pinned dependency matches")
     return 0

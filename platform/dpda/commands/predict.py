@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dpda.cli import add_deprecated
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="a trained model file (RUN_DIR/model.pt)")
@@ -13,9 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--threshold", type=float, help="decision threshold on the score")
     src.add_argument("--threshold-from", type=Path, metavar="METRICS_JSON",
-                     help="metrics.json written by `dpda eval`; use the EER threshold of --set")
-    p.add_argument("--set", dest="eval_set", help="eval set name in --threshold-from")
-    p.add_argument("--device", default="auto")
+                     help="metrics.json written by `dpda eval`; use the EER threshold of --eval-set")
+    p.add_argument("--eval-set", metavar="NAME", help="eval set name in --threshold-from")
+    add_deprecated(p, "--set", "--eval-set", "eval_set")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
 
 
 def pick_threshold(args: argparse.Namespace, state: dict) -> tuple[float, str]:
@@ -32,7 +35,7 @@ def pick_threshold(args: argparse.Namespace, state: dict) -> tuple[float, str]:
         for r in rows:
             if r["set"] == args.eval_set:
                 return float(r["threshold"]), f"{args.threshold_from}:{r['set']}"
-        raise UserError(f"{args.threshold_from}: --set must be one of {', '.join(names)}")
+        raise UserError(f"{args.threshold_from}: --eval-set must be one of {', '.join(names)}")
     return float(state["dev_threshold"]), "dev EER threshold"
 
 

@@ -13,11 +13,13 @@ import json
 import time
 from pathlib import Path
 
+from dpda.console import Progress, info
+
 REPO_SPACE = Path(__file__).resolve().parents[3] / "search_spaces" / "demo.yaml"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output directory")
+    p.add_argument("-o", "--out", type=Path, default=Path("runs/quickstart"), help="output directory")
     p.add_argument("--data", type=Path, default=Path("data/synth"), help="synthetic corpus (made if missing)")
     p.add_argument("--space", type=Path, default=REPO_SPACE, help="search space (default: the demo space)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpus")
@@ -30,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _stage(n: int, text: str) -> float:
-    print(f"\n==> [{n}/4] {text}", flush=True)
+    info(f"\n==> [{n}/4] {text}")
     return time.time()
 
 
@@ -38,7 +40,7 @@ def _synth(data: Path, seed: int, sizes: list[int] | None) -> None:
     from dpda.data.synth import SynthConfig, write_synthetic_corpus
 
     if (data / "README.txt").exists():
-        print(f"reusing the synthetic corpus in {data}")
+        info(f"reusing the synthetic corpus in {data}")
         return
     kw = dict(zip(("train", "dev", "eval", "itw"), sizes)) if sizes else {}
     write_synthetic_corpus(data, SynthConfig(seed=seed, **kw))
@@ -46,34 +48,33 @@ def _synth(data: Path, seed: int, sizes: list[int] | None) -> None:
 
 def _search(args: argparse.Namespace) -> dict:
     """Run, resume or reuse the demo search; returns {'experiment', 'best_model', ...}."""
+    from dpda.cli import command_parser
     from dpda.commands import tune as tune_cmd
     from dpda.tune.tuner import experiment_path, run_search
 
     # the tune command's own parser, so the search sees exactly what `dpda tune` would
-    argv = [str(args.space), "--data", str(args.data), "--quiet"]
+    argv = [str(args.space), "--data", str(args.data)]
     if args.num_samples is not None:
         argv += ["--num-samples", str(args.num_samples)]
     if args.epochs is not None:
         argv += ["--epochs", str(args.epochs)]
     for item in args.set:
         argv += ["--set", item]
-    parser = argparse.ArgumentParser(prog="dpda tune")
-    tune_cmd.add_arguments(parser)
-    ns = parser.parse_args(argv)
+    ns = command_parser("tune").parse_args(argv)
     space = tune_cmd.load_space(ns)
     storage = str((args.out / "tune").resolve())
     exp = experiment_path(storage, space.name)
     done = Path(exp) / "quickstart_search.json"
     if done.exists():
-        print(f"reusing the finished search in {exp}")
+        info(f"reusing the finished search in {exp}")
         return json.loads(done.read_text())
     from ray import tune
 
     resume = tune.Tuner.can_restore(exp)
     if resume:
-        print(f"resuming the interrupted search in {exp}")
+        info(f"resuming the interrupted search in {exp}")
     tune_cmd._init_ray(None)
-    outcome = run_search(space, storage=storage, resume=resume, verbose=1)
+    outcome = run_search(space, storage=storage, resume=resume, verbose=min(1, tune_cmd.tune_verbosity()))
     if outcome.best_model is None:
         from dpda.errors import UserError
 
@@ -88,33 +89,34 @@ def _search(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from dpda.train.evaluation import evaluate_sets
-    from dpda_analysis.report import write_report
+    from dpda_analysis.report import FIGURE_ORDER, write_report
 
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     t = _stage(1, f"synthetic corpus in {args.data}")
     _synth(args.data, args.seed, args.corpus_size)
-    print(f"    {time.time() - t:.0f}s")
+    info(f"    {time.time() - t:.0f}s")
 
     t = _stage(2, f"demo search ({args.space.name}) on a local Ray instance")
     search = _search(args)
-    print(f"    best trial {search['best_trial']}: dev EER {100 * search['best_dev_eer']:.2f}% "
-          f"({time.time() - t:.0f}s)")
+    info(f"    best trial {search['best_trial']}: dev EER {100 * search['best_dev_eer']:.2f}% "
+         f"({time.time() - t:.0f}s)")
 
     t = _stage(3, "evaluating the best trial's model on dev, eval (unseen attacks) and In-the-Wild-style")
     corpora = [f"dev=asvspoof2019:{args.data}/LA:dev", f"eval=asvspoof2019:{args.data}/LA:eval",
                f"itw=itw:{args.data}/itw"]
     rows = evaluate_sets(Path(search["best_model"]), corpora, args.out / "eval", num_workers=0)
-    print(f"    {time.time() - t:.0f}s")
+    info(f"    {time.time() - t:.0f}s")
 
     t = _stage(4, "conflict-analysis report")
-    write_report(search["experiment"], args.out / "report.html",
-                          title="dpda quickstart: demo search on the synthetic corpus")
+    with Progress(len(FIGURE_ORDER), "report", "figures") as bar:
+        write_report(search["experiment"], args.out / "report.html", on_figure=lambda _name: bar.update(),
+                     title="dpda quickstart: demo search on the synthetic corpus")
     summary = {"experiment": search["experiment"], "best_trial": search["best_trial"],
                "best_model": search["best_model"], "report": str((args.out / "report.html").resolve()),
                "eer": {r["set"]: r["eer"] for r in rows}, "wall_time_s": time.time() - start}
     (args.out / "quickstart.json").write_text(json.dumps(summary, indent=2))
-    print(f"    {time.time() - t:.0f}s")
+    info(f"    {time.time() - t:.0f}s")
     print("\nEER of the best trial: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["eer"].items()))
     print(f"Total {summary['wall_time_s']:.0f}s. Open the report: {summary['report']}")
     return 0

@@ -1,6 +1,6 @@
 """`dpda report RUN_OR_EXPERIMENT_DIR -o report.html [--png DIR]`.
 
-Imports only `dpda_analysis` and the standard library, so the report can be made on a machine
+Imports only `dpda_analysis`, the standard library and dpda's light CLI helpers, so the report can be made on a machine
 without torch or Ray (the report module is plain pyarrow/DuckDB/pandas/plotly).
 """
 
@@ -10,12 +10,17 @@ import argparse
 import sys
 
 from dpda_analysis import AnalysisError
-from dpda_analysis.report import write_report
+from dpda_analysis.report import FIGURE_ORDER, write_report
+
+from dpda.cli import add_deprecated
+from dpda.console import Progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="a run dir, a directory of runs, or a Ray Tune experiment dir")
-    parser.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: %(default)s)")
+    parser.add_argument("--html", default="report.html", metavar="FILE", help="HTML file to write (default: %(default)s)")
+    add_deprecated(parser, "-o", "--html", "html")
+    add_deprecated(parser, "--output", "--html", "html")
     parser.add_argument("--png", metavar="DIR", help="also export each figure as PNG into DIR (needs kaleido)")
     parser.add_argument("--title", help="page title")
     parser.add_argument("--heatmap-bins", type=int, default=60, help="step bins of the layer heatmap")
@@ -28,8 +33,10 @@ def run(args: argparse.Namespace) -> int:
         print("dpda report: error: --heatmap-bins and --heatmap-trials must be >= 1", file=sys.stderr)
         return 2
     try:
-        result = write_report(args.path, args.output, png_dir=args.png, title=args.title,
-                              heatmap_bins=args.heatmap_bins, heatmap_trials=args.heatmap_trials)
+        with Progress(len(FIGURE_ORDER), "report", "figures") as bar:
+            result = write_report(args.path, args.html, png_dir=args.png, title=args.title,
+                                  heatmap_bins=args.heatmap_bins, heatmap_trials=args.heatmap_trials,
+                                  on_figure=lambda _name: bar.update())
     except AnalysisError as exc:
         print(f"dpda report: error: {exc}", file=sys.stderr)
         return 2

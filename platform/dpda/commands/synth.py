@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from dpda.cli import add_deprecated
+from dpda.console import info
 from dpda.data.synth_config import SynthConfig
 
 _DEFAULTS = SynthConfig()
@@ -23,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for split in ("train", "dev", "eval", "itw"):
         sizes.add_argument(f"--speakers-{split}", type=int, default=getattr(_DEFAULTS, f"speakers_{split}"), metavar="N")
     parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="utterances synthesised at once")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--processes", type=int, default=None, metavar="N",
                         help="processes synthesising in parallel (default: one per core, at most 4; output identical)")
+    add_deprecated(parser, "--workers", "--processes", "processes", type=int)
     parser.add_argument("--overwrite", action="store_true", help="replace existing LA/ and itw/ in OUT_DIR")
 
 
@@ -39,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
         speakers_itw=args.speakers_itw, batch_size=args.batch_size,
     )
     start = time.perf_counter()
-    result = write_synthetic_corpus(args.out_dir, cfg, overwrite=args.overwrite, workers=args.workers)
+    result = write_synthetic_corpus(args.out_dir, cfg, overwrite=args.overwrite, workers=args.processes)
     total = sum(sum(c.values()) for c in result.counts.values())
-    print(f"wrote {total} utterances to {result.root} in {time.perf_counter() - start:.1f} s "
-          f"(see {result.root / 'README.txt'})")
+    info(f"wrote {total} utterances to {result.root} in {time.perf_counter() - start:.1f} s "
+         f"(see {result.root / 'README.txt'})")
     for split, counts in result.counts.items():
-        print(f"  {split:5s} " + "  ".join(f"{k}:{v}" for k, v in counts.items()))
-    print("corpus specs:")
-    for split, spec in result.specs.items():
+        info(f"  {split:5s} " + "  ".join(f"{k}:{v}" for k, v in counts.items()))
+    info("corpus specs:")
+    for split, spec in result.specs.items():  # the result: printed under --quiet too
         print(f"  {split:5s} {spec}")
     return 0

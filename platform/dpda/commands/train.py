@@ -6,12 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
+from dpda.yaml_io import parse_set
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", type=Path, help="training config (YAML)")
-    p.add_argument("-o", "--run-dir", type=Path, default=None,
+    p.add_argument("-o", "--out", "--run-dir", dest="run_dir", type=Path, default=None,
                    help="output directory (default: runs/<config name>); an existing run resumes")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=1e-4 (value parsed as YAML)")
@@ -22,25 +22,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failures", type=int, default=3, help="worker-group restarts from the last checkpoint")
     p.add_argument("--storage", default=None, help="Ray checkpoint storage path or URI (default: in the run dir)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local instance)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def parse_overrides(items: list[str]) -> dict:
-    from dpda.errors import UserError
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: expected KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (also implied by --quiet)")
 
 
 def run(args: argparse.Namespace) -> int:
     from dpda.train.config import load_config
 
-    cfg = load_config(args.config, parse_overrides(args.set))
+    cfg = load_config(args.config, parse_set(args.set))
     run_dir = args.run_dir or Path("runs") / args.config.stem
     if args.workers > 0:
         import ray

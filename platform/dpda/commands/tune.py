@@ -31,23 +31,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a config key for every trial, e.g. --set optim.max_steps_per_epoch=4 (YAML value)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, a running local cluster, or a new one)")
-    p.add_argument("--quiet", action="store_true", help="less progress output from Tune")
 
 
 def load_space(args: argparse.Namespace):
     """The search space with the command line's overrides applied and validated."""
-    import yaml
-
     from dpda.errors import UserError
     from dpda.tune.search_space import TuneSettings, load_search_space
+    from dpda.yaml_io import parse_set
 
     variables = {"DPDA_DATA": str(args.data.resolve())} if args.data else {}
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides = parse_set(args.set)
     if args.epochs is not None:
         overrides["optim.epochs"] = args.epochs
     space = load_search_space(args.search_space, variables=variables, overrides=overrides)
@@ -75,28 +68,42 @@ def load_space(args: argparse.Namespace):
     return space
 
 
+def tune_verbosity() -> int:
+    """Tune's `verbose` for dpda's -q / default / -v: nothing, the status table, every trial event."""
+    from dpda.console import QUIET, VERBOSE, verbosity
+
+    return {QUIET: 0, VERBOSE: 2}.get(verbosity(), 1)
+
+
 def _init_ray(address: str | None) -> None:
+    import logging
+
     import ray
+
+    from dpda.console import QUIET, info, verbosity
 
     if ray.is_initialized():
         return
-    context = ray.init(address=address or os.environ.get("RAY_ADDRESS"))
+    quiet = verbosity() == QUIET
+    # under --quiet the workers' output stays in their log files (Tune still names failed trials)
+    context = ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=not quiet,
+                       logging_level=logging.WARNING if quiet else logging.INFO)
     url = getattr(context, "dashboard_url", None)
     if url:
-        print(f"Ray dashboard: http://{url}", flush=True)
+        info(f"Ray dashboard: http://{url}")
     else:
-        print("Ray dashboard: not available (install ray[default] for it)", flush=True)
+        info("Ray dashboard: not available (install ray[default] for it)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from dpda.console import info
     from dpda.tune.tuner import format_outcome, run_search
 
     space = load_space(args)
     _init_ray(args.address)
-    print(f"Search {space.source}: {len(space.params)} parameters, {space.tune.num_samples} trials, "
-          f"metric {space.tune.metric} ({space.tune.mode}), {space.tune.workers} worker(s) per trial", flush=True)
-    outcome = run_search(space, storage=args.storage, name=args.name, resume=args.resume,
-                         verbose=0 if args.quiet else 1)
+    info(f"Search {space.source}: {len(space.params)} parameters, {space.tune.num_samples} trials, "
+         f"metric {space.tune.metric} ({space.tune.mode}), {space.tune.workers} worker(s) per trial")
+    outcome = run_search(space, storage=args.storage, name=args.name, resume=args.resume, verbose=tune_verbosity())
     print(format_outcome(space, outcome), flush=True)
-    print(f"TensorBoard: tensorboard --logdir {outcome.experiment_path}", flush=True)
+    info(f"TensorBoard: tensorboard --logdir {outcome.experiment_path}")
     return 0

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from dpda.console import Progress
 from dpda.data.manifest import LABEL_TARGETS, origin, validate_manifest
 from dpda.errors import UserError
 
@@ -159,9 +160,10 @@ def inspect_manifest(
         chunk = max(1, min(256, len(todo) // (workers * 8) or 1))
         chunks = [todo[k : k + chunk] for k in range(0, len(todo), chunk)]
         mode = decode if decode != "none" else "header"
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool, Progress(len(todo), "checking audio", "files") as bar:
             results = pool.map(lambda rows: _probe_chunk([paths[i] for i in rows], mode), chunks)
             for rows, res in zip(chunks, results):
+                bar.update(len(rows))
                 for i, (kind, detail, rate, nframes) in zip(rows, res):
                     if kind is not None:
                         found.append((kind, i, detail))

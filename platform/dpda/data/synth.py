@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from dpda._torchaudio import torchaudio  # one-line error if torch and torchaudio cannot load together
 import torchaudio.functional as AF
 
+from dpda.console import track
 from dpda.data.synth_config import SynthConfig
 from dpda.errors import UserError
 
@@ -607,10 +608,10 @@ def synthesize_batch(task: _Task) -> list[np.ndarray]:
 def _run_tasks(tasks: list[_Task], workers: int) -> list[list[np.ndarray]]:
     """Run batches serially or in worker processes (results do not depend on which)."""
     if workers <= 1 or len(tasks) < 4:
-        return [synthesize_batch(t) for t in tasks]
+        return list(track((synthesize_batch(t) for t in tasks), len(tasks), "synthesising", "batches"))
     ctx = multiprocessing.get_context("spawn")  # no forked OpenMP state
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        return list(pool.map(synthesize_batch, tasks))
+        return list(track(pool.map(synthesize_batch, tasks), len(tasks), "synthesising", "batches"))
 
 
 @dataclass(frozen=True)

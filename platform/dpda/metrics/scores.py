@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dpda.errors import UserError
+from dpda.errors import UserError, read_user_text
 
 
 def write_scores(path: str | Path, utts: Iterable[str], scores: Iterable[float]) -> Path:
@@ -43,14 +43,7 @@ def read_scores(path: str | Path) -> pd.Series:
     fields with a finite number second, and ids must be unique.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: score file not found") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc})") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    lines = read_user_text(path, "score file").splitlines()
     utts: list[str] = []
     values: list[float] = []
     first_line: dict[str, int] = {}

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from dpda.errors import UserError
 from dpda.tune.search_space import set_dotted  # noqa: F401  (re-exported: CLI and study use it)
+from dpda.yaml_io import read_yaml
 
 
 @dataclass
@@ -225,14 +224,7 @@ def _check_components(cfg: TrainConfig) -> None:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config with safe loading, apply dotted overrides, validate."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    raw = read_yaml(path, "config file") or {}
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the config must be a mapping")
     for key, value in (overrides or {}).items():

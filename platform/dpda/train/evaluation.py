@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dpda.console import info
+
 
 def set_name(arg: str) -> tuple[str, str]:
     """`name=spec`, or a name made from the spec's kind and subset."""
@@ -55,7 +57,7 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
         eer, threshold = compute_eer(result.scores[target == 1], result.scores[target == 0])
         rows.append({"set": name, "spec": spec, "n_bonafide": int((target == 1).sum()),
                      "n_spoof": int((target == 0).sum()), "eer": eer, "threshold": threshold})
-        print(f"[dpda] {name}: EER {100 * eer:.2f}% over {len(manifest)} trials", flush=True)
+        info(f"[dpda] {name}: EER {100 * eer:.2f}% over {len(manifest)} trials")
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
     (out / "metrics.json").write_text(json.dumps(rows, indent=2))
     return rows

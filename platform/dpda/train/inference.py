@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from dpda.console import track
 from dpda.data.dataset import AudioDataset, make_loader
 
 
@@ -48,12 +49,7 @@ def score_manifest(
     total_loss = torch.zeros((), device=device, dtype=torch.float64)
     total_weight = torch.zeros((), device=device, dtype=torch.float64)
     weights = None if class_weights is None else class_weights.to(device=device, dtype=torch.float32)
-    iterator = loader
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(loader, desc="scoring", unit="batch", leave=False)
-    for wave, target, index in iterator:
+    for wave, target, index in track(loader, len(loader), "scoring", "batches", enabled=progress):
         wave = wave.to(device, non_blocking=True)
         logits = model(wave).float()
         if weights is not None:

@@ -8,6 +8,7 @@ single-process run is the reference the distributed one is tested against.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -23,6 +24,7 @@ import torch
 
 from dpda.align import make_aligner
 from dpda.augment import RawBoost
+from dpda.console import track
 from dpda.data.check import check_manifest
 from dpda.data.dataset import AudioDataset, make_loader
 from dpda.data.manifest import concat_manifests
@@ -196,13 +198,10 @@ class Trainer:
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + epoch * 1009 + rank)
         loss_orig = loss_aug = conflicts = 0.0
         steps = 0
-        iterator = self.train_loader
         max_steps = cfg.optim.max_steps_per_epoch
         total = min(len(self.train_loader), max_steps or len(self.train_loader))
-        if self.progress and self.is_main:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(self.train_loader, total=total, desc=f"epoch {epoch + 1}", unit="step", leave=False)
+        iterator = track(itertools.islice(self.train_loader, total), total, f"epoch {epoch + 1}", "steps",
+                         enabled=self.progress and self.is_main)
         lr = self.optimizer.param_groups[0]["lr"]
         for i, (wave, target, _) in enumerate(iterator):
             if max_steps is not None and i >= max_steps:

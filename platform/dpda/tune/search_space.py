@@ -45,9 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dpda.errors import UserError
+from dpda.yaml_io import read_yaml
 
 KINDS = ("uniform", "loguniform", "int", "choice")
 TOP_KEYS = ("name", "base", "set", "search", "tune")
@@ -222,14 +221,7 @@ def load_search_space(
     `overrides` (dotted key -> value, e.g. from the command line) apply after the file's `set:`."""
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{source}: cannot read search space: {exc.strerror or exc}") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"{source}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path, "search space")
     return parse_search_space(raw, source=source, base_dir=path.parent, variables=variables, overrides=overrides)
 
 
@@ -337,11 +329,9 @@ def _load_base(base: Any, base_dir: Path | None, err: _Errors) -> dict[str, Any]
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        err("base", f"cannot read {path}: {exc.strerror or exc}")
-    except yaml.YAMLError as exc:
-        err("base", f"{path} is not valid YAML: {exc}")
+        loaded = read_yaml(path, "config file")
+    except UserError as exc:
+        err("base", str(exc))
     if loaded is None:
         return {}
     if not isinstance(loaded, Mapping):
