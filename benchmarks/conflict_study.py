@@ -45,7 +45,8 @@ def run_one(variant: str, seed: int, data: str, out: str, epochs: int) -> dict:
 
     torch.set_num_threads(1)
     from dpda.train.evaluation import evaluate_sets
-    from dpda.train.config import config_from_dict, set_dotted
+    from dpda.dotted import set_dotted
+    from dpda.train.config import config_from_dict
     from dpda.train.loop import Trainer
     from dpda_analysis import conflict_fraction, open_telemetry
 

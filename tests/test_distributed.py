@@ -13,9 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -24,7 +22,8 @@ from torch import nn
 
 from dpda.align import make_aligner
 from dpda.train.step import DualPathStep
-from dpda.tune.distributed import WorkerPlan, make_all_reduce_mean, read_summary, run_distributed
+from dpda.train.ray_train import WorkerPlan, make_all_reduce_mean, read_summary, run_distributed
+from support import write_tiny_corpus
 
 ROOT = Path(__file__).parents[1]
 RULES = ("pcgrad", "gradvac", "cagrad", "mgda")
@@ -32,32 +31,7 @@ STEPS = 6
 HALF = 4  # utterances per rank per step; the single process takes 2 * HALF
 
 
-# ------------------------------------------------------------------------------ tiny corpus
-def write_tiny_corpus(root: Path, n_train: int = 32, n_dev: int = 16, seconds: float = 0.5, seed: int = 0) -> Path:
-    """A small ASVspoof 2019 LA-layout corpus in about a second: bona fide = harmonic tones,
-    spoof = tones with a noisy, band-limited spectrum. Learnable, not trivial."""
-    rng = np.random.default_rng(seed)
-    la = root / "LA"
-    proto_dir = la / "ASVspoof2019_LA_cm_protocols"
-    proto_dir.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(16000 * seconds)) / 16000
-    for subset, n, suffix in (("train", n_train, "train.trn"), ("dev", n_dev, "dev.trl")):
-        audio = la / f"ASVspoof2019_LA_{subset}" / "flac"
-        audio.mkdir(parents=True, exist_ok=True)
-        lines = []
-        for i in range(n):
-            bona = i % 2 == 0
-            f0 = rng.uniform(100, 220)
-            k = np.arange(1, 12)[:, None]
-            amps = (1.0 / k) * (rng.uniform(0.5, 1.0, (11, 1)) if bona else np.exp(-0.6 * k))
-            wave = (amps * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3, (11, 1)))).sum(0)
-            wave += rng.normal(0, 0.02 if bona else 0.15, t.size)
-            wave = (0.3 * wave / np.abs(wave).max()).astype(np.float32)
-            utt = f"LA_{subset[0].upper()}_{i:05d}"
-            sf.write(audio / f"{utt}.flac", wave, 16000)
-            lines.append(f"LA_{i % 4:04d} {utt} - {'-' if bona else 'A0' + str(1 + i % 6)} {'bonafide' if bona else 'spoof'}")
-        (proto_dir / f"ASVspoof2019.LA.cm.{suffix}.txt").write_text("\n".join(lines) + "\n")
-    return root
+
 
 
 def tiny_config(corpus: Path, **optim) -> dict:
@@ -212,7 +186,7 @@ def flaky_worker(loop_config: dict) -> None:
     remembers."""
     import ray.train
 
-    import dpda.tune.distributed as d
+    import dpda.train.ray_train as d
 
     run_dir = Path(loop_config["run_dir"])
     marker = run_dir / "rank1-was-killed"

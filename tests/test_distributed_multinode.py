@@ -9,7 +9,6 @@ TuneReportCallback forwards rank 0's per-epoch metrics to Tune.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ import pytest
 from dpda.cli import command_parser
 from dpda.commands import tune as tune_command
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_distributed import write_tiny_corpus  # noqa: E402
+from support import write_tiny_corpus
 
 ROOT = Path(__file__).parents[1]
 
@@ -53,7 +51,7 @@ def test_two_worker_trial_across_nodes(cluster, tmp_path: Path) -> None:
         "--set", "optim.max_steps_per_epoch=3",
     ])
     space = tune_command.load_space(args)
-    space = dataclasses.replace(space, tune=dataclasses.replace(space.tune, max_concurrent=None))
+    space = dataclasses.replace(space, tune=space.tune.with_changes(max_concurrent=None))
     outcome = run_search(space, storage=tmp_path / "results", verbose=0)
 
     assert len(outcome.table) == 1

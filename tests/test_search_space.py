@@ -12,7 +12,8 @@ import yaml
 
 from dpda.errors import UserError
 from dpda.train.config import config_from_dict
-from dpda.tune.search_space import get_dotted, has_dotted, load_search_space
+from dpda.dotted import get_dotted, has_dotted
+from dpda.tune.search_space import load_search_space
 
 ROOT = Path(__file__).parents[1]
 BASE = {"model": {"name": "aasist", "preset": "tiny"}, "device": "cpu", "optim": {"epochs": 3},
@@ -51,7 +52,7 @@ def space_doc(search: dict, **extra) -> dict:
         ({"augment.rawboost.minF": {"uniform": [20, 3000]}, "augment.rawboost.maxF": {"uniform": [1000, 7000]}},
          {}, "search.augment.rawboost.minF", "can exceed augment.rawboost.maxF"),
         ({"optim.lr": {"uniform": [0.1, 0.2], "colour": "red"}}, {}, "search.optim.lr.colour", "unknown option"),
-        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"mode": "maximise"}}, "tune.mode", "min or max"),
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"mode": "maximise"}}, "tune.mode", "must be one of min, max"),
         ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"scheduler": {"reduction_factor": 1}}},
          "tune.scheduler.reduction_factor", "> 1"),
         ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"resources": {"gpus": 1}}}, "tune.resources.gpus", "unknown key"),
@@ -150,3 +151,30 @@ def test_shipped_search_spaces_are_valid(name: str) -> None:
     if name == "demo":
         assert space.base["device"] == "cpu" and space.base["model"]["preset"] == "tiny"
         assert space.max_epochs() <= 4 and space.tune.gpu == 0  # CPU-sized: a few epochs
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--num-samples", "0"], "--num-samples: must be >= 1, got 0"),
+    (["--mode", "max", "--metric", ""], "--metric: must not be empty, got ''"),
+    (["--cpus-per-worker", "0"], "--cpus-per-worker: a trial (or each worker) needs cpu > 0 or gpu > 0"),
+    (["--gpus-per-worker", "-1"], "--gpus-per-worker: must be >= 0, got -1.0"),
+])
+def test_tune_command_line_overrides_are_validated_like_the_file(tmp_path: Path, argv, message) -> None:
+    from dpda.cli import command_parser
+    from dpda.commands.tune import load_space
+
+    path = write(tmp_path, space_doc({"optim.lr": {"loguniform": [1e-5, 1e-3]}}))
+    args = command_parser("tune").parse_args([str(path), *argv])
+    with pytest.raises(UserError) as info:
+        load_space(args)
+    assert str(info.value) == message
+
+
+def test_tune_section_cross_checks_name_the_section(tmp_path: Path) -> None:
+    doc = space_doc({"optim.lr": {"loguniform": [1e-5, 1e-3]}},
+                    tune={"scheduler": {"grace_period": 3, "max_t": 2}})
+    with pytest.raises(UserError, match=r"space\.yaml: tune: scheduler max_t \(2\) must be >= grace_period \(3\)$"):
+        load_search_space(write(tmp_path, doc))
+    loaded = load_search_space(write(tmp_path, space_doc({"optim.lr": {"loguniform": [1e-5, 1e-3]}},
+                                                         tune={"resources": {"cpu": 2, "workers": 2}})))
+    assert (loaded.tune.cpu, loaded.tune.workers, loaded.tune.grace_period) == (2.0, 2, 1)

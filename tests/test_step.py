@@ -11,25 +11,15 @@ from torch import nn
 from dpda.align import make_aligner
 from dpda.errors import UserError
 from dpda.train.step import DualPathStep, plain_da_step, single_path_step
+from support import tiny_mlp, toy_batch
 
 torch.set_num_threads(1)
 
 
-def _mlp(bn: bool = False, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = [nn.Linear(12, 16)]
-    if bn:
-        layers.append(nn.BatchNorm1d(16))
-    layers += [nn.Tanh(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 2)]
-    return nn.Sequential(*layers)
 
 
-def _batch(seed: int = 0, n: int = 6):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 12, generator=g)
-    x_aug = -0.7 * x + 0.5 * torch.randn(n, 12, generator=g)  # often conflicting gradients
-    y = torch.randint(0, 2, (n,), generator=g)
-    return x, x_aug, y
+
+
 
 
 LOSS = nn.CrossEntropyLoss(weight=torch.tensor([0.1, 0.9]))
@@ -65,9 +55,9 @@ def _sgd_step(model: nn.Module, rule: str = "none", granularity: str = "model", 
 
 
 def test_none_equals_gradient_of_mean_loss_over_concatenated_batch() -> None:
-    model = _mlp()
+    model = tiny_mlp()
     ref = copy.deepcopy(model)
-    x, xa, y = _batch()
+    x, xa, y = toy_batch()
     step, _ = _sgd_step(model, "none")
     stats = step(x, xa, y)
     out = ref(torch.cat([x, xa]))
@@ -84,8 +74,8 @@ def test_none_equals_gradient_of_mean_loss_over_concatenated_batch() -> None:
 @pytest.mark.parametrize("granularity", ["model", "layer"])
 @pytest.mark.parametrize("mode", ["separate", "joint"])
 def test_step_matches_autograd_reference(rule: str, granularity: str, mode: str) -> None:
-    model = _mlp(bn=True)
-    x, xa, y = _batch(1)
+    model = tiny_mlp(bn=True)
+    x, xa, y = toy_batch(1)
     go, ga, res = _ref_update(model, x, xa, y, rule, granularity, mode)
     step, _ = _sgd_step(model, rule, granularity, mode=mode)
     stats = step(x, xa, y)
@@ -102,8 +92,8 @@ def test_step_matches_autograd_reference(rule: str, granularity: str, mode: str)
 
 
 def test_joint_mode_mixes_batchnorm_statistics_separate_does_not() -> None:
-    model = _mlp(bn=True)
-    x, xa, y = _batch(2)
+    model = tiny_mlp(bn=True)
+    x, xa, y = toy_batch(2)
     s1, _ = _sgd_step(copy.deepcopy(model), "none", mode="separate")
     s2, _ = _sgd_step(copy.deepcopy(model), "none", mode="joint")
     s1(x, xa, y)
@@ -112,7 +102,7 @@ def test_joint_mode_mixes_batchnorm_statistics_separate_does_not() -> None:
 
 
 def test_non_finite_loss_skips_and_leaves_weights_and_optimizer_state() -> None:
-    model = _mlp()
+    model = tiny_mlp()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
     poison = {"on": False}
 
@@ -122,7 +112,7 @@ def test_non_finite_loss_skips_and_leaves_weights_and_optimizer_state() -> None:
 
     al = make_aligner("gradvac", beta=0.5)
     step = DualPathStep(model, loss_fn, opt, al)
-    x, xa, y = _batch(3)
+    x, xa, y = toy_batch(3)
     step(x, xa, y)  # one good step so Adam has state
     weights = copy.deepcopy(model.state_dict())
     opt_state = copy.deepcopy(opt.state_dict())
@@ -143,10 +133,10 @@ def test_non_finite_loss_skips_and_leaves_weights_and_optimizer_state() -> None:
 
 
 def test_frozen_parameters_are_excluded() -> None:
-    model = _mlp()
+    model = tiny_mlp()
     model[0].weight.requires_grad_(False)
     frozen = model[0].weight.detach().clone()
-    x, xa, y = _batch(4)
+    x, xa, y = toy_batch(4)
     go, ga, res = _ref_update(model, x, xa, y, "pcgrad", "layer", "separate")
     step, _ = _sgd_step(model, "pcgrad", "layer")
     step(x, xa, y)
@@ -160,7 +150,7 @@ class _PathDependent(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = _mlp()
+        self.body = tiny_mlp()
         self.extra = nn.Parameter(torch.tensor([0.3, -0.2]))
         self.unused = nn.Parameter(torch.ones(3))
 
@@ -171,7 +161,7 @@ class _PathDependent(nn.Module):
 
 def test_parameters_without_gradient_from_a_path_count_as_zero() -> None:
     model = _PathDependent()
-    x, _, y = _batch(5)
+    x, _, y = toy_batch(5)
     xa = 100 * x
     for rule in ("pcgrad", "cagrad"):
         m = copy.deepcopy(model)
@@ -188,8 +178,8 @@ def test_parameters_without_gradient_from_a_path_count_as_zero() -> None:
 
 @pytest.mark.parametrize("rule", ["pcgrad", "cagrad"])
 def test_clipping_applies_after_alignment(rule: str) -> None:
-    model = _mlp()
-    x, xa, y = _batch(6)
+    model = tiny_mlp()
+    x, xa, y = toy_batch(6)
     _, _, res = _ref_update(model, x, xa, y, rule, "model", "separate")
     clip = 0.25 * float(res.update.norm())
     step, _ = _sgd_step(model, rule, clip_norm=clip)
@@ -203,13 +193,13 @@ def test_clipping_applies_after_alignment(rule: str) -> None:
 
 
 def _run(scaler, steps: int = 3, nan_at: int | None = None):
-    model = _mlp(seed=7)
+    model = tiny_mlp(seed=7)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
 
     step = DualPathStep(model, LOSS, opt, make_aligner("cagrad", granularity="layer"), clip_norm=1.0, scaler=scaler)
     out = []
     for i in range(steps):
-        x, xa, y = _batch(10 + i)
+        x, xa, y = toy_batch(10 + i)
         if nan_at == i:
             xa = xa.clone()
             xa[0, 0] = float("nan")
@@ -242,8 +232,8 @@ def test_grad_scaler_skips_non_finite_step_and_lowers_scale() -> None:
 
 
 def test_reduce_fn_sees_both_paths_in_one_buffer() -> None:
-    model = _mlp()
-    x, xa, y = _batch(8)
+    model = tiny_mlp()
+    x, xa, y = toy_batch(8)
     calls = []
 
     def reduce_fn(buf: torch.Tensor) -> None:  # stands in for all_reduce(SUM) over 2 equal workers
@@ -260,9 +250,9 @@ def test_reduce_fn_sees_both_paths_in_one_buffer() -> None:
 
 
 def test_zero_grad_set_to_none_between_steps_is_repaired() -> None:
-    model = _mlp()
+    model = tiny_mlp()
     step, opt = _sgd_step(model, "mgda")
-    x, xa, y = _batch(9)
+    x, xa, y = toy_batch(9)
     step(x, xa, y)
     opt.zero_grad(set_to_none=True)
     ref, _ = _sgd_step(copy.deepcopy(model), "mgda")
@@ -273,9 +263,9 @@ def test_zero_grad_set_to_none_between_steps_is_repaired() -> None:
 
 
 def test_plain_da_and_single_path_steps() -> None:
-    model = _mlp()
+    model = tiny_mlp()
     ref = copy.deepcopy(model)
-    x, xa, y = _batch(11)
+    x, xa, y = toy_batch(11)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     h = plain_da_step(model, LOSS, opt, x, xa, y).to_host()
     loss = LOSS(ref(torch.cat([x, xa])), torch.cat([y, y]))
@@ -304,26 +294,26 @@ def test_plain_da_and_single_path_steps() -> None:
 
 
 def test_user_errors() -> None:
-    model = _mlp()
+    model = tiny_mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(UserError, match="mode"):
         DualPathStep(model, LOSS, opt, make_aligner("none"), mode="fused")
     with pytest.raises(UserError, match="clip_norm"):
         DualPathStep(model, LOSS, opt, make_aligner("none"), clip_norm=0)
     step = DualPathStep(model, nn.CrossEntropyLoss(reduction="none"), opt, make_aligner("none"))
-    x, xa, y = _batch()
+    x, xa, y = toy_batch()
     with pytest.raises(UserError, match="scalar"):
         step(x, xa, y)
-    frozen = _mlp()
+    frozen = tiny_mlp()
     frozen.requires_grad_(False)
     with pytest.raises(UserError, match="no trainable"):
         DualPathStep(frozen, LOSS, opt, make_aligner("none"))
 
 
 def test_bf16_autocast_runs_close_to_fp32() -> None:
-    x, xa, y = _batch(12)
-    s32, _ = _sgd_step(_mlp(), "pcgrad", "layer")
-    s16, _ = _sgd_step(_mlp(), "pcgrad", "layer", autocast_dtype=torch.bfloat16)
+    x, xa, y = toy_batch(12)
+    s32, _ = _sgd_step(tiny_mlp(), "pcgrad", "layer")
+    s16, _ = _sgd_step(tiny_mlp(), "pcgrad", "layer", autocast_dtype=torch.bfloat16)
     h32, h16 = s32(x, xa, y).to_host(), s16(x, xa, y).to_host()
     assert h16["skipped"] is False
     assert h16["cos"] == pytest.approx(h32["cos"], abs=0.05)
@@ -332,8 +322,8 @@ def test_bf16_autocast_runs_close_to_fp32() -> None:
 
 
 def test_single_path_reduce_fn_is_one_call_on_all_gradients() -> None:
-    model, ref = _mlp(), _mlp()
-    x, _, y = _batch(13)
+    model, ref = tiny_mlp(), tiny_mlp()
+    x, _, y = toy_batch(13)
     calls = []
 
     def reduce_fn(flat: torch.Tensor) -> None:

@@ -17,6 +17,7 @@ from dpda.metrics import read_scores
 from dpda.train.checkpoint import average_state_dicts, load_checkpoint
 from dpda.train.config import config_from_dict, load_config
 from dpda.train.loop import Trainer
+from support import write_separable_corpus
 
 
 def demo_dict(corpus: Path, **optim) -> dict:
@@ -34,31 +35,7 @@ def demo_dict(corpus: Path, **optim) -> dict:
     return raw
 
 
-def write_separable_corpus(root: Path, seed: int = 0) -> Path:
-    """Harmonic tones; the spoof copies carry a 4-7 kHz noise band. Easy on purpose: the test is
-    that the trainer learns (labels, gradients and updates are wired right), not corpus difficulty."""
-    import soundfile as sf
 
-    rng = np.random.default_rng(seed)
-    t = np.arange(8000) / 16000
-    for split, n in (("train", 96), ("dev", 32), ("eval", 32)):
-        rows = ["path,label,utt,speaker,attack"]
-        for i in range(n):
-            f0 = rng.uniform(90, 260)
-            tone = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.3)) / k for k in range(1, 12) if k * f0 < 7600)
-            wave = 0.2 * tone / np.abs(tone).max() + 0.003 * rng.standard_normal(t.size)
-            spoof = i % 2 == 1
-            if spoof:
-                spec = np.fft.rfft(rng.standard_normal(t.size))
-                freqs = np.fft.rfftfreq(t.size, 1 / 16000)
-                spec[(freqs < 4000) | (freqs > 7000)] = 0
-                band = np.fft.irfft(spec, t.size)
-                wave = wave + 0.03 * band / band.std()
-            name = f"{split}_{i:03d}.wav"
-            sf.write(root / name, wave.astype(np.float32), 16000, subtype="PCM_16")
-            rows.append(f"{name},{'spoof' if spoof else 'bonafide'},{split}_{i:03d},spk{i % 4},{'T01' if spoof else '-'}")
-        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
-    return root
 
 
 # ------------------------------------------------------------------------------ config errors

@@ -12,7 +12,6 @@ import dataclasses
 import math
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -23,8 +22,7 @@ from dpda.cli import command_parser, main
 from dpda.commands import tune as tune_command
 from dpda.train.config import config_from_dict
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_distributed import write_tiny_corpus  # noqa: E402
+from support import write_tiny_corpus
 
 ROOT = Path(__file__).parents[1]
 NUM_SAMPLES = 5
@@ -81,7 +79,7 @@ def test_demo_search_asha_interrupt_and_resume(ray_local, tmp_path: Path, capsys
     space = tune_command.load_space(parser.parse_args(cli_args(corpus, storage)[1:]))
     # ASHA keeps the top quarter at each rung (the file says half): with 5 trials, stopping then
     # does not hinge on the order in which good and bad trials arrive. Restored on --resume.
-    space = dataclasses.replace(space, tune=dataclasses.replace(space.tune, reduction_factor=4.0))
+    space = dataclasses.replace(space, tune=space.tune.with_changes(reduction_factor=4.0))
 
     # ---- first run, interrupted after two finished trials
     first = run_search(space, storage=storage, callbacks=[InterruptAfter(2, tmp_path / "interrupted")], verbose=0)

@@ -13,26 +13,37 @@ or call ``aligner(g_orig, g_aug, segments)`` to do all three.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import torch
+from pydantic import Field, field_validator
 
 from dpda.align import rules
+from dpda.align.registry import RULES, Rule, get_rule
 from dpda.align.segments import PairDots, Segments, combine_, segment_dots
 from dpda.errors import UserError
+from dpda.typed import Settings, parse
 
-RULES = ("none", "pcgrad", "gradvac", "cagrad", "mgda")
-GRANULARITIES = ("model", "layer")
-# Accepted options per rule, with defaults.
-OPTIONS: dict[str, dict[str, Any]] = {
-    "none": {},
-    "pcgrad": {},
-    "gradvac": {"beta": 0.01, "positive_only_update": False},
-    "cagrad": {"c": 0.5},
-    "mgda": {},
-}
+Granularity = Literal["model", "layer"]
+GRANULARITIES: tuple[str, ...] = Granularity.__args__
+
+
+class AlignerSpec(Settings):
+    """What an aligner is: a rule (by registry name), its strength, granularity and options.
+    The training config's `align` section extends it, so both validate the same way."""
+
+    rule: str = "pcgrad"
+    strength: Annotated[float, Field(ge=0, le=1)] = 1.0
+    granularity: Granularity = "model"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("rule", mode="before")
+    @classmethod
+    def _known_rule(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in RULES:
+            return value.lower()
+        raise ValueError(f"must be one of {', '.join(RULES)}")
 
 
 @dataclass
@@ -91,47 +102,38 @@ class Aligner:
     with ``state_dict()``.
     """
 
-    def __init__(self, name: str, strength: float = 1.0, granularity: str = "model", **options: Any):
-        self.name = name
+    def __init__(self, rule: Rule, strength: float, granularity: str, options: Settings):
+        self.rule = rule
+        self.name = rule.name
         self.strength = float(strength)
         self.granularity = granularity
-        self.options = options
-        self._phi_hat: torch.Tensor | None = None
-        # Stateless rules map dots to coefficients; GradVac (None here) is stateful, see _gradvac.
-        self._rule: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = {
-            "none": rules.mean_coeffs,
-            "pcgrad": rules.pcgrad_coeffs,
-            "mgda": rules.mgda_coeffs,
-            "cagrad": functools.partial(rules.cagrad_coeffs, c=float(options.get("c", 0.5))),
-        }.get(name)
+        self._options = options
+        self.options: dict[str, Any] = options.model_dump()
+        self._state: torch.Tensor | None = None  # the rule's state per unit (GradVac's phi_hat)
 
     def __repr__(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in self.options.items())
         return f"Aligner({self.name!r}, strength={self.strength}, granularity={self.granularity!r}{opts})"
 
-    # ------------------------------------------------------------------ rules
-    def _gradvac(
-        self, oo: torch.Tensor, aa: torch.Tensor, oa: torch.Tensor, finite: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        phi_hat = self._phi_hat
-        if phi_hat is None:
-            phi_hat = torch.zeros_like(oo)
-        elif phi_hat.shape != oo.shape:
-            raise UserError(
-                f"align: gradvac state has {phi_hat.numel()} targets but this model has "
-                f"{oo.numel()} units (granularity {self.granularity!r}); wrong checkpoint?"
-            )
-        else:
-            phi_hat = phi_hat.to(oo.device, oo.dtype)
-        a, b = rules.gradvac_coeffs(oo, aa, oa, phi_hat)
-        # EMA of the observed cosine; skipped for a unit whose cosine is undefined (a zero
-        # gradient), for a non-finite step, and (DPDA-code option) when phi <= 0.
-        phi = rules.cosine(oo, aa, oa)
-        beta = float(self.options["beta"])
-        upd = (oo > 0) & (aa > 0) & finite
-        if self.options["positive_only_update"]:
-            upd = upd & (phi > 0)
-        self._phi_hat = torch.where(upd, (1 - beta) * phi_hat + beta * phi, phi_hat)
+    def _coefficients(self, oo: torch.Tensor, aa: torch.Tensor, oa: torch.Tensor,
+                      finite: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rule's coefficients per unit; a stateful rule's state is created on first use and
+        must keep its shape (one entry per unit) across steps and checkpoints."""
+        state = None
+        if self.rule.initial_state is not None:
+            state = self._state
+            if state is None:
+                state = self.rule.initial_state(oo)
+            elif state.shape != oo.shape:
+                raise UserError(
+                    f"align: {self.name} state has {state.numel()} targets but this model has "
+                    f"{oo.numel()} units (granularity {self.granularity!r}); wrong checkpoint?"
+                )
+            else:
+                state = state.to(oo.device, oo.dtype)
+        a, b, state = self.rule.coefficients(oo, aa, oa, self._options, state, finite)
+        if self.rule.initial_state is not None:
+            self._state = state
         return a, b
 
     # ------------------------------------------------------------------ API
@@ -148,7 +150,7 @@ class Aligner:
         if valid is not None:
             finite = finite & valid.to(finite.device).reshape(1)
         unit = tot if self.granularity == "model" else dots
-        a, b = self._gradvac(*unit, finite) if self._rule is None else self._rule(*unit)
+        a, b = self._coefficients(*unit, finite)
         s = self.strength
         if s != 1.0:
             a = (1 - s) * 0.5 + s * a
@@ -192,8 +194,8 @@ class Aligner:
     def state_dict(self) -> dict[str, Any]:
         """Rule state for checkpoints (plain dict of tensors/str, loadable with weights_only)."""
         state: dict[str, Any] = {"rule": self.name, "granularity": self.granularity}
-        if self._phi_hat is not None:
-            state["phi_hat"] = self._phi_hat.detach().clone()
+        if self._state is not None:
+            state[self.rule.state_key] = self._state.detach().clone()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -202,44 +204,24 @@ class Aligner:
                 f"align: checkpoint state is for rule {state.get('rule')!r} / granularity "
                 f"{state.get('granularity')!r}, not {self.name!r} / {self.granularity!r}"
             )
-        phi = state.get("phi_hat")
-        self._phi_hat = None if phi is None else torch.as_tensor(phi, dtype=torch.float64).clone()
+        saved = state.get(self.rule.state_key)
+        self._state = None if saved is None else torch.as_tensor(saved, dtype=torch.float64).clone()
 
 
 def make_aligner(name: str, strength: float = 1.0, granularity: str = "model", **options: Any) -> Aligner:
     """Build an aligner; unknown rule/option or out-of-range value -> UserError naming it.
 
-    Rules: none, pcgrad, gradvac (beta=0.01, positive_only_update=False), cagrad (c=0.5), mgda.
-    To replicate the published DPDA code's GradVac use
+    Rules and their options: `dpda.align.registry` (e.g. gradvac: beta=0.01,
+    positive_only_update=False; cagrad: c=0.5). To replicate the published DPDA code's GradVac use
     ``make_aligner('gradvac', beta=0.5, positive_only_update=True, granularity='model')``.
     """
-    key = str(name).lower()
-    if key not in RULES:
-        raise UserError(f"align.rule: unknown rule {name!r} (known: {', '.join(RULES)})")
-    if granularity not in GRANULARITIES:
-        raise UserError(f"align.granularity: {granularity!r} is not one of {', '.join(GRANULARITIES)}")
-    try:
-        s = float(strength)
-    except (TypeError, ValueError):
-        raise UserError(f"align.strength: {strength!r} is not a number") from None
-    if not 0.0 <= s <= 1.0:
-        raise UserError(f"align.strength: {strength!r} must be in [0, 1]")
-    accepted = OPTIONS[key]
-    for opt in options:
-        if opt not in accepted:
-            known = ", ".join(accepted) or "none"
-            raise UserError(f"align.{opt}: unknown option for rule {key!r} (accepted: {known})")
-    opts = {**accepted, **options}
-    if key == "gradvac":
-        beta = opts["beta"]
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 < float(beta) <= 1.0:
-            raise UserError(f"align.beta: {beta!r} must be a number in (0, 1]")
-        if not isinstance(opts["positive_only_update"], bool):
-            raise UserError(f"align.positive_only_update: {opts['positive_only_update']!r} must be true or false")
-        opts["beta"] = float(beta)
-    if key == "cagrad":
-        c = opts["c"]
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= float(c) < float("inf"):
-            raise UserError(f"align.c: {c!r} must be a finite number >= 0")
-        opts["c"] = float(c)
-    return Aligner(key, s, granularity, **opts)
+    spec = parse(AlignerSpec, {"rule": name, "strength": strength, "granularity": granularity}, "align")
+    return aligner_from_spec(spec, options, where="align")
+
+
+def aligner_from_spec(spec: AlignerSpec, options: Mapping[str, Any] | None = None,
+                      where: str = "align.options") -> Aligner:
+    """The aligner a validated spec (e.g. the config's `align` section) describes."""
+    rule = get_rule(spec.rule)
+    chosen = spec.options if options is None else options
+    return Aligner(rule, spec.strength, spec.granularity, rule.parse_options(dict(chosen), where))

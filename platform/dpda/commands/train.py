@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 0:
         import ray
 
-        from dpda.tune.distributed import WorkerPlan, read_summary, run_distributed
+        from dpda.train.ray_train import WorkerPlan, read_summary, run_distributed
 
         if not ray.is_initialized():
             ray.init(address=args.address)

@@ -33,10 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, a running local cluster, or a new one)")
 
 
+# TuneSettings field -> the option (argparse dest) that overrides it
+_TUNE_OPTIONS = {"num_samples": "num_samples", "max_concurrent": "max_concurrent", "metric": "metric",
+                 "mode": "mode", "workers": "workers", "cpu": "cpus_per_worker", "gpu": "gpus_per_worker"}
+
+
 def load_space(args: argparse.Namespace):
     """The search space with the command line's overrides applied and validated."""
-    from dpda.errors import UserError
-    from dpda.tune.search_space import TuneSettings, load_search_space
+    from dpda.tune.search_space import load_search_space
     from dpda.yaml_io import parse_set
 
     variables = {"DPDA_DATA": str(args.data.resolve())} if args.data else {}
@@ -44,27 +48,15 @@ def load_space(args: argparse.Namespace):
     if args.epochs is not None:
         overrides["optim.epochs"] = args.epochs
     space = load_search_space(args.search_space, variables=variables, overrides=overrides)
-    changes = {}
-    for option, field in (("num_samples", "num_samples"), ("max_concurrent", "max_concurrent"),
-                          ("workers", "workers"), ("cpus_per_worker", "cpu"), ("gpus_per_worker", "gpu")):
-        value = getattr(args, option)
-        if value is not None:
-            if value < (0 if field in ("cpu", "gpu") else 1):
-                raise UserError(f"--{option.replace('_', '-')}: must be >= {0 if field in ('cpu', 'gpu') else 1}")
-            changes[field] = value
-    if args.metric is not None:
-        changes["metric"] = args.metric
-    if args.mode is not None:
-        changes["mode"] = args.mode
+    changes = {field: getattr(args, option) for field, option in _TUNE_OPTIONS.items()
+               if getattr(args, option) is not None}
     if args.epochs is not None:
         changes["max_t"] = args.epochs
         changes["grace_period"] = min(space.tune.grace_period, args.epochs)
     if changes:
-        space = dataclasses.replace(space, tune=TuneSettings(**{**dataclasses.asdict(space.tune), **changes}))
-    if space.tune.cpu == 0 and space.tune.gpu == 0:
-        raise UserError("--cpus-per-worker / --gpus-per-worker: a trial needs CPUs or GPUs")
-    if space.tune.max_t is not None and space.tune.max_t < space.tune.grace_period:
-        raise UserError(f"{space.source}: tune.scheduler.max_t: must be >= grace_period")
+        options = {field: "--" + option.replace("_", "-") for field, option in _TUNE_OPTIONS.items()}
+        space = dataclasses.replace(space, tune=space.tune.with_changes(
+            options={**options, "max_t": "--epochs", "grace_period": "--epochs"}, **changes))
     return space
 
 

@@ -7,218 +7,136 @@ default on a cluster.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, field_validator, model_validator
+
+from dpda.align.aligner import AlignerSpec
+from dpda.align.registry import get_rule
+from dpda.augment.params import RawBoostParams
+from dpda.dotted import set_dotted
 from dpda.errors import UserError
-from dpda.tune.search_space import set_dotted  # noqa: F401  (re-exported: CLI and study use it)
+from dpda.typed import Settings, parse
 from dpda.yaml_io import read_yaml
 
+Positive = Annotated[int, Field(gt=0)]
 
-@dataclass
-class DataConfig:
+
+class DataConfig(Settings):
     """Corpora as `KIND:PATH[:SUBSET]` specs (see `dpda.data.readers.load_corpus`)."""
 
-    train: list[str] = field(default_factory=list)
-    dev: list[str] = field(default_factory=list)
-    eval: dict[str, list[str]] = field(default_factory=dict)
-    length: int = 66_800
-    num_workers: int = 2
+    train: list[str] = Field(default_factory=list)
+    dev: list[str] = Field(default_factory=list)
+    eval: dict[str, list[str]] = Field(default_factory=dict)
+    length: Positive = 66_800
+    num_workers: Annotated[int, Field(ge=0)] = 2
     check: Literal["fail", "skip"] = "fail"
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(Settings):
     name: str = "aasist"
     preset: str = "full"
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = Field(default_factory=dict)
     ssl_checkpoint: str | None = None
     freeze_frontend: bool = False
 
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from dpda.models import list_models
 
-@dataclass
-class AugmentConfig:
-    """`none`: originals only; `da`: RawBoost copies only (the DA baseline); `dual`: both paths."""
+        if name not in list_models():
+            raise ValueError(f"unknown model {name!r} (known: {', '.join(list_models())})")
+        return name
+
+
+class AugmentConfig(Settings):
+    """`none`: originals only; `da`: RawBoost copies only (the DA baseline); `dual`: both paths.
+    `rawboost` keeps the user's keys (published names); `RawBoostParams` validates them."""
 
     mode: Literal["none", "da", "dual"] = "dual"
-    rawboost: dict[str, Any] = field(default_factory=lambda: {"algo": 4})
+    rawboost: dict[str, Any] = Field(default_factory=lambda: {"algo": 4})
+
+    @model_validator(mode="after")
+    def _valid_rawboost(self) -> AugmentConfig:
+        RawBoostParams.create(self.rawboost, where="augment.rawboost")
+        return self
 
 
-@dataclass
-class AlignConfig:
-    rule: Literal["none", "pcgrad", "gradvac", "cagrad", "mgda"] = "pcgrad"
-    strength: float = 1.0
-    granularity: Literal["model", "layer"] = "model"
-    options: dict[str, Any] = field(default_factory=dict)
+class AlignConfig(AlignerSpec):
+    """The aligner (rule from `dpda.align.registry`, strength, granularity, the rule's options)
+    and how the two paths run: `separate` passes, or `joint` (one forward over both, published)."""
+
     mode: Literal["separate", "joint"] = "separate"
 
+    @model_validator(mode="after")
+    def _valid_options(self) -> AlignConfig:
+        get_rule(self.rule).parse_options(self.options, "align.options")
+        return self
 
-@dataclass
-class OptimConfig:
-    lr: float = 1e-6
-    weight_decay: float = 1e-4
-    batch_size: int = 5
-    epochs: int = 100
-    patience: int = 7
-    clip_norm: float | None = None
+
+class OptimConfig(Settings):
+    lr: Annotated[float, Field(gt=0)] = 1e-6
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    batch_size: Positive = 5
+    epochs: Positive = 100
+    patience: Positive = 7
+    clip_norm: Annotated[float, Field(gt=0)] | None = None
     amp: bool = False
-    max_steps_per_epoch: int | None = None
+    max_steps_per_epoch: Positive | None = None
 
 
-@dataclass
-class LossConfig:
+class LossConfig(Settings):
     # index 0 spoof, index 1 bona fide (published weighting)
-    class_weights: list[float] = field(default_factory=lambda: [0.1, 0.9])
+    class_weights: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=2, max_length=2)] = [0.1, 0.9]
+
+    @field_validator("class_weights")
+    @classmethod
+    def _some_weight(cls, weights: list[float]) -> list[float]:
+        if sum(weights) <= 0:
+            raise ValueError("must be two non-negative weights [spoof, bonafide], not both 0")
+        return weights
 
 
-@dataclass
-class CheckpointConfig:
-    average_best: int = 5
+class CheckpointConfig(Settings):
+    average_best: Annotated[int, Field(ge=1)] = 5
     select_by: Literal["dev_loss", "dev_eer"] = "dev_loss"
 
 
-@dataclass
-class TelemetryConfig:
+class TelemetryConfig(Settings):
     enabled: bool = True
-    flush_every: int = 200
+    flush_every: Annotated[int, Field(ge=1)] = 200
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     seed: int = 1234
     device: str = "auto"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    align: AlignConfig = field(default_factory=AlignConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+
+    @model_validator(mode="after")
+    def _dev_for_dual(self) -> TrainConfig:
+        if self.augment.mode == "dual" and self.data.train and not self.data.dev:
+            raise UserError("data.dev: a dev set is needed for early stopping and model selection")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-_RULES: dict[str, typing.Callable[[Any], str | None]] = {
-    "data.length": lambda v: None if v > 0 else "must be > 0",
-    "data.num_workers": lambda v: None if v >= 0 else "must be >= 0",
-    "align.strength": lambda v: None if 0.0 <= v <= 1.0 else "must be in [0, 1]",
-    "optim.lr": lambda v: None if v > 0 else "must be > 0",
-    "optim.weight_decay": lambda v: None if v >= 0 else "must be >= 0",
-    "optim.batch_size": lambda v: None if v > 0 else "must be > 0",
-    "optim.epochs": lambda v: None if v > 0 else "must be > 0",
-    "optim.patience": lambda v: None if v > 0 else "must be > 0",
-    "optim.clip_norm": lambda v: None if v is None or v > 0 else "must be > 0 or null",
-    "optim.max_steps_per_epoch": lambda v: None if v is None or v > 0 else "must be > 0 or null",
-    "loss.class_weights": lambda v: None
-    if len(v) == 2 and all(w >= 0 for w in v) and sum(v) > 0
-    else "must be two non-negative weights [spoof, bonafide]",
-    "checkpoint.average_best": lambda v: None if v >= 1 else "must be >= 1",
-    "telemetry.flush_every": lambda v: None if v >= 1 else "must be >= 1",
-}
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """Check `value` against a type hint, converting ints to floats; raise naming `where`."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], where)
-    if origin is Literal:
-        if value not in args:
-            raise UserError(f"{where}: must be one of {', '.join(map(str, args))}, got {value!r}")
-        return value
-    if hint is Any:
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise UserError(f"{where}: must be a list, got {type(value).__name__}")
-        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: must be a mapping, got {type(value).__name__}")
-        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where}: must be a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{where}: must be an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"{where}: must be true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise UserError(f"{where}: must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {hint!r} at {where}")
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{where or 'config'}: must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(map(str, raw)) - names)
-    if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise UserError(f"{key}: unknown key (allowed: {', '.join(sorted(names))})")
-    kwargs = {}
-    for name in names & set(raw):
-        path = f"{where}.{name}" if where else name
-        value = _convert(raw[name], hints[name], path)
-        check = _RULES.get(path)
-        problem = check(value) if check else None
-        if problem:
-            raise UserError(f"{path}: {problem}, got {value!r}")
-        kwargs[name] = value
-    return cls(**kwargs)
+        return self.model_dump()
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig:
     """Validate a nested dict; every error message starts with `source` and the key path."""
     try:
-        cfg = _build(TrainConfig, raw, "")
-        _check_components(cfg)
+        return parse(TrainConfig, raw)
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
-    return cfg
-
-
-def _check_components(cfg: TrainConfig) -> None:
-    """Validate the parts owned by other modules now, not an hour into a run."""
-    from dpda.align import make_aligner
-    from dpda.augment import RawBoost
-    from dpda.models import list_models
-
-    if cfg.model.name not in list_models():
-        raise UserError(f"model.name: unknown model {cfg.model.name!r} (known: {', '.join(list_models())})")
-    try:
-        RawBoost.from_config(cfg.augment.rawboost)
-    except UserError as exc:
-        raise UserError(f"augment.rawboost: {exc}") from None
-    try:
-        make_aligner(cfg.align.rule, strength=cfg.align.strength, granularity=cfg.align.granularity,
-                     **cfg.align.options)
-    except UserError as exc:
-        raise UserError(f"align.options: {exc}") from None
-    if cfg.augment.mode == "dual" and cfg.data.train and not cfg.data.dev:
-        raise UserError("data.dev: a dev set is needed for early stopping and model selection")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -34,7 +34,7 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
 
     from dpda.metrics import breakdown, compute_eer, write_scores
     from dpda.train.inference import resolve_device, score_manifest
-    from dpda.train.loop import load_manifest
+    from dpda.data.corpora import load_manifest
     from dpda.train.model_file import load_trained_model
 
     dev = resolve_device(device)

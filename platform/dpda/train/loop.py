@@ -8,6 +8,7 @@ single-process run is the reference the distributed one is tested against.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -19,22 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from dpda.align import make_aligner
+from dpda.align import aligner_from_spec
 from dpda.augment import RawBoost
 from dpda.console import track
-from dpda.data.check import check_manifest
+from dpda.data.corpora import load_manifest
 from dpda.data.dataset import AudioDataset, make_loader
-from dpda.data.manifest import concat_manifests
-from dpda.data.readers import load_corpus
 from dpda.metrics import compute_eer
 from dpda.models import build_model, load_ssl_weights
+from dpda.telemetry import NullTelemetryWriter, TelemetryWriter, next_attempt
 from dpda.train.checkpoint import average_state_dicts, load_checkpoint, save_checkpoint
 from dpda.train.config import TrainConfig
 from dpda.train.inference import resolve_device, score_manifest
-from dpda.train.step import DualPathStep, single_path_step
+from dpda.train.step import DualPathStep, StepStats, single_path_step
 
 CHECKPOINT_FORMAT = "dpda-train-state"
 from dpda.train.model_file import MODEL_FORMAT
@@ -52,20 +51,6 @@ class DistContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def load_manifest(specs: list[str], policy: str, what: str) -> pd.DataFrame:
-    """Read and check corpora before any GPU time is spent; skip mode drops and counts bad rows.
-
-    Each corpus is checked on its own so paths are bounded by that corpus's root."""
-    frames = []
-    for spec in specs:
-        result = check_manifest(load_corpus(spec), policy=policy)
-        if not result.ok:
-            counts = ", ".join(f"{k}: {v}" for k, v in result.counts.items() if v)
-            print(f"[dpda] {what} {spec}: skipped {len(result.bad_rows)} bad rows ({counts})", flush=True)
-        frames.append(result.manifest)
-    return concat_manifests(frames).reset_index(drop=True)
 
 
 class Trainer:
@@ -123,23 +108,32 @@ class Trainer:
         self.class_weights = torch.tensor(cfg.loss.class_weights, dtype=torch.float32, device=self.device)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=self.class_weights)
         self.rawboost = RawBoost.from_config(cfg.augment.rawboost).to(self.device)
-        self.aligner = make_aligner(
-            cfg.align.rule, strength=cfg.align.strength, granularity=cfg.align.granularity,
-            **cfg.align.options,
-        )
+        self.aligner = aligner_from_spec(cfg.align)
         use_amp = cfg.optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_amp else None
         self.autocast_dtype = torch.float16 if use_amp else None
         self.reduce_fn = self.dist.all_reduce_mean if self.dist and self.dist.world_size > 1 else None
         self.layer_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        self.step_fn = None
+        self.train_step = self._make_train_step()
+
+    def _make_train_step(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Generator], StepStats]:
+        """The step of this run's `augment.mode`, chosen once: (wave, target, generator) -> stats."""
+        cfg = self.cfg
         if cfg.augment.mode == "dual":
-            self.step_fn = DualPathStep(
+            dual = DualPathStep(
                 self.model, self.loss_fn, self.optimizer, self.aligner, mode=cfg.align.mode,
                 clip_norm=cfg.optim.clip_norm, scaler=self.scaler, reduce_fn=self.reduce_fn,
                 autocast_dtype=self.autocast_dtype,
             )
-            self.layer_names = list(self.step_fn.layer_names)
+            self.layer_names = list(dual.layer_names)
+            return lambda wave, target, gen: dual(wave, self._augment(wave, gen), target)
+        one_path = functools.partial(
+            single_path_step, self.model, self.loss_fn, self.optimizer, clip_norm=cfg.optim.clip_norm,
+            scaler=self.scaler, reduce_fn=self.reduce_fn, autocast_dtype=self.autocast_dtype,
+        )
+        if cfg.augment.mode == "da":  # the augmented copies only
+            return lambda wave, target, gen: one_path(self._augment(wave, gen), target)
+        return lambda wave, target, gen: one_path(wave, target)
 
     # ------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -208,23 +202,12 @@ class Trainer:
                 break
             wave = wave.to(self.device, non_blocking=True)
             target = target.to(self.device, non_blocking=True)
-            mode = cfg.augment.mode
-            if mode == "dual":
-                stats = self.step_fn(wave, self._augment(wave, gen), target)
-            else:
-                inputs = self._augment(wave, gen) if mode == "da" else wave
-                stats = single_path_step(
-                    self.model, self.loss_fn, self.optimizer, inputs, target,
-                    clip_norm=cfg.optim.clip_norm, scaler=self.scaler, reduce_fn=self.reduce_fn,
-                    autocast_dtype=self.autocast_dtype,
-                )
-            host = stats.to_host()  # one device-to-host transfer per step, needed for telemetry
+            host = self.train_step(wave, target, gen).to_host()  # one device-to-host transfer per step, needed for telemetry
             loss_orig += host["loss_orig"]
             loss_aug += host["loss_aug"]
             conflicts += float(host["conflict"])
             steps += 1
-            if telemetry is not None:
-                telemetry.log_step(step=self.global_step, epoch=epoch, stats=host, lr=lr)
+            telemetry.log_step(step=self.global_step, epoch=epoch, stats=host, lr=lr)
             self.global_step += 1  # steps completed; also the 0-based index of the next step
         n = max(steps, 1)
         return {
@@ -280,7 +263,7 @@ class Trainer:
         if self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        telemetry = self._open_telemetry() if self.is_main else None
+        telemetry = self._open_telemetry()
         start = time.time()
         try:
             while self.epoch < cfg.optim.epochs and self.bad_epochs < cfg.optim.patience:
@@ -304,20 +287,18 @@ class Trainer:
                 }
                 self.history.append({"epoch": epoch, **dev_metrics, **train_metrics})
                 self.epoch = epoch + 1
-                if telemetry is not None:
-                    telemetry.log_epoch(
-                        epoch, self.global_step - 1, dev_loss=dev_metrics["dev_loss"],
-                        dev_eer=dev_metrics["dev_eer"], lr=metrics["lr"],
-                        best_dev_eer=metrics["best_dev_eer"], epochs_to_best=metrics["epochs_to_best"],
-                    )
+                telemetry.log_epoch(
+                    epoch, self.global_step - 1, dev_loss=dev_metrics["dev_loss"],
+                    dev_eer=dev_metrics["dev_eer"], lr=metrics["lr"],
+                    best_dev_eer=metrics["best_dev_eer"], epochs_to_best=metrics["epochs_to_best"],
+                )
                 if self.is_main:
                     save_checkpoint(self._state(), self.ckpt_dir / "last.pt")
                     self._print_epoch(metrics)
                 if self.report_fn is not None:
                     self.report_fn(metrics, self.ckpt_dir if self.is_main else None)
         finally:
-            if telemetry is not None:
-                telemetry.close()
+            telemetry.close()
         final = self._finish(time.time() - start)
         return final
 
@@ -371,10 +352,10 @@ class Trainer:
             flush=True,
         )
 
-    def _open_telemetry(self):
-        if not self.cfg.telemetry.enabled:
-            return None
-        from dpda.telemetry import TelemetryWriter, next_attempt
+    def _open_telemetry(self) -> TelemetryWriter | NullTelemetryWriter:
+        """Rank 0 with telemetry enabled writes; everyone else gets the no-op writer."""
+        if not (self.cfg.telemetry.enabled and self.is_main):
+            return NullTelemetryWriter()
 
         # The telemetry attempt counts every start, also those that died before a checkpoint:
         # their rows are superseded from the step this start runs first.

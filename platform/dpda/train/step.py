@@ -29,16 +29,17 @@ Callers own ``model.train()``/``eval()``; the step owns ``.grad`` (no ``zero_gra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Callable
-
 import contextlib
 import functools
+from dataclasses import fields, make_dataclass
+from typing import Any, Callable
 
+import pyarrow as pa
 import torch
+from dpda_analysis import schema as S
 from torch import nn
 
-from dpda.align import Aligner, Segments, combine_, segment_dots
+from dpda.align import Aligner, AlignStats, Segments, combine_, segment_dots
 from dpda.errors import UserError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -63,35 +64,30 @@ def _host_dict(scalars: dict[str, torch.Tensor], vectors: dict[str, torch.Tensor
     return out
 
 
-@dataclass
-class StepStats:
-    """Statistics of one dual-path step, as device tensors (0-dim, or (L,) for layer_*).
+class _StepStatsMethods:
+    """Statistics of one step, as device tensors (0-dim, or (L,) for layer_*).
 
-    Norms are of unscaled gradients; ``update_norm`` is the aligned update before clipping;
-    ``conflict`` is cos < 0; ``skipped`` is True when a loss or gradient was non-finite and the
-    optimizer step was not taken. layer_* follow ``DualPathStep.layer_names``.
+    The fields are the telemetry schema's step and layer keys (`dpda_analysis.schema`): the record
+    is declared once, there. Norms are of unscaled gradients; ``update_norm`` is the aligned update
+    before clipping; ``conflict`` is cos < 0; ``skipped`` is True when a loss or gradient was
+    non-finite and the optimizer step was not taken. layer_* follow ``DualPathStep.layer_names``.
     """
 
-    loss_orig: torch.Tensor
-    loss_aug: torch.Tensor
-    cos: torch.Tensor
-    norm_orig: torch.Tensor
-    norm_aug: torch.Tensor
-    conflict: torch.Tensor
-    cos_update_orig: torch.Tensor
-    cos_update_aug: torch.Tensor
-    update_norm: torch.Tensor
-    skipped: torch.Tensor
-    layer_cos: torch.Tensor
-    layer_norm_orig: torch.Tensor
-    layer_norm_aug: torch.Tensor
-
     def to_host(self) -> dict[str, Any]:
-        """Python floats (bools for conflict/skipped, lists for layer_*) in one device-to-host copy."""
-        vec = {f.name for f in fields(self) if f.name.startswith("layer_")}
-        scalars = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in vec}
-        vectors = {n: getattr(self, n) for n in ("layer_cos", "layer_norm_orig", "layer_norm_aug")}
-        return _host_dict(scalars, vectors, {"conflict", "skipped"})
+        """Python floats (bools where the schema column is boolean, lists for layer_*) in one
+        device-to-host copy."""
+        scalars = {k: getattr(self, k) for k in S.STEP_STAT_KEYS}
+        vectors = {k: getattr(self, k) for k in S.LAYER_STAT_KEYS}
+        return _host_dict(scalars, vectors, _BOOL_STATS)
+
+
+STEP_STAT_FIELDS: tuple[str, ...] = (*S.STEP_STAT_KEYS, *S.LAYER_STAT_KEYS)
+_BOOL_STATS = {k for k in S.STEP_STAT_KEYS if pa.types.is_boolean(S.STEPS.field(k).type)}
+StepStats = make_dataclass("StepStats", [(k, torch.Tensor) for k in STEP_STAT_FIELDS], bases=(_StepStatsMethods,))
+StepStats.__doc__ = _StepStatsMethods.__doc__
+StepStats.__module__ = __name__
+# Fields the aligner's statistics already carry under the same names.
+_FROM_ALIGN = tuple(f.name for f in fields(AlignStats) if f.name in STEP_STAT_FIELDS)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -252,21 +248,8 @@ class DualPathStep:
         factor = torch.where(finite, factor, bad)
         coeffs = coeffs.scaled(factor)
         combine_(g_orig, g_aug, coeffs.a, coeffs.b, self.segments, out=g_aug)
-        return StepStats(
-            loss_orig=loss_o,
-            loss_aug=loss_a,
-            cos=st.cos,
-            norm_orig=st.norm_orig,
-            norm_aug=st.norm_aug,
-            conflict=st.conflict,
-            cos_update_orig=st.cos_update_orig,
-            cos_update_aug=st.cos_update_aug,
-            update_norm=st.update_norm,
-            skipped=~finite,
-            layer_cos=st.layer_cos,
-            layer_norm_orig=st.layer_norm_orig,
-            layer_norm_aug=st.layer_norm_aug,
-        )
+        return StepStats(loss_orig=loss_o, loss_aug=loss_a, skipped=~finite,
+                         **{k: getattr(st, k) for k in _FROM_ALIGN})
 
     def _optimizer_step(self, skipped: torch.Tensor) -> None:
         if self.scaler is not None:

@@ -43,55 +43,20 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from dpda.dotted import get_dotted, has_dotted, set_dotted
 from dpda.errors import UserError
+from dpda.typed import Settings, describe
 from dpda.yaml_io import read_yaml
 
 KINDS = ("uniform", "loguniform", "int", "choice")
 TOP_KEYS = ("name", "base", "set", "search", "tune")
-TUNE_KEYS = (
-    "num_samples", "metric", "mode", "seed", "max_concurrent", "max_failures",
-    "keep_checkpoints", "scheduler", "resources",
-)
-SCHEDULER_KEYS = ("grace_period", "reduction_factor", "max_t")
-RESOURCE_KEYS = ("cpu", "gpu", "workers")
 OFFSET_SUFFIX = ":offset"  # Optuna name of the width sampled for an `offset_from` key
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PAIR = (re.compile(r"^min(.+)$"), re.compile(r"^(.+)min$"))
-
-
-# --------------------------------------------------------------------------- dotted keys
-
-def get_dotted(tree: Mapping[str, Any], key: str) -> Any:
-    """Value at a dotted key; KeyError if any part is missing."""
-    node: Any = tree
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise KeyError(key)
-        node = node[part]
-    return node
-
-
-def has_dotted(tree: Mapping[str, Any], key: str) -> bool:
-    try:
-        get_dotted(tree, key)
-    except KeyError:
-        return False
-    return True
-
-
-def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    """Set a dotted key, creating intermediate mappings (the config validator rejects typos)."""
-    parts = key.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = value
 
 
 # --------------------------------------------------------------------------- distributions
@@ -128,23 +93,55 @@ class Distribution:
         return list(self.choices) if self.kind == "choice" else [self.low, self.high]
 
 
-@dataclass(frozen=True)
-class TuneSettings:
-    """The `tune:` section. `max_t` None means the base config's optim.epochs."""
+class TuneSettings(Settings):
+    """The `tune:` section, flat (`scheduler.*` and `resources.*` fields sit beside the others;
+    `TUNE_LAYOUT` says where each sits in the YAML). `max_t` None means the base config's
+    optim.epochs. Frozen and picklable: Ray keeps it with the searcher state."""
 
-    num_samples: int = 8
-    metric: str = "dev_eer"
-    mode: str = "min"
-    seed: int = 0
-    max_concurrent: int | None = None
-    max_failures: int = 0
-    keep_checkpoints: int = 2
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    max_t: int | None = None
-    cpu: float = 1.0
-    gpu: float = 0.0
-    workers: int = 1
+    model_config = ConfigDict(frozen=True)
+
+    num_samples: Annotated[int, Field(ge=1)] = 8
+    metric: Annotated[str, Field(min_length=1)] = "dev_eer"
+    mode: Literal["min", "max"] = "min"
+    seed: Annotated[int, Field(ge=0)] = 0
+    max_concurrent: Annotated[int, Field(ge=1)] | None = None
+    max_failures: Annotated[int, Field(ge=-1)] = 0
+    keep_checkpoints: Annotated[int, Field(ge=1)] = 2
+    grace_period: Annotated[int, Field(ge=1)] = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+    max_t: Annotated[int, Field(ge=1)] | None = None
+    cpu: Annotated[float, Field(ge=0)] = 1.0
+    gpu: Annotated[float, Field(ge=0)] = 0.0
+    workers: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TuneSettings:
+        if self.cpu == 0 and self.gpu == 0:
+            raise ValueError("a trial (or each worker) needs cpu > 0 or gpu > 0")
+        if self.max_t is not None and self.max_t < self.grace_period:
+            raise ValueError(f"scheduler max_t ({self.max_t}) must be >= grace_period ({self.grace_period})")
+        return self
+
+    def with_changes(self, options: Mapping[str, str] | None = None, **changes: Any) -> TuneSettings:
+        """A copy with `changes`, validated like the file; an error names the command-line option
+        that set the field (`options`: field -> option) or, across fields, all of them."""
+        try:
+            return TuneSettings.model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            options = options or {}
+            if error["loc"]:
+                field = str(error["loc"][0])
+                raise UserError(options.get(field, field) + describe(error, TuneSettings)[len(field):]) from None
+            where = " / ".join(options[k] for k in changes if k in options) or "tune"
+            raise UserError(describe(error, TuneSettings, where)) from None
+
+
+# Where the flat TuneSettings fields sit in the YAML `tune:` section.
+TUNE_LAYOUT: dict[str, tuple[str, ...]] = {
+    "scheduler": ("grace_period", "reduction_factor", "max_t"),
+    "resources": ("cpu", "gpu", "workers"),
+}
 
 
 @dataclass(frozen=True)
@@ -500,50 +497,23 @@ def _section(raw: Any, keys: tuple[str, ...], err: _Errors, where: str) -> Mappi
 
 
 def _parse_tune(raw: Any, err: _Errors) -> TuneSettings:
-    raw = _section(raw, TUNE_KEYS, err, "tune")
-    sched = _section(raw.get("scheduler") or {}, SCHEDULER_KEYS, err, "tune.scheduler")
-    res = _section(raw.get("resources") or {}, RESOURCE_KEYS, err, "tune.resources")
-    d = TuneSettings()
-    out: dict[str, Any] = {}
-
-    def integer(section: Mapping[str, Any], key: str, where: str, minimum: int, default: Any) -> Any:
-        if key not in section or section[key] is None:
-            return default
-        v = _number(section[key], err, where, integer=True)
-        if v < minimum:
-            err(where, f"must be >= {minimum}")
-        return v
-
-    out["num_samples"] = integer(raw, "num_samples", "tune.num_samples", 1, d.num_samples)
-    out["seed"] = integer(raw, "seed", "tune.seed", 0, d.seed)
-    out["max_concurrent"] = integer(raw, "max_concurrent", "tune.max_concurrent", 1, d.max_concurrent)
-    out["max_failures"] = integer(raw, "max_failures", "tune.max_failures", -1, d.max_failures)
-    out["keep_checkpoints"] = integer(raw, "keep_checkpoints", "tune.keep_checkpoints", 1, d.keep_checkpoints)
-    metric = raw.get("metric", d.metric)
-    if not isinstance(metric, str) or not metric:
-        err("tune.metric", "must be a metric name such as dev_eer")
-    mode = raw.get("mode", d.mode)
-    if mode not in ("min", "max"):
-        err("tune.mode", f"must be min or max, got {mode!r}")
-    out.update(metric=metric, mode=mode)
-    out["grace_period"] = integer(sched, "grace_period", "tune.scheduler.grace_period", 1, d.grace_period)
-    out["max_t"] = integer(sched, "max_t", "tune.scheduler.max_t", 1, d.max_t)
-    rf = sched.get("reduction_factor", d.reduction_factor)
-    rf = _number(rf, err, "tune.scheduler.reduction_factor")
-    if rf <= 1:
-        err("tune.scheduler.reduction_factor", "must be > 1")
-    out["reduction_factor"] = float(rf)
-    if out["max_t"] is not None and out["max_t"] < out["grace_period"]:
-        err("tune.scheduler.max_t", "must be >= grace_period")
-    for key in ("cpu", "gpu"):
-        v = _number(res.get(key, getattr(d, key)), err, f"tune.resources.{key}")
-        if v < 0:
-            err(f"tune.resources.{key}", "must be >= 0")
-        out[key] = float(v)
-    out["workers"] = integer(res, "workers", "tune.resources.workers", 1, d.workers)
-    if out["cpu"] == 0 and out["gpu"] == 0:
-        err("tune.resources", "a trial (or each worker) needs cpu > 0 or gpu > 0")
-    return TuneSettings(**out)
+    """The nested YAML section -> TuneSettings; errors name the YAML key (`tune.scheduler.max_t`)."""
+    nested = {f for fs in TUNE_LAYOUT.values() for f in fs}
+    top = [f for f in TuneSettings.model_fields if f not in nested]
+    raw = _section(raw, (*top, *TUNE_LAYOUT), err, "tune")
+    flat = {k: v for k, v in raw.items() if k not in TUNE_LAYOUT}
+    yaml_key = {f: f"tune.{f}" for f in top}
+    for section, names in TUNE_LAYOUT.items():
+        flat.update(_section(raw.get(section) or {}, names, err, f"tune.{section}"))
+        yaml_key.update({f: f"tune.{section}.{f}" for f in names})
+    try:
+        return TuneSettings.model_validate({k: v for k, v in flat.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = error["loc"][0] if error["loc"] else None
+        message = describe(error, TuneSettings, "tune" if field is None else "")
+        err("", message if field is None else yaml_key[field] + message[len(field):])
+        raise  # err() raises; this line is never reached
 
 
 def _probe(space: SearchSpace, validate_config: Callable[..., Any], err: _Errors) -> None:

@@ -86,7 +86,7 @@ def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]
 
     from dpda.train.config import config_from_dict
     from dpda.train.loop import Trainer
-    from dpda.tune.distributed import WorkerPlan, _enter_workdir, run_distributed
+    from dpda.train.ray_train import WorkerPlan, _enter_workdir, run_distributed
 
     ctx = ray.tune.get_context()
     trial_id = ctx.get_trial_id()
@@ -416,7 +416,7 @@ def format_outcome(space: SearchSpace, outcome: SearchOutcome) -> str:
         lines.append("No trial reported a finite " + space.tune.metric + ".")
         return "\n".join(lines)
     lines.append(f"Best trial {outcome.best_trial_id}: {space.tune.metric} = {outcome.best_metric:.4g}")
-    from dpda.tune.search_space import get_dotted, has_dotted
+    from dpda.dotted import get_dotted, has_dotted
 
     for p in space.params:
         if has_dotted(outcome.best_config, p.key):

@@ -14,12 +14,11 @@ to `ray.train.get_checkpoint()`, from which every rank resumes (`Trainer(resume_
 rank 0 writes telemetry and checkpoints. Relaunching with the same storage path and name also
 resumes (Train V2 restores its checkpoint manager from storage).
 
-Run from the command line:  python -m dpda.tune.distributed CONFIG --workers 2 [--gpus-per-worker 1]
+The command line for it is `dpda train CONFIG --workers N` (`dpda tune` runs it per trial).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -258,42 +257,3 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
     """The summary rank 0 wrote at the end (averaged model, final dev EER), if visible here."""
     path = Path(run_dir) / "summary.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-# ----------------------------------------------------------------------------- CLI
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m dpda.tune.distributed CONFIG --workers N`: one multi-worker training run."""
-    from dpda.train.config import load_config
-
-    p = argparse.ArgumentParser(prog="python -m dpda.tune.distributed", description=main.__doc__)
-    p.add_argument("config", type=Path, help="training config (YAML)")
-    p.add_argument("-o", "--run-dir", type=Path, default=None, help="output directory (default runs/<config name>)")
-    p.add_argument("--workers", type=int, default=2, help="Ray Train workers (processes), default 2")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (NCCL if > 0, else gloo)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--max-failures", type=int, default=3, help="worker-group restarts from the last checkpoint")
-    p.add_argument("--storage", default=None, help="Ray storage path or URI for checkpoints (default: in the run dir)")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local instance)")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-        plan = WorkerPlan(args.workers, args.cpus_per_worker, args.gpus_per_worker)
-        run_dir = args.run_dir or Path("runs") / args.config.stem
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(address=args.address)
-        result = run_distributed(
-            cfg, run_dir, plan=plan, max_failures=args.max_failures, storage_path=args.storage,
-            source=str(args.config),
-        )
-    except UserError as exc:
-        print(f"dpda distributed: error: {exc}", flush=True)
-        return 2
-    print(json.dumps({"metrics": result.metrics, "summary": read_summary(run_dir)}, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""The alignment rules, one entry each: the only place a rule is named.
+
+An entry says how the rule turns the three dots of a unit (|g_o|^2, |g_a|^2, g_o.g_a; the whole
+model or one parameter tensor) into the update's coefficients, which options it takes (a pydantic
+model: defaults and ranges), and whether it keeps state between steps. The aligner, the config
+validation, the README's rule table and the search spaces all read this table, so adding a rule
+is adding one `register_rule(Rule(...))`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import torch
+from pydantic import Field
+
+from dpda.align import rules
+from dpda.errors import UserError
+from dpda.typed import Settings, parse
+
+Tensor = torch.Tensor
+# coefficients(oo, aa, oa, options, state, finite) -> (a, b, new state); shapes (U,) per unit.
+# `state` is None for a stateless rule; `finite` (bool, shape (1,)) says whether this step counts.
+Coefficients = Callable[[Tensor, Tensor, Tensor, Any, "Tensor | None", Tensor], tuple[Tensor, Tensor, "Tensor | None"]]
+
+
+class NoOptions(Settings):
+    """A rule without options."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One alignment rule. `initial_state(oo)` (None: stateless) gives its state for units shaped
+    like `oo`; the state is saved in checkpoints under `state_key`."""
+
+    name: str
+    summary: str
+    coefficients: Coefficients
+    options: type[Settings] = NoOptions
+    initial_state: Callable[[Tensor], Tensor] | None = None
+    state_key: str = "state"
+
+    def parse_options(self, raw: dict[str, Any] | None, where: str = "align.options") -> Settings:
+        """The rule's options, defaults filled in; unknown or out-of-range -> one UserError line."""
+        return parse(self.options, raw or {}, where)
+
+
+RULES: dict[str, Rule] = {}
+
+
+def register_rule(rule: Rule) -> Rule:
+    """Add a rule (name lower-case, unique); returns it, so it can decorate-style be kept."""
+    if rule.name != rule.name.lower() or rule.name in RULES:
+        raise ValueError(f"rule {rule.name!r}: names are lower-case and unique")
+    RULES[rule.name] = rule
+    return rule
+
+
+def get_rule(name: str) -> Rule:
+    key = str(name).lower()
+    if key not in RULES:
+        raise UserError(f"align.rule: unknown rule {name!r} (known: {', '.join(RULES)})")
+    return RULES[key]
+
+
+def rule_names() -> tuple[str, ...]:
+    return tuple(RULES)
+
+
+# ------------------------------------------------------------------------------------- entries
+
+def _stateless(fn: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]) -> Coefficients:
+    return lambda oo, aa, oa, options, state, finite: (*fn(oo, aa, oa), None)
+
+
+class GradVacOptions(Settings):
+    beta: Annotated[float, Field(gt=0, le=1)] = 0.01
+    positive_only_update: bool = False
+
+
+def _gradvac(oo: Tensor, aa: Tensor, oa: Tensor, options: GradVacOptions, phi_hat: Tensor | None,
+             finite: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """GradVac toward the EMA target phi_hat, then the EMA update. The target stays for a unit
+    whose cosine is undefined (a zero gradient), for a non-finite step, and (published-code
+    option) when phi <= 0."""
+    assert phi_hat is not None
+    a, b = rules.gradvac_coeffs(oo, aa, oa, phi_hat)
+    phi = rules.cosine(oo, aa, oa)
+    update = (oo > 0) & (aa > 0) & finite
+    if options.positive_only_update:
+        update = update & (phi > 0)
+    beta = options.beta
+    return a, b, torch.where(update, (1 - beta) * phi_hat + beta * phi, phi_hat)
+
+
+class CAGradOptions(Settings):
+    c: Annotated[float, Field(ge=0)] = 0.5
+
+
+register_rule(Rule("none", "no alignment: the mean (g_orig + g_aug) / 2", _stateless(rules.mean_coeffs)))
+register_rule(Rule("pcgrad", "PCGrad (Yu et al., 2020): project each gradient off the other when they conflict",
+                   _stateless(rules.pcgrad_coeffs)))
+register_rule(Rule("gradvac", "GradVac (Wang et al., 2021): steer the cosine toward an EMA target",
+                   _gradvac, GradVacOptions, initial_state=torch.zeros_like, state_key="phi_hat"))
+register_rule(Rule("cagrad", "CAGrad (Liu et al., 2021): the best worst-case update within c |g0| of the mean",
+                   lambda oo, aa, oa, options, state, finite: (*rules.cagrad_coeffs(oo, aa, oa, c=options.c), None),
+                   CAGradOptions))
+register_rule(Rule("mgda", "MGDA (Sener and Koltun, 2018): the two-task min-norm point", _stateless(rules.mgda_coeffs)))

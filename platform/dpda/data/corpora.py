@@ -1,0 +1,28 @@
+"""The corpora a config or command names, read and checked as one manifest.
+
+Why here: training and evaluation both turn corpus specs into a checked manifest before any GPU
+time is spent; it belongs to the data layer, below both.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from dpda.console import info
+from dpda.data.check import check_manifest
+from dpda.data.manifest import concat_manifests
+from dpda.data.readers import load_corpus
+
+
+def load_manifest(specs: list[str], policy: str, what: str) -> pd.DataFrame:
+    """Read and check corpora before any GPU time is spent; skip mode drops and counts bad rows.
+
+    Each corpus is checked on its own so paths are bounded by that corpus's root."""
+    frames = []
+    for spec in specs:
+        result = check_manifest(load_corpus(spec), policy=policy)
+        if not result.ok:
+            counts = ", ".join(f"{k}: {v}" for k, v in result.counts.items() if v)
+            info(f"[dpda] {what} {spec}: skipped {len(result.bad_rows)} bad rows ({counts})")
+        frames.append(result.manifest)
+    return concat_manifests(frames).reset_index(drop=True)

@@ -1,0 +1,80 @@
+"""Test helpers shared by several test modules: tiny corpora on disk and a tiny model with a
+batch whose two paths often conflict. (pytest puts tests/ on sys.path, so `import support`.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import nn
+
+
+def write_tiny_corpus(root: Path, n_train: int = 32, n_dev: int = 16, seconds: float = 0.5, seed: int = 0) -> Path:
+    """A small ASVspoof 2019 LA-layout corpus in about a second: bona fide = harmonic tones,
+    spoof = tones with a noisy, band-limited spectrum. Learnable, not trivial."""
+    rng = np.random.default_rng(seed)
+    la = root / "LA"
+    proto_dir = la / "ASVspoof2019_LA_cm_protocols"
+    proto_dir.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(16000 * seconds)) / 16000
+    for subset, n, suffix in (("train", n_train, "train.trn"), ("dev", n_dev, "dev.trl")):
+        audio = la / f"ASVspoof2019_LA_{subset}" / "flac"
+        audio.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for i in range(n):
+            bona = i % 2 == 0
+            f0 = rng.uniform(100, 220)
+            k = np.arange(1, 12)[:, None]
+            amps = (1.0 / k) * (rng.uniform(0.5, 1.0, (11, 1)) if bona else np.exp(-0.6 * k))
+            wave = (amps * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3, (11, 1)))).sum(0)
+            wave += rng.normal(0, 0.02 if bona else 0.15, t.size)
+            wave = (0.3 * wave / np.abs(wave).max()).astype(np.float32)
+            utt = f"LA_{subset[0].upper()}_{i:05d}"
+            sf.write(audio / f"{utt}.flac", wave, 16000)
+            lines.append(f"LA_{i % 4:04d} {utt} - {'-' if bona else 'A0' + str(1 + i % 6)} {'bonafide' if bona else 'spoof'}")
+        (proto_dir / f"ASVspoof2019.LA.cm.{suffix}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_separable_corpus(root: Path, seed: int = 0) -> Path:
+    """Harmonic tones; the spoof copies carry a 4-7 kHz noise band. Easy on purpose: the test is
+    that the trainer learns (labels, gradients and updates are wired right), not corpus difficulty."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(8000) / 16000
+    for split, n in (("train", 96), ("dev", 32), ("eval", 32)):
+        rows = ["path,label,utt,speaker,attack"]
+        for i in range(n):
+            f0 = rng.uniform(90, 260)
+            tone = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.3)) / k for k in range(1, 12) if k * f0 < 7600)
+            wave = 0.2 * tone / np.abs(tone).max() + 0.003 * rng.standard_normal(t.size)
+            spoof = i % 2 == 1
+            if spoof:
+                spec = np.fft.rfft(rng.standard_normal(t.size))
+                freqs = np.fft.rfftfreq(t.size, 1 / 16000)
+                spec[(freqs < 4000) | (freqs > 7000)] = 0
+                band = np.fft.irfft(spec, t.size)
+                wave = wave + 0.03 * band / band.std()
+            name = f"{split}_{i:03d}.wav"
+            sf.write(root / name, wave.astype(np.float32), 16000, subtype="PCM_16")
+            rows.append(f"{name},{'spoof' if spoof else 'bonafide'},{split}_{i:03d},spk{i % 4},{'T01' if spoof else '-'}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def tiny_mlp(bn: bool = False, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Linear(12, 16)]
+    if bn:
+        layers.append(nn.BatchNorm1d(16))
+    layers += [nn.Tanh(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 2)]
+    return nn.Sequential(*layers)
+
+
+def toy_batch(seed: int = 0, n: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 12, generator=g)
+    x_aug = -0.7 * x + 0.5 * torch.randn(n, 12, generator=g)  # often conflicting gradients
+    y = torch.randint(0, 2, (n,), generator=g)
+    return x, x_aug, y
