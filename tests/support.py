@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+import yaml
 from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_tiny_corpus(root: Path, n_train: int = 32, n_dev: int = 16, seconds: float = 0.5, seed: int = 0) -> Path:
@@ -78,3 +81,18 @@ def toy_batch(seed: int = 0, n: int = 6):
     x_aug = -0.7 * x + 0.5 * torch.randn(n, 12, generator=g)  # often conflicting gradients
     y = torch.randint(0, 2, (n,), generator=g)
     return x, x_aug, y
+
+
+def demo_dict(corpus: Path, **optim) -> dict:
+    """The demo config scaled down for tests: 0.5-s inputs, tiny RawNet2, few steps."""
+    raw = yaml.safe_load(ROOT.joinpath("configs/demo.yaml").read_text())
+    raw["data"]["train"] = [f"csv:{corpus}/train.csv"]
+    raw["data"]["dev"] = [f"csv:{corpus}/dev.csv"]
+    raw["data"]["eval"] = {"eval": [f"csv:{corpus}/eval.csv"]}
+    raw["data"]["length"] = 8000
+    raw["data"]["num_workers"] = 0
+    raw["device"] = "cpu"
+    raw["optim"].update({"batch_size": 8, "epochs": 3, "patience": 10, **optim})
+    raw["telemetry"]["flush_every"] = 5
+    raw["checkpoint"] = {"average_best": 3, "select_by": "dev_loss"}  # the published selection
+    return raw

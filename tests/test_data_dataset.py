@@ -86,9 +86,13 @@ def test_loader_accepts_distributed_sampler(tmp_path):
 
 
 def test_bad_file_is_substituted_counted_and_logged_once(tmp_path, caplog):
+    """Training substitutes the next readable row; evaluation never does (a score must belong to
+    its own file), it names the file."""
     m = _corpus(tmp_path)
     (tmp_path / "2.wav").write_bytes(b"corrupted")
-    ds = AudioDataset(m, 3000, train=False)
+    with pytest.raises(UserError, match=r"2\.wav: cannot read audio .*unreadable after the check"):
+        AudioDataset(m, 3000, train=False)[2]
+    ds = AudioDataset(m, 3000, train=True)
     with caplog.at_level(logging.WARNING, logger="dpda.data.dataset"):
         w, t, i = ds[2]
         again = ds[2]
@@ -105,7 +109,7 @@ def test_all_bad_and_unknown_labels_raise(tmp_path):
     for p in m["path"]:
         open(p, "wb").write(b"x")
     with pytest.raises(UserError, match="none of the 2 audio files"):
-        AudioDataset(m, 100)[0]
+        AudioDataset(m, 100, train=True)[0]
     m.loc[1, "label"], m.loc[1, "target"] = "maybe", -1
     with pytest.raises(UserError, match="list.csv:3: unknown label 'maybe'"):
         AudioDataset(m, 100)

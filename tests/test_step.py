@@ -336,3 +336,30 @@ def test_single_path_reduce_fn_is_one_call_on_all_gradients() -> None:
     assert h["update_norm"] == pytest.approx(2 * h_ref["update_norm"], rel=1e-6)
     for p, q in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, 2 * q.grad)
+
+
+@pytest.mark.parametrize("kind", ["separate", "joint", "single", "plain_da"])
+def test_a_skipped_step_leaves_batchnorm_statistics_as_they_were(kind: str) -> None:
+    """A finite but enormous input (a file with samples around 1e30) overflows the forward pass:
+    the step is skipped, and the running statistics it had already written are put back."""
+    model = tiny_mlp(bn=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, xa, y = toy_batch(4)
+    loud = x.clone()
+    loud[0] = 1e30
+
+    def run(a, b):
+        if kind in ("separate", "joint"):
+            return DualPathStep(model, LOSS, opt, make_aligner("pcgrad"), mode=kind)(a, b, y)
+        if kind == "single":
+            return single_path_step(model, LOSS, opt, a, y)
+        return plain_da_step(model, LOSS, opt, a, b, y)
+
+    assert run(x, xa).to_host()["skipped"] is False
+    before = copy.deepcopy(model.state_dict())
+    assert run(loud, xa).to_host()["skipped"] is True
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert run(x, xa).to_host()["skipped"] is False
+    model.eval()
+    assert torch.isfinite(model(x)).all()

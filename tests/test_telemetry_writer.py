@@ -72,9 +72,16 @@ def test_round_trip_types_counts_and_version(tmp_path: Path) -> None:
     assert set(df["rule"]) == {"pcgrad"} and set(df["world_size"]) == {2} and set(df["rawboost_algo"]) == {4}
     ldf = layers.to_pandas().sort_values(["step", "layer"])
     for src, col in S.LAYER_STAT_KEYS.items():
-        expect = np.asarray([s[src] for s in logged], np.float32).reshape(-1)
-        np.testing.assert_array_equal(ldf[col].to_numpy(), expect)
-    assert layers.column("cos").null_count == 1 and layers.column("norm_orig").null_count == 0
+        expect = np.asarray([s[src] for s in logged], np.float32)
+        expect[5] = np.nan  # the skipped step: its gradients were never applied, stored as null
+        np.testing.assert_array_equal(ldf[col].to_numpy(), expect.reshape(-1))
+    assert layers.column("cos").null_count == len(LAYERS) and layers.column("norm_orig").null_count == len(LAYERS)
+    # a non-finite cosine of a step that was not skipped is null too
+    with TelemetryWriter(tmp_path / "b", "run-b", "t1", 0, LAYERS, flush_every=100) as writer:
+        stats = fake_stats(rng)
+        stats["layer_cos"][1] = float("nan")
+        writer.log_step(0, 0, stats, lr=1e-4)
+    assert read(tmp_path / "b", "layers").column("cos").null_count == 1
     epochs = read(tmp_path, "epochs").to_pandas()
     assert len(epochs) == 1 and epochs["dev_eer"].iloc[0] == 0.12
     ok = [s for s in logged[:10] if not s["skipped"]]

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from dpda.cli import main
 from dpda.errors import UserError
@@ -17,22 +16,7 @@ from dpda.metrics import read_scores
 from dpda.train.checkpoint import average_state_dicts, load_checkpoint
 from dpda.train.config import config_from_dict, load_config
 from dpda.train.loop import Trainer
-from support import write_separable_corpus
-
-
-def demo_dict(corpus: Path, **optim) -> dict:
-    """The demo config scaled down for tests: 0.5-s inputs, tiny RawNet2, few steps."""
-    raw = yaml.safe_load(Path(__file__).parents[1].joinpath("configs/demo.yaml").read_text())
-    raw["data"]["train"] = [f"csv:{corpus}/train.csv"]
-    raw["data"]["dev"] = [f"csv:{corpus}/dev.csv"]
-    raw["data"]["eval"] = {"eval": [f"csv:{corpus}/eval.csv"]}
-    raw["data"]["length"] = 8000
-    raw["data"]["num_workers"] = 0
-    raw["device"] = "cpu"
-    raw["optim"].update({"batch_size": 8, "epochs": 3, "patience": 10, **optim})
-    raw["telemetry"]["flush_every"] = 5
-    raw["checkpoint"] = {"average_best": 3, "select_by": "dev_loss"}  # the published selection
-    return raw
+from support import demo_dict, write_separable_corpus
 
 
 

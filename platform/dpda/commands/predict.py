@@ -36,6 +36,8 @@ def pick_threshold(args: argparse.Namespace, state: dict) -> tuple[float, str]:
             if r["set"] == args.eval_set:
                 return float(r["threshold"]), f"{args.threshold_from}:{r['set']}"
         raise UserError(f"{args.threshold_from}: --eval-set must be one of {', '.join(names)}")
+    if state.get("dev_threshold") is None:
+        raise UserError(f"{args.model}: no dev threshold stored in this model file; pass --threshold or --threshold-from")
     return float(state["dev_threshold"]), "dev EER threshold"
 
 
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dpda.data.audio import fix_length, load_audio
-    from dpda.train.inference import resolve_device
+    from dpda.train.inference import require_finite_scores, resolve_device
     from dpda.train.model_file import load_trained_model
 
     device = resolve_device(args.device)
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         logits = model(batch).float()
     scores = (logits[:, 1] - logits[:, 0]).cpu().tolist()
+    require_finite_scores(scores, args.files)
     print(f"# threshold {threshold:.6g} ({source}); score > threshold means bona fide")
     for f, s in zip(args.files, scores):
         print(f"{f}\t{s:.6f}\t{'bonafide' if s > threshold else 'spoof'}")

@@ -11,6 +11,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+from dpda.errors import UserError
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("search_space", type=Path, help="search-space YAML (see search_spaces/)")
@@ -60,6 +62,20 @@ def load_space(args: argparse.Namespace):
     return space
 
 
+def check_corpus_paths(config: dict, source: str) -> None:
+    """Every corpus the search trains or evaluates on exists, before Ray and the trials start."""
+    from dpda.data.readers import parse_spec
+
+    data = config.get("data", {})
+    named = [(f"data.{k}[{i}]", s) for k in ("train", "dev") for i, s in enumerate(data.get(k, []))]
+    named += [(f"data.eval.{name}[{i}]", s) for name, specs in data.get("eval", {}).items() for i, s in enumerate(specs)]
+    for key, spec in named:
+        path = parse_spec(spec).path
+        if not path.exists():
+            raise UserError(f"{source}: {key}: {path} does not exist (corpus spec {spec!r}; "
+                            "--data or $DPDA_DATA sets ${DPDA_DATA})")
+
+
 def tune_verbosity() -> int:
     """Tune's `verbose` for dpda's -q / default / -v: nothing, the status table, every trial event."""
     from dpda.console import QUIET, VERBOSE, verbosity
@@ -92,10 +108,14 @@ def run(args: argparse.Namespace) -> int:
     from dpda.tune.tuner import format_outcome, run_search
 
     space = load_space(args)
+    check_corpus_paths(space.base, space.source)
     _init_ray(args.address)
     info(f"Search {space.source}: {len(space.params)} parameters, {space.tune.num_samples} trials, "
          f"metric {space.tune.metric} ({space.tune.mode}), {space.tune.workers} worker(s) per trial")
     outcome = run_search(space, storage=args.storage, name=args.name, resume=args.resume, verbose=tune_verbosity())
     print(format_outcome(space, outcome), flush=True)
     info(f"TensorBoard: tensorboard --logdir {outcome.experiment_path}")
+    if outcome.best_config is None and not outcome.interrupted:
+        raise UserError(f"{outcome.experiment_path}: no trial finished with a finite {space.tune.metric}; "
+                        "each trial's error is in its folder there (error.txt)")
     return 0

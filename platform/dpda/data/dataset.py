@@ -86,6 +86,8 @@ class AudioDataset(Dataset):
             try:
                 wave = self._load(j)
             except AudioReadError as exc:
+                if not self.train:  # a score must belong to its own file: evaluation never substitutes
+                    raise AudioReadError(f"{exc} (it became unreadable after the check; fix or remove it)") from None
                 self._bad.add(j)
                 self.failures[self.paths[j]] += 1
                 if self.failures[self.paths[j]] == 1:

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from dpda_analysis import schema as S
 from dpda.telemetry.sink import PartSink
+from dpda.telemetry.tally import EpochTally
 
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -54,17 +55,6 @@ class _Buffer:
         """Undo the partial appends of a step whose stats were rejected."""
         for column in (*self.stats.values(), *self.layers.values()):
             del column[len(self.step) :]
-
-
-@dataclass
-class _EpochAccumulator:
-    """Running sums for the per-epoch train means, so log_epoch needs no re-read."""
-
-    n: int = 0
-    n_ok: int = 0
-    loss_orig: float = 0.0
-    loss_aug: float = 0.0
-    conflicts: int = 0
 
 
 @dataclass
@@ -133,7 +123,7 @@ class TelemetryWriter:
         for table in S.TABLES:
             self._sink.remove_temp_files(S.attempt_dir(table, self.attempt))
         self._buf = _Buffer(len(self.layer_names))
-        self._acc = _EpochAccumulator()
+        self._acc = EpochTally()
         self._last_flush = time.monotonic()
         self._error: BaseException | None = None
         self._closed = False
@@ -177,13 +167,7 @@ class TelemetryWriter:
         buf.epoch.append(epoch)
         buf.lr.append(lr)
         buf.wall_time.append(time.time())
-        acc = self._acc
-        acc.n += 1
-        if not stats["skipped"]:
-            acc.n_ok += 1
-            acc.loss_orig += stats["loss_orig"]
-            acc.loss_aug += stats["loss_aug"]
-            acc.conflicts += bool(stats["conflict"])
+        self._acc.add(stats)
         if len(buf) >= self._flush_every or time.monotonic() - self._last_flush >= self._flush_seconds:
             self.flush()
 
@@ -202,17 +186,14 @@ class TelemetryWriter:
         Train-loss means and the conflict fraction cover the non-skipped steps this writer
         logged since the previous `log_epoch`. Extra keyword metrics go into `extra_json`.
         """
-        acc, self._acc = self._acc, _EpochAccumulator()
-        mean = (lambda total: total / acc.n_ok) if acc.n_ok else (lambda total: None)
+        acc, self._acc = self._acc, EpochTally()
         row = {
             "epoch": int(epoch),
             "step": int(step),
             "n_steps": acc.n,
             "dev_loss": None if dev_loss is None else float(dev_loss),
             "dev_eer": None if dev_eer is None else float(dev_eer),
-            "train_loss_orig": mean(acc.loss_orig),
-            "train_loss_aug": mean(acc.loss_aug),
-            "conflict_fraction": mean(float(acc.conflicts)),
+            **acc.means(),
             "lr": None if lr is None else float(lr),
             "wall_time": time.time(),
             "extra_json": json.dumps(extra, default=float, sort_keys=True) if extra else None,
@@ -340,11 +321,13 @@ class TelemetryWriter:
             "step": pa.array(np.tile(steps.astype(np.int32), n_layers)),
             "layer": pa.array(np.repeat(np.arange(n_layers, dtype=np.int16), n)),
         }
+        # A skipped step's layer statistics describe gradients that were never applied, and a
+        # non-finite cosine has no direction: both are stored as null, so readers need no filter.
+        skipped = np.tile(np.asarray(buf.stats["skipped"], np.bool_), n_layers)
         for key, column in S.LAYER_STAT_KEYS.items():
             values = np.asarray(buf.layers[key], np.float32).T.reshape(-1)
-            # A non-finite cosine has no direction: stored as null, so readers need no filter.
-            mask = ~np.isfinite(values) if column == "cos" else None
-            columns[column] = pa.array(values, mask=mask if mask is not None and mask.any() else None)
+            mask = skipped | ~np.isfinite(values) if column == "cos" else skipped
+            columns[column] = pa.array(values, mask=mask if mask.any() else None)
         return pa.Table.from_pydict(columns, schema=S.with_metadata(S.LAYERS, "layers"))
 
     def _attempts_table(self, resumed_from_step: int | None, config: Mapping[str, Any] | None) -> pa.Table:

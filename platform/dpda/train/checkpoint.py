@@ -16,8 +16,14 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # a full disk surfaces as either, from torch's writer
+        tmp.unlink(missing_ok=True)
+        kept = " (the previous one is kept)" if path.exists() else ""
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}: could not write the checkpoint{kept}: {reason}") from None
 
 
 def load_checkpoint(path: str | Path, expected_format: str | None = None) -> dict[str, Any]:
@@ -52,3 +58,21 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
         else:
             out[k] = first.clone()
     return out
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str | Path, what: str) -> None:
+    """`model.load_state_dict(weights)`, or one UserError naming `source` and the first key that
+    is missing, unexpected or misshaped (`what` says which model the file should hold)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    misshaped = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or unexpected or misshaped:
+        if misshaped:
+            k = misshaped[0]
+            first = f"{k} has shape {tuple(weights[k].shape)}, the model expects {tuple(own[k].shape)}"
+        else:
+            first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        counts = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} misshaped"
+        raise UserError(f"{source}: the weights do not fit {what} ({counts}; first: {first})")
+    model.load_state_dict(weights)

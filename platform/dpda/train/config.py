@@ -21,6 +21,7 @@ from dpda.typed import Settings, parse
 from dpda.yaml_io import read_yaml
 
 Positive = Annotated[int, Field(gt=0)]
+MAX_INPUT_SAMPLES = 16_000 * 600  # ten minutes at 16 kHz: beyond it a crop is a typo, not a setting
 
 
 class DataConfig(Settings):
@@ -29,7 +30,7 @@ class DataConfig(Settings):
     train: list[str] = Field(default_factory=list)
     dev: list[str] = Field(default_factory=list)
     eval: dict[str, list[str]] = Field(default_factory=dict)
-    length: Positive = 66_800
+    length: Annotated[int, Field(gt=0, le=MAX_INPUT_SAMPLES)] = 66_800
     num_workers: Annotated[int, Field(ge=0)] = 2
     check: Literal["fail", "skip"] = "fail"
 
@@ -112,6 +113,19 @@ class TelemetryConfig(Settings):
 class TrainConfig(Settings):
     seed: int = 1234
     device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _a_device(cls, name: str) -> str:
+        """A device torch knows (whether this machine has it is checked where the run starts)."""
+        import torch
+
+        if name != "auto":
+            try:
+                torch.device(name)
+            except (RuntimeError, TypeError):
+                raise ValueError("must be auto or a torch device (cpu, cuda, cuda:N, mps)") from None
+        return name
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -142,7 +156,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config with safe loading, apply dotted overrides, validate."""
     path = Path(path)
-    raw = read_yaml(path, "config file") or {}
+    raw = read_yaml(path, "config file")
+    if raw is None:
+        raise UserError(f"{path}: the config file is empty (see configs/demo.yaml for one that works)")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the config must be a mapping")
     for key, value in (overrides or {}).items():

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from dpda.console import track
 from dpda.data.dataset import AudioDataset, make_loader
+from dpda.errors import UserError
 
 
 @dataclass
@@ -20,10 +21,24 @@ class ScoreResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; anything else is passed to torch.device."""
+    """`auto` picks CUDA when present; anything else must name a device torch has here."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UserError(f"device: {name!r} is not a torch device (cpu, cuda, cuda:N, mps or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device: {name!r} asked for, but torch sees no CUDA device here (use cpu or auto)")
+    return device
+
+
+def require_finite_scores(scores: np.ndarray | list[float], paths: list) -> None:
+    """A score is never NaN silently: name the first file whose score is not finite."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(scores, dtype=np.float64)))
+    if bad.size:
+        raise UserError(f"{paths[int(bad[0])]}: the model's score is not finite ({bad.size} of {len(paths)} "
+                        "files); its weights are probably NaN (a diverged run or a corrupt model file)")
 
 
 @torch.no_grad()
@@ -58,6 +73,7 @@ def score_manifest(
             total_weight += weights[target].sum().double()
         scores[index.numpy()] = (logits[:, 1] - logits[:, 0]).cpu().numpy()
     model.train(was_training)
+    require_finite_scores(scores, manifest["path"].tolist())
     # the weighted mean over the whole set, as CrossEntropyLoss(weight=...) defines it per batch
     loss = float(total_loss / total_weight.clamp_min(1e-12)) if weights is not None else float("nan")
     return ScoreResult(scores=scores, loss=loss)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import math
 import time
 import uuid
@@ -27,12 +26,15 @@ from dpda.augment import RawBoost
 from dpda.console import track
 from dpda.data.corpora import load_manifest
 from dpda.data.dataset import AudioDataset, make_loader
+from dpda.errors import UserError
 from dpda.metrics import compute_eer
 from dpda.models import build_model, load_ssl_weights
 from dpda.telemetry import NullTelemetryWriter, TelemetryWriter, next_attempt
-from dpda.train.checkpoint import average_state_dicts, load_checkpoint, save_checkpoint
+from dpda.telemetry.tally import EpochTally
+from dpda.train.checkpoint import average_state_dicts, load_checkpoint, load_weights, save_checkpoint
 from dpda.train.config import TrainConfig
 from dpda.train.inference import resolve_device, score_manifest
+from dpda.train.run_dir import RunDirLock, persistent_run_id, write_json
 from dpda.train.step import DualPathStep, StepStats, single_path_step
 
 CHECKPOINT_FORMAT = "dpda-train-state"
@@ -84,6 +86,9 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.cfg
         seed_everything(cfg.seed)
+        for section in ("train", "dev"):
+            if not getattr(cfg.data, section):  # dev drives early stopping and model selection
+                raise UserError(f"data.{section}: no corpora given (a list of KIND:PATH[:SUBSET] specs)")
         self.train_manifest = load_manifest(cfg.data.train, cfg.data.check, "train")
         self.dev_manifest = load_manifest(cfg.data.dev, cfg.data.check, "dev")
         self.train_set = AudioDataset(self.train_manifest, length=cfg.data.length, train=True, seed=cfg.seed)
@@ -155,7 +160,9 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path, CHECKPOINT_FORMAT)
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"], path,
+                     f"this run's {self.cfg.model.name}:{self.cfg.model.preset} model (was the run started with "
+                     "another model? resume with its config, or use a new output folder)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.aligner.load_state_dict(state["aligner"])
         if self.scaler and state["scaler"]:
@@ -190,8 +197,7 @@ class Trainer:
         torch.manual_seed(cfg.seed * 1000 + epoch)
         rank = self.dist.rank if self.dist else 0
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + epoch * 1009 + rank)
-        loss_orig = loss_aug = conflicts = 0.0
-        steps = 0
+        tally = EpochTally()
         max_steps = cfg.optim.max_steps_per_epoch
         total = min(len(self.train_loader), max_steps or len(self.train_loader))
         iterator = track(itertools.islice(self.train_loader, total), total, f"epoch {epoch + 1}", "steps",
@@ -202,19 +208,17 @@ class Trainer:
                 break
             wave = wave.to(self.device, non_blocking=True)
             target = target.to(self.device, non_blocking=True)
-            host = self.train_step(wave, target, gen).to_host()  # one device-to-host transfer per step, needed for telemetry
-            loss_orig += host["loss_orig"]
-            loss_aug += host["loss_aug"]
-            conflicts += float(host["conflict"])
-            steps += 1
+            host = self.train_step(wave, target, gen).to_host()
+            tally.add(host)  # one device-to-host transfer per step, needed for telemetry
             telemetry.log_step(step=self.global_step, epoch=epoch, stats=host, lr=lr)
             self.global_step += 1  # steps completed; also the 0-based index of the next step
-        n = max(steps, 1)
+        means = {k: float("nan") if v is None else v for k, v in tally.means().items()}
         return {
-            "train_loss": loss_orig / n,
-            "train_loss_aug": loss_aug / n,
-            "conflict_fraction": conflicts / n if cfg.augment.mode == "dual" else float("nan"),
-            "steps": steps,
+            "train_loss": means["train_loss_orig"],
+            "train_loss_aug": means["train_loss_aug"],
+            "conflict_fraction": means["conflict_fraction"] if cfg.augment.mode == "dual" else float("nan"),
+            "steps": tally.n,
+            "skipped_steps": tally.n - tally.n_ok,
         }
 
     def _sync_buffers(self) -> None:
@@ -252,17 +256,28 @@ class Trainer:
         return improved
 
     def fit(self) -> dict[str, Any]:
-        """Train until early stopping or the epoch limit; write the averaged model `model.pt`."""
+        """Train until early stopping or the epoch limit; write the averaged model `model.pt`.
+        Rank 0 holds the run dir's lock meanwhile: a second run there fails in one line."""
+        lock = RunDirLock(self.run_dir).acquire() if self.is_main else None
+        try:
+            return self._fit()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
         self._build()
         self.epoch, self.global_step, self.best, self.bad_epochs, self.history, self.attempt = 0, 0, [], 0, [], 0
         resume = self._find_resume()
         if resume is not None:
             self._restore(resume)
-        self.run_id = self.run_id or uuid.uuid4().hex[:12]
+        # fixed before the first telemetry row, so a rerun after a crash before any checkpoint
+        # supersedes the crashed start's rows instead of adding a second run
+        self.run_id = self.run_id or persistent_run_id(self.run_dir, create=self.is_main) or uuid.uuid4().hex[:12]
         if self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            write_json(self.run_dir / "config.json", cfg.to_dict())
         telemetry = self._open_telemetry()
         start = time.time()
         try:
@@ -338,7 +353,7 @@ class Trainer:
                                  num_workers=self.cfg.data.num_workers, device=str(self.device),
                                  check=self.cfg.data.check)
             summary["eval_eer"] = {r["set"]: r["eer"] for r in rows}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_json(self.run_dir / "summary.json", summary)
         print(f"[dpda] averaged epochs {summary['averaged_epochs']}: dev EER {100 * dev['dev_eer']:.2f}% "
               f"-> {model_file}", flush=True)
         return summary

@@ -9,7 +9,7 @@ import torch
 
 from dpda.errors import UserError
 from dpda.models import build_model
-from dpda.train.checkpoint import load_checkpoint
+from dpda.train.checkpoint import load_checkpoint, load_weights
 from dpda.train.config import config_from_dict
 
 MODEL_FORMAT = "dpda-model"
@@ -23,6 +23,6 @@ def load_trained_model(path: str | Path, device: torch.device) -> tuple[torch.nn
         raise UserError(f"{path}: a per-epoch checkpoint without its config; use the run's model.pt")
     cfg = config_from_dict(state["config"], source=str(path))
     model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides)
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], path, f"the {cfg.model.name}:{cfg.model.preset} model its config describes")
     model.to(device).eval()
     return model, state

@@ -90,6 +90,30 @@ StepStats.__module__ = __name__
 _FROM_ALIGN = tuple(f.name for f in fields(AlignStats) if f.name in STEP_STAT_FIELDS)
 
 
+class BufferGuard:
+    """The model's buffers (BatchNorm running statistics and counters) as they were before a
+    step's forward passes, put back when the step is skipped: a batch with a non-finite loss or
+    gradient must leave the model exactly as it was, not only its weights (one loud file would
+    otherwise write NaN into every running mean). Device-side `where`, no host sync."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.buffers = list(model.buffers())
+
+    def snapshot(self) -> list[torch.Tensor]:
+        return [b.detach().clone() for b in self.buffers]
+
+    def finite(self, device: torch.device) -> torch.Tensor:
+        """0-dim bool: every floating buffer finite (a forward that overflowed a running
+        variance counts as a non-finite step even when its loss came out finite)."""
+        checks = [torch.isfinite(b).all().to(device) for b in self.buffers if b.is_floating_point()]
+        return torch.stack(checks).all() if checks else torch.ones((), dtype=torch.bool, device=device)
+
+    @torch.no_grad()
+    def restore_if(self, skipped: torch.Tensor, saved: list[torch.Tensor]) -> None:
+        for buffer, before in zip(self.buffers, saved):
+            buffer.copy_(torch.where(skipped.to(buffer.device), before, buffer))
+
+
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     """Autocast context for the forward and loss only (backward runs outside it, as recommended)."""
     if dtype is None:
@@ -168,6 +192,7 @@ class DualPathStep:
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self._params = [p for _, p in named]
         self.segments = Segments.from_parameters(named)
+        self._guard = BufferGuard(model)
         # Row 0: original-path gradient (the one extra buffer); row 1: the .grad storage.
         self._buffer = torch.zeros(2, self.segments.numel, dtype=first.dtype, device=first.device)
         self._views: list[torch.Tensor] = []
@@ -201,6 +226,7 @@ class DualPathStep:
         if x_orig.shape != x_aug.shape:
             raise UserError(f"train: x_orig {tuple(x_orig.shape)} and x_aug {tuple(x_aug.shape)} differ in shape")
         self._bind_grads()
+        saved = self._guard.snapshot()
         g_orig, g_aug = self._buffer[0], self._buffer[1]
         g_aug.zero_()
         amp = functools.partial(_autocast, g_aug.device, self.autocast_dtype)
@@ -227,12 +253,14 @@ class DualPathStep:
         if self.reduce_fn is not None:
             self.reduce_fn(self._buffer)
         with torch.profiler.record_function("dpda.align"):
-            stats = self._align(g_orig, g_aug, loss_o.detach(), loss_a.detach())
+            stats = self._align(g_orig, g_aug, loss_o.detach(), loss_a.detach(), self._guard.finite(g_aug.device))
         self._optimizer_step(stats.skipped)
+        self._guard.restore_if(stats.skipped, saved)
         return stats
 
-    def _align(self, g_orig: torch.Tensor, g_aug: torch.Tensor, loss_o: torch.Tensor, loss_a: torch.Tensor) -> StepStats:
-        valid = torch.isfinite(loss_o) & torch.isfinite(loss_a)
+    def _align(self, g_orig: torch.Tensor, g_aug: torch.Tensor, loss_o: torch.Tensor, loss_a: torch.Tensor,
+               buffers_ok: torch.Tensor) -> StepStats:
+        valid = torch.isfinite(loss_o) & torch.isfinite(loss_a) & buffers_ok
         dots = segment_dots(g_orig, g_aug, self.segments)
         coeffs, st = self.aligner.solve(dots, valid=valid)
         inv = _inv_scale(self.scaler, g_aug.device)
@@ -269,6 +297,7 @@ def _simple_finish(
     clip_norm: float | None,
     scaler: torch.amp.GradScaler | None,
     reduce_fn: ReduceFn | None,
+    buffers_ok: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward, optional reduce, norm/clip, non-finite skip, optimizer step.
 
@@ -284,6 +313,12 @@ def _simple_finish(
         for p, g in zip(params, flat.split([p.numel() for p in params])):
             p.grad = g.view_as(p)
     if scaler is not None:
+        # Non-finite buffers alone leave the gradients finite: poison them so the scaler's
+        # found-inf check (made in unscale_) skips this step too.
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads:
+            poison = torch.where(buffers_ok.to(grads[0].device), 1.0, float("nan")).to(grads[0].dtype)
+            torch._foreach_mul_(grads, poison)
         scaler.unscale_(optimizer)
     present = [i for i, p in enumerate(params) if p.grad is not None]
     layer_norm = torch.zeros(len(params), dtype=torch.float64, device=params[0].device)
@@ -293,7 +328,7 @@ def _simple_finish(
     norm = torch.linalg.vector_norm(layer_norm)
     if clip_norm is not None:
         torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm)
-    skipped = ~(torch.isfinite(norm) & torch.isfinite(loss.detach()))
+    skipped = ~(torch.isfinite(norm) & torch.isfinite(loss.detach()) & buffers_ok.to(norm.device))
     if scaler is not None:
         scaler.step(optimizer)  # its found-inf check is the one host sync
         scaler.update()
@@ -348,12 +383,16 @@ def plain_da_step(
     ``reduce_fn`` (optional) is called once on a flat vector of all gradients.
     """
     model.zero_grad(set_to_none=True)
+    guard = BufferGuard(model)
+    saved = guard.snapshot()
     b = x_orig.shape[0]
     with _autocast(x_orig.device, autocast_dtype):
         logits = model(torch.cat([x_orig, x_aug]))
         loss_o = _scalar_loss(loss_fn(logits[:b], y))
         loss_a = _scalar_loss(loss_fn(logits[b:], y))
-    norm, skipped, layer = _simple_finish(model, optimizer, (loss_o + loss_a) / 2, clip_norm, scaler, reduce_fn)
+    norm, skipped, layer = _simple_finish(model, optimizer, (loss_o + loss_a) / 2, clip_norm, scaler, reduce_fn,
+                                          guard.finite(loss_o.device))
+    guard.restore_if(skipped, saved)
     return _simple_stats(loss_o.detach(), loss_a.detach(), norm, skipped, layer, single=False)
 
 
@@ -373,8 +412,11 @@ def single_path_step(
     Its loss and gradient are reported in the *_orig fields; *_aug and pairwise fields are NaN.
     """
     model.zero_grad(set_to_none=True)
+    guard = BufferGuard(model)
+    saved = guard.snapshot()
     with _autocast(x.device, autocast_dtype):
         loss = _scalar_loss(loss_fn(model(x), y))
-    norm, skipped, layer = _simple_finish(model, optimizer, loss, clip_norm, scaler, reduce_fn)
+    norm, skipped, layer = _simple_finish(model, optimizer, loss, clip_norm, scaler, reduce_fn, guard.finite(loss.device))
+    guard.restore_if(skipped, saved)
     nan = torch.full_like(loss.detach(), float("nan"))
     return _simple_stats(loss.detach(), nan, norm, skipped, layer, single=True)

@@ -392,6 +392,8 @@ def summarise(space: SearchSpace, grid: Any, exp_path: str) -> SearchOutcome:
     column = space.tune.metric
     value = float(history[column].min() if space.tune.mode == "min" else history[column].max()) \
         if history is not None and column in history else float(best.metrics.get(column, math.nan))
+    if not math.isfinite(value):  # a failed search must not look like a finished one
+        return SearchOutcome(exp_path, table, None, None, None, None, interrupted)
     trial_id = best.metrics.get("trial_id")
     model = str(Path(best.path) / "model.pt") if best.path else None
     if model and not _is_uri(model) and not Path(model).exists():
