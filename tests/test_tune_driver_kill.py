@@ -1,0 +1,87 @@
+"""SIGKILL of the `dpda tune` driver (no chance to save or clean up), then `--resume`: finished
+trials are not run again, and the killed driver leaves no Ray process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from support import write_tiny_corpus
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[1]
+RAY_PROCESS = ("raylet", "gcs_server", "ray::", "dashboard", "log_monitor", "monitor.py", "runtime_env")
+
+
+def _ray_pids(session_of: int | None = None) -> set[int]:
+    """PIDs of Ray's processes on this machine; with `session_of`, only those of the local cluster
+    that driver PID started (Ray names the session directory after the driver's PID)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(name in cmd for name in RAY_PROCESS) and "pytest" not in cmd:
+            if session_of is None or f"_{session_of}/" in cmd or f"_{session_of} " in cmd:
+                pids.add(int(entry.name))
+    return pids
+
+
+def _tune(corpus: Path, storage: Path, *extra: str) -> list[str]:
+    """`--address local`: the driver starts (and owns) its own local cluster, as on a laptop,
+    rather than joining one that another process on this machine started."""
+    return [sys.executable, "-m", "dpda.cli", "-q", "tune", str(ROOT / "search_spaces/demo.yaml"),
+            "--data", str(corpus), "--storage", str(storage), "--num-samples", "3", "--max-concurrent", "1",
+            "--epochs", "1", "--metric", "dev_loss", "--set", "data.length=8000", "--set", "optim.batch_size=4",
+            "--set", "optim.max_steps_per_epoch=3", "--set", "telemetry.flush_every=3", "--address", "local", *extra]
+
+
+def test_sigkill_of_the_tune_driver_then_resume(tmp_path: Path) -> None:
+    corpus = write_tiny_corpus(tmp_path / "corpus", n_train=16, n_dev=16)
+    storage = tmp_path / "results"
+    exp = storage / "demo"
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    driver = subprocess.Popen(_tune(corpus, storage), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(exp.glob("trial_*/summary.json")):  # a trial finished (its model is averaged)
+            assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.2)
+        assert _ray_pids(driver.pid), "the driver started no local Ray cluster?"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        finished = {p.parent.name: p.read_bytes() for p in exp.glob("trial_*/summary.json")}
+        # the local cluster shares the driver's fate (Ray's kernel fate sharing on Linux)
+        deadline = time.monotonic() + 60
+        while _ray_pids(driver.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _ray_pids(driver.pid), "Ray processes of the killed driver are still running"
+
+        resumed = subprocess.run(_tune(corpus, storage, "--resume"), capture_output=True, text=True, timeout=600,
+                                 env=env)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        for trial, content in finished.items():  # finished trials did not run again
+            assert (exp / trial / "summary.json").read_bytes() == content, trial
+        table = pd.read_csv(exp / "results.csv")
+        assert len(table) == 3 and table["trial_id"].is_unique
+        assert set(table["status"]) <= {"completed", "stopped early"}, table
+        assert (exp / "best_config.yaml").exists()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for pid in _ray_pids(driver.pid):  # never leave this test's Ray processes behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
