@@ -232,3 +232,65 @@ def test_train_stops_on_a_corpus_listed_twice_and_writes_nothing(tmp_path: Path,
         f"dpda train: error: train: 2 utterance id(s) in more than one corpus, the first 'u1' in "
         f"csv:{a} ({a}:2) and csv:{a} ({a}:2)\n")
     assert not run.exists()
+
+
+# ------------------------------------------------------------------------------ dpda report: bad parts
+@pytest.fixture()
+def experiment(tmp_path: Path) -> Path:
+    from dpda.telemetry.synthetic import write_synthetic_experiment
+
+    write_synthetic_experiment(tmp_path, trials=2, steps=60, layers=3, steps_per_epoch=20, restart_trials=0, seed=1)
+    return tmp_path / "synthetic_exp"
+
+
+def _second_part(experiment: Path, table: str) -> Path:
+    return sorted(experiment.glob(f"*/telemetry/{table}/attempt=*/part-*.parquet"))[1]
+
+
+@pytest.mark.parametrize("table", ["steps", "layers"])
+def test_report_leaves_out_a_part_cut_short_and_says_which(experiment: Path, table: str, capsys) -> None:
+    import pyarrow.parquet as pq
+
+    import dpda_analysis as A
+
+    cut = _second_part(experiment, table)
+    files = sorted(experiment.glob(f"*/telemetry/{table}/attempt=*/part-*.parquet"))
+    kept = sum(pq.read_metadata(f).num_rows for f in files if f != cut)
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    out = experiment / "report.html"
+    assert main(["-q", "report", str(experiment), "--html", str(out)]) == 0
+    assert capsys.readouterr().err == (
+        f"dpda report: warning: {cut}: left out, not a readable Parquet file (No magic bytes found at end of file)\n")
+    assert f"part files left out (not readable Parquet)</th><td>{cut}</td>" in out.read_text(encoding="utf-8")
+    assert cut.read_bytes() == data[: len(data) // 2]  # the part is left as it was
+    with pytest.warns(A.AnalysisWarning, match="left out"), A.open_telemetry(experiment) as tel:
+        assert tel.skipped == [str(cut)]
+        assert tel.sql(f"SELECT count(*) AS n FROM {table}")["n"].item() == kept
+
+
+def _drop_cos(table):
+    return table.drop_columns(["cos"])
+
+
+def _float_step(table):
+    import pyarrow as pa
+
+    return table.set_column(table.schema.get_field_index("step"), "step", table["step"].cast(pa.float64()))
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (_drop_cos, "no column 'cos', which the steps table needs"),
+    (_float_step, "column 'step' is DOUBLE, the steps table needs BIGINT"),
+], ids=["missing", "mistyped"])
+def test_report_names_the_file_and_column_of_a_foreign_part(experiment: Path, change, problem: str, capsys) -> None:
+    import pyarrow.parquet as pq
+
+    part = _second_part(experiment, "steps")
+    table = pq.read_table(part)
+    pq.write_table(change(table).replace_schema_metadata(table.schema.metadata), part)
+    out = experiment / "report.html"
+    out.write_text("the previous report")
+    assert main(["-q", "report", str(experiment), "--html", str(out)]) == 2
+    assert capsys.readouterr().err == f"dpda report: error: {part}: {problem}\n"
+    assert out.read_text() == "the previous report"
