@@ -294,3 +294,63 @@ def test_report_names_the_file_and_column_of_a_foreign_part(experiment: Path, ch
     assert main(["-q", "report", str(experiment), "--html", str(out)]) == 2
     assert capsys.readouterr().err == f"dpda report: error: {part}: {problem}\n"
     assert out.read_text() == "the previous report"
+
+
+# ------------------------------------------------------------------------------ dpda score / predict
+def _keys_csv(path: Path, labels: list[str]) -> Path:
+    path.write_text("path,label,utt\n" + "".join(f"u{i}.wav,{lab},u{i}\n" for i, lab in enumerate(labels)))
+    return path
+
+
+def _keys_2019(path: Path, labels: list[str]) -> Path:
+    path.write_text("".join(f"LA_0001 u{i} - {'-' if lab == 'bonafide' else 'A01'} {lab}\n"
+                            for i, lab in enumerate(labels)))
+    return path
+
+
+@pytest.mark.parametrize("write_keys", [_keys_csv, _keys_2019], ids=["csv", "2019 protocol"])
+@pytest.mark.parametrize(("label", "missing"), [("spoof", "bona fide"), ("bonafide", "spoof")])
+def test_score_refuses_keys_without_one_class(tmp_path: Path, write_keys, label: str, missing: str, capsys) -> None:
+    keys = write_keys(tmp_path / ("keys.csv" if write_keys is _keys_csv else "keys.txt"), [label] * 3)
+    scores = tmp_path / "scores.txt"
+    scores.write_text("u0 0.5\nu1 -1.0\nu2 2.0\n")
+    assert main(["score", str(scores), str(keys)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"dpda score: error: {keys}: no {missing} trial among the 3 trials; "
+                            "the EER needs both bona fide and spoof trials\n")
+
+
+def test_score_names_a_key_file_of_one_column(tmp_path: Path, capsys) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("u0\nu1\n")
+    (tmp_path / "scores.txt").write_text("u0 0.5\nu1 -1.0\n")
+    assert main(["score", str(tmp_path / "scores.txt"), str(keys)]) == 2
+    assert capsys.readouterr().err == (
+        f"dpda score: error: {keys}: first line has 1 field; expected an ASVspoof 2019 protocol "
+        "or 2021 trial_metadata.txt (or a corpus spec)\n")
+
+
+EXPECTED_METRICS = "the metrics.json of dpda eval, a list of objects with 'set' and 'threshold'"
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("set,threshold\ndev,0.5\n", f"{{f}}:1: not JSON (Expecting value); expected {EXPECTED_METRICS}"),
+    ('{"dev": 0.5}', f"{{f}}: expected {EXPECTED_METRICS}"),
+    ('[{"set": "dev", "eer": 0.1}]', f"{{f}}: expected {EXPECTED_METRICS}"),
+    ('[{"set": "dev", "threshold": NaN}]', "{f}: set 'dev': threshold nan is not a finite number"),
+    ('[{"set": "dev", "threshold": "0.5"}]', "{f}: set 'dev': threshold '0.5' is not a finite number"),
+    (None, "{f}: no such metrics file"),
+], ids=["csv", "object", "no threshold", "NaN", "string", "missing"])
+def test_predict_refuses_a_bad_threshold_file(tmp_path: Path, text: str | None, problem: str, capsys) -> None:
+    metrics = tmp_path / "metrics.json"
+    if text is not None:
+        metrics.write_text(text)
+    assert main(["predict", str(tmp_path / "model.pt"), str(tmp_path / "a.wav"), "--threshold-from", str(metrics)]) == 2
+    assert capsys.readouterr().err == f"dpda predict: error: {problem.format(f=metrics)}\n"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "NaN"])
+def test_predict_refuses_a_threshold_that_is_not_finite(tmp_path: Path, value: str, capsys) -> None:
+    assert main(["predict", str(tmp_path / "model.pt"), str(tmp_path / "a.wav"), "--threshold", value]) == 2
+    assert capsys.readouterr().err == f"dpda predict: error: --threshold: must be a finite number, got {float(value)!r}\n"
