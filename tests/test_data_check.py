@@ -10,7 +10,7 @@ import soundfile as sf
 
 from dpda.cli import main
 from dpda.data.check import (
-    DUPLICATE, EMPTY, MISSING, NONFINITE, OUTSIDE, UNKNOWN_LABEL, UNREADABLE, check_manifest, inspect_manifest,
+    DUPLICATE, EMPTY, KINDS, MISSING, NONFINITE, OUTSIDE, UNKNOWN_LABEL, UNREADABLE, check_manifest, inspect_manifest,
 )
 from dpda.data.dataset import AudioDataset, make_loader
 from dpda.data.readers import load_corpus
@@ -67,7 +67,7 @@ def test_every_problem_reported_with_file_and_line(bad_corpus):
     result = inspect_manifest(load_corpus(str(csv)), num_workers=2)
     assert {int(p.where.rsplit(":", 1)[1]): p.kind for p in result.problems} == EXPECTED
     assert all(p.where.startswith(f"{csv}:") for p in result.problems)
-    assert result.counts == {MISSING: 1, UNREADABLE: 1, EMPTY: 1, NONFINITE: 2, UNKNOWN_LABEL: 1, DUPLICATE: 1, OUTSIDE: 2}
+    assert result.counts == {k: 0 for k in KINDS} | {MISSING: 1, UNREADABLE: 1, EMPTY: 1, NONFINITE: 2, UNKNOWN_LABEL: 1, DUPLICATE: 1, OUTSIDE: 2}
     dup = next(p for p in result.problems if p.kind == DUPLICATE)
     assert f"already at {csv}:2" in dup.detail
     assert result.audio["sample_rates"] == {16000: 4}

@@ -4,7 +4,7 @@ Depends on pyarrow, DuckDB, pandas and plotly only (never torch or Ray), so it r
 against a copied run or Tune experiment directory.
 """
 
-from dpda_analysis.errors import AnalysisError
+from dpda_analysis.errors import AnalysisError, AnalysisWarning
 from dpda_analysis.queries import (
     comparison_table,
     conflict_by,
@@ -28,6 +28,7 @@ from dpda_analysis.store import Telemetry, open_telemetry
 __all__ = [
     "SCHEMA_VERSION",
     "AnalysisError",
+    "AnalysisWarning",
     "Telemetry",
     "comparison_table",
     "conflict_by",

@@ -1,5 +1,10 @@
-"""Errors a user of the analysis package can cause (wrong path, unreadable or foreign files)."""
+"""Errors a user of the analysis package can cause (wrong path, unreadable or foreign files),
+and the warning for telemetry that is left out."""
 
 
 class AnalysisError(ValueError):
     """A problem with the telemetry the user pointed at; the message names the path."""
+
+
+class AnalysisWarning(UserWarning):
+    """Telemetry left out of an analysis (e.g. a part file cut short); the message names it."""

@@ -370,6 +370,9 @@ def _summary_html(tel: Telemetry) -> str:
         ("mean cos(g_orig, g_aug)", "n/a" if s["mean_cos"] is None else f"{s['mean_cos']:.3f}"),
         ("best trial / best dev EER", f"{s['best_trial'] or 'n/a'} / {pct(s['best_dev_eer'])}"),
     ]
+    if tel.skipped:  # the figures lack these parts' rows: say so where the numbers are read
+        more = f" and {len(tel.skipped) - 5} more" if len(tel.skipped) > 5 else ""
+        rows.append(("part files left out (not readable Parquet)", ", ".join(tel.skipped[:5]) + more))
     if corr:
         rows.append(("Spearman: conflict vs best dev EER / epochs-to-best",
                      " / ".join("n/a" if np.isnan(v) else f"{v:+.2f}" for v in corr.values())))

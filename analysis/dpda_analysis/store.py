@@ -7,6 +7,8 @@ the footers' step statistics: a restarted attempt's parts wholly before the resu
 read unfiltered, wholly after it are left out, and only the part around it gets a `step < cut`
 filter; runs without restarts get no filter at all. `Telemetry.partial_aggregate` aggregates
 each of those scans separately, so big per-layer queries never group by the id strings.
+Every part's footer is checked first (`dpda_analysis.parts`): a part cut short is left out with
+a warning naming it (`Telemetry.skipped`), a foreign one is an AnalysisError naming the column.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pyarrow as pa
 from dpda_analysis import schema as S
 from dpda_analysis.discover import RunDir, find_runs
 from dpda_analysis.errors import AnalysisError
+from dpda_analysis.parts import check_parts, plain_schema
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 
@@ -35,13 +38,6 @@ def _sql_str(value: str) -> str:
 
 def _scan(patterns: list[str]) -> str:
     return f"read_parquet([{', '.join(map(_sql_str, patterns))}], hive_partitioning = false)"
-
-
-def _plain_schema(schema: pa.Schema) -> pa.Schema:
-    """Dictionary columns as plain strings (what DuckDB exposes them as)."""
-    return pa.schema(
-        [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema]
-    )
 
 
 @dataclass(frozen=True)
@@ -86,6 +82,9 @@ class Telemetry:
             self.con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             self.con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
+        files = {t: [f for run in self.runs if run.parts(t) for f in sorted(glob.glob(run.glob(t)))] for t in S.TABLES}
+        self.skipped: list[str] = check_parts(self.con, files)  # parts left out: not readable Parquet
+        self._skip = set(self.skipped)
         for table, schema in S.TABLES.items():
             self._raw_view(table, schema)
         self._define_views()
@@ -107,36 +106,25 @@ class Telemetry:
         self.close()
 
     # ------------------------------------------------------------------ views
+    def _parts(self, pattern: str) -> list[str]:
+        """What to scan for the parts `pattern` matches: [pattern] itself, or when some were
+        skipped the others by name; [] when none is left."""
+        files = sorted(glob.glob(pattern))
+        good = [f for f in files if f not in self._skip]
+        return [pattern] if good and len(good) == len(files) else good
+
+    def _has(self, run: RunDir, table: str) -> bool:
+        return run.parts(table) and bool(self._parts(run.glob(table)))
+
     def _raw_view(self, table: str, schema: pa.Schema) -> None:
-        globs = []
-        for run in self.runs:
-            if run.parts(table):
-                self._check_version(run, table)
-                globs.append(run.glob(table))
+        globs = [p for run in self.runs if self._has(run, table) for p in self._parts(run.glob(table))]
         if globs:
             source = _scan(globs)
         else:  # no run has this table yet: an empty relation with the right columns
             name = f"empty_{table}"
-            self.con.register(name, _plain_schema(schema).empty_table())
+            self.con.register(name, plain_schema(schema).empty_table())
             source = name
         self.con.execute(f"CREATE VIEW raw_{table} AS SELECT * FROM {source}")
-
-    def _check_version(self, run: RunDir, table: str) -> None:
-        first = sorted(glob.glob(run.glob(table)))[0]
-        # Read with DuckDB rather than pyarrow.parquet: importing that costs ~10 MB of RSS.
-        try:
-            rows = self.con.execute("SELECT key, value FROM parquet_kv_metadata(?)", [first]).fetchall()
-        except duckdb.Error as exc:
-            raise AnalysisError(f"{first}: not a readable Parquet file ({exc})") from None
-        meta = {bytes(k): bytes(v) for k, v in rows}
-        version = meta.get(S.META_VERSION_KEY)
-        if version is None:
-            raise AnalysisError(f"{first}: no {S.META_VERSION_KEY.decode()} metadata; not dpda telemetry")
-        if int(version) > S.SCHEMA_VERSION:
-            raise AnalysisError(
-                f"{first}: telemetry schema version {int(version)} is newer than this reader "
-                f"({S.SCHEMA_VERSION}); upgrade dpda_analysis"
-            )
 
     def _define_views(self) -> None:
         con = self.con
@@ -157,7 +145,7 @@ class Telemetry:
         self._ids = self._ids_by_run()
         self._branch_list: dict[str, list[_Branch]] = {}
         for table in ("steps", "layers", "epochs"):
-            branches = [b for run in self.runs if run.parts(table) for b in self._branches(run, table)]
+            branches = [b for run in self.runs if self._has(run, table) for b in self._branches(run, table)]
             self._branch_list[table] = branches
             names = [f.name for f in S.TABLES[table]]
             source = (
@@ -191,19 +179,19 @@ class Telemetry:
                 if (r, t) in pairs
             ]
             where = f"NOT ({' OR '.join(keep)})" if keep else ""
-            return [_Branch(_scan([run.glob(table)]), where, None)]
+            return [_Branch(_scan(self._parts(run.glob(table))), where, None)]
         run_id, trial_id = pairs[0]
         consts = {"run_id": _sql_str(run_id), "trial_id": _sql_str(trial_id)}
         plain, out = [], []
         for directory in sorted((run.telemetry / table).glob("attempt=*")):
-            pattern = str(directory / S.PART_GLOB)
-            if not glob.glob(pattern):
+            parts = self._parts(str(directory / S.PART_GLOB))
+            if not parts:
                 continue
             cut = self._cut.get((run_id, trial_id, int(directory.name.split("=", 1)[1])))
             if cut is None:
-                plain.append(pattern)
+                plain += parts
                 continue
-            below, straddle = self._split_at(pattern, cut)
+            below, straddle = self._split_at(parts, cut)
             plain += below
             if straddle:
                 out.append(_Branch(_scan(straddle), f"step < {cut}", consts))
@@ -211,18 +199,18 @@ class Telemetry:
             out.append(_Branch(_scan(plain), "", consts))
         return out
 
-    def _split_at(self, pattern: str, cut: int) -> tuple[list[str], list[str]]:
+    def _split_at(self, parts: list[str], cut: int) -> tuple[list[str], list[str]]:
         """Parts of a restarted attempt: (all steps < cut, some steps < cut); the rest are dropped.
 
         From the footers' step statistics, so only the parts around the resume point pay a
         per-row filter, and wholly superseded parts are never opened by later queries.
         """
         rows = self.con.execute(
-            f"""SELECT file_name, min(stats_min_value::BIGINT), max(stats_max_value::BIGINT)
-                FROM parquet_metadata({_sql_str(pattern)}) WHERE path_in_schema = 'step'
-                GROUP BY file_name ORDER BY file_name"""
+            """SELECT file_name, min(stats_min_value::BIGINT), max(stats_max_value::BIGINT)
+               FROM parquet_metadata(?) WHERE path_in_schema = 'step'
+               GROUP BY file_name ORDER BY file_name""", [parts]
         ).fetchall()
-        files = sorted(glob.glob(pattern))
+        files = sorted(f for p in parts for f in glob.glob(p))
         if len(rows) != len(files) or any(lo is None or hi is None for _, lo, hi in rows):
             return [], files  # no usable statistics: filter every row
         below = [f for f, lo, hi in rows if hi < cut]
@@ -261,11 +249,11 @@ class Telemetry:
 
     # ------------------------------------------------------------------ trials
     def _ids_by_run(self) -> dict[str, list[tuple[str, str]]]:
+        sources = [p for r in self.runs if self._has(r, "attempts") for p in self._parts(r.glob("attempts"))]
         rows = self.con.execute(
             "SELECT DISTINCT filename, run_id, trial_id FROM read_parquet("
-            f"[{', '.join(_sql_str(r.glob('attempts')) for r in self.runs if r.parts('attempts'))}], "
-            "filename = true, hive_partitioning = false)"
-        ).fetchall() if any(r.parts("attempts") for r in self.runs) else []
+            "?, filename = true, hive_partitioning = false)", [sources]
+        ).fetchall() if sources else []
         by_run: dict[str, set[tuple[str, str]]] = {}
         for filename, run_id, trial_id in rows:
             run_dir = str(Path(filename).parents[3])  # RUN/telemetry/attempts/attempt=K/part

@@ -1,11 +1,13 @@
-"""`dpda check CORPUS...`: validate corpora before training (missing, unreadable, empty or
-non-finite audio, unknown labels, duplicate ids, paths escaping the corpus root)."""
+"""`dpda check CORPUS...`: validate corpora before training (missing, special, unreadable,
+truncated, empty, non-finite or far too loud audio, implausible sample rates, unknown labels,
+duplicate ids within a corpus and across the corpora given, paths escaping the corpus root)."""
 
 from __future__ import annotations
 
 import argparse
 
 from dpda.cli import add_deprecated
+from dpda.data.audio_file import MAX_PEAK, SAMPLE_RATE_RANGE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="threads reading audio")
     add_deprecated(parser, "--workers", "--threads", "threads", type=int)
     parser.add_argument("--max-problems", type=int, default=20, help="problems listed per corpus")
+    parser.add_argument("--sample-rates", metavar="MIN-MAX", default="{}-{}".format(*SAMPLE_RATE_RANGE),
+                        help="sample rates (Hz) accepted in headers (default: %(default)s)")
+    parser.add_argument("--max-peak", type=float, default=MAX_PEAK, metavar="X",
+                        help="largest accepted |sample| of float audio; full scale is 1.0 (default: %(default)g)")
 
 
 def summary_table(manifest) -> str:
@@ -33,23 +39,30 @@ def summary_table(manifest) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dpda.data.check import inspect_manifest
+    from dpda.data.audio_file import parse_rate_range
+    from dpda.data.check import duplicates_across, inspect_manifest
     from dpda.data.readers import load_corpus
     from dpda.errors import UserError
 
+    rates = parse_rate_range(args.sample_rates)
+    if not args.max_peak > 0:
+        raise UserError(f"--max-peak: must be > 0, got {args.max_peak!r}")
     status = 0
+    loaded = []
     for spec in args.corpora:
         print(f"== {spec}")
         try:
             manifest = load_corpus(spec)
-            result = inspect_manifest(manifest, num_workers=args.threads, decode=args.decode)
+            result = inspect_manifest(manifest, num_workers=args.threads, decode=args.decode,
+                                      sample_rates=rates, max_peak=args.max_peak)
         except UserError as exc:
             print(f"  error: {exc}")
             status = max(status, 2)
             continue
-        rates = ", ".join(f"{r} Hz: {n}" for r, n in result.audio.get("sample_rates", {}).items())
+        loaded.append(manifest)
+        rates_seen = ", ".join(f"{r} Hz: {n}" for r, n in result.audio.get("sample_rates", {}).items())
         print(f"  {result.total} rows, root {manifest.attrs.get('root')}, "
-              f"{float(result.audio.get('seconds', 0.0)) / 3600:.2f} h readable audio ({rates or 'none'})")
+              f"{float(result.audio.get('seconds', 0.0)) / 3600:.2f} h readable audio ({rates_seen or 'none'})")
         print(summary_table(manifest))
         if result.ok:
             print("  ok: no problems")
@@ -60,4 +73,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"  skip: {len(result.bad_rows)} bad rows would be dropped, {result.total - len(result.bad_rows)} kept")
         else:
             status = max(status, 1)
+    shared, total = duplicates_across(loaded, limit=args.max_problems)
+    if shared:  # one set must not hold an id twice, whatever the policy: training refuses it
+        print("== across corpora")
+        print("  problems:")
+        print("\n".join(f"    {line}" for line in map(str, shared)))
+        if total > len(shared):
+            print(f"    ... and {total - len(shared)} more")
+        print(f"    {total} utterance id(s) in more than one corpus")
+        status = max(status, 1)
     return status

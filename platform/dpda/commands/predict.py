@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from dpda.cli import add_deprecated
@@ -21,27 +22,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
 
 
-def pick_threshold(args: argparse.Namespace, state: dict) -> tuple[float, str]:
-    """Explicit value, else an eval set's EER threshold, else the dev threshold saved in training."""
+def given_threshold(args: argparse.Namespace) -> tuple[float, str] | None:
+    """(threshold, where it came from) of --threshold or --threshold-from, checked before the
+    model is loaded; None: use the dev EER threshold saved in training."""
     from dpda.errors import UserError
 
     if args.threshold is not None:
+        if not math.isfinite(args.threshold):
+            raise UserError(f"--threshold: must be a finite number, got {args.threshold!r}")
         return args.threshold, "--threshold"
     if args.threshold_from is not None:
-        rows = json.loads(args.threshold_from.read_text())
-        names = [r["set"] for r in rows]
-        if args.eval_set is None and len(rows) == 1:
-            return float(rows[0]["threshold"]), f"{args.threshold_from}:{names[0]}"
-        for r in rows:
-            if r["set"] == args.eval_set:
-                return float(r["threshold"]), f"{args.threshold_from}:{r['set']}"
-        raise UserError(f"{args.threshold_from}: --eval-set must be one of {', '.join(names)}")
+        return threshold_from(args.threshold_from, args.eval_set)
+    return None
+
+
+def threshold_from(path: Path, eval_set: str | None) -> tuple[float, str]:
+    """An eval set's EER threshold from the metrics.json `dpda eval` writes (a list of objects
+    with `set` and `threshold`); one UserError line naming the file for anything else."""
+    from dpda.errors import UserError, read_user_text
+
+    expected = "the metrics.json of dpda eval, a list of objects with 'set' and 'threshold'"
+    try:
+        rows = json.loads(read_user_text(path, "metrics file"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: not JSON ({exc.msg}); expected {expected}") from None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and {"set", "threshold"} <= r.keys() for r in rows):
+        raise UserError(f"{path}: expected {expected}")
+    names = [str(r["set"]) for r in rows]
+    if eval_set is None and len(rows) == 1:
+        row = rows[0]
+    else:
+        row = next((r for r, name in zip(rows, names) if name == eval_set), None)
+        if row is None:
+            raise UserError(f"{path}: --eval-set must be one of {', '.join(names)}")
+    value = row["threshold"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{path}: set {row['set']!r}: threshold {value!r} is not a finite number")
+    return float(value), f"{path}:{row['set']}"
+
+
+def saved_threshold(model: Path, state: dict) -> tuple[float, str]:
+    """The dev EER threshold training stored beside the weights."""
+    from dpda.errors import UserError
+
     if state.get("dev_threshold") is None:
-        raise UserError(f"{args.model}: no dev threshold stored in this model file; pass --threshold or --threshold-from")
+        raise UserError(f"{model}: no dev threshold stored in this model file; pass --threshold or --threshold-from")
     return float(state["dev_threshold"]), "dev EER threshold"
 
 
 def run(args: argparse.Namespace) -> int:
+    given = given_threshold(args)  # before torch and the model: a bad option fails at once
     import torch
 
     from dpda.data.audio import fix_length, load_audio
@@ -50,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, state = load_trained_model(args.model, device)
-    threshold, source = pick_threshold(args, state)
+    threshold, source = given or saved_threshold(args.model, state)
     length = state["config"]["data"]["length"]
     batch = torch.stack([fix_length(load_audio(f), length) for f in args.files]).to(device)
     with torch.no_grad():

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
-from dpda_analysis import AnalysisError
+from dpda_analysis import AnalysisError, AnalysisWarning
 from dpda_analysis.report import FIGURE_ORDER, write_report
 
 from dpda.cli import add_deprecated
@@ -28,18 +29,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trials selectable in the layer heatmap, best dev EER first")
 
 
+def _show(caught: list[warnings.WarningMessage]) -> None:
+    """Telemetry left out as one `warning:` line each; other warnings as Python shows them."""
+    for w in caught:
+        if issubclass(w.category, AnalysisWarning):
+            print(f"dpda report: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.heatmap_bins < 1 or args.heatmap_trials < 1:
         print("dpda report: error: --heatmap-bins and --heatmap-trials must be >= 1", file=sys.stderr)
         return 2
     try:
-        with Progress(len(FIGURE_ORDER), "report", "figures") as bar:
+        with warnings.catch_warnings(record=True) as caught, Progress(len(FIGURE_ORDER), "report", "figures") as bar:
+            warnings.simplefilter("always", AnalysisWarning)
             result = write_report(args.path, args.html, png_dir=args.png, title=args.title,
                                   heatmap_bins=args.heatmap_bins, heatmap_trials=args.heatmap_trials,
                                   on_figure=lambda _name: bar.update())
     except AnalysisError as exc:
+        _show(caught)
         print(f"dpda report: error: {exc}", file=sys.stderr)
         return 2
+    _show(caught)
     print(f"wrote {result.html_path} ({len(result.figures)} figures)")
     for path in result.png_paths:
         print(f"wrote {path}")

@@ -59,6 +59,9 @@ def load_keys(keys: str) -> pd.DataFrame:
         raise UserError(f"{path}: empty key file")
     if len(first) == 5:
         return _protocol_2019(path)
+    if len(first) < 2:
+        raise UserError(f"{path}: first line has {len(first)} field; expected an ASVspoof 2019 protocol "
+                        "or 2021 trial_metadata.txt (or a corpus spec)")
     track = "df" if first[1].upper().startswith("DF_") else "la"
     return load_corpus(f"asvspoof2021{track}:{path}")
 

@@ -16,6 +16,7 @@ from dpda._torchaudio import torchaudio  # noqa: F401  one-line error if torch a
 import torchaudio.functional as AF
 
 from dpda import SAMPLE_RATE
+from dpda.data.audio_file import not_regular, rate_problem
 from dpda.errors import UserError
 
 DEFAULT_LENGTH = 66_800  # samples; the published crop / repeat-pad length
@@ -28,11 +29,20 @@ class AudioReadError(UserError):
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """(float32 array (frames, channels), sample rate) decoded by libsndfile, any bit depth.
 
-    Raises AudioReadError for unreadable, zero-length or non-finite audio so callers handle
-    one exception type.
+    Raises AudioReadError for unreadable, zero-length or non-finite audio, for a path that is
+    not a regular file (never opened: a FIFO would block) and for a sample rate outside
+    `SAMPLE_RATE_RANGE` (checked before decoding), so callers handle one exception type.
     """
     try:
-        data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+        special = not_regular(path)
+        if special is not None:
+            raise AudioReadError(f"{path}: {special}, not a regular file")
+        with sf.SoundFile(os.fspath(path)) as fh:
+            bad_rate = rate_problem(fh.samplerate)
+            if bad_rate is not None:
+                raise AudioReadError(f"{path}: {bad_rate}")
+            rate = fh.samplerate
+            data = fh.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         raise AudioReadError(f"{path}: cannot read audio ({exc})") from None
     if data.shape[0] == 0 or data.shape[1] == 0:

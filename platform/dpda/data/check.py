@@ -3,8 +3,13 @@ and reported with the protocol file and line it came from.
 
 Training for hours and then dying on file 80,000 is the failure this prevents. Cheap checks
 (labels, ids, paths) run on the table; audio checks open every file in a thread pool
-(libsndfile releases the GIL). Integer PCM cannot hold NaN/Inf, so with `decode="float"` only
-float files are fully decoded; the default `decode="all"` also catches truncated data.
+(libsndfile releases the GIL). Before anything is opened, a path that is not a regular file (a
+FIFO would block the read forever) is reported; from the header alone, a sample rate outside
+`SAMPLE_RATE_RANGE` and a WAV whose data chunk runs past the end of the file. Integer PCM
+cannot hold NaN/Inf or exceed full scale, so with `decode="float"` only float files are fully
+decoded; the default `decode="all"` also catches truncated compressed data. Float samples
+must be finite and within `MAX_PEAK` (full scale is 1.0; one file at 1e30 would dominate every
+batch it is in).
 """
 
 from __future__ import annotations
@@ -20,18 +25,24 @@ import pandas as pd
 import soundfile as sf
 
 from dpda.console import Progress
+from dpda.data.audio_file import MAX_PEAK, SAMPLE_RATE_RANGE, RateRange, not_regular, rate_problem, wav_data_shortfall
 from dpda.data.manifest import LABEL_TARGETS, origin, validate_manifest
 from dpda.errors import UserError
 
 # Problem kinds, in report order.
 MISSING = "missing_file"
+NOT_REGULAR = "not_a_regular_file"
 UNREADABLE = "unreadable_audio"
 EMPTY = "zero_length_audio"
+BAD_RATE = "implausible_sample_rate"
 NONFINITE = "nan_or_inf_samples"
+LOUD = "peak_above_limit"
 UNKNOWN_LABEL = "unknown_label"
 DUPLICATE = "duplicate_utt"
 OUTSIDE = "outside_root"
-KINDS: tuple[str, ...] = (MISSING, UNREADABLE, EMPTY, NONFINITE, UNKNOWN_LABEL, DUPLICATE, OUTSIDE)
+KINDS: tuple[str, ...] = (
+    MISSING, NOT_REGULAR, UNREADABLE, EMPTY, BAD_RATE, NONFINITE, LOUD, UNKNOWN_LABEL, DUPLICATE, OUTSIDE,
+)
 
 _FLOAT_SUBTYPES = {"FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_III"}  # can decode to NaN/Inf
 _BLOCK = 1 << 18  # frames decoded at a time: bounded memory for hour-long files
@@ -80,16 +91,30 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def _probe(path: str, decode: str) -> tuple[str | None, str, int, int]:
+def _probe(path: str, decode: str, rates: RateRange, max_peak: float) -> tuple[str | None, str, int, int]:
     """(problem kind or None, detail, sample rate, frames) for one audio file."""
     try:
+        special = not_regular(path)
+    except FileNotFoundError:
+        return MISSING, f"{path}: file not found", 0, 0
+    except OSError as exc:
+        return UNREADABLE, f"{path}: {exc.strerror or exc}", 0, 0
+    if special is not None:
+        return NOT_REGULAR, f"{path}: {special}, not a regular file", 0, 0
+    try:
         info = sf.info(path)
+        short = wav_data_shortfall(path) if info.format in ("WAV", "WAVEX") else None
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        if not os.path.exists(path):
-            return MISSING, f"{path}: file not found", 0, 0
         return UNREADABLE, f"{path}: {exc}", 0, 0
     if info.frames <= 0 or info.channels <= 0:
         return EMPTY, f"{path}: zero-length audio", info.samplerate, 0
+    bad_rate = rate_problem(info.samplerate, rates)
+    if bad_rate is not None:
+        return BAD_RATE, f"{path}: {bad_rate}", info.samplerate, info.frames
+    if short is not None:
+        declared, present = short
+        return UNREADABLE, (f"{path}: truncated (the WAV data chunk declares {declared} bytes, "
+                            f"{present} are present)"), info.samplerate, info.frames
     must_decode = decode == "all" or (decode == "float" and info.subtype not in {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ULAW", "ALAW"})
     if not must_decode:
         return None, "", info.samplerate, info.frames
@@ -101,6 +126,10 @@ def _probe(path: str, decode: str) -> tuple[str | None, str, int, int]:
                 decoded += block.shape[0]
                 if want_finite and not np.isfinite(block).all():
                     return NONFINITE, f"{path}: NaN or Inf samples", info.samplerate, info.frames
+                peak = float(np.abs(block).max()) if want_finite and block.size else 0.0
+                if peak > max_peak:
+                    return LOUD, (f"{path}: peak amplitude {peak:.3g} is above {max_peak:g} "
+                                  f"(full scale is 1.0)"), info.samplerate, info.frames
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         return UNREADABLE, f"{path}: decoding failed after {decoded} frames ({exc})", info.samplerate, info.frames
     if decoded == 0:
@@ -110,8 +139,8 @@ def _probe(path: str, decode: str) -> tuple[str | None, str, int, int]:
     return None, "", info.samplerate, info.frames
 
 
-def _probe_chunk(paths: Sequence[str], decode: str) -> list[tuple[str | None, str, int, int]]:
-    return [_probe(p, decode) for p in paths]
+def _probe_chunk(paths: Sequence[str], decode: str, rates: RateRange, max_peak: float) -> list[tuple[str | None, str, int, int]]:
+    return [_probe(p, decode, rates, max_peak) for p in paths]
 
 
 def _escapes(paths: pd.Series, root: str) -> np.ndarray:
@@ -127,10 +156,14 @@ def inspect_manifest(
     root: str | os.PathLike | None = None,
     num_workers: int | None = None,
     decode: str = "all",
+    sample_rates: RateRange = SAMPLE_RATE_RANGE,
+    max_peak: float = MAX_PEAK,
 ) -> CheckResult:
     """Find every problem without acting on it (policy `report`); see `check_manifest`."""
     if decode not in ("all", "float", "none"):
         raise UserError(f"decode: expected all|float|none, got {decode!r}")
+    if not max_peak > 0:
+        raise UserError(f"max_peak: must be > 0, got {max_peak!r}")
     validate_manifest(manifest)
     root = root if root is not None else manifest.attrs.get("root")
     frame = manifest.reset_index(drop=True)
@@ -161,7 +194,7 @@ def inspect_manifest(
         chunks = [todo[k : k + chunk] for k in range(0, len(todo), chunk)]
         mode = decode if decode != "none" else "header"
         with ThreadPoolExecutor(max_workers=workers) as pool, Progress(len(todo), "checking audio", "files") as bar:
-            results = pool.map(lambda rows: _probe_chunk([paths[i] for i in rows], mode), chunks)
+            results = pool.map(lambda rows: _probe_chunk([paths[i] for i in rows], mode, sample_rates, max_peak), chunks)
             for rows, res in zip(chunks, results):
                 bar.update(len(rows))
                 for i, (kind, detail, rate, nframes) in zip(rows, res):
@@ -182,6 +215,47 @@ def inspect_manifest(
     return CheckResult(manifest, problems, counts, len(frame), "report", audio)
 
 
+@dataclass(frozen=True)
+class SharedId:
+    """An utterance id that an earlier corpus of the same set already holds."""
+
+    utt: str
+    spec: str
+    where: str
+    first_spec: str
+    first_where: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {DUPLICATE}: utt {self.utt!r} of {self.spec} is also in {self.first_spec} at {self.first_where}"
+
+
+def duplicates_across(manifests: Sequence[pd.DataFrame], limit: int = 20) -> tuple[list[SharedId], int]:
+    """(the first `limit` rows whose `utt` an earlier manifest already holds, how many there are).
+
+    Why: the corpora of one set (train, dev, an eval set) become one manifest, where an id held
+    twice counts its trial twice and collides when scores are keyed by id. Specs come from each
+    manifest's `attrs['spec']`; ids repeated within one manifest are `inspect_manifest`'s.
+    """
+    if len(manifests) < 2:
+        return [], 0
+    ids = pd.concat(
+        [pd.DataFrame({"utt": m["utt"].to_numpy(), "set": k, "row": np.arange(len(m))}).drop_duplicates("utt")
+         for k, m in enumerate(manifests)],
+        ignore_index=True,
+    )
+    repeated = ids.duplicated("utt", keep="first").to_numpy()
+    if not repeated.any():
+        return [], 0
+    first = ids.loc[~repeated].set_index("utt")
+    frames = [m.reset_index(drop=True) for m in manifests]
+    specs = [m.attrs.get("spec", f"manifest #{k}") for k, m in enumerate(manifests)]
+    shared = []
+    for utt, k, row in ids.loc[repeated].head(limit).itertuples(index=False):
+        k0, row0 = int(first.at[utt, "set"]), int(first.at[utt, "row"])
+        shared.append(SharedId(str(utt), specs[k], origin(frames[k].loc[row]), specs[k0], origin(frames[k0].loc[row0])))
+    return shared, int(repeated.sum())
+
+
 def check_manifest(
     manifest: pd.DataFrame,
     root: str | os.PathLike | None = None,
@@ -189,16 +263,20 @@ def check_manifest(
     num_workers: int | None = None,
     decode: str = "all",
     max_listed: int = 20,
+    sample_rates: RateRange = SAMPLE_RATE_RANGE,
+    max_peak: float = MAX_PEAK,
 ) -> CheckResult:
     """Check every row; `fail` raises UserError listing the first `max_listed` problems and the
     counts per kind, `skip` returns the manifest without the bad rows and the counts.
 
     `root` (default: `manifest.attrs['root']` set by `load_corpus`) bounds where audio may live
     after resolving symlinks; `decode` is all | float (only float-format files) | none (headers).
+    `sample_rates` (MIN, MAX) in Hz bounds the headers' rates; `max_peak` the float samples.
     """
     if policy not in ("fail", "skip"):
         raise UserError(f"policy: expected fail or skip, got {policy!r}")
-    result = inspect_manifest(manifest, root=root, num_workers=num_workers, decode=decode)
+    result = inspect_manifest(manifest, root=root, num_workers=num_workers, decode=decode,
+                              sample_rates=sample_rates, max_peak=max_peak)
     result.policy = policy
     if result.ok:
         return result

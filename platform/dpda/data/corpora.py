@@ -9,15 +9,18 @@ from __future__ import annotations
 import pandas as pd
 
 from dpda.console import info
-from dpda.data.check import check_manifest
+from dpda.data.check import check_manifest, duplicates_across
 from dpda.data.manifest import concat_manifests
 from dpda.data.readers import load_corpus
+from dpda.errors import UserError
 
 
 def load_manifest(specs: list[str], policy: str, what: str) -> pd.DataFrame:
     """Read and check corpora before any GPU time is spent; skip mode drops and counts bad rows.
 
-    Each corpus is checked on its own so paths are bounded by that corpus's root."""
+    Each corpus is checked on its own so paths are bounded by that corpus's root. An utterance
+    id in two corpora of the set (or one corpus listed twice) fails in either mode: dropping
+    either copy would be a guess, and keeping both counts the trial twice."""
     frames = []
     for spec in specs:
         result = check_manifest(load_corpus(spec), policy=policy)
@@ -25,4 +28,11 @@ def load_manifest(specs: list[str], policy: str, what: str) -> pd.DataFrame:
             counts = ", ".join(f"{k}: {v}" for k, v in result.counts.items() if v)
             info(f"[dpda] {what} {spec}: skipped {len(result.bad_rows)} bad rows ({counts})")
         frames.append(result.manifest)
+    shared, total = duplicates_across(frames, limit=1)
+    if shared:
+        s = shared[0]
+        raise UserError(
+            f"{what}: {total} utterance id(s) in more than one corpus, the first {s.utt!r} in "
+            f"{s.first_spec} ({s.first_where}) and {s.spec} ({s.where})"
+        )
     return concat_manifests(frames).reset_index(drop=True)

@@ -71,10 +71,15 @@ def parse_spec(spec: str) -> CorpusSpec:
 
 def load_corpus(spec: str) -> pd.DataFrame:
     """Manifest of the corpus named by `spec`; `manifest.attrs['root']` is the corpus root used
-    by the path-escape check and `attrs['spec']` the spec text."""
+    by the path-escape check and `attrs['spec']` the spec text.
+
+    A corpus without trials (an empty protocol, a subset nobody is in) is an error here, naming
+    the spec and the file, rather than an empty set that fails later without naming either."""
     parsed = parse_spec(spec)
     reader = _READERS[parsed.kind]
     manifest, root = reader(parsed.path, parsed.subset)
+    if manifest.empty:
+        raise UserError(f"corpus {parsed.text}: no trials in {manifest.attrs.get('source', root)}")
     manifest.attrs["root"] = str(root)
     manifest.attrs["spec"] = parsed.text
     return manifest
@@ -147,7 +152,7 @@ def read_asvspoof2019(path: Path, subset: str | None) -> tuple[pd.DataFrame, Pat
         cols["source_line"].append(number)
     n = len(cols["utt"])
     cols.update(corpus=["asvspoof2019la"] * n, subset=[subset] * n, source_file=[_abs(protocol)] * n)
-    return _typed(make_manifest(cols)), root
+    return _typed(make_manifest(cols), protocol), root
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +230,7 @@ def _read_asvspoof2021(path: Path, subset: str | None, track: str) -> tuple[pd.D
     if subset and subset != "all":
         frame = frame[frame["phase"] == subset]
     conditions = [c for c in columns if c not in ("speaker", "utt", "attack", "key")]
-    return _typed(make_manifest(frame, condition_order=conditions)), root
+    return _typed(make_manifest(frame, condition_order=conditions), metadata), root
 
 
 def read_asvspoof2021la(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
@@ -300,7 +305,7 @@ def read_itw(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
     n = len(cols["utt"])
     cols.update(corpus=["itw"] * n, subset=["eval"] * n, source_file=[_abs(meta)] * n)
     cols["attack"] = [NOT_APPLICABLE if normalize_label(l) == "bonafide" else UNKNOWN_ATTACK for l in cols["label"]]
-    return _typed(make_manifest(cols)), root
+    return _typed(make_manifest(cols), meta), root
 
 
 def read_csv_corpus(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
@@ -329,7 +334,7 @@ def read_csv_corpus(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]
     frame["source_file"] = _abs(path)
     if subset and len(frame) and subset != "all":
         frame = frame[frame["subset"] == subset]
-    return _typed(make_manifest(frame)), root
+    return _typed(make_manifest(frame), path), root
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,17 +374,19 @@ def read_for(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
         source_file=list(cols["path"]),
         source_line=[0] * n,
     )
-    return _typed(make_manifest(cols)), root
+    return _typed(make_manifest(cols), root), root
 
 
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Integer dtypes even for empty manifests, and a fresh 0..n-1 index."""
+def _typed(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """Integer dtypes even for empty manifests, a fresh 0..n-1 index, and `attrs['source']`:
+    the protocol file (or folder) the rows come from, named when there are none."""
     frame = frame.reset_index(drop=True)
     for col in ("target", "source_line"):
         frame[col] = frame[col].astype("int64")
     for col in frame.columns:
         if col not in ("target", "source_line"):
             frame[col] = frame[col].astype(object)
+    frame.attrs["source"] = _abs(source)
     return frame
 
 

@@ -55,6 +55,18 @@ def attach_scores(manifest: pd.DataFrame, scores: pd.Series, where: str = "score
     return out
 
 
+def require_both_classes(manifest: pd.DataFrame) -> None:
+    """One UserError line naming the keys file(s) when a set lacks bona fide or spoof trials:
+    an EER compares the two, so without one of them every EER would be NaN."""
+    bona = int((manifest["target"] == BONAFIDE).sum())
+    missing = "bona fide" if bona == 0 else "spoof" if bona == len(manifest) else None
+    if missing is None:
+        return
+    files = sorted(set(manifest["source_file"])) if "source_file" in manifest else ["keys"]
+    raise UserError(f"{', '.join(map(str, files))}: no {missing} trial among the {len(manifest)} trials; "
+                    "the EER needs both bona fide and spoof trials")
+
+
 def default_factors(manifest: pd.DataFrame) -> list[str]:
     """`attack`, then every condition column (the non-core manifest columns)."""
     cols = ["attack"] if "attack" in manifest.columns else []
@@ -76,8 +88,10 @@ def breakdown(
     ties: Ties = "asvspoof",
 ) -> pd.DataFrame:
     """One row per (factor, value) with trial counts and EER (a fraction), plus a first
-    `all`/`pooled` row. `by` defaults to `attack` and every condition column."""
+    `all`/`pooled` row. `by` defaults to `attack` and every condition column. The set must hold
+    both classes; a group with only one gets a NaN EER."""
     scored = attach_scores(manifest, scores)
+    require_both_classes(scored)
     factors = default_factors(scored) if by is None else list(by)
     for factor in factors:
         if factor not in scored.columns:
