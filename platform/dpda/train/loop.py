@@ -257,7 +257,9 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train until early stopping or the epoch limit; write the averaged model `model.pt`.
-        Rank 0 holds the run dir's lock meanwhile: a second run there fails in one line."""
+        Rank 0 holds the run dir's lock meanwhile: a second run there fails in one line. Corpora,
+        model and config are checked first, so a run that cannot start writes nothing."""
+        self._build()
         lock = RunDirLock(self.run_dir).acquire() if self.is_main else None
         try:
             return self._fit()
@@ -267,7 +269,6 @@ class Trainer:
 
     def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        self._build()
         self.epoch, self.global_step, self.best, self.bad_epochs, self.history, self.attempt = 0, 0, [], 0, [], 0
         resume = self._find_resume()
         if resume is not None:
