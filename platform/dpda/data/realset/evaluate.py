@@ -30,7 +30,8 @@ def corpus_spec(root: str | Path, subset: str | None = None) -> str:
 
 
 def protocol_specs(root: str | Path) -> dict[str, str]:
-    """name -> spec of each held-out protocol's CSV (append :train, :dev, :test or :probe)."""
+    """name -> spec of each held-out protocol's CSV (append :train, :dev, :test or :probe); the
+    standard partition is `corpus_spec(root)` itself."""
     return {p.stem: f"csv:{p}" for p in sorted((Path(root) / "protocols").glob("*.csv"))}
 
 
@@ -39,7 +40,8 @@ def summarize(root: str | Path, scores: pd.Series, *, draws: int = 1000) -> pd.D
 
     Scope `all` is the whole set (per family: each family's spoofs against every bona fide trial,
     the ASVspoof per-attack convention; per speaker and language: that speaker's or language's
-    trials of both classes); scope `PROTOCOL:test` / `PROTOCOL:probe` is that subset, pooled."""
+    trials of both classes); scope `PROTOCOL:test` / `PROTOCOL:probe` is that subset, pooled, with
+    `standard` for the set's own train/dev/test partition."""
     from dpda.data.readers import load_corpus
     from dpda.metrics import breakdown
 
@@ -47,7 +49,7 @@ def summarize(root: str | Path, scores: pd.Series, *, draws: int = 1000) -> pd.D
         raise UserError(f"{Path(root) / CORPUS_FILE}: no real-audio set here (build it with: dpda realset {root})")
     whole = load_corpus(corpus_spec(root))
     tables = [breakdown(whole, scores, by=list(WHOLE_SET_FACTORS), draws=draws).assign(scope="all")]
-    for name, spec in protocol_specs(root).items():
+    for name, spec in {"standard": corpus_spec(root), **protocol_specs(root)}.items():
         protocol = load_corpus(spec)
         for subset in ("test", "probe"):
             rows = protocol[protocol["subset"] == subset]
