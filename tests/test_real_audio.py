@@ -70,11 +70,19 @@ def test_labels_and_metadata(real_set: Path, rows: pd.DataFrame) -> None:
     assert (bona[["attack", "synthesizer", "family"]] == "-").all().all()
     assert (bona["speaker"] == bona["prompt_speaker"]).all()
     assert set(bona.loc[bona["subset"] != "probe", "speaker"]) == {"Allison", "June"}
+    assert set(bona.loc[bona["subset"] != "probe", "gender"]) == {"female"} and set(rows["gender"]) <= {
+        "female", "male", "unknown"}
     # spoofs: a known voice, its engine and family as the voice table says
     assert spoof["attack"].isin(list(BY_ATTACK)).all()
     assert (spoof["speaker"] == spoof["attack"]).all()
     assert (spoof["synthesizer"] == spoof["attack"].map(lambda a: BY_ATTACK[a].synthesizer)).all()
     assert (spoof["family"] == spoof["attack"].map(lambda a: BY_ATTACK[a].family)).all()
+    # eSpeak NG speaks as the prompt speaker's gender (male where unknown); the others as they are
+    espeak = spoof[spoof["attack"] == "espeak-ng"]
+    speaker_gender = dict(zip(bona["speaker"], bona["gender"]))
+    assert (espeak["gender"] == espeak["prompt_speaker"].map(speaker_gender).replace("unknown", "male")).all()
+    others = spoof[spoof["attack"] != "espeak-ng"]
+    assert (others["gender"] == others["attack"].map(lambda a: BY_ATTACK[a].gender)).all()
     # text matched: every English text read once by each family, French by eSpeak NG only
     for utt, group in spoof.groupby(spoof["utt"].str.split("--").str[0]):
         source = bona[bona["utt"] == utt].iloc[0]
@@ -202,7 +210,7 @@ def test_a_model_trained_on_the_training_split_is_evaluated_with_intervals(real_
     whole = table[table["scope"] == "all"]
     assert set(whole.loc[whole["factor"] == "family", "value"]) == set(FAMILIES)
     assert {"Allison", "June", "ps-cards"} <= set(whole.loc[whole["factor"] == "prompt_speaker", "value"])
-    assert {f"{name}:test" for name in protocol_specs(real_set)} <= set(table["scope"])
+    assert {f"{name}:test" for name in ["standard", *protocol_specs(real_set)]} <= set(table["scope"])
     assert ((table["eer_low"] <= table["eer"]) & (table["eer"] <= table["eer_high"])).all()
     assert table["eer"].between(0, 1).all()
     # per-family rows score that family's spoofs against every bona fide trial of the set
@@ -212,3 +220,24 @@ def test_a_model_trained_on_the_training_split_is_evaluated_with_intervals(real_
     bars = read_evaluation(eval_dir)
     assert bars.iloc[0]["label"] == "real" and "real set: per synthesizer family" in set(bars["group"])
     assert len(fig_evaluation(bars).data) == bars["group"].nunique()
+    # the report gets the figure after its conflict figures when given the eval folder
+    from dpda.telemetry.synthetic import write_synthetic_experiment
+    from dpda_analysis.report import EVALUATION_FIGURE, FIGURE_ORDER, write_report
+
+    write_synthetic_experiment(tmp_path / "tel", trials=2, steps=20, layers=2, steps_per_epoch=10, seed=1)
+    result = write_report(tmp_path / "tel" / "synthetic_exp", tmp_path / "r.html", evaluation=eval_dir)
+    assert result.figures == [*FIGURE_ORDER, EVALUATION_FIGURE]
+    assert 'id="fig-evaluation"' in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+def test_quickstart_uses_the_real_set_beside_the_synthetic_corpus(real_set: Path, tmp_path: Path) -> None:
+    """real/ beside --data is used when built; --real must name a built set; otherwise none."""
+    from argparse import Namespace
+
+    from dpda.commands.quickstart import _real_set
+
+    assert _real_set(Namespace(real=None, data=real_set.parent / "synth")) == real_set
+    assert _real_set(Namespace(real=None, data=tmp_path / "synth")) is None
+    assert _real_set(Namespace(real=real_set, data=tmp_path / "synth")) == real_set
+    with pytest.raises(UserError, match=r"--real .*nothing: no real-audio set there \(build it with: dpda realset"):
+        _real_set(Namespace(real=tmp_path / "nothing", data=tmp_path / "synth"))

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 
 TITLE = "EER of the evaluated model per set, with 95% bootstrap intervals"
 _GROUP_OF_FACTOR = {"family": "real set: per synthesizer family", "prompt_speaker": "real set: per speaker",
-                    "language": "real set: per language"}
+                    "language": "real set: per language", "gender": "real set: per voice gender"}
 
 
 def read_evaluation(eval_dir: str | os.PathLike) -> pd.DataFrame:

@@ -3,7 +3,8 @@
 Layout under OUT:
     wav/<utt>.wav             16 kHz, 16-bit mono; every file has been through G.722 once
     real.csv                  the corpus (`csv:OUT/real.csv[:train|dev|test|probe]`): path, label, utt,
-                              speaker, attack, synthesizer, family, language, prompt_speaker, codec, subset
+                              speaker, attack, synthesizer, family, language, gender, prompt_speaker,
+                              codec, subset
     protocols/<name>.csv      one held-out protocol each (`csv:OUT/protocols/family-neural.csv:test`)
     details.csv               per file: prompt, package, codec on disk, seconds, energy above 4 kHz, text
     README.txt                counts, protocols, what was missing and how to install it, build time
@@ -36,7 +37,7 @@ from dpda.data.realset.voices import BY_ATTACK, Line, find_voices, synthesize
 from dpda.errors import UserError
 
 SR = codec.SAMPLE_RATE
-CORPUS_COLUMNS = ("path", "label", "utt", "speaker", "attack", "synthesizer", "family", "language",
+CORPUS_COLUMNS = ("path", "label", "utt", "speaker", "attack", "synthesizer", "family", "language", "gender",
                   "prompt_speaker", "codec", "subset")
 BATCH = 24  # files per task: a Festival process and a Piper session serve one batch
 
@@ -118,7 +119,8 @@ def _run_task(task: _Task) -> list[tuple[str, float, float]]:
     if voice is None:
         raw = [_read_recording(item.recording) for item in task.items]
     else:
-        lines = [Line(item.utt, item.recording.text, item.recording.language) for item in task.items]
+        lines = [Line(item.utt, item.recording.text, item.recording.language, voice.gender_for(item.recording.gender))
+                 for item in task.items]
         raw = synthesize(voice, lines, _seed(task.seed, "batch", task.items[0].utt))
     out = []
     for item, (wave, rate) in zip(task.items, raw):
@@ -161,7 +163,8 @@ def _row(item: Item) -> dict[str, str]:
         "attack": "-" if voice is None else voice.attack,
         "synthesizer": "-" if voice is None else voice.synthesizer,
         "family": "-" if voice is None else voice.family,
-        "language": rec.language, "prompt_speaker": rec.speaker, "codec": codec.CODEC_NAME, "subset": item.subset,
+        "language": rec.language, "gender": rec.gender if voice is None else voice.gender_for(rec.gender),
+        "prompt_speaker": rec.speaker, "codec": codec.CODEC_NAME, "subset": item.subset,
     }
 
 
@@ -248,7 +251,7 @@ def readme(result: RealSetResult, cfg: RealSetConfig, protocols) -> str:
         f"{rows['seconds'].sum() / 60:.1f} minutes; built in {result.seconds:.0f} s.",
         "",
     ]
-    for by in ("family", "attack", "language", "prompt_speaker", "subset"):
+    for by in ("family", "attack", "language", "gender", "prompt_speaker", "subset"):
         lines.append(f"By {by} (files / minutes):")
         for _, r in counts_table(rows, by).iterrows():
             lines.append(f"  {r[by]:<18s} {r['label']:<9s} {r['files']:6d} {r['minutes']:7.1f}")

@@ -16,7 +16,7 @@ from dpda.errors import UserError
 
 CORPUS_FILE = "real.csv"
 SUMMARY_COLUMNS = ("scope", "factor", "value", "n_bonafide", "n_spoof", "eer", "eer_low", "eer_high")
-WHOLE_SET_FACTORS = ("family", "prompt_speaker", "language")
+WHOLE_SET_FACTORS = ("family", "prompt_speaker", "language", "gender")
 
 
 def is_real_set(root: str | Path) -> bool:
@@ -39,8 +39,8 @@ def summarize(root: str | Path, scores: pd.Series, *, draws: int = 1000) -> pd.D
     """The summary table (SUMMARY_COLUMNS; EERs as fractions) for `scores` of the whole set.
 
     Scope `all` is the whole set (per family: each family's spoofs against every bona fide trial,
-    the ASVspoof per-attack convention; per speaker and language: that speaker's or language's
-    trials of both classes); scope `PROTOCOL:test` / `PROTOCOL:probe` is that subset, pooled, with
+    the ASVspoof per-attack convention; per speaker, language and gender: that speaker's,
+    language's or voice gender's trials of both classes); scope `PROTOCOL:test` / `PROTOCOL:probe` is that subset, pooled, with
     `standard` for the set's own train/dev/test partition."""
     from dpda.data.readers import load_corpus
     from dpda.metrics import breakdown

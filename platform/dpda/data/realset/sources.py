@@ -35,6 +35,7 @@ class Recording:
     text: str
     prompt: str  # the prompt's name; translations of one prompt share it (one partition for all)
     speaker: str
+    gender: str  # female / male / unknown
     language: str  # ISO 639-1
     package: str  # the Debian package that ships the audio
     codec: str  # how the file is coded on disk: "g722" (decoded as is) or "pcm"
@@ -51,13 +52,13 @@ class Missing:
     note: str = ""
 
 
-# language -> (folder under ASTERISK_ROOT, speaker as the package names them)
-ASTERISK_VOICES: dict[str, tuple[str, str]] = {
-    "en": ("en_US_f_Allison", "Allison"),
-    "es": ("es_MX_f_Allison", "Allison"),
-    "fr": ("fr_CA_f_June", "June"),
-    "it": ("it_IT_m_Carlo", "Carlo"),
-    "ru": ("ru_RU_f_IvrvoiceRU", "IvrvoiceRU"),
+# language -> (folder under ASTERISK_ROOT, speaker as the package names them, gender as the folder says)
+ASTERISK_VOICES: dict[str, tuple[str, str, str]] = {
+    "en": ("en_US_f_Allison", "Allison", "female"),
+    "es": ("es_MX_f_Allison", "Allison", "female"),
+    "fr": ("fr_CA_f_June", "June", "female"),
+    "it": ("it_IT_m_Carlo", "Carlo", "male"),
+    "ru": ("ru_RU_f_IvrvoiceRU", "IvrvoiceRU", "female"),
 }
 _BRACKETED = re.compile(r"\[[^\]]*\]|<[^>]*>|\([^)]*\)")
 
@@ -92,7 +93,7 @@ def read_prompt_texts(path: Path) -> dict[str, str]:
 
 
 def _asterisk(language: str) -> Callable[[], tuple[list[Recording], list[Missing]]]:
-    folder, speaker = ASTERISK_VOICES[language]
+    folder, speaker, gender = ASTERISK_VOICES[language]
     audio_pkg, text_pkg = f"asterisk-core-sounds-{language}-g722", f"asterisk-core-sounds-{language}"
 
     def find() -> tuple[list[Recording], list[Missing]]:
@@ -113,7 +114,7 @@ def _asterisk(language: str) -> Callable[[], tuple[list[Recording], list[Missing
             text = clean_prompt_text(texts.get(name, ""))
             if text is None:
                 continue
-            found.append(Recording(f"ast-{language}-{name.replace('/', '_')}", path, text, name, speaker,
+            found.append(Recording(f"ast-{language}-{name.replace('/', '_')}", path, text, name, speaker, gender,
                                    language, audio_pkg, "g722", probe=False))
         return found, []
 
@@ -136,10 +137,10 @@ def _pocketsphinx() -> tuple[list[Recording], list[Missing]]:
             file_id = m.group(2)
             short = file_id.rsplit("-", 1)[-1]
             found.append(Recording(f"ps-{folder}-{short}", root / folder / f"{file_id}.wav", " ".join(m.group(1).split()),
-                                   f"ps-{folder}-{short}", f"ps-{folder}", "en", pkg, "pcm", probe=True))
+                                   f"ps-{folder}-{short}", f"ps-{folder}", "unknown", "en", pkg, "pcm", probe=True))
     if (root / "goforward.raw").is_file():
         found.append(Recording("ps-goforward", root / "goforward.raw", "go forward ten meters", "ps-goforward",
-                               "ps-goforward", "en", pkg, "pcm", probe=True))
+                               "ps-goforward", "unknown", "en", pkg, "pcm", probe=True))
     return found, []
 
 
@@ -150,7 +151,7 @@ def _alsa() -> tuple[list[Recording], list[Missing]]:
     if not files:
         return [], [Missing("ALSA channel-name recordings (1 English speaker)", apt=(pkg,))]
     return [Recording(f"alsa-{p.stem.lower()}", p, p.stem.replace("_", " "), f"alsa-{p.stem.lower()}", "alsa",
-                      "en", pkg, "pcm", probe=True) for p in files], []
+                      "unknown", "en", pkg, "pcm", probe=True) for p in files], []
 
 
 SOURCES: dict[str, Callable[[], tuple[list[Recording], list[Missing]]]] = {

