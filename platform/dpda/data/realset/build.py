@@ -32,7 +32,7 @@ from dpda.console import info, track
 from dpda.data.realset import codec, condition
 from dpda.data.realset.plan import Item, limit_per_language, plan_items
 from dpda.data.realset.protocols import SUBSETS, held_out_protocols
-from dpda.data.realset.sources import Missing, Recording, find_recordings
+from dpda.data.realset.sources import ASTERISK_VOICES, Missing, Recording, find_recordings
 from dpda.data.realset.voices import BY_ATTACK, Line, find_voices, synthesize
 from dpda.errors import UserError
 
@@ -179,6 +179,9 @@ def build_real_set(out_dir: str | os.PathLike, cfg: RealSetConfig = RealSetConfi
     start = time.perf_counter()
     root = Path(out_dir)
     languages = set(cfg.languages) if cfg.languages else None
+    unknown = sorted((languages or set()) - set(ASTERISK_VOICES))
+    if unknown:
+        raise UserError(f"--languages: unknown language(s) {', '.join(unknown)} (known: {', '.join(ASTERISK_VOICES)})")
     recordings, missing = find_recordings(languages)
     voices, missing_voices = find_voices(languages, set(cfg.voices) if cfg.voices else None)
     missing += missing_voices
@@ -187,10 +190,10 @@ def build_real_set(out_dir: str | os.PathLike, cfg: RealSetConfig = RealSetConfi
     if not voices:
         raise UserError(f"{root}: no speech synthesizer installed; install one with: {install_hint(missing)}")
     if languages is not None:
-        unknown = languages - {r.language for r in recordings}
-        if unknown:
-            raise UserError(f"--languages: no recordings of {', '.join(sorted(unknown))} installed "
-                            f"({install_hint(missing) or 'check the language codes: en es fr it ru'})")
+        absent = languages - {r.language for r in recordings}
+        if absent:
+            raise UserError(f"--languages: no recordings of {', '.join(sorted(absent))} installed; "
+                            f"install them with: {install_hint(missing)}")
     for path in (root / "wav", root / "protocols", root / "real.csv"):
         if path.exists():
             if not overwrite:
