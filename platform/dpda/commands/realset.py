@@ -13,7 +13,7 @@ def _csv_list(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder to write wav/, real.csv, protocols/ and README.txt into")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder to write wav/, real.csv, protocol-*.csv and README.txt into")
     parser.add_argument("--seed", type=int, default=0, help="partition and voice choice; same seed and packages give the same files")
     parser.add_argument("--languages", type=_csv_list, default=None, metavar="L,L",
                         help="only these languages (en, es, fr, it, ru; default: every installed one)")
@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dpda.data.realset.build import RealSetConfig, build_real_set, counts_table
+    from dpda.data.realset.evaluate import protocol_specs
     from dpda.errors import UserError
 
     if args.per_language is not None and args.per_language < 1:
@@ -42,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
     info("corpus specs:")
     print(f"  all      csv:{result.root / 'real.csv'}")  # the result: printed under --quiet too
     for name in result.protocols:
-        print(f"  {name:<8s} csv:{result.root / 'protocols' / (name + '.csv')}:SUBSET")
+        print(f"  {name:<8s} {protocol_specs(result.root)[name]}:SUBSET")
     return 0

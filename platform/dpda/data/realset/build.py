@@ -5,7 +5,8 @@ Layout under OUT:
     real.csv                  the corpus (`csv:OUT/real.csv[:train|dev|test|probe]`): path, label, utt,
                               speaker, attack, synthesizer, family, language, gender, prompt_speaker,
                               codec, subset
-    protocols/<name>.csv      one held-out protocol each (`csv:OUT/protocols/family-neural.csv:test`)
+    protocol-<name>.csv       one held-out protocol each (`csv:OUT/protocol-family-neural.csv:test`); beside
+                              real.csv because `dpda check` rejects audio paths outside a CSV's folder
     details.csv               per file: prompt, package, codec on disk, seconds, energy above 4 kHz, text
     README.txt                counts, protocols, what was missing and how to install it, build time
 
@@ -30,6 +31,7 @@ import soundfile as sf
 
 from dpda.console import info, track
 from dpda.data.realset import codec, condition
+from dpda.data.realset.evaluate import CORPUS_FILE, PROTOCOL_PREFIX
 from dpda.data.realset.plan import Item, limit_per_language, plan_items
 from dpda.data.realset.protocols import SUBSETS, held_out_protocols
 from dpda.data.realset.sources import ASTERISK_VOICES, Missing, Recording, find_recordings
@@ -194,7 +196,7 @@ def build_real_set(out_dir: str | os.PathLike, cfg: RealSetConfig = RealSetConfi
         if absent:
             raise UserError(f"--languages: no recordings of {', '.join(sorted(absent))} installed; "
                             f"install them with: {install_hint(missing)}")
-    for path in (root / "wav", root / "protocols", root / "real.csv"):
+    for path in (root / "wav", root / CORPUS_FILE, *sorted(root.glob(f"{PROTOCOL_PREFIX}*.csv"))):
         if path.exists():
             if not overwrite:
                 raise UserError(f"{path}: already exists (use --overwrite to replace it)")
@@ -222,10 +224,9 @@ def build_real_set(out_dir: str | os.PathLike, cfg: RealSetConfig = RealSetConfi
     })
     protocols = held_out_protocols(frame)
     for protocol in protocols:
-        _write_csv(root / "protocols" / f"{protocol.name}.csv",
-                   protocol.frame.assign(path="../" + protocol.frame["path"]))
+        _write_csv(root / f"{PROTOCOL_PREFIX}{protocol.name}.csv", protocol.frame)
     _write_csv(root / "details.csv", details)
-    _write_csv(root / "real.csv", frame)  # last: its presence means the set is complete
+    _write_csv(root / CORPUS_FILE, frame)  # last: its presence means the set is complete
     rows = frame.assign(seconds=details["seconds"].to_numpy())
     result = RealSetResult(root, rows, {p.name: p.holds_out for p in protocols}, missing,
                            time.perf_counter() - start)
@@ -259,7 +260,7 @@ def readme(result: RealSetResult, cfg: RealSetConfig, protocols) -> str:
         for _, r in counts_table(rows, by).iterrows():
             lines.append(f"  {r[by]:<18s} {r['label']:<9s} {r['files']:6d} {r['minutes']:7.1f}")
         lines.append("")
-    lines.append("Protocols (csv:OUT/protocols/NAME.csv:SUBSET; the standard split is csv:OUT/real.csv:SUBSET):")
+    lines.append("Protocols (csv:OUT/protocol-NAME.csv:SUBSET; the standard split is csv:OUT/real.csv:SUBSET):")
     for p in protocols:
         counts = p.frame.groupby(["subset", "label"]).size()
         cells = ", ".join(f"{s} {counts.get((s, 'bonafide'), 0)}+{counts.get((s, 'spoof'), 0)}"

@@ -15,6 +15,7 @@ import pandas as pd
 from dpda.errors import UserError
 
 CORPUS_FILE = "real.csv"
+PROTOCOL_PREFIX = "protocol-"  # OUT/protocol-NAME.csv, beside real.csv (paths must stay under a CSV's folder)
 SUMMARY_COLUMNS = ("scope", "factor", "value", "n_bonafide", "n_spoof", "eer", "eer_low", "eer_high")
 WHOLE_SET_FACTORS = ("family", "prompt_speaker", "language", "gender")
 
@@ -32,7 +33,8 @@ def corpus_spec(root: str | Path, subset: str | None = None) -> str:
 def protocol_specs(root: str | Path) -> dict[str, str]:
     """name -> spec of each held-out protocol's CSV (append :train, :dev, :test or :probe); the
     standard partition is `corpus_spec(root)` itself."""
-    return {p.stem: f"csv:{p}" for p in sorted((Path(root) / "protocols").glob("*.csv"))}
+    files = sorted(Path(root).glob(f"{PROTOCOL_PREFIX}*.csv"))
+    return {p.stem.removeprefix(PROTOCOL_PREFIX): f"csv:{p}" for p in files}
 
 
 def summarize(root: str | Path, scores: pd.Series, *, draws: int = 1000) -> pd.DataFrame:
@@ -48,7 +50,8 @@ def summarize(root: str | Path, scores: pd.Series, *, draws: int = 1000) -> pd.D
     if not is_real_set(root):
         raise UserError(f"{Path(root) / CORPUS_FILE}: no real-audio set here (build it with: dpda realset {root})")
     whole = load_corpus(corpus_spec(root))
-    tables = [breakdown(whole, scores, by=list(WHOLE_SET_FACTORS), draws=draws).assign(scope="all")]
+    factors = [f for f in WHOLE_SET_FACTORS if f in whole.columns]  # sets built before `gender` lack it
+    tables = [breakdown(whole, scores, by=factors, draws=draws).assign(scope="all")]
     for name, spec in {"standard": corpus_spec(root), **protocol_specs(root)}.items():
         protocol = load_corpus(spec)
         for subset in ("test", "probe"):
