@@ -1,7 +1,8 @@
 """The first conflict study: dual-path rules against single-path DA and no augmentation.
 
 Trains every variant on the synthetic corpus over several seeds, evaluates the averaged model on
-dev, eval (unseen attacks) and the In-the-Wild-style set, reads the conflict fraction from the
+dev, eval (unseen attacks), the In-the-Wild-style set and, when `dpda realset` has built it (real/
+beside the synthetic corpus, or --real), the real-audio set; reads the conflict fraction from the
 run's telemetry, and writes a Markdown table (mean +- sample std over seeds) to docs/study.md.
 
     python benchmarks/conflict_study.py                    # the table in docs/study.md
@@ -39,7 +40,7 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def run_one(variant: str, seed: int, data: str, out: str, epochs: int) -> dict:
+def run_one(variant: str, seed: int, data: str, out: str, epochs: int, real: str | None = None) -> dict:
     """Train and evaluate one (variant, seed); runs in a worker process with one thread."""
     import torch
 
@@ -62,9 +63,10 @@ def run_one(variant: str, seed: int, data: str, out: str, epochs: int) -> dict:
     for key, value in VARIANTS[variant].items():
         set_dotted(raw, key, value)
     summary = Trainer(config_from_dict(raw, source=variant), run_dir, progress=False).fit()
-    rows = evaluate_sets(run_dir / "model.pt", [f"dev=asvspoof2019:{data}/LA:dev",
-                                                f"eval=asvspoof2019:{data}/LA:eval", f"itw=itw:{data}/itw"],
-                         run_dir / "eval", num_workers=0, device="cpu")
+    sets = [f"dev=asvspoof2019:{data}/LA:dev", f"eval=asvspoof2019:{data}/LA:eval", f"itw=itw:{data}/itw"]
+    if real is not None:
+        sets.append(f"real=csv:{real}/real.csv")
+    rows = evaluate_sets(run_dir / "model.pt", sets, run_dir / "eval", num_workers=0, device="cpu")
     conflict = float("nan")
     if VARIANTS[variant]["augment.mode"] == "dual":
         conflict = float(conflict_fraction(open_telemetry(run_dir))["conflict_fraction"].iloc[0])
@@ -81,6 +83,8 @@ def run_one(variant: str, seed: int, data: str, out: str, epochs: int) -> dict:
 def table(results: pd.DataFrame) -> str:
     cols = {"conflict_fraction": "conflict %", "epochs_to_best": "epochs to best dev EER",
             "eer_dev": "dev EER %", "eer_eval": "eval EER % (unseen attacks)", "eer_itw": "ITW-style EER %"}
+    if "eer_real" in results.columns:
+        cols["eer_real"] = "real-audio EER %"
     lines = ["| variant | " + " | ".join(cols.values()) + " |", "|---|" + "---|" * len(cols)]
     for variant in VARIANTS:
         sub = results[results["variant"] == variant]
@@ -109,6 +113,7 @@ def main() -> int:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (1 thread each)")
     p.add_argument("--out", default="runs/study")
+    p.add_argument("--real", default=None, help="real-audio set (default: real/ beside --data when it was built)")
     p.add_argument("--doc", default=str(ROOT / "docs/study.md"), help="Markdown file to (re)write")
     args = p.parse_args()
 
@@ -117,10 +122,16 @@ def main() -> int:
         from dpda.data.synth import SynthConfig, write_synthetic_corpus
 
         write_synthetic_corpus(data, SynthConfig(seed=args.synth_seed))
+    real = Path(args.real) if args.real else data.parent / "real"
+    if not (real / "real.csv").is_file():
+        if args.real:
+            sys.exit(f"{real}: no real-audio set there (build it with: dpda realset {real})")
+        real = None
     start = time.time()
     jobs = [(v, s) for v in args.variants for s in args.seeds]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, v, s, str(data.resolve()), args.out, args.epochs) for v, s in jobs]
+        futures = [pool.submit(run_one, v, s, str(data.resolve()), args.out, args.epochs,
+                               str(real.resolve()) if real else None) for v, s in jobs]
         results = []
         for (v, s), f in zip(jobs, futures):
             results.append(f.result())
@@ -143,7 +154,9 @@ def main() -> int:
         "budget (runs were still improving). Cells: mean ± sample standard "
         "deviation over seeds. Conflict %: share of training steps whose original and augmented "
         "gradients had negative cosine (dual-path variants only). Training time summed over runs: "
-        f"{elapsed:.0f} s on 2 CPU cores, 2 runs at a time.\n\n" + text + "\n\n"
+        f"{elapsed:.0f} s on 2 CPU cores, 2 runs at a time."
+        + (" Real-audio EER: the whole set built by `dpda realset` (docs/real_audio.md), never trained on."
+           if real else "") + "\n\n" + text + "\n\n"
         "Per-run numbers: `study_results.csv` in the output folder.\n"
     )
     print(f"wrote {doc}")

@@ -24,6 +24,7 @@ from plotly.subplots import make_subplots
 
 from dpda_analysis import queries as Q
 from dpda_analysis.errors import AnalysisError
+from dpda_analysis.evaluation import fig_evaluation, read_evaluation
 from dpda_analysis.store import Telemetry
 
 FIGURE_ORDER = (
@@ -37,6 +38,7 @@ FIGURE_ORDER = (
     "search_parcoords",
     "trials_table",
 )
+EVALUATION_FIGURE = "evaluation"  # added after FIGURE_ORDER when an eval folder is given
 
 _TITLES = {
     "conflict_by_epoch": "Conflict fraction per epoch (whole-model cos(g_orig, g_aug) < 0)",
@@ -397,7 +399,7 @@ def render_html(tel: Telemetry, figures: dict[str, go.Figure], title: str) -> st
         "parameter tensor). Steps of restarted attempts are counted once, from the lineage that finished.</p>",
         f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>',
     ]
-    for name in FIGURE_ORDER:
+    for name in (*FIGURE_ORDER, EVALUATION_FIGURE):
         if name not in figures:
             continue
         div = figures[name].to_html(
@@ -436,12 +438,19 @@ def write_report(
     heatmap_bins: int = 60,
     heatmap_trials: int = 8,
     on_figure: Callable[[str], None] | None = None,
+    evaluation: str | os.PathLike | None = None,
 ) -> ReportResult:
     """Write the report for a run, directory of runs or Tune experiment (or an open Telemetry);
-    `on_figure` as in `build_figures`."""
+    `on_figure` as in `build_figures`. `evaluation`: an eval folder (metrics.csv, and
+    real.summary.csv when the real-audio set was scored) whose EERs get a figure of their own."""
     tel = source if isinstance(source, Telemetry) else Telemetry(source)
     try:
         figures = build_figures(tel, heatmap_bins=heatmap_bins, heatmap_trials=heatmap_trials, on_figure=on_figure)
+        table = read_evaluation(evaluation) if evaluation is not None else None
+        if table is not None and len(table):
+            figures[EVALUATION_FIGURE] = fig_evaluation(table)
+            if on_figure is not None:
+                on_figure(EVALUATION_FIGURE)
         page = render_html(tel, figures, title or f"DPDA gradient-conflict report: {tel.path.name}")
     finally:
         if not isinstance(source, Telemetry):

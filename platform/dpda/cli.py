@@ -22,6 +22,7 @@ from dpda.errors import UserError
 # name -> (module under dpda.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "write the synthetic ASVspoof-style corpus"),
+    "realset": ("realset", "build the real-audio set (real speech vs real synthesizers) from installed packages"),
     "check": ("check", "validate corpora before training"),
     "train": ("train", "train a detector from a YAML config"),
     "eval": ("eval", "score corpora with a trained model: score files, EER and per-attack breakdowns"),

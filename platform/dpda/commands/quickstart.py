@@ -1,7 +1,8 @@
 """`dpda quickstart`: the main job end to end on one machine, no data needed.
 
 synthetic corpus -> demo search (Ray Tune + Optuna, local embedded Ray) -> the best trial's model
-evaluated on dev, eval (unseen attacks) and the In-the-Wild-style set -> the Plotly report.
+evaluated on dev, eval (unseen attacks) and the In-the-Wild-style set (and on the real-audio set
+when `dpda realset` has built it beside the synthetic corpus) -> the Plotly report.
 Every stage reuses what a previous run finished, so running it again is cheap and an
 interrupted search resumes.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from dpda.console import Progress, info
 
 REPO_SPACE = Path(__file__).resolve().parents[3] / "search_spaces" / "demo.yaml"
+INTERVAL_DRAWS = 1000  # bootstrap draws behind each EER's 95% interval
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="utterances per split of the synthetic corpus (default: dpda synth's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a config key for every trial (YAML value)")
+    p.add_argument("--real", type=Path, default=None, metavar="DIR",
+                   help="real-audio set to evaluate on too (default: real/ beside --data, when `dpda realset` built it)")
 
 
 def _stage(n: int, text: str) -> float:
@@ -87,6 +91,33 @@ def _search(args: argparse.Namespace) -> dict:
     return result
 
 
+def _real_set(args: argparse.Namespace) -> Path | None:
+    """The real-audio set to evaluate on: --real (must exist), else real/ beside the synthetic corpus."""
+    from dpda.data.realset.evaluate import is_real_set
+
+    if args.real is not None:
+        if not is_real_set(args.real):
+            from dpda.errors import UserError
+
+            raise UserError(f"--real {args.real}: no real-audio set there (build it with: dpda realset {args.real})")
+        return args.real
+    default = args.data.parent / "real"
+    if is_real_set(default):
+        return default
+    info(f"    (no real-audio set in {default}; `dpda realset {default}` builds one from Debian packages)")
+    return None
+
+
+def _evaluate_real(real: Path, eval_dir: Path) -> str:
+    """Per-family / speaker / protocol EERs with intervals -> eval/real.summary.csv; the headline."""
+    from dpda.data.realset.evaluate import headline, summarize
+    from dpda.metrics import read_scores
+
+    table = summarize(real, read_scores(eval_dir / "real.scores.txt"), draws=INTERVAL_DRAWS)
+    table.to_csv(eval_dir / "real.summary.csv", index=False)
+    return headline(table)
+
+
 def run(args: argparse.Namespace) -> int:
     from dpda.train.evaluation import evaluate_sets
     from dpda_analysis.report import FIGURE_ORDER, write_report
@@ -105,18 +136,26 @@ def run(args: argparse.Namespace) -> int:
     t = _stage(3, "evaluating the best trial's model on dev, eval (unseen attacks) and In-the-Wild-style")
     corpora = [f"dev=asvspoof2019:{args.data}/LA:dev", f"eval=asvspoof2019:{args.data}/LA:eval",
                f"itw=itw:{args.data}/itw"]
-    rows = evaluate_sets(Path(search["best_model"]), corpora, args.out / "eval", num_workers=0)
+    real = _real_set(args)
+    if real is not None:
+        corpora.append(f"real=csv:{real / 'real.csv'}")
+    rows = evaluate_sets(Path(search["best_model"]), corpora, args.out / "eval", num_workers=0,
+                         interval_draws=INTERVAL_DRAWS)
+    real_line = _evaluate_real(real, args.out / "eval") if real is not None else None
     info(f"    {time.time() - t:.0f}s")
 
     t = _stage(4, "conflict-analysis report")
-    with Progress(len(FIGURE_ORDER), "report", "figures") as bar:
+    with Progress(len(FIGURE_ORDER) + 1, "report", "figures") as bar:
         write_report(search["experiment"], args.out / "report.html", on_figure=lambda _name: bar.update(),
-                     title="dpda quickstart: demo search on the synthetic corpus")
+                     title="dpda quickstart: demo search on the synthetic corpus", evaluation=args.out / "eval")
     summary = {"experiment": search["experiment"], "best_trial": search["best_trial"],
                "best_model": search["best_model"], "report": str((args.out / "report.html").resolve()),
                "eer": {r["set"]: r["eer"] for r in rows}, "wall_time_s": time.time() - start}
     (args.out / "quickstart.json").write_text(json.dumps(summary, indent=2))
     info(f"    {time.time() - t:.0f}s")
     print("\nEER of the best trial: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["eer"].items()))
+    if real_line is not None:
+        print(f"EER on the real-audio set [95% interval]: {real_line} (per speaker and protocol: "
+              f"{args.out / 'eval' / 'real.summary.csv'})")
     print(f"Total {summary['wall_time_s']:.0f}s. Open the report: {summary['report']}")
     return 0

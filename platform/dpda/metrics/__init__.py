@@ -1,5 +1,6 @@
 """Detection metrics: EER and min t-DCF (ASVspoof conventions), score files, breakdowns."""
 
+from dpda.metrics.bootstrap import eer_interval
 from dpda.metrics.breakdown import attach_scores, breakdown, default_factors
 from dpda.metrics.eer import DetCurve, compute_det_curve, compute_eer
 from dpda.metrics.scores import read_asv_scores, read_scores, write_scores
@@ -17,6 +18,7 @@ __all__ = [
     "compute_eer",
     "compute_min_tdcf",
     "default_factors",
+    "eer_interval",
     "read_asv_scores",
     "read_scores",
     "tdcf_curve",

@@ -15,6 +15,7 @@ import pandas as pd
 
 from dpda import BONAFIDE, SPOOF
 from dpda.errors import UserError
+from dpda.metrics.bootstrap import eer_interval
 from dpda.metrics.eer import Ties, compute_eer
 
 NOT_APPLICABLE = "-"
@@ -73,12 +74,15 @@ def default_factors(manifest: pd.DataFrame) -> list[str]:
     return cols + [c for c in manifest.columns if c not in _FIXED and c not in cols and c != "score"]
 
 
-def _row(factor: str, value: str, bona: np.ndarray, spoof: np.ndarray, ties: Ties) -> dict:
-    eer = threshold = float("nan")
+def _row(factor: str, value: str, bona: np.ndarray, spoof: np.ndarray, ties: Ties, draws: int) -> dict:
+    eer = threshold = low = high = float("nan")
     if bona.size and spoof.size:
         eer, threshold = compute_eer(bona, spoof, ties)
-    return {"factor": factor, "value": value, "n_bonafide": int(bona.size), "n_spoof": int(spoof.size),
-            "eer": eer, "threshold": threshold}
+        if draws:
+            low, high = eer_interval(bona, spoof, draws=draws, ties=ties)
+    row = {"factor": factor, "value": value, "n_bonafide": int(bona.size), "n_spoof": int(spoof.size),
+           "eer": eer, "threshold": threshold}
+    return row | ({"eer_low": low, "eer_high": high} if draws else {})
 
 
 def breakdown(
@@ -86,10 +90,12 @@ def breakdown(
     scores: pd.Series,
     by: Sequence[str] | None = None,
     ties: Ties = "asvspoof",
+    draws: int = 0,
 ) -> pd.DataFrame:
     """One row per (factor, value) with trial counts and EER (a fraction), plus a first
     `all`/`pooled` row. `by` defaults to `attack` and every condition column. The set must hold
-    both classes; a group with only one gets a NaN EER."""
+    both classes; a group with only one gets a NaN EER. With `draws` > 0 each row also gets a 95%
+    bootstrap interval (`eer_low`, `eer_high`; see `eer_interval`)."""
     scored = attach_scores(manifest, scores)
     require_both_classes(scored)
     factors = default_factors(scored) if by is None else list(by)
@@ -98,7 +104,7 @@ def breakdown(
             raise UserError(f"breakdown: keys have no column {factor!r} (columns: {', '.join(scored.columns)})")
     is_bona = (scored["target"] == BONAFIDE).to_numpy()
     values = scored["score"].to_numpy()
-    rows = [_row("all", "pooled", values[is_bona], values[~is_bona], ties)]
+    rows = [_row("all", "pooled", values[is_bona], values[~is_bona], ties, draws)]
     for factor in factors:
         column = scored[factor].astype(str).to_numpy()
         spoof_only = bool((column[is_bona] == NOT_APPLICABLE).all())
@@ -106,5 +112,6 @@ def breakdown(
         for value in groups:
             in_group = column == value
             bona = values[is_bona] if spoof_only else values[is_bona & in_group]
-            rows.append(_row(factor, str(value), bona, values[~is_bona & in_group], ties))
-    return pd.DataFrame(rows, columns=["factor", "value", "n_bonafide", "n_spoof", "eer", "threshold"])
+            rows.append(_row(factor, str(value), bona, values[~is_bona & in_group], ties, draws))
+    columns = ["factor", "value", "n_bonafide", "n_spoof", "eer", "threshold"] + (["eer_low", "eer_high"] if draws else [])
+    return pd.DataFrame(rows, columns=columns)

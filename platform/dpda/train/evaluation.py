@@ -25,14 +25,15 @@ def set_name(arg: str) -> tuple[str, str]:
 
 def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], out: Path, *,
                   batch_size: int = 16, num_workers: int = 2, device: str = "auto",
-                  check: str = "fail") -> list[dict]:
+                  check: str = "fail", interval_draws: int = 0) -> list[dict]:
     """Score each set; write `<name>.scores.txt`, `<name>.breakdown.csv`, `metrics.csv/json`.
 
     `corpora` is a list of `[NAME=]SPEC` arguments, or {name: [spec, ...]} as in a config's
-    `data.eval` (several specs of one name are scored as one set)."""
+    `data.eval` (several specs of one name are scored as one set). With `interval_draws` > 0 each
+    set's row also gets a 95% bootstrap interval of its EER (`eer_low`, `eer_high`)."""
     import pandas as pd
 
-    from dpda.metrics import breakdown, compute_eer, write_scores
+    from dpda.metrics import breakdown, compute_eer, eer_interval, write_scores
     from dpda.train.inference import resolve_device, score_manifest
     from dpda.data.corpora import load_manifest
     from dpda.train.model_file import load_trained_model
@@ -57,6 +58,9 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
         eer, threshold = compute_eer(result.scores[target == 1], result.scores[target == 0])
         rows.append({"set": name, "spec": spec, "n_bonafide": int((target == 1).sum()),
                      "n_spoof": int((target == 0).sum()), "eer": eer, "threshold": threshold})
+        if interval_draws:
+            rows[-1]["eer_low"], rows[-1]["eer_high"] = eer_interval(
+                result.scores[target == 1], result.scores[target == 0], draws=interval_draws)
         info(f"[dpda] {name}: EER {100 * eer:.2f}% over {len(manifest)} trials")
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
     (out / "metrics.json").write_text(json.dumps(rows, indent=2))
