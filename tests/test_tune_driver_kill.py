@@ -37,6 +37,18 @@ def _ray_pids(session_of: int | None = None) -> set[int]:
     return pids
 
 
+def _finished(exp: Path) -> list[str]:
+    """Trials that Tune's saved experiment state records as ended (what `--resume` keeps), with
+    their model written. A trial that wrote its summary but was not yet recorded runs again on
+    resume, from its last checkpoint, and that is right."""
+    from dpda.tune.tuner import _tune_states
+
+    if not exp.exists():
+        return []
+    return [t for t, status in _tune_states(str(exp)).items()
+            if status == "TERMINATED" and (exp / f"trial_{t}" / "summary.json").exists()]
+
+
 def _tune(corpus: Path, storage: Path, *extra: str) -> list[str]:
     """`--address local`: the driver starts (and owns) its own local cluster, as on a laptop,
     rather than joining one that another process on this machine started."""
@@ -54,14 +66,16 @@ def test_sigkill_of_the_tune_driver_then_resume(tmp_path: Path) -> None:
     driver = subprocess.Popen(_tune(corpus, storage), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         deadline = time.monotonic() + 300
-        while not list(exp.glob("trial_*/summary.json")):  # a trial finished (its model is averaged)
+        while not _finished(exp):  # Tune's saved state has a trial that ended
             assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(0.2)
+            time.sleep(0.5)
         assert _ray_pids(driver.pid), "the driver started no local Ray cluster?"
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
-        finished = {p.parent.name: p.read_bytes() for p in exp.glob("trial_*/summary.json")}
+        # what a resume must not run again: the trials Tune's saved state records as ended
+        finished = {t: (exp / f"trial_{t}" / "summary.json").read_bytes() for t in _finished(exp)}
+        assert finished
         # the local cluster shares the driver's fate (Ray's kernel fate sharing on Linux)
         deadline = time.monotonic() + 60
         while _ray_pids(driver.pid) and time.monotonic() < deadline:
@@ -72,7 +86,7 @@ def test_sigkill_of_the_tune_driver_then_resume(tmp_path: Path) -> None:
                                  env=env)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         for trial, content in finished.items():  # finished trials did not run again
-            assert (exp / trial / "summary.json").read_bytes() == content, trial
+            assert (exp / f"trial_{trial}" / "summary.json").read_bytes() == content, trial
         table = pd.read_csv(exp / "results.csv")
         assert len(table) == 3 and table["trial_id"].is_unique
         assert set(table["status"]) <= {"completed", "stopped early"}, table
