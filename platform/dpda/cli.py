@@ -120,7 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     prefix = f"dpda {command}" if command in COMMANDS else "dpda"
-    args = None
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)

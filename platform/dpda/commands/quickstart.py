@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from dpda.console import Progress, info
+from dpda.train.run_dir import write_json
 
 REPO_SPACE = Path(__file__).resolve().parents[3] / "search_spaces" / "demo.yaml"
 INTERVAL_DRAWS = 1000  # bootstrap draws behind each EER's 95% interval
@@ -87,7 +88,7 @@ def _search(args: argparse.Namespace) -> dict:
               "best_dev_eer": outcome.best_metric, "best_model": outcome.best_model,
               "best_config": outcome.best_config}
     if not outcome.interrupted:
-        done.write_text(json.dumps(result, indent=2, default=str))
+        write_json(done, result)
     return result
 
 
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {"experiment": search["experiment"], "best_trial": search["best_trial"],
                "best_model": search["best_model"], "report": str((args.out / "report.html").resolve()),
                "eer": {r["set"]: r["eer"] for r in rows}, "wall_time_s": time.time() - start}
-    (args.out / "quickstart.json").write_text(json.dumps(summary, indent=2))
+    write_json(args.out / "quickstart.json", summary)
     info(f"    {time.time() - t:.0f}s")
     print("\nEER of the best trial: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["eer"].items()))
     if real_line is not None:

@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dpda.train.config import load_config
+    from dpda.train.run_dir import json_safe
 
     cfg = load_config(args.config, parse_set(args.set))
     run_dir = args.run_dir or Path("runs") / args.config.stem
@@ -45,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
         from dpda.train.loop import Trainer
 
         summary = Trainer(cfg, run_dir, progress=not args.no_progress).fit()
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(json_safe(summary), indent=2, allow_nan=False, default=str))
     return 0

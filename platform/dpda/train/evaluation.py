@@ -6,10 +6,10 @@ the conflict study.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dpda.console import info
+from dpda.train.run_dir import write_json
 
 
 def set_name(arg: str) -> tuple[str, str]:
@@ -63,5 +63,5 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
                 result.scores[target == 1], result.scores[target == 0], draws=interval_draws)
         info(f"[dpda] {name}: EER {100 * eer:.2f}% over {len(manifest)} trials")
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
-    (out / "metrics.json").write_text(json.dumps(rows, indent=2))
+    write_json(out / "metrics.json", rows)
     return rows

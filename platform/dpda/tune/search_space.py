@@ -122,19 +122,25 @@ class TuneSettings(Settings):
             raise ValueError(f"scheduler max_t ({self.max_t}) must be >= grace_period ({self.grace_period})")
         return self
 
+    @classmethod
+    def validated(cls, values: Mapping[str, Any], names: Mapping[str, str], where: str) -> TuneSettings:
+        """Validate flat values; a field's error names it as the user wrote it (`names`: field ->
+        YAML key or command-line option), an error across fields names `where`."""
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            if not error["loc"]:
+                raise UserError(describe(error, cls, where)) from None
+            field = str(error["loc"][0])
+            raise UserError(names.get(field, field) + describe(error, cls)[len(field):]) from None
+
     def with_changes(self, options: Mapping[str, str] | None = None, **changes: Any) -> TuneSettings:
         """A copy with `changes`, validated like the file; an error names the command-line option
         that set the field (`options`: field -> option) or, across fields, all of them."""
-        try:
-            return TuneSettings.model_validate({**self.model_dump(), **changes})
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            options = options or {}
-            if error["loc"]:
-                field = str(error["loc"][0])
-                raise UserError(options.get(field, field) + describe(error, TuneSettings)[len(field):]) from None
-            where = " / ".join(options[k] for k in changes if k in options) or "tune"
-            raise UserError(describe(error, TuneSettings, where)) from None
+        options = options or {}
+        where = " / ".join(options[k] for k in changes if k in options) or "tune"
+        return TuneSettings.validated({**self.model_dump(), **changes}, options, where)
 
 
 # Where the flat TuneSettings fields sit in the YAML `tune:` section.
@@ -507,13 +513,9 @@ def _parse_tune(raw: Any, err: _Errors) -> TuneSettings:
         flat.update(_section(raw.get(section) or {}, names, err, f"tune.{section}"))
         yaml_key.update({f: f"tune.{section}.{f}" for f in names})
     try:
-        return TuneSettings.model_validate({k: v for k, v in flat.items() if v is not None})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = error["loc"][0] if error["loc"] else None
-        message = describe(error, TuneSettings, "tune" if field is None else "")
-        err("", message if field is None else yaml_key[field] + message[len(field):])
-        raise  # err() raises; this line is never reached
+        return TuneSettings.validated({k: v for k, v in flat.items() if v is not None}, yaml_key, "tune")
+    except UserError as exc:
+        raise UserError(f"{err.source}: {exc}") from None
 
 
 def _probe(space: SearchSpace, validate_config: Callable[..., Any], err: _Errors) -> None:
