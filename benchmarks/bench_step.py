@@ -1,6 +1,13 @@
-"""Step time and extra memory of the dual-path step vs. a plain DA step (CPU, AASIST-sized model).
+"""Step time and extra memory of the dual-path step vs. a plain DA step, on the CPU or a GPU.
 
-Run: /work/venv/bin/python benchmarks/bench_step.py [--repeats 7] [--threads 1]
+Run (CPU, this file's AASIST-sized model): .venv/bin/python benchmarks/bench_step.py [--repeats 7] [--threads 1]
+Run (GPU, a registry model, the published setup): .venv/bin/python benchmarks/bench_step.py --device cuda
+    --model ssl_conformer_tcm:full --batch 5 --samples 66800 [--amp bf16] [--repeats 6 --warmup 2]
+    [--profile traces/]   (one torch.profiler Chrome trace per configuration + the top operators)
+
+On a GPU each timed step is bracketed by ``torch.cuda.synchronize``; memory is the CUDA peak
+above the level at the step's start, minus the same for plain DA, over the parameter bytes (the
+issue's "peak memory beyond plain DA"). The CPU columns below apply on the CPU.
 
 Time: every configuration does one optimizer step (Adam) on the same batch (8 utterances per
 path of 16,000 samples); configurations are interleaved within each repeat (order rotated per
@@ -29,15 +36,14 @@ import copy
 import math
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.profiler import ProfilerActivity, profile
-
 from dpda.align import make_aligner
 from dpda.train.step import DualPathStep, plain_da_step
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 SR = 16_000
 
@@ -88,21 +94,78 @@ class SmallAASIST(nn.Module):
         return self.head(torch.cat([h.mean(-1), h.amax(-1)], 1))
 
 
-def build_configs(base: nn.Module, loss: nn.Module) -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], object]]:
+def parse_model(spec: str) -> tuple[str, str]:
+    """'NAME:PRESET' (preset defaults to 'full'); 'small_aasist' is this file's CPU model."""
+    name, _, preset = spec.partition(":")
+    return name, preset or "full"
+
+
+def build_base(spec: str, device: torch.device) -> nn.Module:
+    name, preset = parse_model(spec)
+    if name == "small_aasist":
+        torch.manual_seed(0)
+        return SmallAASIST().to(device).train()
+    from dpda.models import build_model
+
+    return build_model(name, preset, seed=0).to(device).train()
+
+
+def build_configs(base: nn.Module, loss: nn.Module, rules: list[str], granularities: list[str], modes: list[str],
+                  joint_rules: list[str], amp: torch.dtype | None, scaled: bool) -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], object]]:
+    """One independent (model copy, Adam) per configuration, so no configuration sees another's state.
+    Separate mode: every rule x granularity; joint mode (the published forward): `joint_rules`,
+    model granularity."""
     def adam(m: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.Adam(m.parameters(), lr=1e-4, weight_decay=1e-4)
+        return torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4)
+
+    def scaler() -> torch.amp.GradScaler | None:
+        return torch.amp.GradScaler(next(base.parameters()).device.type) if scaled else None
 
     m0 = copy.deepcopy(base)
-    o0 = adam(m0)
-    configs: dict[str, Callable] = {"plain DA": lambda x, xa, y: plain_da_step(m0, loss, o0, x, xa, y)}
-    for rule in ("none", "pcgrad", "gradvac", "cagrad", "mgda"):
-        for gran in ("model", "layer"):
-            m = copy.deepcopy(base)
-            configs[f"dual {rule}/{gran}"] = DualPathStep(m, loss, adam(m), make_aligner(rule, granularity=gran))
-    for rule in ("none", "pcgrad"):
-        m = copy.deepcopy(base)
-        configs[f"joint {rule}/model"] = DualPathStep(m, loss, adam(m), make_aligner(rule), mode="joint")
+    o0, s0 = adam(m0), scaler()
+    configs: dict[str, Callable] = {
+        "plain DA": lambda x, xa, y: plain_da_step(m0, loss, o0, x, xa, y, scaler=s0, autocast_dtype=amp)}
+    for mode in modes:
+        for rule in rules if mode == "separate" else joint_rules:
+            for gran in granularities if mode == "separate" else ["model"]:
+                m = copy.deepcopy(base)
+                configs[f"{'dual' if mode == 'separate' else 'joint'} {rule}/{gran}"] = DualPathStep(
+                    m, loss, adam(m), make_aligner(rule, granularity=gran), mode=mode, scaler=scaler(),
+                    autocast_dtype=amp)
     return configs
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cuda_peak(fn: Callable, batch: tuple, device: torch.device) -> int:
+    """Peak CUDA bytes allocated during one step above the level at its start."""
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    start = torch.cuda.memory_allocated(device)
+    fn(*batch)
+    sync(device)
+    return torch.cuda.max_memory_allocated(device) - start
+
+
+def write_profiles(configs: dict[str, Callable], batch: tuple, device: torch.device, out: str, top: int) -> None:
+    """One step of each configuration under torch.profiler: a Chrome trace per configuration in
+    `out`, and the `top` operators by self device (or CPU) time printed, to show what costs what."""
+    import os
+
+    os.makedirs(out, exist_ok=True)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    for name, fn in configs.items():
+        with profile(activities=acts, record_shapes=False) as prof:
+            fn(*batch)
+            sync(device)
+        path = os.path.join(out, name.replace(" ", "_").replace("/", "-") + ".json")
+        prof.export_chrome_trace(path)
+        print(f"\n== {name}: trace {path}")
+        print(prof.key_averages().table(sort_by=sort, row_limit=top))
 
 
 def _alloc_events(prof: profile) -> list[tuple[int, int, bool]]:
@@ -144,9 +207,12 @@ def align_time(step: object, calls: int = 20) -> float:
     go, ga = buf[0].clone(), buf[1].clone()
     out = torch.empty_like(ga)
     ts = []
+    device = go.device
     for _ in range(calls):
+        sync(device)
         t0 = time.perf_counter()
         step.aligner(go, ga, step.segments, out=out)
+        sync(device)
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts) * 1e3
 
@@ -154,54 +220,88 @@ def align_time(step: object, calls: int = 20) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration first")
     ap.add_argument("--batch", type=int, default=8, help="utterances per path")
     ap.add_argument("--samples", type=int, default=16000)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    ap.add_argument("--model", default="small_aasist",
+                    help="NAME:PRESET from dpda's registry (e.g. ssl_conformer_tcm:full, aasist:full), "
+                         "or small_aasist (this file's CPU model)")
+    ap.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+                    help="autocast dtype for forward and loss (fp16 adds a GradScaler to every step)")
+    ap.add_argument("--rules", default="none,pcgrad,gradvac,cagrad,mgda")
+    ap.add_argument("--granularity", default="model,layer")
+    ap.add_argument("--modes", default="separate,joint")
+    ap.add_argument("--joint-rules", default="none,pcgrad", help="rules run in joint mode (model granularity)")
+    ap.add_argument("--profile", metavar="DIR", help="also write one torch.profiler trace per configuration")
+    ap.add_argument("--top", type=int, default=15, help="operators printed per profile")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
     g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    base = SmallAASIST().train()
+    base = build_base(args.model, device)
     n_params = sum(p.numel() for p in base.parameters() if p.requires_grad)
     p_bytes = n_params * 4
-    x = torch.randn(args.batch, args.samples, generator=g) * 0.1
-    xa = x + 0.05 * torch.randn(args.batch, args.samples, generator=g)
-    y = torch.randint(0, 2, (args.batch,), generator=g)
-    loss = nn.CrossEntropyLoss(weight=torch.tensor([0.1, 0.9]))
-    configs = build_configs(base, loss)
+    x = (torch.randn(args.batch, args.samples, generator=g) * 0.1).to(device)
+    xa = x + 0.05 * torch.randn(args.batch, args.samples, generator=g).to(device)
+    y = torch.randint(0, 2, (args.batch,), generator=g).to(device)
+    loss = nn.CrossEntropyLoss(weight=torch.tensor([0.1, 0.9], device=device))
+    configs = build_configs(base, loss, args.rules.split(","), args.granularity.split(","), args.modes.split(","),
+                            args.joint_rules.split(","), amp, scaled=args.amp == "fp16")
+    del base
     names = list(configs)
-    for fn in configs.values():  # warm-up (allocator, oneDNN kernels, Adam state)
-        fn(x, xa, y)
+    for _ in range(args.warmup):  # allocator, cuDNN/oneDNN autotuning, Adam state
+        for fn in configs.values():
+            fn(x, xa, y)
+    sync(device)
     times: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
+            sync(device)
             c0, t0 = time.thread_time(), time.perf_counter()
             configs[n](x, xa, y)
+            sync(device)
             times[n].append(time.perf_counter() - t0)
             cpu[n].append(time.thread_time() - c0)
     align_ms = {n: align_time(configs[n]) for n in names}
-    mem = {n: measure_memory(configs[n], (x, xa, y)) for n in names}
+    if cuda:
+        mem = {n: (cuda_peak(configs[n], (x, xa, y), device), 0) for n in names}
+    else:
+        mem = {n: measure_memory(configs[n], (x, xa, y)) for n in names}
     base_t = statistics.median(times["plain DA"])
     base_c = statistics.median(cpu["plain DA"])
     base_peak = mem["plain DA"][0]
-    print(f"model: SmallAASIST, {n_params:,} trainable params ({p_bytes / 2**20:.2f} MiB fp32); "
-          f"batch {args.batch}/path x {args.samples} samples; threads {args.threads}; "
-          f"median of {args.repeats} interleaved repeats; plain DA step = {base_t * 1e3:.0f} ms wall, "
-          f"{base_c * 1e3:.0f} ms CPU")
-    print(f"{'config':<20} {'wall/plainDA':>12} {'cpu/plainDA':>11} {'align ms':>8} {'persistent/P':>12} "
-          f"{'align/P':>8} {'extra/P':>8} {'step peak/P vs plainDA':>23}")
+    print(f"model: {args.model}, {n_params:,} trainable params ({p_bytes / 2**20:.2f} MiB fp32); device {device}; "
+          f"amp {args.amp}; batch {args.batch}/path x {args.samples} samples; threads {args.threads}; "
+          f"median of {args.repeats} interleaved repeats after {args.warmup} warm-up; plain DA step = "
+          f"{base_t * 1e3:.1f} ms wall, {base_c * 1e3:.1f} ms host CPU")
+    if cuda:  # host CPU time and the CPU allocator replay say nothing about the GPU
+        print(f"{'config':<20} {'ms':>8} {'wall/plainDA':>12} {'align ms':>8} {'step peak/P vs plainDA':>23}")
+    else:
+        print(f"{'config':<20} {'ms':>8} {'wall/plainDA':>12} {'cpu/plainDA':>11} {'align ms':>8} {'persistent/P':>12} "
+              f"{'align/P':>8} {'extra/P':>8} {'step peak/P vs plainDA':>23}")
     for n in names:
+        ms = statistics.median(times[n]) * 1e3
         t = statistics.median(times[n]) / base_t
         c = statistics.median(cpu[n]) / base_c
         peak, align_peak = mem[n]
         step = configs[n]
+        beyond = (peak - base_peak) / p_bytes
+        if cuda:
+            print(f"{n:<20} {ms:>8.1f} {t:>12.3f} {align_ms[n]:>8.2f} {beyond:>23.2f}")
+            continue
         # the step's (2, P) buffer minus the row that serves as .grad (plain DA allocates .grad too)
         persistent = step.grad_buffers().numel() * 4 / p_bytes - 1 if isinstance(step, DualPathStep) else 0.0
         align = align_peak / p_bytes
-        print(f"{n:<20} {t:>12.3f} {c:>11.3f} {align_ms[n]:>8.2f} {persistent:>12.2f} {align:>8.2f} {persistent + align:>8.2f} "
-              f"{(peak - base_peak) / p_bytes:>23.1f}")
+        print(f"{n:<20} {ms:>8.1f} {t:>12.3f} {c:>11.3f} {align_ms[n]:>8.2f} {persistent:>12.2f} {align:>8.2f} "
+              f"{persistent + align:>8.2f} {beyond:>23.1f}")
+    if args.profile:
+        write_profiles(configs, (x, xa, y), device, args.profile, args.top)
 
 
 if __name__ == "__main__":
