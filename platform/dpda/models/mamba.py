@@ -17,7 +17,9 @@ them.
 The selective scan runs mamba_ssm's CUDA kernel when the package is installed and the tensors
 are on a GPU, and otherwise `selective_scan_torch`: the same math as mamba_ssm's
 `selective_scan_ref`, with the recurrence evaluated as a parallel (Hillis-Steele) scan in
-log2(frames) batched steps instead of a loop over frames.
+log2(frames) batched steps instead of a loop over frames: at the published size it is about 7x
+faster than the loop on a CPU and saves about 5.5x more for the backward pass
+(benchmarks/bench_selective_scan.py).
 
 `published_to_dpda` maps a published state dict onto dpda's SSLDetector names:
 
