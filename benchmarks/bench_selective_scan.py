@@ -16,7 +16,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from dpda.models.mamba import selective_scan_torch
 
 
