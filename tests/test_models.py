@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -13,7 +15,10 @@ from dpda.models.conformer_tcm import ConformerTCMBackend
 from dpda.models.registry import PRESETS
 
 torch.set_num_threads(1)
-NAMES = ["aasist", "rawnet2", "ssl_aasist", "ssl_conformer_tcm", "lcnn"]
+NAMES = ["aasist", "rawnet2", "ssl_aasist", "ssl_conformer_tcm", "lcnn", "ssl_mamba"]
+# Parameters the published forward never uses (dpda.models.ssl_aasist, dpda.models.mamba): the
+# BatchNorm each SSL-AASIST block computes and ignores; the last Mamba block of each direction.
+UNUSED = {"ssl_aasist": r"backend\.encoder\.\d+\.pre\.", "ssl_mamba": r"backend\.(forward|backward)_layers\.1\."}
 
 
 def test_list_models():
@@ -29,7 +34,7 @@ def test_tiny_forward_backward(name):
     assert logits.shape == (2, 2) and torch.isfinite(logits).all()
     logits[:, 1].sum().backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    assert no_grad == []
+    assert no_grad == [n for n, _ in model.named_parameters() if name in UNUSED and re.match(UNUSED[name], n)]
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(wave), model(wave))  # eval mode is deterministic

@@ -1,4 +1,4 @@
-"""Detector models: AASIST, RawNet2, and SSL (wav2vec 2.0 / XLS-R) + AASIST / Conformer-TCM.
+"""Detector models: AASIST, RawNet2, and SSL (wav2vec 2.0 / XLS-R) + AASIST / Conformer-TCM / Mamba.
 
 Every model maps a float waveform batch (batch, time) at 16 kHz to logits (batch, 2) with class 1
 = bona fide; score = logit[1] - logit[0].

@@ -21,10 +21,15 @@ class ResidualBlock2d(nn.Module):
 
     The first block of an encoder skips the input BatchNorm + SELU (its input is already normed).
     Without `pool_time` the frame rate is kept (SSL features come at 50 frames/s, not 16 kHz).
+    With `preactivate=False` the first convolution reads the raw block input, as in the published
+    SSL-AASIST (its `conv1(x)` ignores the BatchNorm + SELU output): the BatchNorm then exists,
+    keeps its running statistics up to date in training, and does not change the output.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, first: bool = False, pool_time: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, first: bool = False, pool_time: bool = True,
+                 preactivate: bool = True) -> None:
         super().__init__()
+        self.preactivate = preactivate
         self.pre = nn.Identity() if first else nn.Sequential(nn.BatchNorm2d(in_channels), nn.SELU(inplace=True))
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=(2, 3), padding=(1, 1))
         self.bn2 = nn.BatchNorm2d(out_channels)
@@ -38,14 +43,22 @@ class ResidualBlock2d(nn.Module):
         self.pool = nn.MaxPool2d((1, 3)) if pool_time else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(self.act(self.bn2(self.conv1(self.pre(x)))))
+        if self.preactivate:
+            inner = self.pre(x)
+        else:
+            if self.training:
+                with torch.no_grad():
+                    self.pre(x)  # running statistics only, as the published block
+            inner = x
+        out = self.conv2(self.act(self.bn2(self.conv1(inner))))
         return self.pool(out + self.downsample(x))
 
 
-def residual_encoder(blocks: Sequence[Sequence[int]], pool_time: bool = True) -> nn.Sequential:
+def residual_encoder(blocks: Sequence[Sequence[int]], pool_time: bool = True, preactivate: bool = True) -> nn.Sequential:
     """Residual blocks from [[in, out], ...] channel pairs; the first one is a `first` block."""
     return nn.Sequential(
-        *(ResidualBlock2d(int(i), int(o), first=(n == 0), pool_time=pool_time) for n, (i, o) in enumerate(blocks))
+        *(ResidualBlock2d(int(i), int(o), first=(n == 0), pool_time=pool_time, preactivate=preactivate)
+          for n, (i, o) in enumerate(blocks))
     )
 
 

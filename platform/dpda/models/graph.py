@@ -61,8 +61,10 @@ class HeteroGraphAttention(nn.Module):
         self.proj_type2 = nn.Linear(in_dim, in_dim)
         self.att_proj = nn.Linear(in_dim, out_dim)
         self.att_proj_master = nn.Linear(in_dim, out_dim)
-        # columns: type1-type1, type2-type2, cross-type
-        self.att_weights = nn.Parameter(nn.init.xavier_normal_(torch.empty(out_dim, 3)))
+        # One attention vector per pair kind: type1-type1, type2-type2, cross-type (both directions).
+        self.att_weight11 = nn.Parameter(nn.init.xavier_normal_(torch.empty(out_dim, 1)))
+        self.att_weight22 = nn.Parameter(nn.init.xavier_normal_(torch.empty(out_dim, 1)))
+        self.att_weight12 = nn.Parameter(nn.init.xavier_normal_(torch.empty(out_dim, 1)))
         self.att_weight_master = nn.Parameter(nn.init.xavier_normal_(torch.empty(out_dim, 1)))
         self.proj_with_att = nn.Linear(in_dim, out_dim)
         self.proj_without_att = nn.Linear(in_dim, out_dim)
@@ -81,7 +83,8 @@ class HeteroGraphAttention(nn.Module):
         # Which of the three attention vectors applies to each (i, j) pair.
         node_type = (torch.arange(n, device=x.device) >= n1).long()
         pair_kind = torch.where(node_type.unsqueeze(1) == node_type.unsqueeze(0), node_type.unsqueeze(1), 2)
-        all_scores = torch.tanh(self.att_proj(_pairwise(x))) @ self.att_weights  # (B, N, N, 3)
+        att_weights = torch.cat([self.att_weight11, self.att_weight22, self.att_weight12], dim=1)
+        all_scores = torch.tanh(self.att_proj(_pairwise(x))) @ att_weights  # (B, N, N, 3)
         scores = all_scores.gather(-1, pair_kind.expand(x.shape[0], n, n).unsqueeze(-1)).squeeze(-1)
         att = torch.softmax(scores / self.temperature, dim=-1)
         # Stack node: attention over all nodes, keyed by the product with the stack node.
@@ -132,10 +135,11 @@ class GraphBackend(nn.Module):
         self.node_pooling = node_pooling
         if node_pooling == "attention":
             self.pre = nn.Sequential(nn.BatchNorm2d(channels), nn.SELU(inplace=True))
+            # SELU before BatchNorm, as the published SSL-AASIST.
             self.attention = nn.Sequential(
                 nn.Conv2d(channels, 2 * channels, kernel_size=1),
-                nn.BatchNorm2d(2 * channels),
                 nn.SELU(inplace=True),
+                nn.BatchNorm2d(2 * channels),
                 nn.Conv2d(2 * channels, channels, kernel_size=1),
             )
         self.pos_spectral = nn.Parameter(torch.randn(1, freq_nodes, channels))

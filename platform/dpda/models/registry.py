@@ -20,11 +20,17 @@ from dpda.models.rawnet2 import RawNet2
 from dpda.models.ssl import SSLDetector
 
 _AASIST_TINY_BLOCKS = ((1, 8), (8, 8), (8, 16), (16, 16))
-_SSL_AASIST_FULL = dict(proj_dim=128, blocks=((1, 32), (32, 32), (32, 64), (64, 64)), gat_dims=(64, 32),
-                        pool_ratios=(0.5, 0.5, 0.5, 0.5), temperatures=(2.0, 2.0, 100.0, 100.0))
+# The published SSL-AASIST (dpda_ga nets/aasist.py): six residual blocks, 447,242 back-end parameters.
+_SSL_AASIST_FULL = dict(proj_dim=128, blocks=((1, 32), (32, 32), (32, 64), (64, 64), (64, 64), (64, 64)),
+                        gat_dims=(64, 32), pool_ratios=(0.5, 0.5, 0.5, 0.5), temperatures=(2.0, 2.0, 100.0, 100.0))
 _SSL_AASIST_TINY = dict(proj_dim=24, blocks=((1, 8), (8, 8), (8, 16)), gat_dims=(16, 8),
                         pool_ratios=(0.5, 0.5, 0.5, 0.5), temperatures=(2.0, 2.0, 100.0, 100.0))
+# The published XLSR-Mamba (dpda_ga nets/mamba.py, --emb-size 144 --num_mamba_encoders 12): 1,936,950.
+_SSL_MAMBA_FULL = dict(d_model=144, num_layers=6, d_state=16, d_conv=4, expand=2, dropout=0.1)
+_SSL_MAMBA_TINY = dict(d_model=16, num_layers=2, d_state=4, d_conv=4, expand=2, dropout=0.1)
 _SSL_COMMON = dict(ssl_layers="weighted", freeze_frontend=False, normalize_waveform=False)
+# The published SSL back ends read the last XLS-R layer.
+_SSL_PUBLISHED = dict(_SSL_COMMON, ssl_layers="last")
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "aasist": {
@@ -48,8 +54,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      dropout=0.2, pre_emphasis=0.97, feature_norm="batch"),
     },
     "ssl_aasist": {
-        "full": dict(ssl="xlsr_300m", **_SSL_COMMON, **_SSL_AASIST_FULL),
-        "tiny": dict(ssl="tiny", **_SSL_COMMON, **_SSL_AASIST_TINY),
+        "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, **_SSL_AASIST_FULL),
+        "tiny": dict(ssl="tiny", **_SSL_PUBLISHED, **_SSL_AASIST_TINY),
+    },
+    "ssl_mamba": {
+        "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, **_SSL_MAMBA_FULL),
+        "tiny": dict(ssl="tiny", **_SSL_PUBLISHED, **_SSL_MAMBA_TINY),
     },
     "ssl_conformer_tcm": {
         "full": dict(ssl="xlsr_300m", **_SSL_COMMON, d_model=144, num_heads=4, num_layers=4, kernel_size=31,
@@ -65,6 +75,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "lcnn": LCNN,
     "ssl_aasist": lambda **kw: SSLDetector("aasist", **kw),
     "ssl_conformer_tcm": lambda **kw: SSLDetector("conformer_tcm", **kw),
+    "ssl_mamba": lambda **kw: SSLDetector("mamba", **kw),
 }
 
 

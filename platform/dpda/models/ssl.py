@@ -1,4 +1,4 @@
-"""Self-supervised (wav2vec 2.0 / XLS-R) front end + AASIST or Conformer-TCM back end.
+"""Self-supervised (wav2vec 2.0 / XLS-R) front end + AASIST, Conformer-TCM or Mamba back end.
 
 The front end is torchaudio's Wav2Vec2Model, so pretrained XLS-R weights load into it
 (`dpda.models.ssl_weights.load_ssl_weights`). Its output is either the last transformer layer or
@@ -17,9 +17,9 @@ from dpda._torchaudio import torchaudio  # one-line error if torch and torchaudi
 from torch import nn
 
 from dpda.errors import UserError
-from dpda.models.aasist import _check_blocks, residual_encoder
 from dpda.models.conformer_tcm import ConformerTCMBackend
-from dpda.models.graph import GraphBackend
+from dpda.models.mamba import MambaHead
+from dpda.models.ssl_aasist import AASISTHead
 
 # wav2vec2_model(...) arguments of a 2-layer, 64-dim model for CPU tests: same architecture family
 # as XLS-R (layer-norm extractor, pre-LN transformer), 320x downsampling like the real one.
@@ -98,25 +98,6 @@ class SSLFrontEnd(nn.Module):
         return torch.einsum("l,lbtd->btd", weights, states)
 
 
-class AASISTHead(nn.Module):
-    """SSL features -> logits: linear projection, 2-D residual encoder, graph attention back end
-    with attention-based node pooling (the SSL + AASIST system of Tak et al., Odyssey 2022)."""
-
-    def __init__(self, in_dim: int, proj_dim: int, blocks, gat_dims, pool_ratios, temperatures) -> None:
-        super().__init__()
-        _check_blocks("ssl_aasist", blocks)
-        if proj_dim < 3:
-            raise UserError(f"model ssl_aasist: proj_dim must be >= 3, got {proj_dim}")
-        self.proj = nn.Linear(in_dim, proj_dim)
-        self.stem = nn.Sequential(nn.MaxPool2d(3), nn.BatchNorm2d(1), nn.SELU(inplace=True))
-        self.encoder = residual_encoder(blocks, pool_time=False)
-        self.backend = GraphBackend(int(blocks[-1][1]), proj_dim // 3, gat_dims, pool_ratios, temperatures, "attention")
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        x = self.proj(feats).transpose(1, 2).unsqueeze(1)  # (B, 1, proj_dim, frames)
-        return self.backend(self.encoder(self.stem(x)))
-
-
 class SSLDetector(nn.Module):
     """Waveform (B, T) -> logits (B, 2): SSL front end, then a back end on its features."""
 
@@ -135,8 +116,10 @@ class SSLDetector(nn.Module):
             self.backend: nn.Module = AASISTHead(self.frontend.dim, **backend_args)
         elif backend == "conformer_tcm":
             self.backend = ConformerTCMBackend(self.frontend.dim, **backend_args)
+        elif backend == "mamba":
+            self.backend = MambaHead(self.frontend.dim, **backend_args)
         else:
-            raise UserError(f"model ssl: unknown back end {backend!r} (aasist, conformer_tcm)")
+            raise UserError(f"model ssl: unknown back end {backend!r} (aasist, conformer_tcm, mamba)")
         self.freeze_frontend = bool(freeze_frontend)
         if self.freeze_frontend:
             self.frontend.wav2vec2.requires_grad_(False)

@@ -20,6 +20,7 @@ import argparse
 import json
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,41 @@ def _weight_norm_names(key: str) -> str:
     return f"{head}.{_WEIGHT_NORM[last]}" if last in _WEIGHT_NORM else key
 
 
+def rename(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None:
+    """`key` renamed by the first rule whose pattern matches it, or None if none does."""
+    for pattern, repl in rules:
+        if pattern.match(key):
+            return pattern.sub(repl, key)
+    return None
+
+
+# Where the published DPDA models (github ductuantruong/dpda_ga) keep their fairseq XLS-R front end.
+PUBLISHED_FRONTEND_PREFIX = "ssl_model.model."
+DPDA_FRONTEND_PREFIX = "frontend.wav2vec2."
+
+
+def split_published_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(dpda front-end entries, remaining back-end entries) of a published DPDA state dict.
+
+    The `module.` prefix of a DataParallel save is dropped; `ssl_model.model.*` (fairseq wav2vec
+    2.0 names) become `frontend.wav2vec2.*` (torchaudio names) through `convert_fairseq`. Front-end
+    keys it cannot map are kept under their published names, so a strict load names them.
+    """
+    frontend: dict[str, torch.Tensor] = {}
+    fairseq: dict[str, torch.Tensor] = {}
+    rest: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key.startswith(PUBLISHED_FRONTEND_PREFIX):
+            fairseq[key[len(PUBLISHED_FRONTEND_PREFIX):]] = value
+        else:
+            rest[key] = value
+    converted, unknown = convert_fairseq(fairseq)
+    frontend.update({DPDA_FRONTEND_PREFIX + k: v for k, v in converted.items()})
+    frontend.update({PUBLISHED_FRONTEND_PREFIX + k: fairseq[k] for k in unknown})
+    return frontend, rest
+
+
 def convert_huggingface(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """(torchaudio state dict, keys that fit nowhere) from Hugging Face Wav2Vec2 keys."""
     out: dict[str, torch.Tensor] = {}
@@ -91,12 +127,11 @@ def convert_fairseq(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
                 k = k[len(prefix):]
         if _FAIRSEQ_DROP.match(k):
             continue
-        for pattern, repl in _FAIRSEQ_RULES:
-            if pattern.match(k):
-                out[_weight_norm_names(pattern.sub(repl, k))] = value
-                break
-        else:
+        new = rename(k, _FAIRSEQ_RULES)
+        if new is None:
             unknown.append(key)
+        else:
+            out[_weight_norm_names(new)] = value
     return out, unknown
 
 
