@@ -3,6 +3,7 @@ batch whose two paths often conflict. (pytest puts tests/ on sys.path, so `impor
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,34 @@ def demo_dict(corpus: Path, **optim) -> dict:
     raw["telemetry"]["flush_every"] = 5
     raw["checkpoint"] = {"average_best": 3, "select_by": "dev_loss"}  # the published selection
     return raw
+
+
+def torchaudio_to_fairseq(state: dict) -> dict:
+    """A torchaudio Wav2Vec2Model state dict under fairseq's wav2vec 2.0 names (the inverse of
+    dpda.models.ssl_weights' mapping), with two pretraining-only tensors fairseq also saves."""
+    rules = [
+        (r"feature_extractor\.conv_layers\.(\d+)\.conv\.(.*)", r"feature_extractor.conv_layers.\1.0.\2"),
+        (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(.*)", r"feature_extractor.conv_layers.\1.2.1.\2"),
+        (r"encoder\.feature_projection\.projection\.(.*)", r"post_extract_proj.\1"),
+        (r"encoder\.feature_projection\.layer_norm\.(.*)", r"layer_norm.\1"),
+        (r"encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original0", "encoder.pos_conv.0.weight_g"),
+        (r"encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original1", "encoder.pos_conv.0.weight_v"),
+        (r"encoder\.transformer\.pos_conv_embed\.conv\.bias", "encoder.pos_conv.0.bias"),
+        (r"encoder\.transformer\.layer_norm\.(.*)", r"encoder.layer_norm.\1"),
+        (r"encoder\.transformer\.layers\.(\d+)\.attention\.(.*)", r"encoder.layers.\1.self_attn.\2"),
+        (r"encoder\.transformer\.layers\.(\d+)\.layer_norm\.(.*)", r"encoder.layers.\1.self_attn_layer_norm.\2"),
+        (r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(.*)", r"encoder.layers.\1.fc1.\2"),
+        (r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.output_dense\.(.*)", r"encoder.layers.\1.fc2.\2"),
+        (r"encoder\.transformer\.layers\.(\d+)\.final_layer_norm\.(.*)", r"encoder.layers.\1.final_layer_norm.\2"),
+    ]
+    out = {}
+    for k, v in state.items():
+        for pattern, repl in rules:
+            if re.fullmatch(pattern, k):
+                out[re.sub(pattern, repl, k)] = v
+                break
+        else:
+            raise AssertionError(f"no fairseq name for {k}")
+    out["mask_emb"] = torch.zeros(64)
+    out["quantizer.vars"] = torch.zeros(1, 4, 8)
+    return out

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import re
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ import torch
 from dpda.errors import UserError
 from dpda.models import build_model, count_parameters, load_ssl_weights
 from dpda.models.ssl import SSLFrontEnd
+from support import torchaudio_to_fairseq
 
 torch.set_num_threads(1)
 WAVE = torch.randn(2, 16000, generator=torch.Generator().manual_seed(1))
@@ -32,7 +32,7 @@ def test_weighted_sum_with_one_hot_weights_equals_last_layer():
 
 @pytest.mark.parametrize("name", ["ssl_aasist", "ssl_conformer_tcm"])
 def test_freeze_frontend_leaves_its_grads_none(name):
-    model = build_model(name, "tiny", seed=0, freeze_frontend=True)
+    model = build_model(name, "tiny", seed=0, freeze_frontend=True, ssl_layers="weighted")
     model.train()
     assert not model.frontend.wav2vec2.training  # no dropout in the frozen SSL model
     model(WAVE).sum().backward()
@@ -70,35 +70,6 @@ def _to_hf(state):
     return out
 
 
-def _to_fairseq(state):
-    rules = [
-        (r"feature_extractor\.conv_layers\.(\d+)\.conv\.(.*)", r"feature_extractor.conv_layers.\1.0.\2"),
-        (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(.*)", r"feature_extractor.conv_layers.\1.2.1.\2"),
-        (r"encoder\.feature_projection\.projection\.(.*)", r"post_extract_proj.\1"),
-        (r"encoder\.feature_projection\.layer_norm\.(.*)", r"layer_norm.\1"),
-        (r"encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original0", "encoder.pos_conv.0.weight_g"),
-        (r"encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original1", "encoder.pos_conv.0.weight_v"),
-        (r"encoder\.transformer\.pos_conv_embed\.conv\.bias", "encoder.pos_conv.0.bias"),
-        (r"encoder\.transformer\.layer_norm\.(.*)", r"encoder.layer_norm.\1"),
-        (r"encoder\.transformer\.layers\.(\d+)\.attention\.(.*)", r"encoder.layers.\1.self_attn.\2"),
-        (r"encoder\.transformer\.layers\.(\d+)\.layer_norm\.(.*)", r"encoder.layers.\1.self_attn_layer_norm.\2"),
-        (r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(.*)", r"encoder.layers.\1.fc1.\2"),
-        (r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.output_dense\.(.*)", r"encoder.layers.\1.fc2.\2"),
-        (r"encoder\.transformer\.layers\.(\d+)\.final_layer_norm\.(.*)", r"encoder.layers.\1.final_layer_norm.\2"),
-    ]
-    out = {}
-    for k, v in state.items():
-        for pattern, repl in rules:
-            if re.fullmatch(pattern, k):
-                out[re.sub(pattern, repl, k)] = v
-                break
-        else:
-            raise AssertionError(f"no fairseq name for {k}")
-    out["mask_emb"] = torch.zeros(64)
-    out["quantizer.vars"] = torch.zeros(1, 4, 8)
-    return out
-
-
 @pytest.fixture(scope="module")
 def source():
     model = build_model("ssl_aasist", "tiny", seed=1).eval()
@@ -114,7 +85,7 @@ def _write(kind, state, tmp_path):
         return folder
     path = tmp_path / f"{kind}.pt"
     if kind == "fairseq":
-        torch.save({"model": _to_fairseq(state), "args": argparse.Namespace(arch="wav2vec2")}, path)
+        torch.save({"model": torchaudio_to_fairseq(state), "args": argparse.Namespace(arch="wav2vec2")}, path)
     else:
         torch.save(state, path)
     return path

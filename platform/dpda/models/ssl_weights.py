@@ -221,3 +221,22 @@ def load_ssl_weights(model: nn.Module, path: str | Path) -> str:
         raise UserError(f"{path}: {kind} checkpoint does not fit the SSL front end; " + "; ".join(problems))
     target.load_state_dict(state, strict=True)
     return kind
+
+
+# The published DPDA models (github ductuantruong/dpda_ga) hold fairseq's wav2vec 2.0 under this
+# prefix (their SSLModel wrapper's `model`); dpda's SSL detectors hold torchaudio's under FRONTEND.
+PUBLISHED_SSL_PREFIX = "ssl_model.model."
+FRONTEND_PREFIX = "frontend.wav2vec2."
+
+
+def published_frontend_to_dpda(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a published state dict's SSL front end (`ssl_model.model.<fairseq key>`) to dpda's
+    (`frontend.wav2vec2.<torchaudio key>`) with the fairseq mapping above; pretraining-only
+    tensors are dropped, a fairseq key that fits nowhere and every other key pass unchanged (so a
+    strict load names them)."""
+    ssl = {k[len(PUBLISHED_SSL_PREFIX):]: v for k, v in state.items() if k.startswith(PUBLISHED_SSL_PREFIX)}
+    converted, unknown = convert_fairseq(ssl)
+    out = {k: v for k, v in state.items() if not k.startswith(PUBLISHED_SSL_PREFIX)}
+    out.update({FRONTEND_PREFIX + k: v for k, v in converted.items()})
+    out.update({PUBLISHED_SSL_PREFIX + k: ssl[k] for k in unknown})
+    return out

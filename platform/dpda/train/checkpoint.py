@@ -59,20 +59,3 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
             out[k] = first.clone()
     return out
 
-
-def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str | Path, what: str) -> None:
-    """`model.load_state_dict(weights)`, or one UserError naming `source` and the first key that
-    is missing, unexpected or misshaped (`what` says which model the file should hold)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    misshaped = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
-    if missing or unexpected or misshaped:
-        if misshaped:
-            k = misshaped[0]
-            first = f"{k} has shape {tuple(weights[k].shape)}, the model expects {tuple(own[k].shape)}"
-        else:
-            first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        counts = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} misshaped"
-        raise UserError(f"{source}: the weights do not fit {what} ({counts}; first: {first})")
-    model.load_state_dict(weights)
