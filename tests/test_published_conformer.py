@@ -7,6 +7,7 @@ on a published file."""
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 from pathlib import Path
 
@@ -127,6 +128,11 @@ def test_unreadable_or_foreign_files_are_refused(tmp_path):
         load_published_checkpoint(tmp_path / "other.pth")
     with pytest.raises(UserError, match="no published checkpoint layout"):
         load_published_checkpoint(tmp_path / "other.pth", "lcnn")
+    torch.save({"when": datetime.date(2025, 1, 1)}, tmp_path / "pickled.pth")  # not loadable weights-only
+    for load in (lambda p: load_published_checkpoint(p), lambda p: load_trained_model(p, torch.device("cpu"), "auto")):
+        with pytest.raises(UserError, match="weights_only=True") as err:
+            load(tmp_path / "pickled.pth")
+        assert "\n" not in str(err.value)
 
 
 def test_round_trip_published_to_dpda_model_file_keeps_the_logits(published_file, tmp_path):
@@ -159,3 +165,11 @@ def test_dpda_eval_scores_a_published_checkpoint_like_its_dpda_model_file(publis
     code = main(["eval", str(published_file), spec, "-o", str(tmp_path / "x"), "--checkpoint-format", "dpda", *common])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "--checkpoint-format published" in err
+
+
+def test_dpda_models_prints_the_published_back_end_count(capsys):
+    assert main(["models", "ssl_conformer_tcm", "--preset", "full"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[1][:2] == ["ssl_conformer_tcm", "full"] and rows[1][3] == f"{PUBLISHED_TRAINABLE:,}" and rows[1][4] == "yes"
+    assert main(["models", "conformer"]) == 2
+    assert "model 'conformer': unknown" in capsys.readouterr().err

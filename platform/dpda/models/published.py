@@ -14,13 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from dpda.errors import UserError
 from dpda.models.conformer_tcm import published_to_dpda as conformer_tcm_to_dpda
 from dpda.models.registry import build_for_shapes, build_model
-from dpda.models.state_dict import load_weights, state_mismatch
+from dpda.models.state_dict import load_weights, read_weights_only, state_mismatch
 
 CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
     "ssl_conformer_tcm": conformer_tcm_to_dpda,
@@ -30,15 +29,7 @@ DATA_PARALLEL_PREFIX = "module."
 
 def read_published_state(path: str | Path) -> dict[str, Tensor]:
     """The state dict of a released `.pth` (read with `weights_only=True`), `module.` stripped."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickled objects, or not a torch file at all
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable state dict with torch.load(weights_only=True) ({first})") from None
-    return published_tensors(state, path)
+    return published_tensors(read_weights_only(path), path)
 
 
 def published_tensors(state: Any, source: str | Path) -> dict[str, Tensor]:

@@ -6,10 +6,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from dpda.errors import UserError
+
+
+def read_weights_only(path: str | Path) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU (no pickled code runs), or one UserError:
+    a missing file, or the first line of torch's reason (its weights-only errors run to pages)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, pickled objects, or not a torch file at all
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"{path}: not a readable checkpoint with torch.load(weights_only=True) "
+                        f"({exc.__class__.__name__}: {first})") from None
 
 
 def state_mismatch(own: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]) -> str | None:

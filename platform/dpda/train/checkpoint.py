@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from dpda.errors import UserError
+from dpda.models.state_dict import read_weights_only
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -28,13 +29,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path, expected_format: str | None = None) -> dict[str, Any]:
     """Load with `weights_only=True` (no pickled code runs) and check the format tag."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, or not a torch checkpoint at all
-        raise UserError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from None
+    state = read_weights_only(path)
     if expected_format is not None and (not isinstance(state, dict) or state.get("format") != expected_format):
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise UserError(f"{path}: expected a {expected_format!r} checkpoint, found {found!r}")
