@@ -165,6 +165,10 @@ def test_dpda_eval_scores_a_published_checkpoint_like_its_dpda_model_file(publis
     code = main(["eval", str(published_file), spec, "-o", str(tmp_path / "x"), "--checkpoint-format", "dpda", *common])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "--checkpoint-format published" in err
+    audio = next((corpus / "LA").rglob("*.flac"))
+    code = main(["predict", str(published_file), str(audio), "--threshold", "0", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()  # without the fixture's small front end: XLS-R 300M's keys
+    assert code == 2 and "\n" not in err and "closest: ssl_conformer_tcm" in err and "first: frontend.wav2vec2." in err
 
 
 def test_dpda_models_prints_the_published_back_end_count(capsys):

@@ -47,7 +47,7 @@ def load_trained_model(path: str | Path, device: torch.device, fmt: str = "dpda"
         return _load_published(path, state, device, settings or {})
     if checkpoint_format(state) != "dpda":
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        hint = "; a published checkpoint? use --checkpoint-format published" if found is None else ""
+        hint = "; a published checkpoint? read it with --checkpoint-format published" if found is None else ""
         raise UserError(f"{path}: expected a {MODEL_FORMAT!r} checkpoint, found {found!r}{hint}")
     if "config" not in state:
         raise UserError(f"{path}: a per-epoch checkpoint without its config; use the run's model.pt")
