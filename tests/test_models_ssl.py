@@ -14,7 +14,7 @@ import torch
 from dpda.errors import UserError
 from dpda.models import build_model, count_parameters, load_ssl_weights
 from dpda.models.ssl import SSLFrontEnd
-from support import to_fairseq as _to_fairseq
+from support import to_fairseq
 
 torch.set_num_threads(1)
 WAVE = torch.randn(2, 16000, generator=torch.Generator().manual_seed(1))
@@ -88,7 +88,7 @@ def _write(kind, state, tmp_path):
         return folder
     path = tmp_path / f"{kind}.pt"
     if kind == "fairseq":
-        torch.save({"model": _to_fairseq(state), "args": argparse.Namespace(arch="wav2vec2")}, path)
+        torch.save({"model": to_fairseq(state), "args": argparse.Namespace(arch="wav2vec2")}, path)
     else:
         torch.save(state, path)
     return path

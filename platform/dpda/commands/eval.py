@@ -9,7 +9,7 @@ from dpda.cli import add_deprecated
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", type=Path, help="a trained model file (RUN_DIR/model.pt)")
+    p.add_argument("model", type=Path, help="a trained model file (RUN_DIR/model.pt) or a released published checkpoint (.pth)")
     p.add_argument("corpora", nargs="+", metavar="[NAME=]SPEC",
                    help="eval sets as corpus specs (KIND:PATH[:SUBSET]), optionally named NAME=SPEC")
     p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
@@ -19,13 +19,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_deprecated(p, "--num-workers", "--loader-workers", "loader_workers", type=int)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--check", choices=["fail", "skip"], default="fail", help="policy for bad audio")
+    p.add_argument("--checkpoint-format", choices=["auto", "dpda", "published"], default="auto",
+                   help="dpda: a model.pt dpda wrote; published: a state dict of the published DPDA code "
+                        "(github ductuantruong/dpda_ga), its model detected from the keys; auto: from the file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config key applied to the model file's config (published: to dpda's defaults), "
+                        "e.g. --set data.length=64600 or --set model.name=ssl_conformer_tcm (value parsed as YAML)")
 
 
 def run(args: argparse.Namespace) -> int:
     from dpda.train.evaluation import evaluate_sets
+    from dpda.yaml_io import parse_set
 
     rows = evaluate_sets(args.model, args.corpora, args.out, batch_size=args.batch_size,
-                         num_workers=args.loader_workers, device=args.device, check=args.check)
+                         num_workers=args.loader_workers, device=args.device, check=args.check,
+                         checkpoint_format=args.checkpoint_format, settings=parse_set(args.set))
     width = max(len(r["set"]) for r in rows)
     print(f"{'set':<{width}}  {'bonafide':>8}  {'spoof':>7}  {'EER %':>7}")
     for r in rows:

@@ -61,11 +61,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, **_SSL_MAMBA_FULL),
         "tiny": dict(ssl="tiny", **_SSL_PUBLISHED, **_SSL_MAMBA_TINY),
     },
+    # full: the published XLS-R + Conformer-TCM (last XLS-R layer, 2,382,628 trainable back-end
+    # parameters); tiny: the same architecture, narrow.
     "ssl_conformer_tcm": {
-        "full": dict(ssl="xlsr_300m", **_SSL_COMMON, d_model=144, num_heads=4, num_layers=4, kernel_size=31,
-                     ffn_mult=4, dropout=0.1),
-        "tiny": dict(ssl="tiny", **_SSL_COMMON, d_model=32, num_heads=4, num_layers=1, kernel_size=7,
-                     ffn_mult=2, dropout=0.1),
+        "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, d_model=144, num_heads=4,
+                     num_layers=4, kernel_size=31, ffn_mult=4, conv_expansion=2, dropout=0.0),
+        "tiny": dict(ssl="tiny", **_SSL_PUBLISHED, d_model=32, num_heads=4, num_layers=1,
+                     kernel_size=7, ffn_mult=4, conv_expansion=2, dropout=0.0),
     },
 }
 
@@ -117,3 +119,13 @@ def build_model(name: str, preset: str = "full", seed: int | None = None, **over
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def build_for_shapes(name: str, preset: str = "full", **overrides: Any) -> nn.Module:
+    """The model for its keys, shapes and counts only: built on the meta device (no memory, no
+    initialisation work), or on the CPU for a model whose constructor computes from tensor values."""
+    try:
+        with torch.device("meta"):
+            return build_model(name, preset, **overrides)
+    except (RuntimeError, NotImplementedError):
+        return build_model(name, preset, **overrides)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from dpda.errors import UserError
+from dpda.models.state_dict import read_weights_only
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -28,13 +29,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path, expected_format: str | None = None) -> dict[str, Any]:
     """Load with `weights_only=True` (no pickled code runs) and check the format tag."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, or not a torch checkpoint at all
-        raise UserError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from None
+    state = read_weights_only(path)
     if expected_format is not None and (not isinstance(state, dict) or state.get("format") != expected_format):
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise UserError(f"{path}: expected a {expected_format!r} checkpoint, found {found!r}")
@@ -59,20 +54,3 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
             out[k] = first.clone()
     return out
 
-
-def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str | Path, what: str) -> None:
-    """`model.load_state_dict(weights)`, or one UserError naming `source` and the first key that
-    is missing, unexpected or misshaped (`what` says which model the file should hold)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    misshaped = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
-    if missing or unexpected or misshaped:
-        if misshaped:
-            k = misshaped[0]
-            first = f"{k} has shape {tuple(weights[k].shape)}, the model expects {tuple(own[k].shape)}"
-        else:
-            first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        counts = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} misshaped"
-        raise UserError(f"{source}: the weights do not fit {what} ({counts}; first: {first})")
-    model.load_state_dict(weights)

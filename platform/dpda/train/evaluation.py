@@ -25,12 +25,15 @@ def set_name(arg: str) -> tuple[str, str]:
 
 def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], out: Path, *,
                   batch_size: int = 16, num_workers: int = 2, device: str = "auto",
-                  check: str = "fail", interval_draws: int = 0) -> list[dict]:
+                  check: str = "fail", interval_draws: int = 0, checkpoint_format: str = "dpda",
+                  settings: dict | None = None) -> list[dict]:
     """Score each set; write `<name>.scores.txt`, `<name>.breakdown.csv`, `metrics.csv/json`.
 
     `corpora` is a list of `[NAME=]SPEC` arguments, or {name: [spec, ...]} as in a config's
     `data.eval` (several specs of one name are scored as one set). With `interval_draws` > 0 each
-    set's row also gets a 95% bootstrap interval of its EER (`eer_low`, `eer_high`)."""
+    set's row also gets a 95% bootstrap interval of its EER (`eer_low`, `eer_high`).
+    `checkpoint_format` and `settings` are `load_trained_model`'s (a published checkpoint gets
+    dpda's default config, e.g. `data.length` 66,800, with `settings` applied)."""
     import pandas as pd
 
     from dpda.metrics import breakdown, compute_eer, eer_interval, write_scores
@@ -39,7 +42,7 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     from dpda.train.model_file import load_trained_model
 
     dev = resolve_device(device)
-    model, state = load_trained_model(model_path, dev)
+    model, state = load_trained_model(model_path, dev, checkpoint_format, settings)
     length = state["config"]["data"]["length"]
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(corpora, dict):

@@ -31,7 +31,8 @@ from dpda.metrics import compute_eer
 from dpda.models import build_model, load_ssl_weights
 from dpda.telemetry import NullTelemetryWriter, TelemetryWriter, next_attempt
 from dpda.telemetry.tally import EpochTally
-from dpda.train.checkpoint import average_state_dicts, load_checkpoint, load_weights, save_checkpoint
+from dpda.models.state_dict import load_weights
+from dpda.train.checkpoint import average_state_dicts, load_checkpoint, save_checkpoint
 from dpda.train.config import TrainConfig
 from dpda.train.inference import resolve_device, score_manifest
 from dpda.train.run_dir import RunDirLock, persistent_run_id, write_json

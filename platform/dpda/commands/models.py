@@ -1,0 +1,45 @@
+"""`dpda models`: every model and preset with its trainable parameter count.
+
+SSL models also show their back end alone (the published papers count it without the XLS-R front
+end: the published Conformer-TCM has 2,382,628), and whether released published checkpoints load
+into them (`dpda eval --checkpoint-format published`). Models are built on PyTorch's meta device where
+they can be: counting the 300M-parameter XLS-R allocates nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to list (default: all)")
+    p.add_argument("--preset", default=None, help="only this preset (full, tiny)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dpda.errors import UserError
+    from dpda.models import count_parameters, list_models
+    from dpda.models.published import CONVERTERS
+    from dpda.models.registry import build_for_shapes
+
+    known = list_models()
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        raise UserError(f"model {unknown[0]!r}: unknown (choose from {', '.join(known)})")
+    rows = []
+    for name in args.names or known:
+        for preset in known[name]:
+            if args.preset not in (None, preset):
+                continue
+            model = build_for_shapes(name, preset)
+            backend = model.backend if hasattr(model, "frontend") else None  # SSL detectors
+            rows.append((name, preset, f"{count_parameters(model, trainable_only=True):,}",
+                         f"{count_parameters(backend, trainable_only=True):,}" if backend is not None else "-",
+                         "yes" if name in CONVERTERS and preset == "full" else "-"))
+    if not rows:
+        raise UserError(f"--preset {args.preset!r}: no such preset (presets: full, tiny)")
+    header = ("model", "preset", "trainable", "back end", "published checkpoints")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(f"{cell:<{w}}" if i < 2 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(row, widths))))
+    return 0

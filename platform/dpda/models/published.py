@@ -1,0 +1,96 @@
+"""Released checkpoints of the published DPDA code (github ductuantruong/dpda_ga) as dpda models.
+
+A published `.pth` is the `state_dict()` of its `Model` (fairseq XLS-R under `ssl_model.model.`,
+the back end under its own names), possibly with DataParallel's `module.` prefix. CONVERTERS maps
+a dpda model name to the function renaming such a state dict to that model's keys (the documented
+tables live beside each model: `dpda.models.conformer_tcm.PUBLISHED_KEYS`, the front end in
+`dpda.models.ssl_weights.split_published_state`). The converted state must then fit the
+model's `full` preset exactly, or loading stops at one line naming the first key that does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from dpda.errors import UserError
+from dpda.models import mamba, ssl_aasist
+from dpda.models.conformer_tcm import published_to_dpda as conformer_tcm_to_dpda
+from dpda.models.registry import build_for_shapes, build_model
+from dpda.models.state_dict import load_weights, read_weights_only, state_mismatch
+
+CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
+    "ssl_conformer_tcm": conformer_tcm_to_dpda,
+    "ssl_aasist": ssl_aasist.published_to_dpda,
+    "ssl_mamba": mamba.published_to_dpda,
+}
+DATA_PARALLEL_PREFIX = "module."
+
+
+def read_published_state(path: str | Path) -> dict[str, Tensor]:
+    """The state dict of a released `.pth` (read with `weights_only=True`), `module.` stripped."""
+    return published_tensors(read_weights_only(path), path)
+
+
+def published_tensors(state: Any, source: str | Path) -> dict[str, Tensor]:
+    """Check that `state` is a name -> tensor mapping and strip DataParallel's `module.` prefix."""
+    if not isinstance(state, dict) or not state:
+        raise UserError(f"{source}: expected a published state dict (name -> tensor), got {type(state).__name__}")
+    bad = next((k for k, v in state.items() if not isinstance(v, Tensor)), None)
+    if bad is not None:
+        raise UserError(f"{source}: entry {bad!r} is not a tensor; a published checkpoint is a plain state dict")
+    if all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):
+        state = {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in state.items()}
+    return state
+
+
+def _converter(name: str) -> Callable[[dict[str, Tensor]], dict[str, Tensor]]:
+    if name not in CONVERTERS:
+        raise UserError(f"model {name!r}: no published checkpoint layout (known: {', '.join(CONVERTERS)})")
+    return CONVERTERS[name]
+
+
+def _meta_state(name: str, **overrides: Any) -> dict[str, Tensor]:
+    """Keys and shapes of model `name` (full preset), without allocating its weights."""
+    return build_for_shapes(name, "full", **overrides).state_dict()
+
+
+def detect_published_model(state: dict[str, Tensor], source: str | Path, **overrides: Any) -> str:
+    """The model whose converter turns `state` into exactly its `full` keys and shapes."""
+    problems = []
+    for name, convert in CONVERTERS.items():
+        try:
+            own, converted = _meta_state(name, **overrides), convert(state)
+        except UserError as exc:  # an override this model does not take
+            problems.append((len(state), name, str(exc)))
+            continue
+        problem = state_mismatch(own, converted)
+        if problem is None:
+            return name
+        problems.append((len(own.keys() ^ converted.keys()), name, problem))
+    _, name, problem = min(problems)
+    raise UserError(f"{source}: not a published checkpoint of any known model (closest: {name}: {problem})")
+
+
+def load_published_checkpoint(path: str | Path, name: str | None = None, **overrides: Any) -> nn.Module:
+    """Build `name` (full preset with `overrides`; None = detect from the keys) and load a released
+    published `.pth` into it; returns the model in eval mode on the CPU."""
+    state = read_published_state(path)
+    return model_from_published_state(state, path, name, **overrides)
+
+
+def model_from_published_state(state: dict[str, Tensor], source: str | Path, name: str | None = None,
+                               **overrides: Any) -> nn.Module:
+    """`load_published_checkpoint` for a state dict already read (`published_tensors`)."""
+    name = name or detect_published_model(state, source, **overrides)
+    weights = _converter(name)(state)
+    problem = state_mismatch(_meta_state(name, **overrides), weights)
+    if problem:  # checked before building, so a 300M-parameter model is not built for nothing
+        raise UserError(f"{source}: the published weights do not fit {name} ({problem})")
+    model = build_model(name, "full", **overrides)
+    load_weights(model, weights, source, name)
+    return model.eval()
+
