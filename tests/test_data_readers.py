@@ -111,7 +111,7 @@ def test_in_the_wild(tmp_path):
     meta = _write(tmp_path / "itw" / "meta.csv", "file,speaker,label\n0.wav,Alec Guinness,spoof\n1.wav,Alec Guinness,bona-fide\n")
     m = load_corpus(f"itw:{tmp_path / 'itw'}")
     validate_manifest(m)
-    assert m["utt"].tolist() == ["0", "1"] and m["label"].tolist() == ["spoof", "bonafide"]
+    assert m["utt"].tolist() == ["0.wav", "1.wav"] and m["label"].tolist() == ["spoof", "bonafide"]
     assert m["target"].tolist() == [0, 1] and m["speaker"].tolist() == ["Alec Guinness"] * 2
     assert m["attack"].tolist() == ["unknown", "-"] and m["source_line"].tolist() == [2, 3]
     assert m["path"][1] == str(tmp_path / "itw" / "1.wav")
@@ -133,11 +133,11 @@ def test_fake_or_real(tmp_path):
     _write(base / "testing" / "fake" / "notes.txt", "")
     m = load_corpus(f"for:{tmp_path}:testing")
     validate_manifest(m)
-    assert m["utt"].tolist() == ["testing/real/a", "testing/fake/c", "testing/fake/d"]
+    assert m["utt"].tolist() == ["real/a.wav", "fake/c.wav", "fake/d.wav"]
     assert m["label"].tolist() == ["bonafide", "spoof", "spoof"] and set(m["subset"]) == {"testing"}
     all_ = load_corpus(f"for:{base}")
-    assert len(all_) == 6 and all_["utt"].is_unique
-    assert load_corpus(f"for:{tmp_path}:train")["utt"].tolist() == ["training/real/a", "training/fake/b"]
+    assert len(all_) == 6 and all_["utt"].is_unique and "testing/real/a.wav" in set(all_["utt"])
+    assert load_corpus(f"for:{tmp_path}:train")["utt"].tolist() == ["real/a.wav", "fake/b.wav"]
 
 
 def test_generic_csv(tmp_path):

@@ -19,13 +19,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_deprecated(p, "--num-workers", "--loader-workers", "loader_workers", type=int)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--check", choices=["fail", "skip"], default="fail", help="policy for bad audio")
+    p.add_argument("--score", choices=["logit_diff", "logit1"], default=None,
+                   help="score written: logit[1]-logit[0] (dpda) or logit[1] (published); default: the model's eval.score")
 
 
 def run(args: argparse.Namespace) -> int:
     from dpda.train.evaluation import evaluate_sets
 
     rows = evaluate_sets(args.model, args.corpora, args.out, batch_size=args.batch_size,
-                         num_workers=args.loader_workers, device=args.device, check=args.check)
+                         num_workers=args.loader_workers, device=args.device, check=args.check, score=args.score)
     width = max(len(r["set"]) for r in rows)
     print(f"{'set':<{width}}  {'bonafide':>8}  {'spoof':>7}  {'EER %':>7}")
     for r in rows:
