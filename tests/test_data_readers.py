@@ -69,7 +69,7 @@ def test_asvspoof2021_la_conditions_and_phase_filter(tmp_path):
     meta = _write(
         tmp_path / "LA-keys-full" / "keys" / "LA" / "CM" / "trial_metadata.txt",
         "LA_0009 LA_E_9332881 alaw ita_tx A07 spoof notrim eval\n"
-        "LA_0020 LA_E_5932896 none no_channel - bonafide notrim progress\n"
+        "LA_0020 LA_E_5932896 none no_channel bonafide bonafide notrim progress\n"  # as the keys write it
         "LA_0014 LA_E_1234567 ulaw loc_tx A19 spoof trim hidden_track extra_col\n",
     )
     m = load_corpus(f"asvspoof2021la:{tmp_path}")
@@ -93,14 +93,15 @@ def test_asvspoof2021_df_conditions_tolerant_column_count(tmp_path):
         tmp_path / "DF-keys-full" / "keys" / "DF" / "CM" / "trial_metadata.txt",
         "LA_0023 DF_E_2000011 nocodec asvspoof A14 spoof notrim progress traditional_vocoder - - - -\n"
         "TEF2 DF_E_2000013 low_m4a vcc2020 Task1-team20 spoof notrim eval neural_vocoder_nonautoregressive Task1 team20 FF E\n"
-        "LA_0031 DF_E_2000020 mp3m4a asvspoof - bonafide notrim eval bonafide\n",
+        "LA_0031 DF_E_2000020 mp3m4a asvspoof bonafide bonafide notrim eval bonafide\n",
     )
     (tmp_path / "LA-keys-full" / "keys" / "LA" / "CM").mkdir(parents=True)
     _write(tmp_path / "LA-keys-full" / "keys" / "LA" / "CM" / "trial_metadata.txt", "x y z w - bonafide a b\n")
     m = load_corpus(f"asvspoof2021df:{tmp_path}:eval")
     assert m["utt"].tolist() == ["DF_E_2000013", "DF_E_2000020"]
     assert m["source"].tolist() == ["vcc2020", "asvspoof"]
-    assert m["vocoder"].tolist() == ["neural_vocoder_nonautoregressive", "bonafide"]
+    assert m["vocoder"].tolist() == ["neural_vocoder_nonautoregressive", "-"]  # spoof-only columns: `-` for bona fide
+    assert m["attack"].tolist() == ["Task1-team20", "-"]
     assert m["codec"].tolist() == ["low_m4a", "mp3m4a"]
     assert m["extra10"].tolist() == ["Task1", "-"] and m["extra13"].tolist() == ["E", "-"]
     assert m["label"].tolist() == ["spoof", "bonafide"] and m["corpus"].iloc[0] == "asvspoof2021df"

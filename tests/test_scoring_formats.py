@@ -118,6 +118,20 @@ def test_2021_eer_of_the_eval_phase_equals_the_package(track, capsys):
     assert float(next(ln for ln in out.splitlines() if ln.startswith("EER: ")).split()[1]) / 100 == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize(("track", "factor"), [("LA", "attack"), ("DF", "vocoder")])
+def test_2021_per_attack_and_per_vocoder_eers_equal_the_package(track, factor):
+    """Bona fide lines carry `bonafide` in these spoof-only columns; each value is scored
+    against all bona fide trials, as the package does."""
+    from dpda.metrics import breakdown
+
+    manifest = load_corpus(f"asvspoof2021{track.lower()}:{FIXTURES / 'keys' / track / 'CM' / 'trial_metadata.txt'}:eval")
+    assert set(manifest.loc[manifest["target"] == 1, factor]) == {"-"}
+    table = breakdown(manifest, read_scores(FIXTURES / f"{track.lower()}2021.scores.txt"), by=[factor]).iloc[1:]
+    got = dict(zip(table["value"], table["eer"]))
+    want = EXPECTED["eval_package_2021"][track][f"eer_by_{factor}"]
+    assert got.keys() == want.keys() and all(got[k] == pytest.approx(want[k], abs=1e-12) for k in want)
+
+
 def test_2021_la_min_tdcf_from_the_asv_files_beside_the_cm_keys(capsys):
     """`dpda score` finds LA/ASV/trial_metadata.txt beside LA/CM, keeps the eval-phase ASV
     trials, and uses the 2021 t-DCF for 2021 keys: the package's number. --tdcf 2019 on the same

@@ -163,6 +163,10 @@ _META_COLUMNS = {
     "LA": ("speaker", "utt", "codec", "transmission", "attack", "key", "trim", "phase"),
     "DF": ("speaker", "utt", "codec", "source", "attack", "key", "trim", "phase", "vocoder"),
 }
+# Columns that describe spoofs only: the keys write `bonafide` there on bona fide lines
+# (`... alaw ita_tx bonafide bonafide notrim eval`); dpda's `-` makes each value a spoof subset
+# scored against all bona fide trials, as the 2021 evaluation package scores attacks and vocoders.
+_SPOOF_ONLY = {"LA": ("attack",), "DF": ("attack", "vocoder")}
 
 
 def _find_metadata(root: Path, track: str) -> Path:
@@ -222,6 +226,9 @@ def _read_asvspoof2021(path: Path, subset: str | None, track: str) -> tuple[pd.D
     padded = [r + [NOT_APPLICABLE] * (width - len(r)) for r in rows]
     frame = pd.DataFrame(padded, columns=columns) if padded else pd.DataFrame(columns=columns)
     frame = frame.rename(columns={"key": "label"})
+    bonafide = frame["label"] == "bonafide"
+    for col in _SPOOF_ONLY[track]:
+        frame.loc[bonafide & (frame[col] == "bonafide"), col] = NOT_APPLICABLE
     frame["path"] = [_abs(audio_dir / f"{u}.flac") for u in frame["utt"]]
     frame["corpus"] = f"asvspoof2021{track.lower()}"
     frame["subset"] = "eval"
