@@ -102,3 +102,9 @@ def test_2021_min_is_at_most_one_and_degenerate_asv_is_one_line():
     assert 0.9 < value <= 1.0  # a useless CM: the cheaper of always accepting / always rejecting
     with pytest.raises(UserError, match=r"^t-DCF: degenerate ASV error rates give C0="):
         compute_min_tdcf_2021([1.0, 2.0], [0.0], -tar, -non, spoof)  # an inverted ASV: C0 > Ptar Cmiss, C1 < 0
+
+
+def test_score_command_offers_every_definition():
+    from dpda.commands.score import TDCF_CHOICES
+
+    assert set(TDCF_CHOICES) == set(TDCF_DEFINITIONS)
