@@ -69,7 +69,7 @@ def test_asvspoof2021_la_conditions_and_phase_filter(tmp_path):
     meta = _write(
         tmp_path / "LA-keys-full" / "keys" / "LA" / "CM" / "trial_metadata.txt",
         "LA_0009 LA_E_9332881 alaw ita_tx A07 spoof notrim eval\n"
-        "LA_0020 LA_E_5932896 none no_channel - bonafide notrim progress\n"
+        "LA_0020 LA_E_5932896 none no_channel bonafide bonafide notrim progress\n"  # as the keys write it
         "LA_0014 LA_E_1234567 ulaw loc_tx A19 spoof trim hidden_track extra_col\n",
     )
     m = load_corpus(f"asvspoof2021la:{tmp_path}")
@@ -93,14 +93,15 @@ def test_asvspoof2021_df_conditions_tolerant_column_count(tmp_path):
         tmp_path / "DF-keys-full" / "keys" / "DF" / "CM" / "trial_metadata.txt",
         "LA_0023 DF_E_2000011 nocodec asvspoof A14 spoof notrim progress traditional_vocoder - - - -\n"
         "TEF2 DF_E_2000013 low_m4a vcc2020 Task1-team20 spoof notrim eval neural_vocoder_nonautoregressive Task1 team20 FF E\n"
-        "LA_0031 DF_E_2000020 mp3m4a asvspoof - bonafide notrim eval bonafide\n",
+        "LA_0031 DF_E_2000020 mp3m4a asvspoof bonafide bonafide notrim eval bonafide\n",
     )
     (tmp_path / "LA-keys-full" / "keys" / "LA" / "CM").mkdir(parents=True)
     _write(tmp_path / "LA-keys-full" / "keys" / "LA" / "CM" / "trial_metadata.txt", "x y z w - bonafide a b\n")
     m = load_corpus(f"asvspoof2021df:{tmp_path}:eval")
     assert m["utt"].tolist() == ["DF_E_2000013", "DF_E_2000020"]
     assert m["source"].tolist() == ["vcc2020", "asvspoof"]
-    assert m["vocoder"].tolist() == ["neural_vocoder_nonautoregressive", "bonafide"]
+    assert m["vocoder"].tolist() == ["neural_vocoder_nonautoregressive", "-"]  # spoof-only columns: `-` for bona fide
+    assert m["attack"].tolist() == ["Task1-team20", "-"]
     assert m["codec"].tolist() == ["low_m4a", "mp3m4a"]
     assert m["extra10"].tolist() == ["Task1", "-"] and m["extra13"].tolist() == ["E", "-"]
     assert m["label"].tolist() == ["spoof", "bonafide"] and m["corpus"].iloc[0] == "asvspoof2021df"
@@ -111,7 +112,7 @@ def test_in_the_wild(tmp_path):
     meta = _write(tmp_path / "itw" / "meta.csv", "file,speaker,label\n0.wav,Alec Guinness,spoof\n1.wav,Alec Guinness,bona-fide\n")
     m = load_corpus(f"itw:{tmp_path / 'itw'}")
     validate_manifest(m)
-    assert m["utt"].tolist() == ["0", "1"] and m["label"].tolist() == ["spoof", "bonafide"]
+    assert m["utt"].tolist() == ["0.wav", "1.wav"] and m["label"].tolist() == ["spoof", "bonafide"]
     assert m["target"].tolist() == [0, 1] and m["speaker"].tolist() == ["Alec Guinness"] * 2
     assert m["attack"].tolist() == ["unknown", "-"] and m["source_line"].tolist() == [2, 3]
     assert m["path"][1] == str(tmp_path / "itw" / "1.wav")
@@ -133,11 +134,11 @@ def test_fake_or_real(tmp_path):
     _write(base / "testing" / "fake" / "notes.txt", "")
     m = load_corpus(f"for:{tmp_path}:testing")
     validate_manifest(m)
-    assert m["utt"].tolist() == ["testing/real/a", "testing/fake/c", "testing/fake/d"]
+    assert m["utt"].tolist() == ["real/a.wav", "fake/c.wav", "fake/d.wav"]
     assert m["label"].tolist() == ["bonafide", "spoof", "spoof"] and set(m["subset"]) == {"testing"}
     all_ = load_corpus(f"for:{base}")
-    assert len(all_) == 6 and all_["utt"].is_unique
-    assert load_corpus(f"for:{tmp_path}:train")["utt"].tolist() == ["training/real/a", "training/fake/b"]
+    assert len(all_) == 6 and all_["utt"].is_unique and "testing/real/a.wav" in set(all_["utt"])
+    assert load_corpus(f"for:{tmp_path}:train")["utt"].tolist() == ["real/a.wav", "fake/b.wav"]
 
 
 def test_generic_csv(tmp_path):

@@ -213,7 +213,7 @@ def test_score_command_on_2019_protocol(tmp_path, capsys):
     s, bona = scores.to_numpy(), frame["target"].to_numpy() == 1
     eer = compute_eer(s[bona], s[~bona])[0]
     assert f"EER: {100 * eer:.4f} %" in out
-    assert "min t-DCF:" in out and "A01" in out and "A02" in out
+    assert "min t-DCF (2019):" in out and "A01" in out and "A02" in out
     assert pd.read_csv(out_csv)["value"].tolist()[:3] == ["pooled", "A01", "A02"]
 
 

@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config key applied to the model file's config (published: to dpda's defaults), "
                         "e.g. --set data.length=64600 or --set model.name=ssl_conformer_tcm (value parsed as YAML)")
+    p.add_argument("--score", choices=["logit_diff", "logit1"], default=None,
+                   help="score written: logit[1]-logit[0] (dpda) or logit[1] (published); default: the model's eval.score")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = evaluate_sets(args.model, args.corpora, args.out, batch_size=args.batch_size,
                          num_workers=args.loader_workers, device=args.device, check=args.check,
-                         checkpoint_format=args.checkpoint_format, settings=parse_set(args.set))
+                         checkpoint_format=args.checkpoint_format, settings=parse_set(args.set), score=args.score)
     width = max(len(r["set"]) for r in rows)
     print(f"{'set':<{width}}  {'bonafide':>8}  {'spoof':>7}  {'EER %':>7}")
     for r in rows:

@@ -79,17 +79,19 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dpda.data.audio import fix_length, load_audio
-    from dpda.train.inference import require_finite_scores, resolve_device
+    from dpda.train.config import config_from_dict
+    from dpda.train.inference import require_finite_scores, resolve_device, score_from_logits
     from dpda.train.model_file import load_trained_model
 
     device = resolve_device(args.device)
     model, state = load_trained_model(args.model, device, args.checkpoint_format)
     threshold, source = given or saved_threshold(args.model, state)
-    length = state["config"]["data"]["length"]
+    cfg = config_from_dict(state["config"], source=str(args.model))
+    length = cfg.data.length
     batch = torch.stack([fix_length(load_audio(f), length) for f in args.files]).to(device)
     with torch.no_grad():
         logits = model(batch).float()
-    scores = (logits[:, 1] - logits[:, 0]).cpu().tolist()
+    scores = score_from_logits(logits, cfg.eval.score).cpu().tolist()  # as the dev threshold was
     require_finite_scores(scores, args.files)
     print(f"# threshold {threshold:.6g} ({source}); score > threshold means bona fide")
     for f, s in zip(args.files, scores):

@@ -1,8 +1,11 @@
-"""`dpda score SCORES KEYS`: EER (and min t-DCF with ASV scores) of an existing score file.
+"""`dpda score SCORES [KEYS]`: EER (and min t-DCF with ASV scores) of an existing score file.
 
-KEYS is a corpus spec (`KIND:PATH[:SUBSET]`, see `dpda.data.readers`) or the path of an ASVspoof
-key file itself: a 2019 LA CM protocol (`SPEAKER UTT - ATTACK KEY`) or a 2021 LA / DF
-`trial_metadata.txt`. Scoring needs only the labels, so no audio has to be present.
+SCORES has `UTT SCORE` lines, or `UTT ATTACK KEY SCORE` lines (ASVspoof 2019 / AASIST), which
+carry their labels, so KEYS may then be left out. KEYS is a corpus spec (`KIND:PATH[:SUBSET]`,
+see `dpda.data.readers`) or the path of an ASVspoof key file itself: a 2019 LA CM protocol
+(`SPEAKER UTT - ATTACK KEY`) or a 2021 LA / DF `trial_metadata.txt`. Scoring needs only the
+labels, so no audio has to be present. The t-DCF follows the 2021 revision for ASVspoof 2021
+keys and the 2019 definition otherwise (`--tdcf`; see `dpda.metrics.tdcf`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ import pandas as pd
 
 from dpda.errors import UserError
 
+TDCF_CHOICES = ("2019", "2021")  # the keys of dpda.metrics.TDCF_DEFINITIONS (a test checks)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scores", help="score file, one 'UTT SCORE' line per trial (higher = bona fide)")
-    parser.add_argument("keys", help="corpus spec KIND:PATH[:SUBSET], or an ASVspoof protocol / trial_metadata file")
-    parser.add_argument("--asv-scores", metavar="FILE", help="ASVspoof 2019 ASV scores 'SOURCE KEY SCORE' for min t-DCF")
+    parser.add_argument("scores", help="score file, 'UTT SCORE' or 'UTT ATTACK KEY SCORE' lines (higher = bona fide)")
+    parser.add_argument("keys", nargs="?", help="corpus spec KIND:PATH[:SUBSET], or an ASVspoof protocol / "
+                        "trial_metadata file (default: the labels of a 4-column score file)")
+    parser.add_argument("--asv-scores", metavar="FILE", help="ASV scores for min t-DCF: 2019 'SOURCE KEY SCORE', "
+                        "or 2021 'ASV_SPEAKER TRIAL SCORE' (keys from --asv-keys)")
+    parser.add_argument("--asv-keys", metavar="FILE", help="ASVspoof 2021 ASV trial_metadata.txt of 2021 ASV scores "
+                        "(default: ASV/trial_metadata.txt beside the CM keys' CM folder)")
+    parser.add_argument("--tdcf", choices=TDCF_CHOICES, help="t-DCF definition (default: 2021 for ASVspoof 2021 keys, else 2019)")
     parser.add_argument("--by", metavar="COLS", help="comma-separated breakdown columns (default: attack and all conditions)")
     parser.add_argument("--ties", choices=("asvspoof", "threshold"), default="asvspoof",
                         help="tie handling of the EER (default: the ASVspoof reference)")
@@ -66,24 +76,64 @@ def load_keys(keys: str) -> pd.DataFrame:
     return load_corpus(f"asvspoof2021{track}:{path}")
 
 
+def keys_from_score_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The manifest a 4-column score file's own ATTACK and KEY columns describe."""
+    from dpda.data.manifest import make_manifest
+
+    source = table.attrs.get("source", "scores")
+    if "key" not in table.columns:
+        raise UserError(f"{source}: a 2-column score file needs KEYS (a corpus spec or a protocol file)")
+    n = len(table)
+    return make_manifest({"utt": table["utt"].tolist(), "label": table["key"].tolist(), "attack": table["attack"].tolist(),
+                          "path": [""] * n, "speaker": ["-"] * n, "corpus": ["scores"] * n, "subset": ["-"] * n,
+                          "source_file": [source] * n, "source_line": table["source_line"].tolist()})
+
+
+def is_asvspoof2021(manifest: pd.DataFrame) -> bool:
+    return bool(manifest["corpus"].astype(str).str.startswith("asvspoof2021").all())
+
+
+def read_asv(args: argparse.Namespace, manifest: pd.DataFrame) -> dict:
+    """{target, nontarget, spoof: ASV scores} from --asv-scores: 2019 lines carry their keys;
+    2021 lines pair with --asv-keys (or the ASV/trial_metadata.txt beside the CM keys), keeping
+    the phases (eval / progress / hidden_track) of the CM trials scored."""
+    from dpda.metrics import read_asv_scores, read_asv_scores_2021
+    from dpda.metrics.scores import ASV_KEYS, data_lines
+
+    lines = data_lines(Path(args.asv_scores), "ASV score file")
+    if args.asv_keys is None and lines and len(lines[0][1]) == 3 and lines[0][1][1] in ASV_KEYS:
+        return read_asv_scores(args.asv_scores)
+    keys = args.asv_keys
+    if keys is None:
+        cm_keys = Path(str(manifest["source_file"].iloc[0]))
+        keys = cm_keys.parent.parent / "ASV" / "trial_metadata.txt"
+        if not (cm_keys.parent.name == "CM" and keys.is_file()):
+            raise UserError(f"{args.asv_scores}: ASVspoof 2021 ASV scores (no target/nontarget/spoof key on line "
+                            f"{lines[0][0] if lines else 1}) need --asv-keys, the ASV trial_metadata.txt")
+    phases = sorted(set(manifest["phase"].astype(str))) if "phase" in manifest.columns else None
+    return read_asv_scores_2021(args.asv_scores, keys, phases)
+
+
 def run(args: argparse.Namespace) -> int:
-    from dpda.metrics import breakdown, compute_min_tdcf, read_asv_scores, read_scores
+    from dpda.metrics import TDCF_DEFINITIONS, breakdown, read_score_table
     from dpda.metrics.breakdown import attach_scores
 
-    scores = read_scores(args.scores)
-    manifest = load_keys(args.keys)
+    score_table = read_score_table(args.scores)
+    scores = pd.Series(score_table["score"].to_numpy(), index=pd.Index(score_table["utt"], name="utt"), name="score")
+    manifest = load_keys(args.keys) if args.keys else keys_from_score_table(score_table)
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
     table = breakdown(manifest, scores, by=by, ties=args.ties)
     pooled = table.iloc[0]
     print(f"trials: {pooled.n_bonafide} bona fide, {pooled.n_spoof} spoof ({len(scores) - len(manifest)} extra scores ignored)")
     print(f"EER: {100 * pooled.eer:.4f} %  (threshold {pooled.threshold:.6g})")
     if args.asv_scores:
-        asv = read_asv_scores(args.asv_scores)
+        asv = read_asv(args, manifest)
+        definition = args.tdcf or ("2021" if is_asvspoof2021(manifest) else "2019")
         scored = attach_scores(manifest, scores, where=str(args.scores))
         bona = scored.loc[scored["target"] == 1, "score"].to_numpy()
         spoof = scored.loc[scored["target"] == 0, "score"].to_numpy()
-        min_tdcf, _ = compute_min_tdcf(bona, spoof, asv["target"], asv["nontarget"], asv["spoof"])
-        print(f"min t-DCF: {min_tdcf:.6f}")
+        min_tdcf, _ = TDCF_DEFINITIONS[definition](bona, spoof, asv["target"], asv["nontarget"], asv["spoof"])
+        print(f"min t-DCF ({definition}): {min_tdcf:.6f}")
     shown = table.assign(eer_percent=100 * table["eer"]).drop(columns=["eer"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.csv:

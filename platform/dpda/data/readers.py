@@ -163,6 +163,10 @@ _META_COLUMNS = {
     "LA": ("speaker", "utt", "codec", "transmission", "attack", "key", "trim", "phase"),
     "DF": ("speaker", "utt", "codec", "source", "attack", "key", "trim", "phase", "vocoder"),
 }
+# Columns that describe spoofs only: the keys write `bonafide` there on bona fide lines
+# (`... alaw ita_tx bonafide bonafide notrim eval`); dpda's `-` makes each value a spoof subset
+# scored against all bona fide trials, as the 2021 evaluation package scores attacks and vocoders.
+_SPOOF_ONLY = {"LA": ("attack",), "DF": ("attack", "vocoder")}
 
 
 def _find_metadata(root: Path, track: str) -> Path:
@@ -222,6 +226,9 @@ def _read_asvspoof2021(path: Path, subset: str | None, track: str) -> tuple[pd.D
     padded = [r + [NOT_APPLICABLE] * (width - len(r)) for r in rows]
     frame = pd.DataFrame(padded, columns=columns) if padded else pd.DataFrame(columns=columns)
     frame = frame.rename(columns={"key": "label"})
+    bonafide = frame["label"] == "bonafide"
+    for col in _SPOOF_ONLY[track]:
+        frame.loc[bonafide & (frame[col] == "bonafide"), col] = NOT_APPLICABLE
     frame["path"] = [_abs(audio_dir / f"{u}.flac") for u in frame["utt"]]
     frame["corpus"] = f"asvspoof2021{track.lower()}"
     frame["subset"] = "eval"
@@ -293,11 +300,14 @@ def _meta_csv(path: Path) -> tuple[Path, Path]:
 
 
 def read_itw(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
-    """In-the-Wild `meta.csv` (file,speaker,label with `bona-fide` / `spoof`)."""
+    """In-the-Wild `meta.csv` (file,speaker,label with `bona-fide` / `spoof`).
+
+    The utterance id is the `file` column as written (`0.wav`): the community ITW scorer joins
+    score files to meta.csv on it, so score files dpda writes are accepted as they are."""
     meta, root = _meta_csv(path)
     cols: dict[str, list] = {k: [] for k in ("utt", "path", "label", "speaker", "source_line")}
     for number, row in _csv_rows(meta, ("file", "speaker", "label")):
-        cols["utt"].append(Path(row["file"]).stem)
+        cols["utt"].append(row["file"])
         cols["path"].append(_abs(root / row["file"]))
         cols["label"].append(row["label"])
         cols["speaker"].append(row["speaker"])
@@ -344,6 +354,9 @@ def read_csv_corpus(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]
 def read_for(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
     """`for-norm/{training,validation,testing}/{real,fake}/*.wav`; label from the folder.
 
+    The utterance id is the file's path relative to the folder the subset names, file name
+    included (`fake/file1.wav_16k.wav_norm.wav_mono.wav_silence.wav` for one split, as the
+    published DPDA scorer writes it; `testing/fake/...` for `all`, where the splits would collide).
     FoR has no protocol file, so `source_file` is the audio file itself and `source_line` 0.
     """
     root = path / "for-norm" if (path / "for-norm").is_dir() else path
@@ -360,7 +373,8 @@ def read_for(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
                 continue
             found_any = True
             files = sorted(p for p in d.iterdir() if p.suffix.lower() == ".wav")
-            cols["utt"] += [f"{split}/{folder}/{p.stem}" for p in files]
+            prefix = f"{split}/{folder}" if len(splits) > 1 else folder
+            cols["utt"] += [f"{prefix}/{p.name}" for p in files]
             cols["path"] += [_abs(p) for p in files]
             cols["label"] += [label] * len(files)
             cols["subset"] += [split] * len(files)

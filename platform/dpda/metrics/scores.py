@@ -1,4 +1,12 @@
-"""Score files: one `UTT SCORE` line per trial, higher = more bona fide (ASVspoof convention).
+"""Score files, higher = more bona fide (ASVspoof convention).
+
+CM score files come in two shapes, fixed per file by its first line:
+- `UTT SCORE` (written by dpda; what the ASVspoof 2021 package, the In-the-Wild scorer and most
+  repositories read), and
+- `UTT ATTACK KEY SCORE` (the ASVspoof 2019 LA score files and AASIST's), which carry their own
+  labels (`bonafide` / `spoof`), so no key file is needed to score them.
+ASV score files: 2019 `SOURCE KEY SCORE` (KEY target / nontarget / spoof), or 2021
+`ASV_SPEAKER TRIAL SCORE` beside the ASV `trial_metadata.txt` that holds the keys.
 
 Reading is strict, because a silently skipped or duplicated line changes an EER: every bad line is
 reported with its file and line number.
@@ -36,38 +44,62 @@ def write_scores(path: str | Path, utts: Iterable[str], scores: Iterable[float])
     return path
 
 
-def read_scores(path: str | Path) -> pd.Series:
-    """Scores as a float Series indexed by utterance id (name `score`), in file order.
+SCORE_COLUMNS = {2: ("utt", "score"), 4: ("utt", "attack", "key", "score")}
+"""Columns of a CM score file by its number of fields (see the module docstring)."""
 
-    Blank lines and lines starting with `#` are skipped; anything else must be exactly two
-    fields with a finite number second, and ids must be unique.
+
+def _number(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{where}: score {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise UserError(f"{where}: score {text!r} is not finite")
+    return value
+
+
+def read_score_table(path: str | Path) -> pd.DataFrame:
+    """The score file as a frame with the columns of its shape (`SCORE_COLUMNS`), in file order.
+
+    Blank lines and lines starting with `#` are skipped; every other line must have as many
+    fields as the first (2 or 4), a finite number last, and ids must be unique.
     """
     path = Path(path)
     lines = read_user_text(path, "score file").splitlines()
-    utts: list[str] = []
-    values: list[float] = []
+    rows: list[list] = []
     first_line: dict[str, int] = {}
+    width = 0
     for number, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
-        if len(fields) != 2:
-            raise UserError(f"{path}:{number}: expected 2 fields 'UTT SCORE', got {len(fields)}")
-        utt, text = fields
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"{path}:{number}: score {text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise UserError(f"{path}:{number}: score {text!r} is not finite")
+        if not width:
+            if len(fields) not in SCORE_COLUMNS:
+                raise UserError(f"{path}:{number}: expected 2 fields 'UTT SCORE' or 4 fields "
+                                f"'UTT ATTACK KEY SCORE', got {len(fields)}")
+            width = len(fields)
+        elif len(fields) != width:
+            shape = " ".join(c.upper() for c in SCORE_COLUMNS[width])
+            raise UserError(f"{path}:{number}: expected {width} fields '{shape}' as on the first line, got {len(fields)}")
+        utt = fields[0]
         if utt in first_line:
             raise UserError(f"{path}:{number}: utterance {utt!r} already scored on line {first_line[utt]}")
         first_line[utt] = number
-        utts.append(utt)
-        values.append(value)
-    if not utts:
+        rows.append(fields[:-1] + [_number(fields[-1], f"{path}:{number}")])
+    if not rows:
         raise UserError(f"{path}: no scores found")
-    return pd.Series(values, index=pd.Index(utts, name="utt"), name="score", dtype="float64")
+    table = pd.DataFrame(rows, columns=list(SCORE_COLUMNS[width]))
+    table["score"] = table["score"].astype("float64")
+    table["source_line"] = list(first_line.values())
+    table.attrs["source"] = str(path)
+    return table
+
+
+def read_scores(path: str | Path) -> pd.Series:
+    """Scores as a float Series indexed by utterance id (name `score`), in file order, from a
+    score file of either shape (`read_score_table`)."""
+    table = read_score_table(path)
+    return pd.Series(table["score"].to_numpy(), index=pd.Index(table["utt"], name="utt"), name="score", dtype="float64")
 
 
 ASV_KEYS = ("target", "nontarget", "spoof")
@@ -93,14 +125,56 @@ def read_asv_scores(path: str | Path) -> dict[str, np.ndarray]:
         _, key, text = fields
         if key not in found:
             raise UserError(f"{path}:{number}: key {key!r} is not one of {', '.join(ASV_KEYS)}")
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"{path}:{number}: score {text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise UserError(f"{path}:{number}: score {text!r} is not finite")
-        found[key].append(value)
+        found[key].append(_number(text, f"{path}:{number}"))
     empty = [k for k, v in found.items() if not v]
     if empty:
         raise UserError(f"{path}: no {', '.join(empty)} trials (t-DCF needs all of {', '.join(ASV_KEYS)})")
+    return {k: np.asarray(v, dtype=np.float64) for k, v in found.items()}
+
+
+ASV2021_KEY_FIELD, ASV2021_PHASE_FIELD = 5, 7
+"""0-based fields of the key and of the phase (eval / progress / hidden_track) on a line of the
+ASVspoof 2021 ASV trial_metadata.txt: `SPEAKER TRIAL CODEC TRANSMISSION ATTACK KEY TRIM PHASE`."""
+
+
+def data_lines(path: Path, what: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of the non-blank, non-comment lines."""
+    lines = read_user_text(path, what).splitlines()
+    return [(n, f) for n, f in ((n, ln.split()) for n, ln in enumerate(lines, start=1)) if f and not f[0].startswith("#")]
+
+
+def read_asv_scores_2021(path: str | Path, keys: str | Path, phases: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """ASVspoof 2021 ASV scores (`ASV_SPEAKER TRIAL SCORE`) with their keys from the ASV
+    `trial_metadata.txt`, as {key: scores}, keeping the trials whose phase is in `phases` (all
+    when None).
+
+    A trial id recurs in the ASV protocol (one test utterance, several claimed speakers), so the
+    two files pair line by line, as in the ASVspoof 2021 evaluation package; unlike the package,
+    a line whose trial differs from its key line is an error naming both lines.
+    """
+    path, keys = Path(path), Path(keys)
+    score_lines = data_lines(path, "ASV score file")
+    key_lines = data_lines(keys, "ASV trial_metadata file")
+    if len(score_lines) != len(key_lines):
+        raise UserError(f"{path}: {len(score_lines)} ASV scores but {keys} has {len(key_lines)} trials (the two pair line by line)")
+    wanted = None if phases is None else set(phases)
+    found: dict[str, list[float]] = {k: [] for k in ASV_KEYS}
+    for (number, fields), (key_number, key_fields) in zip(score_lines, key_lines):
+        if len(fields) != 3:
+            raise UserError(f"{path}:{number}: expected 3 fields 'ASV_SPEAKER TRIAL SCORE', got {len(fields)}")
+        if len(key_fields) <= ASV2021_PHASE_FIELD:
+            raise UserError(f"{keys}:{key_number}: expected {ASV2021_PHASE_FIELD + 1} fields "
+                            f"'SPEAKER TRIAL CODEC TRANSMISSION ATTACK KEY TRIM PHASE', got {len(key_fields)}")
+        if fields[1] != key_fields[1]:
+            raise UserError(f"{path}:{number}: trial {fields[1]!r}, but {keys}:{key_number} is trial {key_fields[1]!r}")
+        key = key_fields[ASV2021_KEY_FIELD]
+        if key not in found:
+            raise UserError(f"{keys}:{key_number}: key {key!r} is not one of {', '.join(ASV_KEYS)}")
+        value = _number(fields[2], f"{path}:{number}")
+        if wanted is None or key_fields[ASV2021_PHASE_FIELD] in wanted:
+            found[key].append(value)
+    empty = [k for k, v in found.items() if not v]
+    if empty:
+        chosen = "" if wanted is None else f" in phase {', '.join(sorted(wanted))}"
+        raise UserError(f"{path}: no {', '.join(empty)} trials{chosen} (t-DCF needs all of {', '.join(ASV_KEYS)})")
     return {k: np.asarray(v, dtype=np.float64) for k, v in found.items()}

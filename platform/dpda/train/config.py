@@ -23,6 +23,13 @@ from dpda.yaml_io import read_yaml
 Positive = Annotated[int, Field(gt=0)]
 MAX_INPUT_SAMPLES = 16_000 * 600  # ten minutes at 16 kHz: beyond it a crop is a typo, not a setting
 
+ScoreKind = Literal["logit_diff", "logit1"]
+"""What a score is, from the (batch, 2) logits (index 1 bona fide): `logit_diff` = logit[1] -
+logit[0], the log-odds margin (dpda's default, invariant to a shift of both logits);
+`logit1` = logit[1] alone, the score the published DPDA code writes. Both: higher = bona fide.
+Computed by `dpda.train.inference.score_from_logits`."""
+DEFAULT_SCORE: ScoreKind = "logit_diff"
+
 
 class DataConfig(Settings):
     """Corpora as `KIND:PATH[:SUBSET]` specs (see `dpda.data.readers.load_corpus`)."""
@@ -110,6 +117,13 @@ class TelemetryConfig(Settings):
     flush_every: Annotated[int, Field(ge=1)] = 200
 
 
+class EvalConfig(Settings):
+    """How a model's logits become the score written to score files and used for dev EERs
+    (ScoreKind: `logit_diff` dpda's, `logit1` the published one)."""
+
+    score: ScoreKind = DEFAULT_SCORE
+
+
 class TrainConfig(Settings):
     seed: int = 1234
     device: str = "auto"
@@ -134,6 +148,7 @@ class TrainConfig(Settings):
     loss: LossConfig = Field(default_factory=LossConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
     def _dev_for_dual(self) -> TrainConfig:

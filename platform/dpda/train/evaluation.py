@@ -26,8 +26,12 @@ def set_name(arg: str) -> tuple[str, str]:
 def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], out: Path, *,
                   batch_size: int = 16, num_workers: int = 2, device: str = "auto",
                   check: str = "fail", interval_draws: int = 0, checkpoint_format: str = "dpda",
-                  settings: dict | None = None) -> list[dict]:
+                  settings: dict | None = None, score: str | None = None) -> list[dict]:
     """Score each set; write `<name>.scores.txt`, `<name>.breakdown.csv`, `metrics.csv/json`.
+
+    `score` is the score kind (`logit_diff` / `logit1`, see `dpda.train.config.ScoreKind`);
+    None takes the model's `eval.score`. Score files have no header (the community scorers read
+    every line as a trial), so each metrics row names the kind in its `score` column.
 
     `corpora` is a list of `[NAME=]SPEC` arguments, or {name: [spec, ...]} as in a config's
     `data.eval` (several specs of one name are scored as one set). With `interval_draws` > 0 each
@@ -37,13 +41,16 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     import pandas as pd
 
     from dpda.metrics import breakdown, compute_eer, eer_interval, write_scores
+    from dpda.train.config import config_from_dict
     from dpda.train.inference import resolve_device, score_manifest
     from dpda.data.corpora import load_manifest
     from dpda.train.model_file import load_trained_model
 
     dev = resolve_device(device)
     model, state = load_trained_model(model_path, dev, checkpoint_format, settings)
-    length = state["config"]["data"]["length"]
+    cfg = config_from_dict(state["config"], source=str(model_path))
+    length = cfg.data.length
+    kind = score or cfg.eval.score
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(corpora, dict):
         named = [set_name(arg) for arg in corpora]
@@ -53,14 +60,14 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
         spec = " + ".join(specs)
         manifest = load_manifest(specs, check, name)
         result = score_manifest(model, manifest, length=length, batch_size=batch_size, device=dev,
-                                num_workers=num_workers, progress=True)
+                                num_workers=num_workers, progress=True, score=kind)
         write_scores(out / f"{name}.scores.txt", manifest["utt"], result.scores)
         scores = pd.Series(result.scores, index=manifest["utt"].to_numpy(), name="score")
         breakdown(manifest, scores).to_csv(out / f"{name}.breakdown.csv", index=False)
         target = manifest["target"].to_numpy()
         eer, threshold = compute_eer(result.scores[target == 1], result.scores[target == 0])
         rows.append({"set": name, "spec": spec, "n_bonafide": int((target == 1).sum()),
-                     "n_spoof": int((target == 0).sum()), "eer": eer, "threshold": threshold})
+                     "n_spoof": int((target == 0).sum()), "eer": eer, "threshold": threshold, "score": kind})
         if interval_draws:
             rows[-1]["eer_low"], rows[-1]["eer_high"] = eer_interval(
                 result.scores[target == 1], result.scores[target == 0], draws=interval_draws)

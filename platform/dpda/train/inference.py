@@ -12,11 +12,21 @@ import torch.nn.functional as F
 from dpda.console import track
 from dpda.data.dataset import AudioDataset, make_loader
 from dpda.errors import UserError
+from dpda.train.config import DEFAULT_SCORE, ScoreKind
+
+
+def score_from_logits(logits: torch.Tensor, kind: ScoreKind = DEFAULT_SCORE) -> torch.Tensor:
+    """The (batch,) scores of `kind` (see ScoreKind), on the logits' device."""
+    if kind == "logit_diff":
+        return logits[:, 1] - logits[:, 0]
+    if kind == "logit1":
+        return logits[:, 1]
+    raise UserError(f"eval.score: expected logit_diff or logit1, got {kind!r}")
 
 
 @dataclass
 class ScoreResult:
-    scores: np.ndarray  # bona fide logit margin per manifest row, manifest order
+    scores: np.ndarray  # per manifest row, manifest order (see ScoreKind)
     loss: float  # class-weighted cross-entropy over the set, NaN without class weights
 
 
@@ -52,8 +62,10 @@ def score_manifest(
     num_workers: int = 0,
     class_weights: torch.Tensor | None = None,
     progress: bool = False,
+    score: ScoreKind = DEFAULT_SCORE,
 ) -> ScoreResult:
-    """Score every row with the deterministic eval crop; one host transfer per batch."""
+    """Score every row with the deterministic eval crop; one host transfer per batch.
+    `score` says which score of the logits (see ScoreKind); the loss does not depend on it."""
     was_training = model.training
     model.eval()
     loader = make_loader(
@@ -71,7 +83,7 @@ def score_manifest(
             target = target.to(device)
             total_loss += F.cross_entropy(logits, target, weight=weights, reduction="sum").double()
             total_weight += weights[target].sum().double()
-        scores[index.numpy()] = (logits[:, 1] - logits[:, 0]).cpu().numpy()
+        scores[index.numpy()] = score_from_logits(logits, score).cpu().numpy()
     model.train(was_training)
     require_finite_scores(scores, manifest["path"].tolist())
     # the weighted mean over the whole set, as CrossEntropyLoss(weight=...) defines it per batch
