@@ -326,7 +326,7 @@ class Trainer:
         paths = [self.ckpt_dir / f"epoch_{e:04d}.pt" for _, e in self.best]
         states = [load_checkpoint(p, MODEL_FORMAT)["model"] for p in paths if p.exists()]
         if states:
-            self.model.load_state_dict(average_state_dicts(states))
+            self.model.load_state_dict(average_state_dicts(states, self.cfg.checkpoint.average_formula))
         dev = self._evaluate_dev()
         model_file = self.run_dir / "model.pt"
         save_checkpoint(
