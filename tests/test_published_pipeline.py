@@ -14,8 +14,6 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from torch.nn import functional as F
-
 from dpda.augment import RawBoost
 from dpda.augment import functional as Fn
 from dpda.data.dataset import AudioDataset, item_generator
@@ -23,6 +21,7 @@ from dpda.train.checkpoint import average_counts, average_state_dicts, load_chec
 from dpda.train.config import config_from_dict, load_config
 from dpda.train.loop import Trainer
 from support import demo_dict, write_separable_corpus
+from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 RAWBOOST = torch.load(ROOT / "tests/fixtures/published/rawboost_fixtures.pt", weights_only=True)
