@@ -195,7 +195,8 @@ def _frames(x: Tensor, dtype: torch.dtype, taps: int, block: int, advance: int) 
     """Overlapping blocks `(..., n_blocks, block)` of `x` in `dtype` such that block j's valid
     circular-convolution outputs are the outputs j*step .. j*step + step - 1 advanced by `advance`
     samples (step = block - taps + 1), i.e. block j holds samples j*step - left .. with zeros
-    beyond the ends (left = taps - 1 - advance, -1 for a one-tap filter advanced by one). Interior blocks are one strided copy straight from each signal (no padded copy: on a
+    beyond the ends (left = taps - 1 - advance, -1 for a one-tap filter advanced by one).
+    Interior blocks are one strided copy straight from each signal (no padded copy: on a
     memory-bound CPU every pass over the batch counts); the few edge blocks are filled piecewise."""
     time = x.shape[-1]
     step = block - taps + 1
