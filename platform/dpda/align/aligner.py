@@ -37,6 +37,8 @@ class AlignerSpec(Settings):
     strength: Annotated[float, Field(ge=0, le=1)] = 1.0
     granularity: Granularity = "model"
     options: dict[str, Any] = Field(default_factory=dict)
+    # Where unset options come from: dpda's defaults, or the published code's (`Rule.published`).
+    option_defaults: Literal["dpda", "published"] = "dpda"
 
     @field_validator("rule", mode="before")
     @classmethod
@@ -224,4 +226,4 @@ def aligner_from_spec(spec: AlignerSpec, options: Mapping[str, Any] | None = Non
     """The aligner a validated spec (e.g. the config's `align` section) describes."""
     rule = get_rule(spec.rule)
     chosen = spec.options if options is None else options
-    return Aligner(rule, spec.strength, spec.granularity, rule.parse_options(dict(chosen), where))
+    return Aligner(rule, spec.strength, spec.granularity, rule.parse_options(dict(chosen), where, spec.option_defaults))

@@ -9,8 +9,8 @@ is adding one `register_rule(Rule(...))`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import torch
@@ -41,10 +41,16 @@ class Rule:
     options: type[Settings] = NoOptions
     initial_state: Callable[[Tensor], Tensor] | None = None
     state_key: str = "state"
+    # The option values of the published DPDA code (github ductuantruong/dpda_ga, grad_align/),
+    # where they differ from dpda's defaults; `align.option_defaults: published` starts from them.
+    published: Mapping[str, Any] = field(default_factory=dict)
 
-    def parse_options(self, raw: dict[str, Any] | None, where: str = "align.options") -> Settings:
-        """The rule's options, defaults filled in; unknown or out-of-range -> one UserError line."""
-        return parse(self.options, raw or {}, where)
+    def parse_options(self, raw: dict[str, Any] | None, where: str = "align.options",
+                      defaults: str = "dpda") -> Settings:
+        """The rule's options, defaults filled in (`defaults`: `dpda`, or `published` to start from
+        the published code's values); unknown or out-of-range -> one UserError line."""
+        start = dict(self.published) if defaults == "published" else {}
+        return parse(self.options, {**start, **(raw or {})}, where)
 
 
 RULES: dict[str, Rule] = {}
@@ -103,7 +109,9 @@ register_rule(Rule("none", "no alignment: the mean (g_orig + g_aug) / 2", _state
 register_rule(Rule("pcgrad", "PCGrad (Yu et al., 2020): project each gradient off the other when they conflict",
                    _stateless(rules.pcgrad_coeffs)))
 register_rule(Rule("gradvac", "GradVac (Wang et al., 2021): steer the cosine toward an EMA target",
-                   _gradvac, GradVacOptions, initial_state=torch.zeros_like, state_key="phi_hat"))
+                   _gradvac, GradVacOptions, initial_state=torch.zeros_like, state_key="phi_hat",
+                   # grad_align/gradvac.py: beta 0.5, its target moves only after a positive cosine
+                   published={"beta": 0.5, "positive_only_update": True}))
 register_rule(Rule("cagrad", "CAGrad (Liu et al., 2021): the best worst-case update within c |g0| of the mean",
                    lambda oo, aa, oa, options, state, finite: (*rules.cagrad_coeffs(oo, aa, oa, c=options.c), None),
                    CAGradOptions))

@@ -153,17 +153,20 @@ def _block_size(time: int, taps: int) -> int:
     return min(block, _next_pow2(time + taps - 1))
 
 
-def fir_filter(x: Tensor, fir: Tensor) -> Tensor:
-    """Aligned FIR filtering: y[t] = sum_k fir[k] x[t + (taps-1)//2 - k], same length as x.
+def fir_filter(x: Tensor, fir: Tensor, extra_advance: int = 0) -> Tensor:
+    """Aligned FIR filtering: y[t] = sum_k fir[k] x[t + (taps-1)//2 + extra_advance - k], same
+    length as x.
 
     This is `lfilter(fir, 1, x)` advanced by (taps-1)//2 samples (the group delay of a symmetric
-    odd-length filter), with the signal taken as zero beyond its ends. `fir`: `(..., taps)`,
-    broadcast against `x`'s leading dimensions; computed by FFT overlap-save.
+    odd-length filter), with the signal taken as zero beyond its ends. `extra_advance=1` is the
+    published `filterFIR`, which drops (taps+1)/2 samples: one past the group delay (the
+    `fir_alignment: published` switch). `fir`: `(..., taps)`, broadcast against `x`'s leading
+    dimensions; computed by FFT overlap-save.
     """
-    return _filter_powers(x, fir.unsqueeze(-2))
+    return _filter_powers(x, fir.unsqueeze(-2), extra_advance)
 
 
-def _filter_powers(x: Tensor, firs: Tensor) -> Tensor:
+def _filter_powers(x: Tensor, firs: Tensor, extra_advance: int = 0) -> Tensor:
     """sum_i fir_i * x^(i+1) for `firs` `(..., K, taps)`: one set of blocks, K forward FFTs of the
     powers and a single inverse FFT (filtering is linear, so the terms add in the spectrum).
 
@@ -175,7 +178,7 @@ def _filter_powers(x: Tensor, firs: Tensor) -> Tensor:
         return x.to(dtype)
     n_terms, taps = firs.shape[-2], firs.shape[-1]
     block = _block_size(time, taps)
-    frames = _frames(x, dtype, taps, block)
+    frames = _frames(x, dtype, taps, block, (taps - 1) // 2 + extra_advance)
     fir_spectra = torch.fft.rfft(firs.to(dtype), n=block).unsqueeze(-2)  # (..., K, 1, bins)
     total = torch.fft.rfft(frames, n=block).mul_(fir_spectra[..., 0, :, :])
     if n_terms > 1:
@@ -188,16 +191,17 @@ def _filter_powers(x: Tensor, firs: Tensor) -> Tensor:
     return _assemble(total, taps, block, time)
 
 
-def _frames(x: Tensor, dtype: torch.dtype, taps: int, block: int) -> Tensor:
+def _frames(x: Tensor, dtype: torch.dtype, taps: int, block: int, advance: int) -> Tensor:
     """Overlapping blocks `(..., n_blocks, block)` of `x` in `dtype` such that block j's valid
-    circular-convolution outputs are the aligned outputs j*step .. j*step + step - 1
-    (step = block - taps + 1), i.e. block j holds samples j*step - left .. with zeros beyond the
-    ends. Interior blocks are one strided copy straight from each signal (no padded copy: on a
+    circular-convolution outputs are the outputs j*step .. j*step + step - 1 advanced by `advance`
+    samples (step = block - taps + 1), i.e. block j holds samples j*step - left .. with zeros
+    beyond the ends (left = taps - 1 - advance, -1 for a one-tap filter advanced by one).
+    Interior blocks are one strided copy straight from each signal (no padded copy: on a
     memory-bound CPU every pass over the batch counts); the few edge blocks are filled piecewise."""
     time = x.shape[-1]
     step = block - taps + 1
     n_blocks = -(-time // step)
-    left = taps - 1 - (taps - 1) // 2  # the delay compensation (taps-1)//2
+    left = taps - 1 - advance
     frames = x.new_empty((*x.shape[:-1], n_blocks, block), dtype=dtype)
     first = -(-left // step)  # first block starting inside the signal
     last = (time + left - block) // step  # last block ending inside it
@@ -225,10 +229,11 @@ def _assemble(spectra: Tensor, taps: int, block: int, time: int) -> Tensor:
     return out
 
 
-def lnl(x: Tensor, banks: Tensor) -> Tensor:
+def lnl(x: Tensor, banks: Tensor, extra_advance: int = 0) -> Tensor:
     """Linear and non-linear convolutive noise: sum_i bank_i(x^i), mean removed, peak-normalised
-    if above 1. `banks`: `(..., N_f, taps)`, bank i (0-based) filters x^(i+1)."""
-    y = _filter_powers(x, banks)
+    if above 1. `banks`: `(..., N_f, taps)`, bank i (0-based) filters x^(i+1); `extra_advance`:
+    see `fir_filter`."""
+    y = _filter_powers(x, banks, extra_advance)
     # (y - mean) / divisor in one pass; the peak of y - mean is read off y's extremes.
     mean = y.mean(dim=-1, keepdim=True)
     peak = torch.maximum(y.amax(dim=-1, keepdim=True) - mean, mean - y.amin(dim=-1, keepdim=True))
@@ -255,14 +260,15 @@ def isd_(y: Tensor, positions: Tensor, factors: Tensor, g_sd: float) -> Tensor:
     return y.div_(_clip_divisor(y))
 
 
-def ssi(x: Tensor, noise: Tensor, bank: Tensor, snr_db: Tensor, out: Tensor | None = None) -> Tensor:
+def ssi(x: Tensor, noise: Tensor, bank: Tensor, snr_db: Tensor, out: Tensor | None = None,
+        extra_advance: int = 0) -> Tensor:
     """Stationary signal-independent noise: `noise` coloured by `bank` (`(..., taps)`), scaled so
     that 10 log10(|x|^2 / |noise|^2) = snr_db for each utterance, added to x (no normalisation).
 
     The published peak normalisation of the noise is skipped: the energy scaling undoes it exactly.
-    With `out`, the result is written there (see `add_at_snr`).
+    With `out`, the result is written there (see `add_at_snr`); `extra_advance`: see `fir_filter`.
     """
-    return add_at_snr(x, fir_filter(noise.to(_work_dtype(x)), bank), snr_db, out=out)
+    return add_at_snr(x, fir_filter(noise.to(_work_dtype(x)), bank, extra_advance), snr_db, out=out)
 
 
 def add_at_snr(x: Tensor, coloured: Tensor, snr_db: Tensor, out: Tensor | None = None) -> Tensor:
@@ -280,8 +286,9 @@ def add_at_snr(x: Tensor, coloured: Tensor, snr_db: Tensor, out: Tensor | None =
     return y if out is None else out.copy_(y)
 
 
-def parallel_lnl_isd(x: Tensor, banks: Tensor, positions: Tensor, factors: Tensor, g_sd: float) -> Tensor:
+def parallel_lnl_isd(x: Tensor, banks: Tensor, positions: Tensor, factors: Tensor, g_sd: float,
+                     extra_advance: int = 0) -> Tensor:
     """Algorithm 8: LnL and ISD applied to the same input, summed, peak-normalised if above 1."""
     work = x.to(_work_dtype(x))
-    summed = lnl(work, banks) + isd(work, positions, factors, g_sd)
+    summed = lnl(work, banks, extra_advance) + isd(work, positions, factors, g_sd)
     return normalise_if_clipping(summed).to(x.dtype)

@@ -7,7 +7,7 @@ fails when the config is loaded rather than hours into training.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import ConfigDict, Field
 
@@ -56,6 +56,9 @@ class RawBoostParams(Settings):
     SNRmin: float = 10.0
     SNRmax: float = 40.0
     sample_rate: Annotated[float, Field(gt=0)] = 16000.0
+    # Where a filtered signal is aligned: `group_delay` (exact, (taps-1)/2 samples) or `published`
+    # (the published filterFIR: one sample past the group delay; for algo 8 a comb on 4-8 kHz).
+    fir_alignment: Literal["group_delay", "published"] = "group_delay"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -68,6 +71,11 @@ class RawBoostParams(Settings):
         params = parse(cls, values, where)
         params._check_relations(where)
         return params
+
+    @property
+    def extra_advance(self) -> int:
+        """Samples the filter output is advanced beyond the group delay (see `fir_alignment`)."""
+        return 1 if self.fir_alignment == "published" else 0
 
     @property
     def max_band_taps(self) -> int:

@@ -6,7 +6,8 @@ series algorithm equals its parts applied one after another with one shared gene
 
 Where this differs from the published NumPy code (on purpose):
 - Alignment: the output is advanced by exactly the bank's group delay, (taps - 1) / 2 samples; the
-  published `filterFIR` advances by (taps + 1) / 2, i.e. one sample too far.
+  published `filterFIR` advances by (taps + 1) / 2, i.e. one sample too far (the parameter
+  `fir_alignment: published` reproduces it).
 - Silent inputs give zeros instead of NaN (divisions are guarded); SSI skips the noise's peak
   normalisation, which the energy scaling undoes exactly.
 - Everything else (draw distributions including the floor-then-odd tap counts, firwin design,
@@ -63,6 +64,7 @@ class RawBoost(nn.Module):
         SNRmin: float = 10,
         SNRmax: float = 40,
         sample_rate: float = 16000,
+        fir_alignment: str = "group_delay",
     ) -> None:
         super().__init__()
         values = dict(locals())
@@ -150,19 +152,19 @@ class RawBoost(nn.Module):
         return out.copy_(y)
 
     def _apply_parts(self, x: Tensor, d: D.RawBoostDraws, out: Tensor | None) -> Tensor:
-        g_sd = self.params.g_sd
+        g_sd, advance = self.params.g_sd, self.params.extra_advance
         if self.algo == 8:
-            return Fn.parallel_lnl_isd(x, d.lnl.banks, d.isd.positions, d.isd.factors, g_sd)
+            return Fn.parallel_lnl_isd(x, d.lnl.banks, d.isd.positions, d.isd.factors, g_sd, advance)
         owned = False  # True once x is a fresh float32/float64 tensor of ours: ISD may work in place
         for name in _SERIES[self.algo]:
             if name == "lnl":
-                x = Fn.lnl(x, d.lnl.banks)
+                x = Fn.lnl(x, d.lnl.banks, advance)
                 owned = x.dtype in (torch.float32, torch.float64)
             elif name == "isd":
                 isd = Fn.isd_ if owned else Fn.isd
                 x = isd(x, d.isd.positions, d.isd.factors, g_sd)
             else:  # SSI always runs last: write straight into `out`
-                x = Fn.ssi(x, d.ssi.noise, d.ssi.bank, d.ssi.snr_db, out=out)
+                x = Fn.ssi(x, d.ssi.noise, d.ssi.bank, d.ssi.snr_db, out=out, extra_advance=advance)
         return x
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:

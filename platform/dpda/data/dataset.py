@@ -1,7 +1,8 @@
 """Torch Dataset over a manifest, and a seeded DataLoader factory.
 
-Random crops are drawn from a generator seeded by (seed, epoch, index), never from worker-local
-RNG state, so a run gives the same batches with 0, 1 or 8 workers and can be resumed mid-way.
+Random crops (and, with `augment`, the RawBoost draws of the published input pipeline) come from
+a generator seeded by (seed, epoch, index), never from worker-local RNG state, so a run gives the
+same batches with 0, 1 or 8 workers and can be resumed mid-way.
 A file that turns bad after `dpda check` (disk error, truncated copy) must not kill a long run:
 it is logged once, counted, and replaced by the next readable item.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -32,11 +34,17 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 class AudioDataset(Dataset):
-    """Items `(wave float32 [length], target int64, index int64)` from manifest rows.
+    """Items `(wave float32 [length], target int64, index int64)` from manifest rows; with
+    `augment`, `(wave, augmented wave, target, index)`.
 
     `index` is the manifest row actually returned: it differs from the requested index only when
     the requested file failed to read and was substituted, so scores stay attributable.
-    Training crops start at a random offset (per epoch, see `set_epoch`); eval crops start at 0.
+    Training crops start at a random offset (per epoch, see `set_epoch`) with `crop="random"`, at
+    0 with `crop="first"` (published); eval crops start at 0. Short files are tiled to `length`.
+    `augment` (a `dpda.augment.RawBoost`, training only) is the published input pipeline: RawBoost
+    on the whole utterance, then the original and its copy cropped at the same offset, so a short
+    utterance's noise is tiled with it. Without it the trainer augments the cropped batch on the
+    device (dpda's default: batched, and the noise never repeats).
     """
 
     def __init__(
@@ -46,7 +54,11 @@ class AudioDataset(Dataset):
         train: bool = False,
         seed: int = 0,
         sample_rate: int = SAMPLE_RATE,
+        crop: Literal["random", "first"] = "random",
+        augment: torch.nn.Module | None = None,
     ) -> None:
+        if crop not in ("random", "first"):
+            raise ValueError(f"crop must be 'random' or 'first', got {crop!r}")
         validate_manifest(manifest)
         unknown = manifest["target"] == UNKNOWN_TARGET
         if unknown.any():
@@ -60,6 +72,8 @@ class AudioDataset(Dataset):
         self.train = bool(train)
         self.seed = int(seed)
         self.sample_rate = int(sample_rate)
+        self.crop = crop
+        self.augment = augment if train else None
         self.epoch = 0
         self.failures: Counter[str] = Counter()  # path -> failed reads, in this process
         self._bad: set[int] = set()
@@ -71,12 +85,19 @@ class AudioDataset(Dataset):
         """Select the epoch's crops; call before iterating (workers copy the dataset per epoch)."""
         self.epoch = int(epoch)
 
-    def _load(self, index: int) -> torch.Tensor:
+    def _load(self, index: int) -> tuple[torch.Tensor, ...]:
+        """The cropped wave, and with `augment` its augmented copy (same offset)."""
         wave = load_audio(self.paths[index], self.sample_rate)
         gen = item_generator(self.seed, self.epoch, index) if self.train else None
-        return fix_length(wave, self.length, crop_offset(wave.shape[-1], self.length, gen))
+        offset = crop_offset(wave.shape[-1], self.length, gen if self.crop == "random" else None)
+        cropped = fix_length(wave, self.length, offset)
+        if self.augment is None:
+            return (cropped,)
+        # the whole utterance, drawn after the crop from the same per-item stream
+        augmented = self.augment(wave, generator=gen)
+        return cropped, fix_length(augmented, self.length, offset)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         n = len(self.paths)
         index = int(index)
         for step in range(n):
@@ -84,7 +105,7 @@ class AudioDataset(Dataset):
             if j in self._bad:
                 continue
             try:
-                wave = self._load(j)
+                waves = self._load(j)
             except AudioReadError as exc:
                 if not self.train:  # a score must belong to its own file: evaluation never substitutes
                     raise AudioReadError(f"{exc} (it became unreadable after the check; fix or remove it)") from None
@@ -93,7 +114,7 @@ class AudioDataset(Dataset):
                 if self.failures[self.paths[j]] == 1:
                     log.warning("skipping unreadable audio (substituting the next item): %s", exc)
                 continue
-            return wave, self.targets[j], torch.tensor(j, dtype=torch.int64)
+            return *waves, self.targets[j], torch.tensor(j, dtype=torch.int64)
         raise UserError(f"none of the {n} audio files could be read (first: {self.paths[0]})")
 
 

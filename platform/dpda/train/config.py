@@ -17,6 +17,7 @@ from dpda.align.registry import get_rule
 from dpda.augment.params import RawBoostParams
 from dpda.dotted import set_dotted
 from dpda.errors import UserError
+from dpda.train.checkpoint import AverageFormula
 from dpda.typed import Settings, parse
 from dpda.yaml_io import read_yaml
 
@@ -38,6 +39,14 @@ class DataConfig(Settings):
     dev: list[str] = Field(default_factory=list)
     eval: dict[str, list[str]] = Field(default_factory=dict)
     length: Annotated[int, Field(gt=0, le=MAX_INPUT_SAMPLES)] = 66_800
+    # Where a training crop starts: `random` (dpda: a fresh offset per epoch, more of each file is
+    # seen) or `first` (published: the first `length` samples). Utterances shorter than `length`
+    # are tiled either way (published `utils.pad`); dev and eval always take the first samples.
+    crop: Literal["random", "first"] = "random"
+    # True (published): RawBoost on the whole utterance in the loader, then both paths cropped at
+    # the same offset; a short utterance's noise is tiled with it. False (dpda): crop, then RawBoost
+    # the batch on the device.
+    augment_before_crop: bool = False
     num_workers: Annotated[int, Field(ge=0)] = 2
     check: Literal["fail", "skip"] = "fail"
 
@@ -80,7 +89,7 @@ class AlignConfig(AlignerSpec):
 
     @model_validator(mode="after")
     def _valid_options(self) -> AlignConfig:
-        get_rule(self.rule).parse_options(self.options, "align.options")
+        get_rule(self.rule).parse_options(self.options, "align.options", self.option_defaults)
         return self
 
 
@@ -109,6 +118,10 @@ class LossConfig(Settings):
 
 class CheckpointConfig(Settings):
     average_best: Annotated[int, Field(ge=1)] = 5
+    # How the n best epochs are averaged (`dpda.train.checkpoint.average_counts`): `mean`, or
+    # `published`, the published main.py's result (2 w1 + w2 + ... + w_{n-1}) / n (0-based ranks:
+    # its state_dict aliasing drops the best epoch and counts the second best twice).
+    average_formula: AverageFormula = "mean"
     select_by: Literal["dev_loss", "dev_eer"] = "dev_loss"
 
 

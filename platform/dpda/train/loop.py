@@ -92,7 +92,12 @@ class Trainer:
                 raise UserError(f"data.{section}: no corpora given (a list of KIND:PATH[:SUBSET] specs)")
         self.train_manifest = load_manifest(cfg.data.train, cfg.data.check, "train")
         self.dev_manifest = load_manifest(cfg.data.dev, cfg.data.check, "dev")
-        self.train_set = AudioDataset(self.train_manifest, length=cfg.data.length, train=True, seed=cfg.seed)
+        # the published pipeline augments whole utterances in the loader; dpda's the cropped batch
+        loader_augment = cfg.data.augment_before_crop and cfg.augment.mode != "none"
+        self.train_set = AudioDataset(
+            self.train_manifest, length=cfg.data.length, train=True, seed=cfg.seed, crop=cfg.data.crop,
+            augment=RawBoost.from_config(cfg.augment.rawboost) if loader_augment else None,
+        )
         # A DistributedSampler even in one process: its order depends only on (seed, epoch), so an
         # epoch-boundary resume sees exactly the batches the uninterrupted run saw.
         world, rank = (self.dist.world_size, self.dist.rank) if self.dist else (1, 0)
@@ -122,8 +127,9 @@ class Trainer:
         self.layer_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.train_step = self._make_train_step()
 
-    def _make_train_step(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Generator], StepStats]:
-        """The step of this run's `augment.mode`, chosen once: (wave, target, generator) -> stats."""
+    def _make_train_step(self) -> Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Generator], StepStats]:
+        """The step of this run's `augment.mode`, chosen once: (wave, augmented wave or None,
+        target, generator) -> stats. None: the loader did not augment; RawBoost the batch here."""
         cfg = self.cfg
         if cfg.augment.mode == "dual":
             dual = DualPathStep(
@@ -132,14 +138,14 @@ class Trainer:
                 autocast_dtype=self.autocast_dtype,
             )
             self.layer_names = list(dual.layer_names)
-            return lambda wave, target, gen: dual(wave, self._augment(wave, gen), target)
+            return lambda wave, aug, target, gen: dual(wave, self._augment(wave, aug, gen), target)
         one_path = functools.partial(
             single_path_step, self.model, self.loss_fn, self.optimizer, clip_norm=cfg.optim.clip_norm,
             scaler=self.scaler, reduce_fn=self.reduce_fn, autocast_dtype=self.autocast_dtype,
         )
         if cfg.augment.mode == "da":  # the augmented copies only
-            return lambda wave, target, gen: one_path(self._augment(wave, gen), target)
-        return lambda wave, target, gen: one_path(wave, target)
+            return lambda wave, aug, target, gen: one_path(self._augment(wave, aug, gen), target)
+        return lambda wave, aug, target, gen: one_path(wave, target)
 
     # ------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -186,8 +192,9 @@ class Trainer:
         return last if last.exists() else None
 
     # ---------------------------------------------------------------- training
-    def _augment(self, wave: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.rawboost(wave, generator=generator)
+    def _augment(self, wave: torch.Tensor, aug: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        """The loader's augmented copies (`data.augment_before_crop`), else RawBoost on the device."""
+        return aug if aug is not None else self.rawboost(wave, generator=generator)
 
     def _train_epoch(self, epoch: int, telemetry) -> dict[str, float]:
         cfg = self.cfg
@@ -204,12 +211,13 @@ class Trainer:
         iterator = track(itertools.islice(self.train_loader, total), total, f"epoch {epoch + 1}", "steps",
                          enabled=self.progress and self.is_main)
         lr = self.optimizer.param_groups[0]["lr"]
-        for i, (wave, target, _) in enumerate(iterator):
+        for i, batch in enumerate(iterator):
             if max_steps is not None and i >= max_steps:
                 break
-            wave = wave.to(self.device, non_blocking=True)
+            *waves, target, _ = batch  # (wave, target, index), or (wave, aug, target, index)
+            wave, aug = [w.to(self.device, non_blocking=True) for w in waves] + [None] * (2 - len(waves))
             target = target.to(self.device, non_blocking=True)
-            host = self.train_step(wave, target, gen).to_host()
+            host = self.train_step(wave, aug, target, gen).to_host()
             tally.add(host)  # one device-to-host transfer per step, needed for telemetry
             telemetry.log_step(step=self.global_step, epoch=epoch, stats=host, lr=lr)
             self.global_step += 1  # steps completed; also the 0-based index of the next step
@@ -328,7 +336,7 @@ class Trainer:
         paths = [self.ckpt_dir / f"epoch_{e:04d}.pt" for _, e in self.best]
         states = [load_checkpoint(p, MODEL_FORMAT)["model"] for p in paths if p.exists()]
         if states:
-            self.model.load_state_dict(average_state_dicts(states))
+            self.model.load_state_dict(average_state_dicts(states, self.cfg.checkpoint.average_formula))
         dev = self._evaluate_dev()
         model_file = self.run_dir / "model.pt"
         save_checkpoint(

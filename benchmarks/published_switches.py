@@ -1,0 +1,120 @@
+"""The measured effect of each published-behaviour switch on one small run (README table).
+
+One seeded run of the CPU demo setup (configs/demo.yaml: tiny LFCC-LCNN, RawBoost algo 4, PCGrad)
+on a small synthetic corpus per variant: dpda's defaults, then each switch of
+configs/published.yaml flipped alone, then all of them together. Reports the final dev EER (of
+the averaged model), the best dev EER during training and the conflict fraction (share of steps
+with cos(g_orig, g_aug) < 0). One seed, a few epochs: differences of a few points are within
+run-to-run noise; the table shows what a switch touches, not a ranking.
+
+    nice -n 10 python benchmarks/published_switches.py            # a few minutes on 2 free cores
+    python benchmarks/published_switches.py --epochs 2 --out /tmp/switches   # quicker look
+
+Runs go to OUT/<variant>; finished runs are reused, so an interrupted benchmark resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# variant -> dotted overrides of the demo config (one published switch each, then all)
+SWITCHES: dict[str, dict] = {
+    "dpda defaults": {},
+    "align.mode: joint": {"align.mode": "joint"},
+    "data.crop: first": {"data.crop": "first"},
+    "data.augment_before_crop: true": {"data.augment_before_crop": True},
+    "augment.rawboost.fir_alignment: published": {"augment.rawboost.fir_alignment": "published"},
+    "checkpoint.average_formula: published": {"checkpoint.average_formula": "published"},
+    "gradvac, dpda options": {"align.rule": "gradvac"},
+    "gradvac, align.option_defaults: published": {"align.rule": "gradvac", "align.option_defaults": "published"},
+}
+SWITCHES["all published switches"] = {
+    k: v for name, o in SWITCHES.items() if not name.startswith("gradvac") for k, v in o.items()
+} | {"align.option_defaults": "published"}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def corpus(out: Path, seed: int) -> Path:
+    """A small synthetic corpus (1-3 s utterances), written once."""
+    from dpda.data.synth import SynthConfig, write_synthetic_corpus
+
+    root = out / "corpus"
+    if not (root / "README.txt").exists():
+        write_synthetic_corpus(root, SynthConfig(seed=seed, train=160, dev=80, eval=0, itw=0,
+                                                 min_seconds=1.0, max_seconds=3.0), workers=0)
+    return root
+
+
+def run_one(variant: str, data: str, out: str, epochs: int, seed: int) -> dict:
+    """Train one variant in a worker process with one thread; returns its row."""
+    import torch
+
+    torch.set_num_threads(1)
+    from dpda.dotted import set_dotted
+    from dpda.train.config import config_from_dict
+    from dpda.train.loop import Trainer
+    from dpda.yaml_io import read_yaml
+
+    run_dir = Path(out) / slug(variant)
+    result_file = run_dir / "switch_result.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    raw = read_yaml(ROOT / "configs/demo.yaml")
+    raw.update(seed=seed, device="cpu")
+    raw["data"].update(train=[f"asvspoof2019:{data}/LA:train"], dev=[f"asvspoof2019:{data}/LA:dev"],
+                       eval={}, length=16000, num_workers=0)
+    raw["optim"].update(epochs=epochs, patience=epochs)
+    raw["telemetry"]["enabled"] = False
+    for key, value in SWITCHES[variant].items():
+        set_dotted(raw, key, value)
+    start = time.time()
+    summary = Trainer(config_from_dict(raw, source=variant), run_dir, progress=False).fit()
+    history = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)["history"]
+    steps = sum(h["steps"] for h in history)
+    conflict = sum(h["conflict_fraction"] * h["steps"] for h in history) / steps
+    result = {"variant": variant, "final_dev_eer": summary["final_dev_eer"], "best_dev_eer": summary["best_dev_eer"],
+              "conflict_fraction": conflict, "wall_s": time.time() - start}
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def table(rows: list[dict]) -> str:
+    base = rows[0]
+    lines = ["| variant | final dev EER (%) | best dev EER (%) | conflict fraction (%) | wall (s) |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        delta = "" if r is base else f" ({100 * (r['final_dev_eer'] - base['final_dev_eer']):+.1f})"
+        conflict = "n/a" if math.isnan(r["conflict_fraction"]) else f"{100 * r['conflict_fraction']:.1f}"
+        lines.append(f"| {r['variant']} | {100 * r['final_dev_eer']:.1f}{delta} | {100 * r['best_dev_eer']:.1f} "
+                     f"| {conflict} | {r['wall_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/published_switches"))
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="runs in parallel, one thread each")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = corpus(args.out, args.seed)
+    with ProcessPoolExecutor(args.workers) as pool:
+        futures = [pool.submit(run_one, v, str(data), str(args.out), args.epochs, args.seed) for v in SWITCHES]
+        rows = [f.result() for f in futures]
+    text = table(rows)
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
