@@ -31,6 +31,7 @@ SWITCHES: dict[str, dict] = {
     "data.augment_before_crop: true": {"data.augment_before_crop": True},
     "augment.rawboost.fir_alignment: published": {"augment.rawboost.fir_alignment": "published"},
     "checkpoint.average_formula: published": {"checkpoint.average_formula": "published"},
+    "eval.score: logit1": {"eval.score": "logit1"},
     "gradvac, dpda options": {"align.rule": "gradvac"},
     "gradvac, align.option_defaults: published": {"align.rule": "gradvac", "align.option_defaults": "published"},
 }
