@@ -177,3 +177,15 @@ def test_dpda_models_prints_the_published_back_end_count(capsys):
     assert rows[1][:2] == ["ssl_conformer_tcm", "full"] and rows[1][3] == f"{PUBLISHED_TRAINABLE:,}" and rows[1][4] == "yes"
     assert main(["models", "conformer"]) == 2
     assert "model 'conformer': unknown" in capsys.readouterr().err
+
+
+def test_dpda_models_lists_every_model_with_the_published_back_end_counts(capsys):
+    """All models, SSL or not; the three published back ends with their published trainable counts."""
+    from dpda.models import list_models
+
+    assert main(["models", "--preset", "full"]) == 0
+    rows = {r[0]: r for r in (line.split() for line in capsys.readouterr().out.splitlines()[1:])}
+    assert set(rows) == set(list_models())
+    published = {"ssl_conformer_tcm": PUBLISHED_TRAINABLE, "ssl_aasist": 447_242, "ssl_mamba": 1_936_950}
+    assert {n: int(r[3].replace(",", "")) for n, r in rows.items() if r[3] != "-"} == published
+    assert {n for n, r in rows.items() if r[4] == "yes"} == set(published)

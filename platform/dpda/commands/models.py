@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from dpda.models import count_parameters, list_models
     from dpda.models.published import CONVERTERS
     from dpda.models.registry import build_for_shapes
+    from dpda.models.ssl import SSLDetector
 
     known = list_models()
     unknown = [n for n in args.names if n not in known]
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
             if args.preset not in (None, preset):
                 continue
             model = build_for_shapes(name, preset)
-            backend = model.backend if hasattr(model, "frontend") else None  # SSL detectors
+            backend = model.backend if isinstance(model, SSLDetector) else None
             rows.append((name, preset, f"{count_parameters(model, trainable_only=True):,}",
                          f"{count_parameters(backend, trainable_only=True):,}" if backend is not None else "-",
                          "yes" if name in CONVERTERS and preset == "full" else "-"))
