@@ -30,7 +30,8 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
 
     `corpora` is a list of `[NAME=]SPEC` arguments, or {name: [spec, ...]} as in a config's
     `data.eval` (several specs of one name are scored as one set). With `interval_draws` > 0 each
-    set's row also gets a 95% bootstrap interval of its EER (`eer_low`, `eer_high`)."""
+    set's row, and each row of its breakdown (per attack and condition), also gets a 95% bootstrap
+    interval of its EER (`eer_low`, `eer_high`)."""
     import pandas as pd
 
     from dpda.metrics import breakdown, compute_eer, eer_interval, write_scores
@@ -53,7 +54,7 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
                                 num_workers=num_workers, progress=True)
         write_scores(out / f"{name}.scores.txt", manifest["utt"], result.scores)
         scores = pd.Series(result.scores, index=manifest["utt"].to_numpy(), name="score")
-        breakdown(manifest, scores).to_csv(out / f"{name}.breakdown.csv", index=False)
+        breakdown(manifest, scores, draws=interval_draws).to_csv(out / f"{name}.breakdown.csv", index=False)
         target = manifest["target"].to_numpy()
         eer, threshold = compute_eer(result.scores[target == 1], result.scores[target == 0])
         rows.append({"set": name, "spec": spec, "n_bonafide": int((target == 1).sum()),

@@ -25,11 +25,13 @@ from typing import Any
 import yaml
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from dpda_analysis.evaluation import SEARCH_SPACE_FILE
+
 from dpda.errors import UserError
 from dpda.tune.search_space import SearchSpace
 
 TIME_ATTR = "epoch"
-SPACE_SNAPSHOT = "search_space.json"
+SPACE_SNAPSHOT = SEARCH_SPACE_FILE  # the report reads the searched keys and their scales from it
 RESULTS_CSV = "results.csv"
 BEST_CONFIG = "best_config.yaml"
 TRAIN_RUNS = "train_runs"  # Ray Train storage of multi-worker trials, inside the experiment dir
