@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,6 +18,7 @@ import dpda_analysis as A
 from dpda_analysis import schema as S
 from dpda.telemetry import TelemetryWriter
 from dpda.telemetry.synthetic import write_synthetic_experiment
+from telemetry_support import pandas_supersede, raw_frame
 
 NAMES = ["a.weight", "b.weight"]
 
@@ -28,25 +28,6 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("exp")
     write_synthetic_experiment(root, trials=5, steps=200, layers=6, steps_per_epoch=50, restart_trials=2, seed=7)
     return root / "synthetic_exp"
-
-
-def raw_frame(root: Path, table: str) -> pd.DataFrame:
-    """Every row of `table` (superseded ones too), each run's table read by plain pandas."""
-    dirs = sorted(glob.glob(str(root / "**" / "telemetry" / table), recursive=True))
-    frame = pd.concat([pd.read_parquet(d) for d in dirs], ignore_index=True)
-    for col in frame.columns[frame.dtypes == "category"]:
-        frame[col] = frame[col].astype(str)
-    return frame
-
-
-def pandas_supersede(frame: pd.DataFrame, attempts: pd.DataFrame) -> pd.DataFrame:
-    """Independent reference: keep a row iff no later attempt resumed at or before its step."""
-    keep = np.ones(len(frame), bool)
-    for _, later in attempts[attempts["resumed_from_step"].notna()].iterrows():
-        hit = ((frame["run_id"] == later["run_id"]) & (frame["trial_id"] == later["trial_id"])
-               & (frame["attempt"] < later["attempt"]) & (frame["step"] >= later["resumed_from_step"]))
-        keep &= ~hit.to_numpy()
-    return frame[keep]
 
 
 def stats(cos: float, layer_cos: float) -> dict:
