@@ -261,17 +261,36 @@ def fig_conflict_by_rule_algo(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def _module_ticks(names: list[str]) -> tuple[list[int], list[str], list[int]]:
-    """(tick positions, module labels, boundaries) for tensors in parameter order: one tick per
-    module (thinned where modules are too close to label), a boundary where the module changes."""
+def _module_ticks(names: list[str]) -> tuple[list[float], list[str], list[int]]:
+    """(tick positions, labels, boundaries) for tensors in parameter order: a boundary where the
+    module changes, and a label at the middle of each module where there is room (~60 on the axis).
+
+    Runs of small numbered siblings (7 convolutions of one tensor each) share one label
+    (`...conv_layers.0-6`); then labels are placed largest module first, skipping any closer
+    than 1/60 of the axis to one already placed."""
     modules = [Q.module_of(n) for n in names]
     starts = [i for i, m in enumerate(modules) if i == 0 or m != modules[i - 1]]
-    gap = len(names) / 45  # at most ~45 labels, never closer than 1/45 of the axis
-    keep: list[int] = []
-    for i in starts:
-        if not keep or i - keep[-1] >= gap:
-            keep.append(i)
-    return keep, [f"{modules[i]} ({i})" for i in keep], starts[1:]
+    sizes = [b - a for a, b in zip(starts, starts[1:] + [len(names)])]
+    gap = len(names) / 60
+    groups: list[list] = []  # [start, size, parent, first index, last index]
+    for start, size in zip(starts, sizes):
+        parent, _, index = modules[start].rpartition(".")
+        last = groups[-1] if groups else None
+        if (last is not None and index.isdigit() and last[2] == parent and last[1] < gap and size < gap
+                and last[4] is not None):
+            last[1] += size
+            last[4] = index
+        else:
+            groups.append([start, size, parent, index if index.isdigit() else None,
+                           index if index.isdigit() else None])
+    labelled: list[tuple[float, str]] = []
+    for start, size, parent, first, last in sorted(groups, key=lambda g: (-g[1], g[0])):
+        centre = start + (size - 1) / 2
+        if all(abs(centre - c) >= gap for c, _ in labelled):
+            name = f"{parent}.{first}-{last}" if first is not None and first != last else modules[start]
+            labelled.append((centre, f"{name} ({start})"))
+    labelled.sort()
+    return [s for s, _ in labelled], [t for _, t in labelled], starts[1:]
 
 
 def fig_layer_heatmap(tel: Telemetry, order: list[tuple[str, str]], bins: int, max_trials: int,
