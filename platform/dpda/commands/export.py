@@ -18,20 +18,21 @@ from dpda_analysis.store import Telemetry
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="a run dir, a directory of runs, or a Ray Tune experiment dir")
-    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="Parquet file to write")
+    parser.add_argument("-o", "--out", required=True, metavar="OUT",
+                        help="the Parquet file to write (its one output, e.g. steps.parquet)")
     parser.add_argument("--table", choices=list(TABLES),
                         help="table to export (default: the output file's name if it is a table, e.g. "
                              "layers.parquet, else steps)")
 
 
 def run(args: argparse.Namespace) -> int:
-    stem = Path(args.output).stem
+    stem = Path(args.out).stem
     table = args.table or (stem if stem in TABLES else "steps")
     try:
         with Telemetry(args.path) as tel:
-            rows = export_table(tel, table, args.output)
+            rows = export_table(tel, table, args.out)
     except AnalysisError as exc:
         print(f"dpda export: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output} ({table}, {rows:,} rows, superseded rows removed)")
+    print(f"wrote {args.out} ({table}, {rows:,} rows, superseded rows removed)")
     return 0

@@ -176,7 +176,7 @@ class Trainer:
         self.attempt = int(state["attempt"]) + 1
         self.run_id = self.run_id or state["run_id"]
         if self.is_main:
-            print(f"[dpda] resumed from {path} at epoch {self.epoch} (attempt {self.attempt})", flush=True)
+            print(f"[dpda] resumed from {path} after epoch {self.epoch} (attempt {self.attempt})", flush=True)
 
     def _find_resume(self) -> Path | None:
         if self.resume_from is not None:
