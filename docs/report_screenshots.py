@@ -28,8 +28,8 @@ SHOTS = {  # file -> (scale, views)
     "report_demo_search.png": ("demo", ["conflict_by_rule_algo", "search_parcoords", "test_eer"]),
     "report_400_layers.png": ("xlsr", ["layer_heatmap", "layer_conflict"]),
 }
-SCALES = {"demo": dict(trials=8, steps=200, layers=24, steps_per_epoch=40, restart_trials=2, stopped_trials=2, seed=11),
-          "xlsr": dict(trials=4, steps=120, layers=400, steps_per_epoch=30, restart_trials=1, stopped_trials=1, seed=12)}
+SCALES = {"demo": {"trials": 8, "steps": 200, "layers": 24, "steps_per_epoch": 40, "restart_trials": 2, "stopped_trials": 2, "seed": 11},
+          "xlsr": {"trials": 4, "steps": 120, "layers": 400, "steps_per_epoch": 30, "restart_trials": 1, "stopped_trials": 1, "seed": 12}}
 
 
 def screenshot(page: Path, out: Path, work: Path, height: int = 5000) -> None:

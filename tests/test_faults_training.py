@@ -67,10 +67,10 @@ def test_crash_before_the_first_checkpoint_then_rerun_reads_each_step_once(corpu
     crash = {"on": True}
     original = Trainer._evaluate_dev
 
-    def dev_then_crash(self):
+    def dev_then_crash(self, **kwargs):
         if crash["on"]:
             raise RuntimeError("simulated crash at the end of epoch 1, before its checkpoint")
-        return original(self)
+        return original(self, **kwargs)
 
     monkeypatch.setattr(Trainer, "_evaluate_dev", dev_then_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):

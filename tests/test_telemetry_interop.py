@@ -46,7 +46,7 @@ def _part_rows(table_dir: str) -> int:
 
 @pytest.mark.parametrize("table", list(S.TABLES))
 def test_every_reader_opens_a_run_table_without_options(experiment: Path, table: str) -> None:
-    run = sorted(experiment.glob("train_fn_00000_*"))[0]  # restarted: two attempt directories
+    run = min(experiment.glob("train_fn_00000_*"))  # restarted: two attempt directories
     table_dir = str(run / "telemetry" / table)
     assert len(glob.glob(f"{table_dir}/{S.ATTEMPT_GLOB}")) == 2
     rows = _part_rows(table_dir)

@@ -15,10 +15,14 @@ import math
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-import plotly.graph_objects as go
 
 from dpda_analysis.discover import TUNE_PARAMS
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 TITLE = "EER of the evaluated model per set, with 95% bootstrap intervals"
 _GROUP_OF_FACTOR = {"family": "real set: per synthesizer family", "prompt_speaker": "real set: per speaker",
@@ -139,6 +143,8 @@ def read_evaluation(eval_dir: str | os.PathLike) -> pd.DataFrame:
 
 def fig_evaluation(table: pd.DataFrame) -> go.Figure:
     """Dots with interval whiskers, one row per set or subset, grouped by colour."""
+    import plotly.graph_objects as go  # here: `dpda tune` imports this module's file names
+
     fig = go.Figure()
     for group, rows in table.groupby("group", sort=False):
         eer = 100 * rows["eer"]

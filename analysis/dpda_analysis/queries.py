@@ -287,9 +287,9 @@ def spearman(x: pd.Series, y: pd.Series) -> dict[str, float]:
     """Spearman's rho with its two-sided p-value and n (NaN below 3 pairs)."""
     pairs = pd.concat([x, y], axis=1).astype(float).dropna()
     if len(pairs) < 3 or pairs.iloc[:, 0].nunique() < 2 or pairs.iloc[:, 1].nunique() < 2:
-        return {"rho": float("nan"), "p": float("nan"), "n": int(len(pairs))}
+        return {"rho": float("nan"), "p": float("nan"), "n": len(pairs)}
     result = stats.spearmanr(pairs.iloc[:, 0], pairs.iloc[:, 1])
-    return {"rho": float(result.statistic), "p": float(result.pvalue), "n": int(len(pairs))}
+    return {"rho": float(result.statistic), "p": float(result.pvalue), "n": len(pairs)}
 
 
 def eer_vs_conflict(tel: Telemetry) -> pd.DataFrame:
@@ -332,11 +332,11 @@ def summary(tel: Telemetry) -> dict[str, object]:
     ).iloc[0]
     table = comparison_table(tel)
     best = table.dropna(subset=["best_dev_eer"]).head(1)
-    value = lambda col: None if best.empty or pd.isna(best[col].iloc[0]) else float(best[col].iloc[0])  # noqa: E731
-    scalar = lambda v: None if pd.isna(v) else float(v)  # noqa: E731
+    value = lambda col: None if best.empty or pd.isna(best[col].iloc[0]) else float(best[col].iloc[0])
+    scalar = lambda v: None if pd.isna(v) else float(v)
     return {
         "runs_dir": str(tel.path),
-        "trials": int(len(tel.trials)),
+        "trials": len(tel.trials),
         "trials_with_telemetry": int(tel.trials["has_telemetry"].sum()),
         "trials_completed": int((table["status"] == COMPLETED).sum()),
         "steps": int(overall["steps"]),
