@@ -25,7 +25,7 @@ from plotly.subplots import make_subplots
 
 from dpda_analysis import queries as Q
 from dpda_analysis.errors import AnalysisError
-from dpda_analysis.evaluation import STOPPED, fig_evaluation, read_evaluation, read_search_space, read_test_eers
+from dpda_analysis.evaluation import COMPLETED, STOPPED, fig_evaluation, read_evaluation, read_search_space, read_test_eers
 from dpda_analysis.store import Telemetry
 
 FIGURE_ORDER = (
@@ -678,6 +678,13 @@ def _summary_html(tel: Telemetry, tests: pd.DataFrame) -> str:
         ("mean cos(g_orig, g_aug)", "n/a" if s["mean_cos"] is None else f"{s['mean_cos']:.3f}"),
         headline,
     ]
+    if s["model_dev_eer_high"] is not None:
+        table = Q.comparison_table(tel)
+        others = table[(table["status"] == COMPLETED) & (table["rank"] > 1)]
+        overlap = others[others["model_dev_eer_low"] <= s["model_dev_eer_high"]]
+        rows.append(("completed trials whose saved-model interval overlaps the best's (not separable)",
+                     f"{len(overlap)} of {len(others)}"
+                     + (f": {', '.join(map(str, overlap['trial_id'][:8]))}" if len(overlap) else "")))
     best = tests[(tests["factor"] == "all")]
     if s["best_trial"] and len(best):
         run_id, trial_id = s["best_trial"].split("/", 1)
