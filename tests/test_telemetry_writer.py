@@ -206,3 +206,15 @@ def test_kill_minus_9_keeps_flushed_rows_and_readable_files(tmp_path: Path) -> N
     assert len(steps) % 200 == 0  # whole flushes only
     assert (layer_steps["n"] == 50).all() and len(layer_steps) >= durable
     np.testing.assert_array_equal(layer_steps["step"].to_numpy(), np.arange(len(layer_steps)))
+
+
+def test_epochs_are_1_based(tmp_path: Path) -> None:
+    """Schema 2: epoch 1 is the first; a 0-based caller is stopped at its first row."""
+    rng = np.random.default_rng(0)
+    with TelemetryWriter(tmp_path, "run", "t", 0, LAYERS) as writer:
+        with pytest.raises(ValueError, match="1-based"):
+            writer.log_step(0, 0, fake_stats(rng), 0.1)
+        with pytest.raises(ValueError, match="1-based"):
+            writer.log_epoch(0, 0)
+        writer.log_step(0, 1, fake_stats(rng), 0.1)
+    assert read(tmp_path, "steps").column("epoch").to_pylist() == [1]
