@@ -68,7 +68,7 @@ def write_trial(run_dir: Path, trial_id: str, attempt: int, first: int, last: in
         cos = np.clip(rng.normal(0.2, 0.4, n), -1, 1)
         _write(tel / S.attempt_dir("steps", attempt) / S.part_name(seq), pa.Table.from_pydict(
             {**{k: _dict(v, n) for k, v in ids.items()}, "attempt": pa.array(np.full(n, attempt, np.int16)),
-             "epoch": pa.array((steps // 5000).astype(np.int32)), "step": pa.array(steps),
+             "epoch": pa.array((steps // 5000 + 1).astype(np.int32)), "step": pa.array(steps),
              "world_size": pa.array(np.ones(n, np.int16)), "rule": _dict("pcgrad", n),
              "strength": pa.array(np.full(n, 0.5, np.float32)), "rawboost_algo": pa.array(np.full(n, 4, np.int16)),
              "cos": cos, "norm_orig": np.ones(n), "norm_aug": np.ones(n), "conflict": cos < 0,
@@ -146,7 +146,7 @@ def time_log_step(n_layers: int, n_steps: int, seed: int) -> dict:
         per_call = np.empty(n_steps)
         for step in range(n_steps):
             t0 = time.perf_counter()
-            writer.log_step(step, 0, stats[step % len(stats)], 1e-4)
+            writer.log_step(step, 1, stats[step % len(stats)], 1e-4)
             per_call[step] = time.perf_counter() - t0
         t0 = time.perf_counter()
         writer.close()

@@ -244,7 +244,7 @@ def experiment(tmp_path: Path) -> Path:
 
 
 def _second_part(experiment: Path, table: str) -> Path:
-    return sorted(experiment.glob(f"*/telemetry/{table}/attempt=*/part-*.parquet"))[1]
+    return sorted(experiment.glob(f"*/telemetry/{table}/attempt-*/part-*.parquet"))[1]
 
 
 @pytest.mark.parametrize("table", ["steps", "layers"])
@@ -254,7 +254,7 @@ def test_report_leaves_out_a_part_cut_short_and_says_which(experiment: Path, tab
     import dpda_analysis as A
 
     cut = _second_part(experiment, table)
-    files = sorted(experiment.glob(f"*/telemetry/{table}/attempt=*/part-*.parquet"))
+    files = sorted(experiment.glob(f"*/telemetry/{table}/attempt-*/part-*.parquet"))
     kept = sum(pq.read_metadata(f).num_rows for f in files if f != cut)
     data = cut.read_bytes()
     cut.write_bytes(data[: len(data) // 2])

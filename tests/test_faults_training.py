@@ -67,10 +67,10 @@ def test_crash_before_the_first_checkpoint_then_rerun_reads_each_step_once(corpu
     crash = {"on": True}
     original = Trainer._evaluate_dev
 
-    def dev_then_crash(self):
+    def dev_then_crash(self, **kwargs):
         if crash["on"]:
             raise RuntimeError("simulated crash at the end of epoch 1, before its checkpoint")
-        return original(self)
+        return original(self, **kwargs)
 
     monkeypatch.setattr(Trainer, "_evaluate_dev", dev_then_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -93,7 +93,7 @@ def test_kill_minus_9_in_epoch_1_then_rerun_reads_each_step_once(corpus, tmp_pat
     run = tmp_path / "run"
     argv = [sys.executable, "-m", "dpda.cli", "-q", "train", str(config), "-o", str(run)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    parts = run / "telemetry" / "steps" / "attempt=0"
+    parts = run / "telemetry" / "steps" / "attempt-0"
     deadline = time.monotonic() + 300
     while not list(parts.glob("part-*.parquet")):
         assert proc.poll() is None, proc.stderr.read().decode()

@@ -11,21 +11,116 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+import pandas as pd
+from scipy import stats
+
 from dpda.cli import main as cli_main
 from dpda.telemetry.synthetic import write_synthetic_experiment
-from dpda_analysis.report import FIGURE_ORDER, write_report
+from dpda_analysis.report import FIGURE_ORDER, TRIALS_TABLE, build_figures, write_report
+from dpda_analysis.store import Telemetry
+from telemetry_support import pandas_supersede, raw_frame, resolved_epochs
 
 CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Demo scale: 6 trials, two restarted, two stopped early by ASHA after one epoch."""
     root = tmp_path_factory.mktemp("rep")
-    write_synthetic_experiment(root, trials=4, steps=120, layers=5, steps_per_epoch=30, restart_trials=1, seed=3)
+    write_synthetic_experiment(root, trials=6, steps=120, layers=5, steps_per_epoch=30, restart_trials=2,
+                               stopped_trials=2, seed=3)
     out = root / "out" / "report.html"
     result = write_report(root / "synthetic_exp", out)
     assert result.figures == list(FIGURE_ORDER)
     return out
+
+
+@pytest.fixture(scope="module")
+def report_400(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """XLS-R scale: 400 parameter tensors per trial."""
+    root = tmp_path_factory.mktemp("rep400")
+    write_synthetic_experiment(root, trials=3, steps=60, layers=400, steps_per_epoch=20, restart_trials=1,
+                               stopped_trials=1, seed=4)
+    out = root / "out" / "report.html"
+    write_report(root / "synthetic_exp", out)
+    return out
+
+
+def _cells(page: str) -> pd.DataFrame:
+    """The trials table as the page holds it: header titles -> each cell's raw data-v value."""
+    table = page[page.index('id="trials-table"'):]
+    table = table[: table.index("</table>")]
+    heads = re.findall(r'<th title="([^"]*)"', table)
+    rows = [re.findall(r'<td data-v="([^"]*)"', row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table)[1:]]
+    return pd.DataFrame(rows, columns=heads)
+
+
+def test_report_numbers_equal_an_independent_pandas_computation(report: Path) -> None:
+    exp = report.parent.parent / "synthetic_exp"
+    attempts = raw_frame(exp, "attempts")
+    steps = pandas_supersede(raw_frame(exp, "steps"), attempts)
+    assert len(steps) < len(raw_frame(exp, "steps"))  # the restarts left superseded rows
+    ok = steps[~steps["skipped"]]
+    epochs = resolved_epochs(exp)
+    trial_dirs = {json.loads(p.read_text().splitlines()[0])["trial_id"]: p.parent for p in exp.glob("*/result.json")}
+    model = {t: json.loads((d / "summary.json").read_text()) for t, d in trial_dirs.items() if (d / "summary.json").exists()}
+    assert len(model) == 4  # two were stopped early
+    with Telemetry(exp) as tel:
+        figs = build_figures(tel)
+    # conflict per epoch: one trace per trial (sorted ids), y = conflicting / non-skipped steps
+    per_epoch = ok.groupby(["trial_id", "epoch"])["conflict"].agg(["mean", "sum", "size"])
+    for trace, (trial_id, grp) in zip(figs["conflict_by_epoch"].data, per_epoch.groupby(level=0)):
+        assert list(trace.x) == grp.index.get_level_values(1).tolist()
+        np.testing.assert_allclose(trace.y, grp["mean"])
+        low, high = zip(*(stats.binomtest(int(k), int(n)).proportion_ci(method="wilson") for k, n in
+                          zip(grp["sum"], grp["size"])))
+        np.testing.assert_allclose(np.asarray(trace.y) - trace.error_y.arrayminus, low, rtol=1e-9)
+        np.testing.assert_allclose(np.asarray(trace.y) + trace.error_y.array, high, rtol=1e-9)
+        assert (trace.line.dash == "dot") == (trial_id not in model)  # early-stopped trials drawn apart
+    # dev EER per epoch, 1-based, each epoch once (a re-logged one from the later attempt)
+    for trace, (_, grp) in zip(figs["dev_eer_by_epoch"].data, epochs.groupby("trial_id")):
+        assert list(trace.x) == grp["epoch"].tolist() and grp["epoch"].iloc[0] == 1
+        np.testing.assert_allclose(trace.y, grp["dev_eer"] * 100)
+    # best dev EER vs conflict, and Spearman over the completed trials
+    frac = ok.groupby("trial_id")["conflict"].mean()
+    best = epochs.groupby("trial_id")["dev_eer"].min()
+    shown = {}
+    for trace in figs["eer_vs_conflict"].data:
+        if trace.xaxis == "x":
+            shown.update({t: (x, y) for t, x, y in zip(trace.text, trace.x, trace.y)})
+    assert sorted(shown) == sorted(frac.index)
+    for trial_id, (x, y) in shown.items():
+        assert x == pytest.approx(frac[trial_id]) and y == pytest.approx(best[trial_id] * 100)
+    done = sorted(model)
+    rho, p = stats.spearmanr(frac[done], best[done])
+    assert f"rho {rho:+.2f}, p={p:.2g}, n=4" in figs["eer_vs_conflict"].layout.annotations[0].text
+    # test-set EERs: every completed model's metrics.csv rows
+    test = figs["test_eer"].data
+    for trace in test:
+        for label, x in zip(trace.y, trace.x):
+            metrics = pd.read_csv(trial_dirs[label.removeprefix("trial ")] / "eval" / "metrics.csv").set_index("set")
+            assert x == pytest.approx(metrics.loc[trace.name, "eer"] * 100)
+    assert sum(len(t.x) for t in test) == 2 * len(model)
+    # the page: headline is the saved model's dev EER, ranking and table cells as computed here
+    page = report.read_text(encoding="utf-8")
+    top = min(model, key=lambda t: model[t]["final_dev_eer"])
+    summary = page[page.index('id="summary"'):page.index("</table>", page.index('id="summary"'))]
+    assert f"{top}: {model[top]['final_dev_eer'] * 100:.2f}%" in summary
+    assert f"scored {best[top] * 100:.2f}%, lower by selection" in summary
+    k, n = int(ok["conflict"].sum()), len(ok)
+    assert f"{k / n * 100:.2f}%" in summary
+    cells = _cells(page)
+    # ranked by the saved model's dev EER, then trials without one by their best epoch's
+    assert cells["trial"].tolist() == done_sorted(model) + sorted(set(frac.index) - set(model), key=best.get)
+    np.testing.assert_allclose(cells["conflict_fraction"].astype(float), frac[cells["trial"]].to_numpy())
+    np.testing.assert_allclose(cells["best_dev_eer"].astype(float), best[cells["trial"]].to_numpy())
+    assert (cells["status"] == "stopped early").sum() == 2
+
+
+def done_sorted(model: dict) -> list[str]:
+    """Completed trials in the table's order: by their saved model's dev EER."""
+    return sorted(model, key=lambda t: model[t]["final_dev_eer"])
 
 
 def test_report_is_self_contained(report: Path) -> None:
@@ -35,7 +130,7 @@ def test_report_is_self_contained(report: Path) -> None:
     assert not re.search(r"<link[^>]+href\s*=\s*[\"']?https?:", page, re.I), "external stylesheet"
     for name in FIGURE_ORDER:
         assert f'id="fig-{name}"' in page
-    assert 'id="js-errors"' in page and 'id="summary"' in page
+    assert 'id="js-errors"' in page and 'id="summary"' in page and f'id="section-{TRIALS_TABLE}"' in page
 
 
 def test_cli_report_and_png_message(report: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -51,8 +146,8 @@ def test_cli_report_and_png_message(report: Path, tmp_path: Path, capsys: pytest
         assert out.exists()
 
 
-@pytest.mark.browser
-def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+def _chromium(page: Path, tmp_path: Path, height: int) -> tuple[str, Path]:
+    """(DOM after load, screenshot) from one headless Chromium start."""
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} missing on CI (apt-get install -y chromium)")
@@ -60,17 +155,22 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     flags = [
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--virtual-time-budget=5000",
+        "--virtual-time-budget=8000",
     ]
     shot = tmp_path / "report.png"
     dom = subprocess.run(  # one browser start: dump the DOM and take the screenshot
-        [CHROMIUM, *flags, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1300,4000",
-         f"--screenshot={shot}", "--dump-dom", report.as_uri()],
-        capture_output=True, text=True, timeout=180,
+        [CHROMIUM, *flags, f"--user-data-dir={tmp_path / 'profile'}", f"--window-size=1300,{height}",
+         f"--screenshot={shot}", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=240,
     ).stdout
+    return dom, shot
+
+
+def _check_rendered(dom: str) -> None:
     errors = re.search(r'<pre id="js-errors" data-count="(\d+)"[^>]*>([^<]*)</pre>', dom)
     assert errors is not None, "report page did not load"
-    assert errors.group(1) == "0" and errors.group(2) == "", f"JavaScript errors: {errors.group(2)}"
+    # console.warn and console.error are recorded there too: no JS error and no warning
+    assert errors.group(1) == "0" and errors.group(2) == "", f"JavaScript errors or warnings: {errors.group(2)}"
     status = re.search(r'<pre id="render-status"[^>]*>([^<]*)</pre>', dom)
     assert status is not None and status.group(1), "render check script did not run"
     assert json.loads(status.group(1)) == {f"fig-{name}": True for name in FIGURE_ORDER}
@@ -78,7 +178,31 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     starts = [(m.start(), m.group(1)) for m in re.finditer(r'id="fig-([a-z_]+)"', dom)]
     for (pos, name), nxt in zip(starts, [p for p, _ in starts[1:]] + [len(dom)]):
         assert 'class="main-svg"' in dom[pos:nxt], f"figure {name} did not render"
+    assert 'id="trials-table"' in dom
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    dom, shot = _chromium(report, tmp_path, 4000)
+    _check_rendered(dom)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+@pytest.mark.browser
+def test_report_at_400_layers_renders_with_module_labels(report_400: Path, tmp_path: Path) -> None:
+    """XLS-R scale: the layer views label modules (not 400 tensor names, not none), every view draws,
+    and no JavaScript error or warning appears."""
+    dom, shot = _chromium(report_400, tmp_path, 3000)
+    _check_rendered(dom)
+    heat = dom[dom.index('id="fig-layer_heatmap"'):dom.index('id="fig-layer_conflict"')]
+    ticks = re.findall(r'class="ytick"[^>]*>.*?<text[^>]*>([^<]+)</text>', heat)
+    assert 10 <= len(ticks) <= 60, ticks  # one label per module, thinned: legible
+    assert "ssl.encoder.layers.0 (7)" in ticks and "ssl.feature_extractor.conv_layers.0-6 (0)" in ticks
+    modules = dom[dom.index('id="fig-layer_conflict"'):dom.index('id="fig-cosine_histogram"')]
+    labels = re.findall(r'class="ytick"[^>]*>.*?<text[^>]*>([^<]+)</text>', modules)
+    assert "ssl.encoder.layers.23 (16)" in labels and "head.fc (2)" in labels
+    assert {t for t in re.findall(r'class="xtick"[^>]*>.*?<text[^>]*>([^<]+)</text>', modules)} == {"none", "pcgrad", "gradvac"}
+    assert shot.stat().st_size > 10_000
 
 
 def test_parcoords_with_conditional_parameters_missing_in_some_trials() -> None:

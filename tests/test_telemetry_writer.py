@@ -38,7 +38,7 @@ def fake_stats(rng: np.random.Generator, n_layers: int = len(LAYERS), skipped: b
 
 
 def read(run_dir: Path, table: str) -> pa.Table:
-    files = sorted(glob.glob(str(run_dir / "telemetry" / table / "attempt=*" / S.PART_GLOB)))
+    files = sorted(glob.glob(str(run_dir / "telemetry" / table / "attempt-*" / S.PART_GLOB)))
     return pa.concat_tables([pq.read_table(f) for f in files]) if files else S.TABLES[table].empty_table()
 
 
@@ -52,12 +52,12 @@ def test_round_trip_types_counts_and_version(tmp_path: Path) -> None:
             if step == 5:
                 stats["layer_cos"][1] = float("nan")  # stored as null
             logged.append(stats)
-            writer.log_step(step, step // 10, stats, lr=1e-4)
+            writer.log_step(step, step // 10 + 1, stats, lr=1e-4)
             if step == 9:
-                writer.log_epoch(0, 9, dev_loss=0.5, dev_eer=0.12, lr=1e-4, dev_acc=0.9)
+                writer.log_epoch(1, 9, dev_loss=0.5, dev_eer=0.12, lr=1e-4, dev_acc=0.9)
     steps, layers = read(tmp_path, "steps"), read(tmp_path, "layers")
     for name in S.TABLES:
-        files = glob.glob(str(tmp_path / "telemetry" / name / "attempt=0" / S.PART_GLOB))
+        files = glob.glob(str(tmp_path / "telemetry" / name / "attempt-0" / S.PART_GLOB))
         assert files, name
         for f in files:
             schema = pq.read_schema(f)
@@ -80,7 +80,7 @@ def test_round_trip_types_counts_and_version(tmp_path: Path) -> None:
     with TelemetryWriter(tmp_path / "b", "run-b", "t1", 0, LAYERS, flush_every=100) as writer:
         stats = fake_stats(rng)
         stats["layer_cos"][1] = float("nan")
-        writer.log_step(0, 0, stats, lr=1e-4)
+        writer.log_step(0, 1, stats, lr=1e-4)
     assert read(tmp_path / "b", "layers").column("cos").null_count == 1
     epochs = read(tmp_path, "epochs").to_pandas()
     assert len(epochs) == 1 and epochs["dev_eer"].iloc[0] == 0.12
@@ -99,34 +99,34 @@ def test_flush_every_and_seconds(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     with TelemetryWriter(tmp_path, "r", "t", 0, LAYERS, flush_every=4, flush_seconds=3600) as writer:
         for step in range(10):
-            writer.log_step(step, 0, fake_stats(rng), 0.1)
+            writer.log_step(step, 1, fake_stats(rng), 0.1)
         writer.flush(wait=True)
-        assert len(glob.glob(str(tmp_path / "telemetry/steps/attempt=0/part-*.parquet"))) == 3  # 4 + 4 + 2
+        assert len(glob.glob(str(tmp_path / "telemetry/steps/attempt-0/part-*.parquet"))) == 3  # 4 + 4 + 2
     with TelemetryWriter(tmp_path / "b", "r", "t", 0, LAYERS, flush_every=10**6, flush_seconds=1e-9) as writer:
         for step in range(3):
-            writer.log_step(step, 0, fake_stats(rng), 0.1)
+            writer.log_step(step, 1, fake_stats(rng), 0.1)
         writer.flush(wait=True)
-        assert len(glob.glob(str(tmp_path / "b/telemetry/steps/attempt=0/part-*.parquet"))) == 3
+        assert len(glob.glob(str(tmp_path / "b/telemetry/steps/attempt-0/part-*.parquet"))) == 3
 
 
 def test_rejects_bad_stats_without_corrupting_buffer(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     with TelemetryWriter(tmp_path, "r", "t", 0, LAYERS) as writer:
-        writer.log_step(0, 0, fake_stats(rng), 0.1)
+        writer.log_step(0, 1, fake_stats(rng), 0.1)
         with pytest.raises(ValueError, match="layer_cos"):
-            writer.log_step(1, 0, fake_stats(rng, n_layers=2), 0.1)
+            writer.log_step(1, 1, fake_stats(rng, n_layers=2), 0.1)
         bad = fake_stats(rng)
         del bad["update_norm"]
         with pytest.raises(ValueError, match="update_norm"):
-            writer.log_step(1, 0, bad, 0.1)
-        writer.log_step(1, 0, fake_stats(rng), 0.1)
+            writer.log_step(1, 1, bad, 0.1)
+        writer.log_step(1, 1, fake_stats(rng), 0.1)
     assert read(tmp_path, "steps").num_rows == 2 and read(tmp_path, "layers").num_rows == 2 * len(LAYERS)
 
 
 def test_background_failure_surfaces(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     writer = TelemetryWriter(tmp_path, "r", "t", 0, LAYERS, flush_every=10**6)
-    writer.log_step(0, 0, {**fake_stats(rng), "cos": "not a number"}, 0.1)
+    writer.log_step(0, 1, {**fake_stats(rng), "cos": "not a number"}, 0.1)
     with pytest.raises(TelemetryError):
         writer.flush(wait=True)
     with pytest.raises(TelemetryError):
@@ -137,8 +137,8 @@ def test_null_writer_and_next_attempt(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     with make_writer(False, tmp_path, "r", "t", 0, LAYERS) as writer:
         assert isinstance(writer, NullTelemetryWriter)
-        writer.log_step(0, 0, fake_stats(rng), 0.1)
-        writer.log_epoch(0, 0, dev_eer=0.1)
+        writer.log_step(0, 1, fake_stats(rng), 0.1)
+        writer.log_epoch(1, 0, dev_eer=0.1)
     assert not (tmp_path / "telemetry").exists()
     assert next_attempt(tmp_path) == 0
     make_writer(True, tmp_path, "r", "t", 0, LAYERS).close()
@@ -150,9 +150,9 @@ def test_object_store_branch_writes_whole_file(tmp_path: Path) -> None:
     sink = PartSink(tmp_path)
     sink.local = False  # the pyarrow.fs stream path used for s3:// and gs:// URIs
     table = pa.table({"a": [1, 2, 3]})
-    path = sink.write("steps/attempt=0", S.part_name(0), table)
-    assert pq.read_table(path).equals(table) and not glob.glob(str(tmp_path / "steps/attempt=0/.*"))
-    assert PartSink(f"file://{tmp_path}").list_part_numbers("steps/attempt=0") == [0]
+    path = sink.write("steps/attempt-0", S.part_name(0), table)
+    assert pq.read_table(path).equals(table) and not glob.glob(str(tmp_path / "steps/attempt-0/.*"))
+    assert PartSink(f"file://{tmp_path}").list_part_numbers("steps/attempt-0") == [0]
 
 
 _KILL_SCRIPT = textwrap.dedent(
@@ -167,7 +167,7 @@ _KILL_SCRIPT = textwrap.dedent(
     while True:
         for _ in range(200):
             c = rng.uniform(-1, 1, L).tolist()
-            w.log_step(step, 0, dict(loss_orig=1.0, loss_aug=1.0, cos=0.1, norm_orig=1.0, norm_aug=1.0,
+            w.log_step(step, 1, dict(loss_orig=1.0, loss_aug=1.0, cos=0.1, norm_orig=1.0, norm_aug=1.0,
                        conflict=False, cos_update_orig=1.0, cos_update_aug=1.0, update_norm=1.0,
                        skipped=False, layer_cos=c, layer_norm_orig=c, layer_norm_aug=c), 0.1)
             step += 1
@@ -197,7 +197,7 @@ def test_kill_minus_9_keeps_flushed_rows_and_readable_files(tmp_path: Path) -> N
         proc.kill()
         proc.wait()
     # A leftover temp file like the one a kill mid-write leaves must be ignored by readers.
-    (tmp_path / "telemetry/layers/attempt=0/.part-99999.parquet.tmp").write_bytes(b"PAR1 truncated")
+    (tmp_path / "telemetry/layers/attempt-0/.part-99999.parquet.tmp").write_bytes(b"PAR1 truncated")
     with open_telemetry(tmp_path) as tel:
         steps = tel.sql("SELECT step FROM steps ORDER BY step")["step"].to_numpy()
         layer_steps = tel.sql("SELECT step, count(*) AS n FROM layers GROUP BY step ORDER BY step")
@@ -206,3 +206,15 @@ def test_kill_minus_9_keeps_flushed_rows_and_readable_files(tmp_path: Path) -> N
     assert len(steps) % 200 == 0  # whole flushes only
     assert (layer_steps["n"] == 50).all() and len(layer_steps) >= durable
     np.testing.assert_array_equal(layer_steps["step"].to_numpy(), np.arange(len(layer_steps)))
+
+
+def test_epochs_are_1_based(tmp_path: Path) -> None:
+    """Schema 2: epoch 1 is the first; a 0-based caller is stopped at its first row."""
+    rng = np.random.default_rng(0)
+    with TelemetryWriter(tmp_path, "run", "t", 0, LAYERS) as writer:
+        with pytest.raises(ValueError, match="1-based"):
+            writer.log_step(0, 0, fake_stats(rng), 0.1)
+        with pytest.raises(ValueError, match="1-based"):
+            writer.log_epoch(0, 0)
+        writer.log_step(0, 1, fake_stats(rng), 0.1)
+    assert read(tmp_path, "steps").column("epoch").to_pylist() == [1]

@@ -109,6 +109,14 @@ def test_training_learns_and_averages_best_epochs(trained) -> None:
     # the config's eval sets were scored with the averaged model at the end
     assert set(summary["eval_eer"]) == {"eval"}
     assert (run_dir / "eval/eval.scores.txt").exists()
+    # the saved model's dev EER comes with its bootstrap interval, the eval sets (per attack too) with theirs
+    assert summary["final_dev_eer_low"] <= summary["final_dev_eer"] <= summary["final_dev_eer_high"]
+    import pandas as pd
+
+    metrics = pd.read_csv(run_dir / "eval/metrics.csv")
+    breakdown = pd.read_csv(run_dir / "eval/eval.breakdown.csv")
+    for table in (metrics, breakdown.dropna(subset=["eer"])):
+        assert ((table["eer_low"] <= table["eer"]) & (table["eer"] <= table["eer_high"])).all()
     kept = sorted((run_dir / "checkpoints").glob("epoch_*.pt"))
     assert len(kept) == 3
     # best first, as the trainer averages them (integer buffers come from the best epoch)
@@ -187,6 +195,13 @@ def test_telemetry_records_every_step(trained) -> None:
     by_epoch = conflict_by_epoch(tel).sort_values("epoch")
     expected = steps.groupby("epoch")["conflict"].mean()
     np.testing.assert_allclose(by_epoch["conflict_fraction"].to_numpy(), expected.to_numpy())
+    # epochs are 1-based in the Parquet, as in the console and Tune; the loop's (Tune's) conflict
+    # fraction, the writer's epochs table and the report's query are one number
+    assert by_epoch["epoch"].tolist() == [1, 2, 3]
+    epochs = tel.sql("SELECT epoch, conflict_fraction FROM epochs ORDER BY epoch")
+    history = load_checkpoint(run_dir / "checkpoints/last.pt", "dpda-train-state")["history"]
+    np.testing.assert_allclose(epochs["conflict_fraction"], by_epoch["conflict_fraction"])
+    np.testing.assert_allclose([h["conflict_fraction"] for h in history], by_epoch["conflict_fraction"])
     layers = tel.sql("SELECT count(*) AS n FROM layers")["n"].item()
     n_layers = len(tel.sql("SELECT DISTINCT layer FROM layers"))
     assert layers == state["global_step"] * n_layers

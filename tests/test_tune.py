@@ -142,6 +142,44 @@ def test_demo_search_asha_interrupt_and_resume(ray_local, tmp_path: Path, capsys
         steps = tel.sql("select trial_id, count(*) as n, count(distinct step) as d from steps group by trial_id")
     assert len(steps) == NUM_SAMPLES and (steps["n"] == steps["d"]).all()
 
+    # the Optuna study is a file optuna (and optuna-dashboard) opens, across the interruption
+    import optuna
+
+    from dpda.tune.study_files import HPARAMS_DIR, study_url
+
+    study = optuna.load_study(study_name="demo", storage=study_url(str(exp)))
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == NUM_SAMPLES and all(math.isfinite(t.value) for t in done)
+    assert sorted(t.params["optim.lr"] for t in done) == sorted(table["optim.lr"])
+    # one TensorBoard HParams session per trial
+    assert len(list((exp / HPARAMS_DIR).glob("trial_*/events.out.tfevents.*"))) == NUM_SAMPLES
+
 
 def _present(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def test_hparams_session_per_trial_is_read_by_tensorboard(tmp_path: Path) -> None:
+    """What the HParams callback writes for a trial with an inactive conditional parameter:
+    TensorBoard's reader finds the searched values under their config keys and the metrics."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from dpda.tune.study_files import trial_hparams, write_hparams
+
+    space = tune_command.load_space(command_parser("tune").parse_args(
+        [str(ROOT / "search_spaces/demo.yaml"), "--data", str(tmp_path)]))
+    config = {p.key: None for p in space.params} | {"optim.lr": 2e-3, "align.rule": "pcgrad",
+                                                   "augment.rawboost.SNRmin:offset": 3.0}
+    hp = trial_hparams(space, config)
+    assert hp == {"optim.lr": 2e-3, "align.rule": "pcgrad"}  # inactive (None) and internal keys left out
+    logdir = write_hparams(str(tmp_path), "abc", hp, {"dev_eer": 0.25, "epoch": 2, "conflict_fraction": float("nan")})
+    acc = EventAccumulator(str(logdir), size_guidance={"tensors": 0})
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = start.session_start_info.hparams
+    assert values["optim.lr"].number_value == pytest.approx(2e-3) and values["align.rule"].string_value == "pcgrad"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"final/dev_eer", "final/epoch"}
+    assert acc.Scalars("final/dev_eer")[0].value == pytest.approx(0.25)

@@ -1,15 +1,18 @@
 """dpda_analysis: read dpda telemetry Parquet, analyse gradient conflicts, write the report.
 
-Depends on pyarrow, DuckDB, pandas and plotly only (never torch or Ray), so it runs on a laptop
+Depends on pyarrow, DuckDB, pandas, SciPy and plotly only (never torch or Ray), so it runs on a laptop
 against a copied run or Tune experiment directory.
 """
 
 from dpda_analysis.errors import AnalysisError, AnalysisWarning
+from dpda_analysis.export import export_table
 from dpda_analysis.queries import (
     comparison_table,
+    conflict_across_trials,
     conflict_by,
     conflict_by_epoch,
     conflict_by_layer,
+    conflict_by_module_and_rule,
     conflict_by_rawboost_algo,
     conflict_by_rule,
     conflict_by_trial,
@@ -19,6 +22,8 @@ from dpda_analysis.queries import (
     epoch_metrics,
     layer_heatmap,
     layer_names,
+    module_of,
+    spearman,
     summary,
     trial_summary,
 )
@@ -31,9 +36,11 @@ __all__ = [
     "AnalysisWarning",
     "Telemetry",
     "comparison_table",
+    "conflict_across_trials",
     "conflict_by",
     "conflict_by_epoch",
     "conflict_by_layer",
+    "conflict_by_module_and_rule",
     "conflict_by_rawboost_algo",
     "conflict_by_rule",
     "conflict_by_trial",
@@ -41,9 +48,12 @@ __all__ = [
     "cosine_histogram",
     "eer_vs_conflict",
     "epoch_metrics",
+    "export_table",
     "layer_heatmap",
     "layer_names",
+    "module_of",
     "open_telemetry",
+    "spearman",
     "summary",
     "trial_summary",
 ]

@@ -38,10 +38,10 @@ class RunDir:
         """Whether this run has at least one finished part file of `table`."""
         if self.telemetry is None:
             return False
-        return bool(glob.glob(str(self.telemetry / table / "attempt=*" / S.PART_GLOB)))
+        return bool(glob.glob(self.glob(table)))
 
     def glob(self, table: str) -> str:
-        return str(self.telemetry / table / "attempt=*" / S.PART_GLOB)
+        return str(self.telemetry / table / S.ATTEMPT_GLOB / S.PART_GLOB)
 
 
 def _is_telemetry_dir(path: Path) -> bool:
@@ -75,7 +75,20 @@ def find_runs(root: str | os.PathLike) -> list[RunDir]:
     return sorted(runs, key=lambda r: str(r.path))
 
 
+def _check_layout(telemetry: Path) -> None:
+    """Schema 1's hive-style `attempt=<K>` directories hold 0-based epochs: refuse, naming them."""
+    legacy = sorted(telemetry.glob(f"*/{S.LEGACY_ATTEMPT_GLOB}"))
+    if legacy:
+        raise AnalysisError(
+            f"{legacy[0]}: telemetry of schema version 1 (attempt=<K> directories, 0-based epochs); "
+            f"this reader reads version {S.SCHEMA_VERSION} (attempt-<K>, 1-based epochs): use dpda_analysis "
+            "of dpda 0.1 or re-run"
+        )
+
+
 def _load_run(path: Path, telemetry: Path | None) -> RunDir:
+    if telemetry is not None:
+        _check_layout(telemetry)
     params: dict[str, Any] = {}
     pfile = path / TUNE_PARAMS
     if pfile.is_file():

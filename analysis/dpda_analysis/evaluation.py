@@ -10,15 +10,110 @@ real set was scored, `real.summary.csv`.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-import plotly.graph_objects as go
+
+from dpda_analysis.discover import TUNE_PARAMS
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 TITLE = "EER of the evaluated model per set, with 95% bootstrap intervals"
 _GROUP_OF_FACTOR = {"family": "real set: per synthesizer family", "prompt_speaker": "real set: per speaker",
                     "language": "real set: per language", "gender": "real set: per voice gender"}
+
+
+COMPLETED, STOPPED, UNFINISHED = "completed", "stopped early", "unfinished"
+SEARCH_SPACE_FILE = "search_space.json"  # `dpda tune`'s snapshot of the searched keys, in the experiment dir
+RUN_SUMMARY = "summary.json"  # the Trainer's, beside model.pt: the saved (averaged) model's dev EER
+RUN_EVAL_DIR = "eval"  # the Trainer's test-set scoring (data.eval): metrics.csv, <set>.breakdown.csv
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def read_outcomes(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per trial (`trials`: run_id, trial_id, run_dir): status and the saved model's dev EER with
+    its bootstrap interval, from the run dir's summary.json. No summary.json: a Tune trial was
+    stopped early (ASHA, or killed); a plain run is unfinished."""
+    rows = []
+    for run_id, trial_id, run_dir in zip(trials["run_id"], trials["trial_id"], trials["run_dir"]):
+        path = Path(run_dir) / RUN_SUMMARY
+        record: dict = {}
+        if path.is_file():
+            try:
+                record = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = {}
+        if isinstance(record, dict) and record:
+            status = COMPLETED
+        else:
+            record = {}
+            status = STOPPED if (Path(run_dir) / TUNE_PARAMS).is_file() else UNFINISHED
+        rows.append({"run_id": run_id, "trial_id": trial_id, "status": status,
+                     "model_dev_eer": _number(record.get("final_dev_eer")),
+                     "model_dev_eer_low": _number(record.get("final_dev_eer_low")),
+                     "model_dev_eer_high": _number(record.get("final_dev_eer_high"))})
+    return pd.DataFrame(rows, columns=["run_id", "trial_id", "status", "model_dev_eer", "model_dev_eer_low",
+                                       "model_dev_eer_high"])
+
+
+def read_search_space(root: str | os.PathLike, run_dirs: list[str]) -> dict[str, dict] | None:
+    """Searched keys -> their distribution ({'kind', 'log', ...}) from the experiment's search-space
+    snapshot (in `root` or a run dir's parent); None when there is none (not a `dpda tune` run)."""
+    for folder in [Path(root), *sorted({Path(d).parent for d in run_dirs})]:
+        path = folder / SEARCH_SPACE_FILE
+        if path.is_file():
+            try:
+                params = json.loads(path.read_text()).get("params", [])
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                return None
+            return {p["key"]: p for p in params if isinstance(p, dict) and "key" in p}
+    return None
+
+
+_TEST_COLUMNS = ["run_id", "trial_id", "set", "factor", "value", "eer", "eer_low", "eer_high", "trials"]
+
+
+def read_test_eers(trials: pd.DataFrame) -> pd.DataFrame:
+    """Every evaluated model's test-set EERs: per set (factor `all`) from the run dir's
+    eval/metrics.csv, and per attack or condition from eval/<set>.breakdown.csv; EERs as
+    fractions with their 95% bootstrap interval (NaN where it was not computed)."""
+    frames = []
+    for run_id, trial_id, run_dir in zip(trials["run_id"], trials["trial_id"], trials["run_dir"]):
+        folder = Path(run_dir) / RUN_EVAL_DIR
+        metrics = folder / "metrics.csv"
+        if not metrics.is_file():
+            continue
+        sets = pd.read_csv(metrics)
+        parts = [pd.DataFrame({"set": sets["set"].astype(str), "factor": "all", "value": "pooled",
+                               "eer": sets["eer"], "eer_low": sets.get("eer_low", math.nan),
+                               "eer_high": sets.get("eer_high", math.nan),
+                               "trials": sets["n_bonafide"] + sets["n_spoof"]})]
+        for name in sets["set"].astype(str):
+            path = folder / f"{name}.breakdown.csv"
+            if path.is_file():
+                b = pd.read_csv(path, keep_default_na=False, na_values=[""])
+                b = b[b["factor"] != "all"]  # the pooled row repeats metrics.csv
+                parts.append(pd.DataFrame({"set": name, "factor": b["factor"].astype(str),
+                                           "value": b["value"].astype(str), "eer": b["eer"],
+                                           "eer_low": b.get("eer_low", math.nan),
+                                           "eer_high": b.get("eer_high", math.nan),
+                                           "trials": b["n_bonafide"] + b["n_spoof"]}))
+        frame = pd.concat(parts, ignore_index=True)
+        frame.insert(0, "trial_id", trial_id)
+        frame.insert(0, "run_id", run_id)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=_TEST_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[_TEST_COLUMNS]
 
 
 def read_evaluation(eval_dir: str | os.PathLike) -> pd.DataFrame:
@@ -48,6 +143,8 @@ def read_evaluation(eval_dir: str | os.PathLike) -> pd.DataFrame:
 
 def fig_evaluation(table: pd.DataFrame) -> go.Figure:
     """Dots with interval whiskers, one row per set or subset, grouped by colour."""
+    import plotly.graph_objects as go  # here: `dpda tune` imports this module's file names
+
     fig = go.Figure()
     for group, rows in table.groupby("group", sort=False):
         eer = 100 * rows["eer"]

@@ -1,12 +1,17 @@
 """Conflict analysis over a `Telemetry`: every function returns a pandas DataFrame.
 
 Definitions (kept identical everywhere, and in the tests' direct pandas computations):
-- whole-model conflict fraction = mean of `steps.conflict` over non-skipped steps;
+- whole-model conflict fraction: `dpda_analysis.conflict` (conflicting over non-skipped steps;
+  the training loop, Tune and the writer use the same function), with a Wilson interval over
+  steps (`conflict_low`, `conflict_high`);
 - per-layer conflict fraction = share of `layers` rows with `cos < 0` among rows whose cosine
   is finite (the writer stores a non-finite cosine as null: no direction, so neither);
 - best dev EER of a trial = min over its epochs' `dev_eer` (epochs table, else Tune's
-  `result.json`); `best_epoch` = earliest epoch reaching it; `epochs_to_best` = epochs run up
-  to and including it.
+  `result.json`); `best_epoch` = earliest (1-based) epoch reaching it; `epochs_to_best` = epochs
+  run up to and including it;
+- model dev EER = the dev EER of the model the trial saved (`model.pt`, the average of its best
+  epochs; `summary.json`), with its bootstrap interval: what a user of that model gets;
+- status: `completed` (the Trainer finished: summary.json) or `stopped early` (ASHA, or killed).
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ import math
 import numpy as np
 import pandas as pd
 
+from scipy import stats
+
+from dpda_analysis.conflict import STEP_COUNTS_SQL, across_runs_interval, conflict_fraction as fraction
+from dpda_analysis.conflict import steps_interval
 from dpda_analysis.errors import AnalysisError
+from dpda_analysis.evaluation import COMPLETED, read_outcomes
 from dpda_analysis.store import Telemetry
 
-_STEP_CONFLICT = """count(*) FILTER (WHERE NOT skipped) AS steps,
-    avg(conflict::DOUBLE) FILTER (WHERE NOT skipped) AS conflict_fraction,
+_STEP_CONFLICT = f"""{STEP_COUNTS_SQL},
     avg(cos) FILTER (WHERE NOT skipped AND isfinite(cos)) AS mean_cos,
     count(*) FILTER (WHERE skipped) AS skipped_steps"""
 
@@ -35,9 +44,23 @@ _GROUPS = {
 }
 
 
+def _with_fraction(counts: pd.DataFrame) -> pd.DataFrame:
+    """`steps` (counted), `conflict_fraction` and its interval over steps from the SQL counts."""
+    k, n = counts.pop("conflict_steps").to_numpy(float), counts.pop("counted_steps").to_numpy(float)
+    at = list(counts.columns).index("mean_cos")
+    counts.insert(at, "steps", n.astype(np.int64))
+    counts.insert(at + 1, "conflict_steps", k.astype(np.int64))
+    counts.insert(at + 2, "conflict_fraction", fraction(k, n))
+    low, high = steps_interval(k, n)
+    counts.insert(at + 3, "conflict_low", low)
+    counts.insert(at + 4, "conflict_high", high)
+    return counts
+
+
 def conflict_fraction(tel: Telemetry) -> pd.DataFrame:
     """Whole-model conflict fraction over every step of every trial (one row)."""
-    return tel.sql(f"SELECT count(DISTINCT (run_id, trial_id)) AS trials, {_STEP_CONFLICT} FROM steps")
+    return _with_fraction(
+        tel.sql(f"SELECT count(DISTINCT (run_id, trial_id)) AS trials, {_STEP_CONFLICT} FROM steps"))
 
 
 def conflict_by(tel: Telemetry, by: str | list[str]) -> pd.DataFrame:
@@ -52,9 +75,23 @@ def conflict_by(tel: Telemetry, by: str | list[str]) -> pd.DataFrame:
     if "trial_id" in cols and "rule" not in cols:
         extra = ", any_value(rule) AS rule, any_value(strength) AS strength, any_value(rawboost_algo) AS rawboost_algo"
     trials = "" if "trial_id" in cols else ", count(DISTINCT (run_id, trial_id)) AS trials"
-    return tel.sql(
+    return _with_fraction(tel.sql(
         f"SELECT {keys}{extra}{trials}, {_STEP_CONFLICT} FROM steps GROUP BY {keys} ORDER BY {keys}"
-    )
+    ))
+
+
+def conflict_across_trials(tel: Telemetry, by: list[str]) -> pd.DataFrame:
+    """Per group of trials (e.g. rule x RawBoost algorithm): the mean of the trials' conflict
+    fractions with a Student-t 95% interval across trials (the seeds' spread, NaN with one
+    trial), beside the pooled fraction with its interval over steps."""
+    per_trial = conflict_by(tel, "trial")
+    pooled = conflict_by(tel, by)
+    rows = []
+    for key, grp in per_trial.groupby(by, dropna=False, sort=True):
+        mean, low, high = across_runs_interval(grp["conflict_fraction"])
+        rows.append((*(key if isinstance(key, tuple) else (key,)), len(grp), mean, low, high))
+    across = pd.DataFrame(rows, columns=[*by, "trials_n", "trial_mean", "trial_low", "trial_high"])
+    return pooled.merge(across, on=by, how="left")
 
 
 def conflict_by_trial(tel: Telemetry) -> pd.DataFrame:
@@ -102,6 +139,38 @@ def conflict_by_layer(tel: Telemetry, per_trial: bool = True, norms: bool = Fals
                 (SELECT layer, first(name ORDER BY run_id, trial_id) AS name FROM layer_names GROUP BY layer) l
               ON a.layer = l.layer ORDER BY a.layer"""
     )
+
+
+def module_of(name: str) -> str:
+    """The module a parameter tensor belongs to, for grouping hundreds of tensors: the name up to
+    its first numeric component (`encoder.layers.3.attention.q_proj.weight` -> `encoder.layers.3`),
+    else without its last two components' leaf (`head.fc.weight` -> `head.fc`)."""
+    parts = str(name).split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    return ".".join(parts[:-1]) or str(name)
+
+
+def conflict_by_module_and_rule(tel: Telemetry) -> pd.DataFrame:
+    """Per-layer conflict pooled per (rule, module): rows, conflict fraction, mean cosine, the
+    number of tensors and the module's first layer index (its position in parameter order)."""
+    per = conflict_by_layer(tel, per_trial=True)
+    if per.empty:
+        return pd.DataFrame(columns=["rule", "module", "first_layer", "tensors", "rows", "conflict_fraction",
+                                     "mean_cos"])
+    rules = tel.trials[["run_id", "trial_id", "rule"]]
+    per = per.merge(rules, on=["run_id", "trial_id"], how="left")
+    per["rule"] = per["rule"].fillna("?").astype(str)
+    per["module"] = per["name"].fillna(per["layer"].astype(str)).map(module_of)
+    per["neg"] = per["conflict_fraction"] * per["rows"]
+    per["sum_cos"] = per["mean_cos"] * per["rows"]
+    out = per.groupby(["rule", "module"], sort=False).agg(
+        first_layer=("layer", "min"), tensors=("layer", "nunique"), rows=("rows", "sum"),
+        neg=("neg", "sum"), sum_cos=("sum_cos", "sum")).reset_index()
+    out["conflict_fraction"] = out["neg"] / out["rows"].where(out["rows"] > 0)
+    out["mean_cos"] = out["sum_cos"] / out["rows"].where(out["rows"] > 0)
+    return out.drop(columns=["neg", "sum_cos"]).sort_values(["first_layer", "rule"]).reset_index(drop=True)
 
 
 def layer_names(tel: Telemetry) -> pd.DataFrame:
@@ -183,7 +252,8 @@ def epoch_metrics(tel: Telemetry) -> pd.DataFrame:
 
 
 def trial_summary(tel: Telemetry) -> pd.DataFrame:
-    """Per trial: settings, Tune params, conflict fraction, best dev EER, epoch of best."""
+    """Per trial: settings, Tune params, conflict fraction (with its interval over steps), best
+    epoch's dev EER, the saved model's dev EER (with its bootstrap interval) and the status."""
     conflicts = conflict_by_trial(tel).drop(columns=["rule", "strength", "rawboost_algo"])
     metrics = epoch_metrics(tel)
     best_rows = []
@@ -196,49 +266,65 @@ def trial_summary(tel: Telemetry) -> pd.DataFrame:
                 best_dev_eer=float(best["dev_eer"]),
                 best_epoch=int(best["epoch"]),
                 epochs_to_best=int(best["epoch"] - grp["epoch"].min() + 1),
-                final_dev_eer=float(scored.sort_values("epoch")["dev_eer"].iloc[-1]),
+                last_epoch_dev_eer=float(scored.sort_values("epoch")["dev_eer"].iloc[-1]),
             )
         best_rows.append(row)
     best = pd.DataFrame(
         best_rows,
-        columns=["run_id", "trial_id", "epochs", "best_dev_eer", "best_epoch", "epochs_to_best", "final_dev_eer"],
+        columns=["run_id", "trial_id", "epochs", "best_dev_eer", "best_epoch", "epochs_to_best", "last_epoch_dev_eer"],
     )
     out = tel.trials.merge(conflicts, on=["run_id", "trial_id"], how="left")
     out = out.merge(best, on=["run_id", "trial_id"], how="left")
-    front = ["run_id", "trial_id", "rule", "strength", "rawboost_algo", "steps", "conflict_fraction",
-             "mean_cos", "best_dev_eer", "best_epoch", "epochs_to_best", "final_dev_eer", "epochs"]
+    out = out.merge(read_outcomes(tel.trials), on=["run_id", "trial_id"], how="left")
+    front = ["run_id", "trial_id", "status", "rule", "strength", "rawboost_algo", "steps", "conflict_fraction",
+             "conflict_low", "conflict_high", "mean_cos", "model_dev_eer", "model_dev_eer_low", "model_dev_eer_high",
+             "best_dev_eer", "best_epoch", "epochs_to_best", "last_epoch_dev_eer", "epochs"]
     rest = [c for c in out.columns if c not in front]
     return out[front + rest]
 
 
+def spearman(x: pd.Series, y: pd.Series) -> dict[str, float]:
+    """Spearman's rho with its two-sided p-value and n (NaN below 3 pairs)."""
+    pairs = pd.concat([x, y], axis=1).astype(float).dropna()
+    if len(pairs) < 3 or pairs.iloc[:, 0].nunique() < 2 or pairs.iloc[:, 1].nunique() < 2:
+        return {"rho": float("nan"), "p": float("nan"), "n": len(pairs)}
+    result = stats.spearmanr(pairs.iloc[:, 0], pairs.iloc[:, 1])
+    return {"rho": float(result.statistic), "p": float(result.pvalue), "n": len(pairs)}
+
+
 def eer_vs_conflict(tel: Telemetry) -> pd.DataFrame:
-    """Per trial: conflict fraction against best dev EER and epochs-to-best, with their
-    Spearman correlations across trials in `attrs['spearman']`."""
+    """Per trial: conflict fraction against best dev EER and epochs-to-best, with the status.
+
+    `attrs['spearman']` maps each outcome to Spearman's rho, p-value and n across the completed
+    trials (all trials when none has a status): a trial ASHA stopped after one epoch has a
+    best EER of a different kind, and ranking it with the others would mix the two."""
     summary = trial_summary(tel)
-    cols = ["run_id", "trial_id", "rule", "rawboost_algo", "strength", "conflict_fraction",
-            "best_dev_eer", "best_epoch", "epochs_to_best"]
+    cols = ["run_id", "trial_id", "status", "rule", "rawboost_algo", "strength", "conflict_fraction",
+            "conflict_low", "conflict_high", "best_dev_eer", "best_epoch", "epochs_to_best", "epochs"]
     out = summary[cols].dropna(subset=["conflict_fraction", "best_dev_eer"]).reset_index(drop=True)
-    corr = {}
-    if len(out) >= 3:
-        ranks = out[["conflict_fraction", "best_dev_eer", "epochs_to_best"]].astype(float).rank()
-        corr = {
-            "best_dev_eer": float(ranks["conflict_fraction"].corr(ranks["best_dev_eer"])),
-            "epochs_to_best": float(ranks["conflict_fraction"].corr(ranks["epochs_to_best"])),
-        }
-    out.attrs["spearman"] = corr
+    done = out[out["status"] == COMPLETED] if (out["status"] == COMPLETED).any() else out
+    out.attrs["spearman"] = {
+        "best_dev_eer": spearman(done["conflict_fraction"], done["best_dev_eer"]),
+        "epochs_to_best": spearman(done["conflict_fraction"], done["epochs_to_best"]),
+    }
+    out.attrs["spearman_over"] = "completed trials" if done is not out else "all trials"
     return out
 
 
 def comparison_table(tel: Telemetry) -> pd.DataFrame:
-    """Trials ranked by best dev EER (then conflict fraction), with the search's params."""
+    """Trials ranked by the saved model's dev EER, then the best epoch's (trials without a saved
+    model come after those with one), then conflict fraction; with the search's params."""
     table = trial_summary(tel).drop(columns=["config_json", "run_dir"], errors="ignore")
-    table = table.sort_values(["best_dev_eer", "conflict_fraction"], na_position="last")
+    table = table.sort_values(["model_dev_eer", "best_dev_eer", "conflict_fraction"], na_position="last")
     table.insert(0, "rank", range(1, len(table) + 1))
     return table.reset_index(drop=True)
 
 
 def summary(tel: Telemetry) -> dict[str, object]:
-    """Headline numbers for a report."""
+    """Headline numbers for a report. `best_trial` is the trial whose saved model has the lowest
+    dev EER (`model_dev_eer` and its interval); `best_epoch_dev_eer` is that trial's best epoch's
+    dev EER, which is lower by selection and not what its model.pt scores. Without any saved
+    model the best epoch of any trial is the headline, named so."""
     overall = conflict_fraction(tel).iloc[0]
     counts = tel.sql(
         """SELECT (SELECT count(*) FROM layers) AS layer_rows, (SELECT count(*) FROM epochs) AS epochs,
@@ -246,19 +332,28 @@ def summary(tel: Telemetry) -> dict[str, object]:
     ).iloc[0]
     table = comparison_table(tel)
     best = table.dropna(subset=["best_dev_eer"]).head(1)
+    value = lambda col: None if best.empty or pd.isna(best[col].iloc[0]) else float(best[col].iloc[0])
+    scalar = lambda v: None if pd.isna(v) else float(v)
     return {
         "runs_dir": str(tel.path),
-        "trials": int(len(tel.trials)),
+        "trials": len(tel.trials),
         "trials_with_telemetry": int(tel.trials["has_telemetry"].sum()),
+        "trials_completed": int((table["status"] == COMPLETED).sum()),
         "steps": int(overall["steps"]),
         "skipped_steps": int(overall["skipped_steps"]),
         "layer_rows": int(counts["layer_rows"]),
         "epochs": int(counts["epochs"]),
         "restarts": int(counts["restarts"]),
-        "conflict_fraction": None if pd.isna(overall["conflict_fraction"]) else float(overall["conflict_fraction"]),
-        "mean_cos": None if pd.isna(overall["mean_cos"]) else float(overall["mean_cos"]),
+        "conflict_fraction": scalar(overall["conflict_fraction"]),
+        "conflict_low": scalar(overall["conflict_low"]),
+        "conflict_high": scalar(overall["conflict_high"]),
+        "mean_cos": scalar(overall["mean_cos"]),
         "best_trial": None if best.empty else f"{best['run_id'].iloc[0]}/{best['trial_id'].iloc[0]}",
-        "best_dev_eer": None if best.empty else float(best["best_dev_eer"].iloc[0]),
+        "model_dev_eer": value("model_dev_eer"),
+        "model_dev_eer_low": value("model_dev_eer_low"),
+        "model_dev_eer_high": value("model_dev_eer_high"),
+        "best_epoch_dev_eer": value("best_dev_eer"),
+        "best_epoch": None if best.empty or pd.isna(best["best_epoch"].iloc[0]) else int(best["best_epoch"].iloc[0]),
     }
 
 

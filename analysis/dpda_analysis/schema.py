@@ -6,10 +6,17 @@ column added or retyped in one place changes both sides together. Files carry
 
 Layout of one run (the writer's `uri_or_path` is RUN_DIR)::
 
-    RUN_DIR/telemetry/<table>/attempt=<K>/part-<NNNNN>.parquet
+    RUN_DIR/telemetry/<table>/attempt-<K>/part-<NNNNN>.parquet
 
 `<table>` is one of `TABLES`. Each part is written to `.part-<NNNNN>.parquet.tmp` and then
-renamed, so readers only ever glob `PART_GLOB` and never see a half-written file.
+renamed, so readers only ever glob `PART_GLOB` and never see a half-written file (pyarrow
+datasets skip dot files too). The attempt directory is deliberately not a hive key
+(`attempt=<K>`, schema 1): pandas, pyarrow and Polars would add an inferred int32/int64
+`attempt` partition column that clashes with the in-file int16 one. Every part file carries all
+its ids, so `pd.read_parquet(RUN_DIR/telemetry/steps)`, `pyarrow.dataset.dataset(...)`,
+`polars.read_parquet(...)` and DuckDB's `FROM '.../steps/*/*.parquet'` need no options.
+
+Epochs are 1-based (epoch 1 is the first), as in the console, Tune's `epoch` and the report.
 
 Supersession: attempt K+1 that resumes from step S (the first step index it will run) makes
 rows of attempts <= K with `step >= S` stale. A row of attempt `a` at step `s` is kept iff no
@@ -20,8 +27,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
-"""Bumped on any incompatible change (a column removed, renamed or retyped)."""
+SCHEMA_VERSION = 2
+"""Bumped on any incompatible change (a column removed, renamed or retyped, a changed meaning or
+layout). 2: epochs 1-based (were 0-based); attempt directories `attempt-<K>` (were `attempt=<K>`)."""
 
 META_VERSION_KEY = b"dpda.telemetry.schema_version"
 META_TABLE_KEY = b"dpda.telemetry.table"
@@ -36,8 +44,8 @@ STEPS = pa.schema(
         pa.field("run_id", _ID, nullable=False),
         pa.field("trial_id", _ID, nullable=False),
         pa.field("attempt", pa.int16(), nullable=False),
-        pa.field("epoch", pa.int32(), nullable=False),
-        pa.field("step", pa.int64(), nullable=False),
+        pa.field("epoch", pa.int32(), nullable=False),  # 1-based
+        pa.field("step", pa.int64(), nullable=False),  # 0-based global step index
         pa.field("world_size", pa.int16(), nullable=False),
         pa.field("rule", _ID, nullable=False),
         pa.field("strength", pa.float32()),
@@ -90,7 +98,7 @@ EPOCHS = pa.schema(
         pa.field("run_id", _ID, nullable=False),
         pa.field("trial_id", _ID, nullable=False),
         pa.field("attempt", pa.int16(), nullable=False),
-        pa.field("epoch", pa.int32(), nullable=False),
+        pa.field("epoch", pa.int32(), nullable=False),  # 1-based
         pa.field("step", pa.int64(), nullable=False),  # last step index run in this epoch
         pa.field("n_steps", pa.int64(), nullable=False),  # steps this attempt logged in the epoch
         pa.field("dev_loss", pa.float64()),
@@ -164,6 +172,18 @@ def part_name(seq: int) -> str:
     return f"part-{seq:05d}.parquet"
 
 
+ATTEMPT_PREFIX = "attempt-"
+ATTEMPT_GLOB = ATTEMPT_PREFIX + "*"
+LEGACY_ATTEMPT_GLOB = "attempt=*"  # schema 1's hive-style directories
+
+
 def attempt_dir(table: str, attempt: int) -> str:
     """Directory of one attempt's parts, relative to RUN_DIR/telemetry."""
-    return f"{table}/attempt={attempt}"
+    return f"{table}/{ATTEMPT_PREFIX}{attempt}"
+
+
+def attempt_of_dir(name: str) -> int | None:
+    """The attempt number of an attempt directory's name; None for any other name."""
+    if not name.startswith(ATTEMPT_PREFIX) or not name[len(ATTEMPT_PREFIX):].isdigit():
+        return None
+    return int(name[len(ATTEMPT_PREFIX):])

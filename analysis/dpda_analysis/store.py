@@ -183,11 +183,12 @@ class Telemetry:
         run_id, trial_id = pairs[0]
         consts = {"run_id": _sql_str(run_id), "trial_id": _sql_str(trial_id)}
         plain, out = [], []
-        for directory in sorted((run.telemetry / table).glob("attempt=*")):
-            parts = self._parts(str(directory / S.PART_GLOB))
+        for directory in sorted((run.telemetry / table).glob(S.ATTEMPT_GLOB)):
+            attempt = S.attempt_of_dir(directory.name)
+            parts = self._parts(str(directory / S.PART_GLOB)) if attempt is not None else []
             if not parts:
                 continue
-            cut = self._cut.get((run_id, trial_id, int(directory.name.split("=", 1)[1])))
+            cut = self._cut.get((run_id, trial_id, attempt))
             if cut is None:
                 plain += parts
                 continue
@@ -256,7 +257,7 @@ class Telemetry:
         ).fetchall() if sources else []
         by_run: dict[str, set[tuple[str, str]]] = {}
         for filename, run_id, trial_id in rows:
-            run_dir = str(Path(filename).parents[3])  # RUN/telemetry/attempts/attempt=K/part
+            run_dir = str(Path(filename).parents[3])  # RUN/telemetry/attempts/attempt-K/part
             by_run.setdefault(run_dir, set()).add((run_id, trial_id))
         return {k: sorted(v) for k, v in by_run.items()}
 
@@ -304,7 +305,7 @@ class Telemetry:
             run_id, trial_id = by_dir.loc[str(run.path)]
             for i, rec in enumerate(run.results):
                 if self.metric in rec and not isinstance(rec[self.metric], (str, bool)):
-                    epoch = rec.get("epoch", rec.get("training_iteration", i + 1) - 1)
+                    epoch = rec.get("epoch", rec.get("training_iteration", i + 1))  # 1-based
                     rows.append((run_id, trial_id, int(epoch), float(rec[self.metric])))
         return pd.DataFrame(rows, columns=["run_id", "trial_id", "epoch", self.metric])
 

@@ -105,7 +105,8 @@ def _init_ray(address: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dpda.console import info
-    from dpda.tune.tuner import format_outcome, run_search
+    from dpda.tune.study_files import HPARAMS_DIR, dashboard_command
+    from dpda.tune.tuner import experiment_path, format_outcome, run_search
 
     space = load_space(args)
     check_corpus_paths(space.base, space.source)
@@ -114,7 +115,10 @@ def run(args: argparse.Namespace) -> int:
          f"metric {space.tune.metric} ({space.tune.mode}), {space.tune.workers} worker(s) per trial")
     outcome = run_search(space, storage=args.storage, name=args.name, resume=args.resume, verbose=tune_verbosity())
     print(format_outcome(space, outcome), flush=True)
-    info(f"TensorBoard: tensorboard --logdir {outcome.experiment_path}")
+    info(f"TensorBoard: tensorboard --logdir {outcome.experiment_path} (HParams: --logdir "
+         f"{experiment_path(outcome.experiment_path, HPARAMS_DIR)})")
+    if "://" not in outcome.experiment_path:
+        info(f"Optuna dashboard: {dashboard_command(outcome.experiment_path)}")
     if outcome.best_config is None and not outcome.interrupted:
         raise UserError(f"{outcome.experiment_path}: no trial finished with a finite {space.tune.metric}; "
                         "each trial's error is in its folder there (error.txt)")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dpda_analysis.conflict import conflict_fraction, step_counts
+from dpda_analysis.evaluation import SEARCH_SPACE_FILE
 from dpda.telemetry.writer import TelemetryWriter
 
 RULES = ("none", "pcgrad", "gradvac", "cagrad")
@@ -71,9 +73,11 @@ def _write_attempt(
     rng: np.random.Generator,
     flush_every: int,
     resumed_from: int | None,
+    superseded_from: int | None = None,
 ) -> float:
-    """Log steps [first, last) and their epoch ends; return the attempt's conflict fraction."""
-    names = [f"layer{i:03d}.weight" for i in range(n_layers)]
+    """Log steps [first, last) and their epoch ends; return the lowest dev EER logged before
+    `superseded_from` (a later attempt's resume point), 1.0 when none."""
+    names = layer_names(n_layers)
     steps = np.arange(first, last)
     stats = step_stats(rng, len(steps), n_layers, _RULE_SHIFT.get(trial.rule, 0.0), steps / max(total, 1))
     with TelemetryWriter(
@@ -85,15 +89,61 @@ def _write_attempt(
         per_step = [
             {k: (v[i].tolist() if v.ndim == 2 else v[i].item()) for k, v in stats.items()} for i in range(len(steps))
         ]
-        conflict_frac = float(stats["conflict"][~stats["skipped"]].mean()) if len(steps) else 0.0
+        counted, conflicts = step_counts(stats["skipped"], stats["conflict"])
+        conflict_frac = float(np.nan_to_num(conflict_fraction(conflicts, counted)))
+        best = 1.0
         for i, step in enumerate(steps):
-            epoch = int(step // steps_per_epoch)
-            writer.log_step(int(step), epoch, per_step[i], lr=1e-4 * (0.95**epoch))
+            epoch = int(step // steps_per_epoch) + 1  # 1-based, as the Trainer logs it
+            writer.log_step(int(step), epoch, per_step[i], lr=1e-4 * (0.95 ** (epoch - 1)))
             if (step + 1) % steps_per_epoch == 0:
-                eer = (0.02 + 0.25 * conflict_frac + 0.2 * np.exp(-epoch / (1 + 8 * conflict_frac))
-                       + 0.002 * epoch + rng.normal(0, 0.004))
+                done = epoch - 1
+                eer = (0.02 + 0.25 * conflict_frac + 0.2 * np.exp(-done / (1 + 8 * conflict_frac))
+                       + 0.002 * done + rng.normal(0, 0.004))
                 writer.log_epoch(epoch, int(step), dev_loss=float(eer * 2), dev_eer=float(eer), lr=1e-4)
-    return conflict_frac
+                if superseded_from is None or step < superseded_from:
+                    best = min(best, float(eer))
+    return best
+
+
+def layer_names(n_layers: int) -> list[str]:
+    """Parameter names shaped like an SSL front end with a transformer and a small head (what
+    the report groups by module): up to 7 front-end convolutions, blocks of 16 tensors, 2 head ones."""
+    head = ["head.fc.weight", "head.fc.bias"][: min(2, n_layers)]
+    front = [f"ssl.feature_extractor.conv_layers.{i}.conv.weight" for i in range(min(7, n_layers // 10))]
+    block = [f"{part}.{kind}" for part in ("attention.q_proj", "attention.k_proj", "attention.v_proj",
+                                          "attention.out_proj", "layer_norm", "feed_forward.intermediate_dense",
+                                          "feed_forward.output_dense", "final_layer_norm")
+             for kind in ("weight", "bias")]
+    middle = [f"ssl.encoder.layers.{i // len(block)}.{block[i % len(block)]}"
+              for i in range(n_layers - len(head) - len(front))]
+    return front + middle + head
+
+
+def _write_outcome(trial: SyntheticTrial, rng: np.random.Generator, best_eer: float) -> None:
+    """What a finished Trainer leaves beside its telemetry: summary.json (the saved averaged
+    model's dev EER, a little worse than the best epoch's) and eval/ (per set and per attack,
+    with bootstrap-like intervals)."""
+    final = best_eer + abs(rng.normal(0.01, 0.005))
+    summary = {"run_id": trial.run_id, "final_dev_eer": final, "final_dev_eer_low": final * 0.8,
+               "final_dev_eer_high": final * 1.25, "best_dev_eer": best_eer, "averaged_epochs": [1]}
+    (trial.run_dir / "summary.json").write_text(json.dumps(summary))
+    out = trial.run_dir / "eval"
+    out.mkdir(exist_ok=True)
+    rows = []
+    for name, shift, n in (("eval", 0.03, 4000), ("in_the_wild", 0.12, 2000)):
+        eer = final + shift + rng.normal(0, 0.01)
+        half = 1.96 * np.sqrt(eer * (1 - eer) / n) * 1.5
+        rows.append(f"{name},{name},{n // 4},{n - n // 4},{eer:.6f},0.0,{eer - half:.6f},{eer + half:.6f}")
+        attacks = [f"A{k:02d}" for k in range(7, 20)] if name == "eval" else ["wild"]
+        lines = ["factor,value,n_bonafide,n_spoof,eer,threshold,eer_low,eer_high",
+                 f"all,pooled,{n // 4},{n - n // 4},{eer:.6f},0.0,{eer - half:.6f},{eer + half:.6f}"]
+        for attack in attacks:
+            a = float(np.clip(eer + rng.normal(0, 0.05), 0.001, 0.6))
+            h = 1.96 * np.sqrt(a * (1 - a) / 500) * 1.5
+            lines.append(f"attack,{attack},{n // 4},{(n - n // 4) // len(attacks)},{a:.6f},0.0,{a - h:.6f},{a + h:.6f}")
+        (out / f"{name}.breakdown.csv").write_text("\n".join(lines) + "\n")
+    (out / "metrics.csv").write_text("set,spec,n_bonafide,n_spoof,eer,threshold,eer_low,eer_high\n"
+                                     + "\n".join(rows) + "\n")
 
 
 def write_synthetic_experiment(
@@ -104,6 +154,7 @@ def write_synthetic_experiment(
     layers: int = 6,
     steps_per_epoch: int = 50,
     restart_trials: int = 1,
+    stopped_trials: int = 0,
     flush_every: int = 64,
     seed: int = 0,
     experiment: str = "synthetic_exp",
@@ -111,10 +162,18 @@ def write_synthetic_experiment(
     """Write a Tune-style experiment dir (params.json, result.json, telemetry/) under `root`.
 
     The first `restart_trials` trials crash at 3/4 of training and restart (attempt 1) from the
-    checkpoint at the end of the first half's last full epoch.
+    checkpoint at the end of the first half's last full epoch. The last `stopped_trials` trials
+    stop after their first epoch (as ASHA stops them: no summary.json, no eval/); the others
+    finish and leave summary.json and eval/ as the Trainer does.
     """
     rng = np.random.default_rng(seed)
     exp = Path(root) / experiment
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / SEARCH_SPACE_FILE).write_text(json.dumps({"params": [  # as `dpda tune` snapshots its space
+        {"key": "rule", "kind": "choice", "choices": list(RULES)},
+        {"key": "rawboost_algo", "kind": "choice", "choices": [1, 3, 4, 5]},
+        {"key": "strength", "kind": "uniform", "low": 0.2, "high": 1.0},
+        {"key": "lr", "kind": "loguniform", "low": 1e-5, "high": 1e-3}]}, indent=2))
     out = []
     for i in range(trials):
         rule = RULES[i % len(RULES)]
@@ -123,20 +182,26 @@ def write_synthetic_experiment(
         trial_id = f"{i:05d}"
         run_dir = exp / f"train_fn_{trial_id}_{i}_rule={rule},algo={algo}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        restart = (steps // 2) // steps_per_epoch * steps_per_epoch if i < restart_trials else None
+        stopped = i >= trials - stopped_trials
+        trial_steps = min(steps, steps_per_epoch) if stopped else steps
+        restart = (trial_steps // 2) // steps_per_epoch * steps_per_epoch if i < restart_trials else None
         trial = SyntheticTrial(run_dir, experiment, trial_id, rule, algo, strength, restart)
         params = {"train_loop_config": {"rule": rule, "rawboost_algo": algo, "strength": strength,
                                         "lr": float(10 ** rng.uniform(-5, -3))}}
         (run_dir / "params.json").write_text(json.dumps(params))
         if restart is not None and restart > 0:
-            crash = min(steps, restart + max(1, steps // 4))
-            _write_attempt(trial, 0, 0, crash, steps_per_epoch, steps, layers, rng, flush_every, None)
-            _write_attempt(trial, 1, restart, steps, steps_per_epoch, steps, layers, rng, flush_every, restart)
+            crash = min(trial_steps, restart + max(1, trial_steps // 4))
+            first = _write_attempt(trial, 0, 0, crash, steps_per_epoch, steps, layers, rng, flush_every, None,
+                                   superseded_from=restart)
+            best = min(first, _write_attempt(trial, 1, restart, trial_steps, steps_per_epoch, steps, layers, rng,
+                                             flush_every, restart))
         else:
-            _write_attempt(trial, 0, 0, steps, steps_per_epoch, steps, layers, rng, flush_every, None)
+            best = _write_attempt(trial, 0, 0, trial_steps, steps_per_epoch, steps, layers, rng, flush_every, None)
         with (run_dir / "result.json").open("w") as fh:
-            for epoch in range(steps // steps_per_epoch):
-                fh.write(json.dumps({"trial_id": trial_id, "training_iteration": epoch + 1,
+            for epoch in range(1, trial_steps // steps_per_epoch + 1):
+                fh.write(json.dumps({"trial_id": trial_id, "training_iteration": epoch, "epoch": epoch,
                                      "loss": 0.1}) + "\n")
+        if not stopped:
+            _write_outcome(trial, rng, best)
         out.append(trial)
     return out

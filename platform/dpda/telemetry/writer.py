@@ -139,12 +139,15 @@ class TelemetryWriter:
 
     # ---------------------------------------------------------------- training-thread API
     def log_step(self, step: int, epoch: int, stats: Mapping[str, Any], lr: float) -> None:
-        """Record one optimisation step (`stats` = `StepStats.to_host()`); cheap, non-blocking.
+        """Record one optimisation step (`stats` = `StepStats.to_host()`, `epoch` 1-based, `step`
+        the 0-based global index); cheap, non-blocking.
 
         The per-layer sequences are kept by reference until the next flush: pass fresh ones.
         """
         if self._error is not None:
             self._raise()
+        if epoch < 1:
+            raise ValueError(f"telemetry: epochs are 1-based (schema {S.SCHEMA_VERSION}), got epoch {epoch}")
         buf = self._buf
         try:
             for key, column in buf.stats.items():
@@ -181,11 +184,14 @@ class TelemetryWriter:
         lr: float | None = None,
         **extra: Any,
     ) -> None:
-        """Record an epoch end (`step` = last step index run in it) and flush, waiting.
+        """Record the end of (1-based) `epoch` (`step` = last step index run in it) and flush,
+        waiting.
 
         Train-loss means and the conflict fraction cover the non-skipped steps this writer
         logged since the previous `log_epoch`. Extra keyword metrics go into `extra_json`.
         """
+        if epoch < 1:
+            raise ValueError(f"telemetry: epochs are 1-based (schema {S.SCHEMA_VERSION}), got epoch {epoch}")
         acc, self._acc = self._acc, EpochTally()
         row = {
             "epoch": int(epoch),
@@ -388,5 +394,5 @@ def make_writer(enabled: bool, *args: Any, **kwargs: Any) -> TelemetryWriter | N
 def next_attempt(uri_or_path: str | os.PathLike) -> int:
     """The attempt number a restart of the run at `uri_or_path` should use (0 if none yet)."""
     sink = PartSink(telemetry_root(uri_or_path))
-    seen = [int(d.split("=", 1)[1]) for d in sink.list_subdirs("attempts") if d.startswith("attempt=")]
-    return 1 + max(seen, default=-1)
+    seen = [S.attempt_of_dir(d) for d in sink.list_subdirs("attempts")]
+    return 1 + max((a for a in seen if a is not None), default=-1)

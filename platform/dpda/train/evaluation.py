@@ -35,7 +35,8 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
 
     `corpora` is a list of `[NAME=]SPEC` arguments, or {name: [spec, ...]} as in a config's
     `data.eval` (several specs of one name are scored as one set). With `interval_draws` > 0 each
-    set's row also gets a 95% bootstrap interval of its EER (`eer_low`, `eer_high`).
+    set's row, and each row of its breakdown (per attack and condition), also gets a 95% bootstrap
+    interval of its EER (`eer_low`, `eer_high`).
     `checkpoint_format` and `settings` are `load_trained_model`'s (a published checkpoint gets
     dpda's default config, e.g. `data.length` 66,800, with `settings` applied)."""
     import pandas as pd
@@ -63,7 +64,7 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
                                 num_workers=num_workers, progress=True, score=kind)
         write_scores(out / f"{name}.scores.txt", manifest["utt"], result.scores)
         scores = pd.Series(result.scores, index=manifest["utt"].to_numpy(), name="score")
-        breakdown(manifest, scores).to_csv(out / f"{name}.breakdown.csv", index=False)
+        breakdown(manifest, scores, draws=interval_draws).to_csv(out / f"{name}.breakdown.csv", index=False)
         target = manifest["target"].to_numpy()
         eer, threshold = compute_eer(result.scores[target == 1], result.scores[target == 0])
         rows.append({"set": name, "spec": spec, "n_bonafide": int((target == 1).sum()),

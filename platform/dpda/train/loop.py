@@ -27,7 +27,8 @@ from dpda.console import track
 from dpda.data.corpora import load_manifest
 from dpda.data.dataset import AudioDataset, make_loader
 from dpda.errors import UserError
-from dpda.metrics import compute_eer
+from dpda.metrics import compute_eer, eer_interval
+from dpda.metrics.bootstrap import DEFAULT_DRAWS
 from dpda.models import build_model, load_ssl_weights
 from dpda.telemetry import NullTelemetryWriter, TelemetryWriter, next_attempt
 from dpda.telemetry.tally import EpochTally
@@ -182,7 +183,7 @@ class Trainer:
         self.attempt = int(state["attempt"]) + 1
         self.run_id = self.run_id or state["run_id"]
         if self.is_main:
-            print(f"[dpda] resumed from {path} at epoch {self.epoch} (attempt {self.attempt})", flush=True)
+            print(f"[dpda] resumed from {path} after epoch {self.epoch} (attempt {self.attempt})", flush=True)
 
     def _find_resume(self) -> Path | None:
         if self.resume_from is not None:
@@ -219,7 +220,7 @@ class Trainer:
             target = target.to(self.device, non_blocking=True)
             host = self.train_step(wave, aug, target, gen).to_host()
             tally.add(host)  # one device-to-host transfer per step, needed for telemetry
-            telemetry.log_step(step=self.global_step, epoch=epoch, stats=host, lr=lr)
+            telemetry.log_step(step=self.global_step, epoch=epoch + 1, stats=host, lr=lr)  # 1-based
             self.global_step += 1  # steps completed; also the 0-based index of the next step
         means = {k: float("nan") if v is None else v for k, v in tally.means().items()}
         return {
@@ -239,7 +240,9 @@ class Trainer:
             if buf.is_floating_point():
                 self.reduce_fn(buf)
 
-    def _evaluate_dev(self) -> dict[str, float]:
+    def _evaluate_dev(self, interval: bool = False) -> dict[str, float]:
+        """Dev loss, EER and threshold; with `interval` also the EER's 95% bootstrap interval
+        (`dev_eer_low`, `dev_eer_high`), which the saved model's summary reports."""
         result = score_manifest(
             self.model, self.dev_manifest, length=self.cfg.data.length,
             batch_size=max(self.cfg.optim.batch_size * 2, 8), device=self.device,
@@ -247,8 +250,12 @@ class Trainer:
             score=self.cfg.eval.score,
         )
         target = self.dev_manifest["target"].to_numpy()
-        eer, threshold = compute_eer(result.scores[target == 1], result.scores[target == 0])
-        return {"dev_loss": result.loss, "dev_eer": float(eer), "dev_threshold": float(threshold)}
+        bona, spoof = result.scores[target == 1], result.scores[target == 0]
+        eer, threshold = compute_eer(bona, spoof)
+        out = {"dev_loss": result.loss, "dev_eer": float(eer), "dev_threshold": float(threshold)}
+        if interval:
+            out["dev_eer_low"], out["dev_eer_high"] = eer_interval(bona, spoof, draws=DEFAULT_DRAWS)
+        return out
 
     def _keep_best(self, epoch: int, metrics: dict[str, float]) -> bool:
         """Track the n best epochs by the selection metric; returns True if this epoch improved."""
@@ -314,7 +321,7 @@ class Trainer:
                 self.history.append({"epoch": epoch, **dev_metrics, **train_metrics})
                 self.epoch = epoch + 1
                 telemetry.log_epoch(
-                    epoch, self.global_step - 1, dev_loss=dev_metrics["dev_loss"],
+                    epoch + 1, self.global_step - 1, dev_loss=dev_metrics["dev_loss"],
                     dev_eer=dev_metrics["dev_eer"], lr=metrics["lr"],
                     best_dev_eer=metrics["best_dev_eer"], epochs_to_best=metrics["epochs_to_best"],
                 )
@@ -337,7 +344,7 @@ class Trainer:
         states = [load_checkpoint(p, MODEL_FORMAT)["model"] for p in paths if p.exists()]
         if states:
             self.model.load_state_dict(average_state_dicts(states, self.cfg.checkpoint.average_formula))
-        dev = self._evaluate_dev()
+        dev = self._evaluate_dev(interval=True)
         model_file = self.run_dir / "model.pt"
         save_checkpoint(
             {
@@ -351,7 +358,9 @@ class Trainer:
         )
         summary.update({
             "averaged_epochs": [int(e) + 1 for _, e in self.best],
-            "final_dev_eer": dev["dev_eer"],
+            "final_dev_eer": dev["dev_eer"],  # the saved (averaged) model's, what model.pt scores
+            "final_dev_eer_low": dev["dev_eer_low"],
+            "final_dev_eer_high": dev["dev_eer_high"],
             "final_dev_loss": dev["dev_loss"],
             "best_dev_eer": min(h["dev_eer"] for h in self.history) if self.history else math.nan,
             "model": str(model_file),
@@ -362,7 +371,7 @@ class Trainer:
             rows = evaluate_sets(model_file, self.cfg.data.eval, self.run_dir / "eval",
                                  batch_size=max(self.cfg.optim.batch_size * 2, 8),
                                  num_workers=self.cfg.data.num_workers, device=str(self.device),
-                                 check=self.cfg.data.check)
+                                 check=self.cfg.data.check, interval_draws=DEFAULT_DRAWS)
             summary["eval_eer"] = {r["set"]: r["eer"] for r in rows}
         write_json(self.run_dir / "summary.json", summary)
         print(f"[dpda] averaged epochs {summary['averaged_epochs']}: dev EER {100 * dev['dev_eer']:.2f}% "

@@ -25,11 +25,14 @@ from typing import Any
 import yaml
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from dpda_analysis.evaluation import SEARCH_SPACE_FILE
+
 from dpda.errors import UserError
 from dpda.tune.search_space import SearchSpace
+from dpda.tune.study_files import hparams_callback, optuna_storage
 
 TIME_ATTR = "epoch"
-SPACE_SNAPSHOT = "search_space.json"
+SPACE_SNAPSHOT = SEARCH_SPACE_FILE  # the report reads the searched keys and their scales from it
 RESULTS_CSV = "results.csv"
 BEST_CONFIG = "best_config.yaml"
 TRAIN_RUNS = "train_runs"  # Ray Train storage of multi-worker trials, inside the experiment dir
@@ -249,6 +252,11 @@ def _trainable(space: SearchSpace, layout: dict[str, Any]):
     return tune.with_resources(fn, {"cpu": 0.01})
 
 
+def _callbacks(space: SearchSpace, exp_path: str, extra: Sequence[Any]) -> list[Any]:
+    """The caller's Tune callbacks, plus TensorBoard HParams per trial in a local experiment dir."""
+    return [*extra, *([] if _is_uri(exp_path) else [hparams_callback(space, exp_path)])]
+
+
 def run_search(
     space: SearchSpace,
     *,
@@ -262,7 +270,8 @@ def run_search(
 
     The experiment lives in `storage/name` (default runs/tune/<space name>): Tune's state and
     TensorBoard/CSV/JSON logs per trial, each trial's run dir (telemetry, checkpoints, model.pt),
-    plus results.csv and best_config.yaml written at the end. `callbacks` are extra Tune callbacks.
+    the Optuna study (optuna.db) and TensorBoard HParams (hparams/), plus results.csv and
+    best_config.yaml written at the end. `callbacks` are extra Tune callbacks.
     """
     import optuna
     import ray
@@ -297,8 +306,10 @@ def run_search(
         settings = space.tune
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # metric/mode go to the searcher too: with a define-by-run space Tune does not pass them on
+        # the study lives in EXPERIMENT/optuna.db (optuna-dashboard opens it), not only inside Ray
         searcher = OptunaSearch(space=space, metric=settings.metric, mode=settings.mode,
-                                sampler=optuna.samplers.TPESampler(seed=settings.seed))
+                                sampler=optuna.samplers.TPESampler(seed=settings.seed),
+                                study_name=name, storage=optuna_storage(exp_path, _is_uri(exp_path)))
         scheduler = _scheduler(space, exp_path)
         tuner = tune.Tuner(
             trainable,
@@ -310,7 +321,7 @@ def run_search(
                 reuse_actors=False,
             ),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage_path, callbacks=list(callbacks) or None, verbose=verbose,
+                name=name, storage_path=storage_path, callbacks=_callbacks(space, exp_path, callbacks), verbose=verbose,
                 failure_config=tune.FailureConfig(max_failures=settings.max_failures if settings.workers == 1 else 0),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
             ),
