@@ -116,15 +116,24 @@ class StoredCheckpoints:
 
     def restore(self, latest: str, target: Path) -> Path:
         """Copy `latest`'s last.pt and every stored epoch file (the newest copy of each name) into
-        `target`; the Trainer then keeps those its last.pt names among the n best."""
+        `target`; the Trainer then keeps those its last.pt names among the n best.
+
+        If `latest` (the checkpoint Ray registered last) has no last.pt any more, a newer report
+        was uploaded and pruned the storage before Ray registered it (Ray Train registers reports
+        asynchronously): its last.pt, the newest stored, is complete (a file is deleted only
+        after a newer one was uploaded) and is the one resumed from."""
         target.mkdir(parents=True, exist_ok=True)
         local = pafs.LocalFileSystem()
         newest: dict[str, str] = {}
-        for infos in self.files().values():
+        for infos in self.files().values():  # oldest folder first: later copies win
             for info in infos:
-                if is_epoch_file(info.base_name):
+                if is_epoch_file(info.base_name) or info.base_name == LAST:
                     newest[info.base_name] = info.path
-        newest[LAST] = latest.rstrip("/") + "/" + LAST
+        registered = latest.rstrip("/") + "/" + LAST
+        if self.fs.get_file_info(registered).type == pafs.FileType.File:
+            newest[LAST] = registered
+        elif LAST not in newest:
+            raise FileNotFoundError(f"{registered}: no last.pt in the checkpoint storage {self.root}")
         for name, path in newest.items():
             pafs.copy_files(path, str(target / name), source_filesystem=self.fs, destination_filesystem=local)
         return target
