@@ -50,7 +50,8 @@ class Verdict:
     report: str  # CheckResult.format_problems(); "" when no row is bad
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON values (the disk cache's format, and what travels to trials)."""
+        return {**asdict(self), "bad_rows": list(self.bad_rows)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Verdict:
