@@ -143,7 +143,9 @@ def test_search_with_object_storage(cluster, store: LocalS3, tmp_path: Path) -> 
         assert reports >= EPOCHS
         assert written <= reports * (epoch_file + last + MB), (trial_id, written, reports)
         assert written >= reports * last  # every report did upload its last.pt
-        sys.__stdout__.write(f"[storage] trial {trial_id}: {reports} reports, {written} B written; last.pt {last} B, "
+        in_checkpoints = sum(n for key, n in store.written.items() if key.startswith(prefix + "checkpoint_"))
+        sys.__stdout__.write(f"[storage] trial {trial_id}: {reports} reports, {written} B written "
+                             f"({in_checkpoints} B in checkpoint folders); last.pt {last} B, "
                              f"epoch file {epoch_file} B; the whole folder would be {old_report} B per report\n")
 
     # ---- the killed trial resumed from the storage, not from scratch: epoch 1 ran once. (It was

@@ -114,9 +114,10 @@ class StoredCheckpoints:
                 self.fs.delete_dir(folder)
         return deleted
 
-    def restore(self, latest: str, target: Path) -> Path:
-        """Copy `latest`'s last.pt and every stored epoch file (the newest copy of each name) into
-        `target`; the Trainer then keeps those its last.pt names among the n best.
+    def restore(self, latest: str, target: Path, epoch_files: bool = True) -> Path:
+        """Copy `latest`'s last.pt and (with `epoch_files`) every stored epoch file, the newest
+        copy of each name, into `target`; the Trainer then keeps those its last.pt names among
+        the n best.
 
         If `latest` (the checkpoint Ray registered last) has no last.pt any more, a newer report
         was uploaded and pruned the storage before Ray registered it (Ray Train registers reports
@@ -127,7 +128,7 @@ class StoredCheckpoints:
         newest: dict[str, str] = {}
         for infos in self.files().values():  # oldest folder first: later copies win
             for info in infos:
-                if is_epoch_file(info.base_name) or info.base_name == LAST:
+                if (epoch_files and is_epoch_file(info.base_name)) or info.base_name == LAST:
                     newest[info.base_name] = info.path
         registered = latest.rstrip("/") + "/" + LAST
         if self.fs.get_file_info(registered).type == pafs.FileType.File:

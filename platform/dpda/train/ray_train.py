@@ -122,11 +122,8 @@ def restore_checkpoint(scratch: Path, rank: int) -> Path | None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
-    target = scratch / "restored"
-    if rank == 0:
-        return StoredCheckpoints.of_checkpoint(checkpoint).restore(checkpoint.path, target)
-    checkpoint.to_directory(str(target))
-    return target
+    stored = StoredCheckpoints.of_checkpoint(checkpoint)
+    return stored.restore(checkpoint.path, scratch / "restored", epoch_files=rank == 0)
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:

@@ -176,6 +176,14 @@ def _write_text(path: str, text: str, filesystem: Any = None) -> None:
         f.write(text.encode())
 
 
+def _exists(path: str, filesystem: Any = None) -> bool:
+    """Whether a file exists at a local path, a storage URI or a path on `filesystem`."""
+    import pyarrow.fs
+
+    fs, inner = _resolve(path, filesystem)
+    return fs.get_file_info(inner).type == pyarrow.fs.FileType.File
+
+
 def _read_text(path: str, filesystem: Any = None) -> str | None:
     if not _is_uri(path) and filesystem is None:
         return Path(path).read_text() if Path(path).exists() else None
@@ -286,6 +294,7 @@ def run_search(
     callbacks: Sequence[Any] = (),
     verbose: int = 1,
     storage_filesystem: Any = None,
+    checked: dict[str, dict[str, Any]] | None = None,
 ) -> SearchOutcome:
     """Run (or with `resume`, continue) the search; Ray must be initialised by the caller.
 
@@ -294,7 +303,8 @@ def run_search(
     plus results.csv and best_config.yaml written at the end. `callbacks` are extra Tune callbacks.
     `storage_filesystem` (a pyarrow filesystem, e.g. S3FileSystem(endpoint_override=...)) makes
     `storage` a path on it, as in Ray's RunConfig. The corpora are checked here, once, before any
-    trial starts; trials and ranks reuse the verdicts (dpda.data.check_cache).
+    trial starts (unless the caller did: `checked`); trials and ranks reuse the verdicts
+    (dpda.data.check_cache).
     """
     import optuna
     import ray
@@ -310,7 +320,7 @@ def run_search(
         "cwd": os.getcwd(),
         "train_storage": experiment_path(exp_path, TRAIN_RUNS),
         "storage_filesystem": fs,
-        "checked": check_corpora(space),
+        "checked": checked if checked is not None else check_corpora(space),
     }
     trainable = _trainable(space, layout)
     snapshot_path = experiment_path(exp_path, SPACE_SNAPSHOT)
@@ -434,7 +444,7 @@ def summarise(space: SearchSpace, grid: Any, exp_path: str, filesystem: Any = No
         return SearchOutcome(exp_path, table, None, None, None, None, interrupted)
     trial_id = best.metrics.get("trial_id")
     model = str(Path(best.path) / "model.pt") if best.path else None
-    if model and filesystem is None and not _is_uri(model) and not Path(model).exists():
+    if model and not _exists(model, filesystem):
         model = None
     header = (
         f"# Best trial of {exp_path}: {trial_id}, {column} {value:.6g} ({space.tune.mode}).\n"
