@@ -68,8 +68,12 @@ def cluster(store, tmp_path_factory):
     c.wait_for_nodes()
     ray.init(address=c.address, log_to_driver=False,
              runtime_env={"worker_process_setup_hook": "support.log_corpus_checks"})
+    from dpda.data import check
+
+    unlogged = check.inspect_manifest
     log_corpus_checks()  # the driver (this process) too
     yield c
+    check.inspect_manifest = unlogged
     ray.shutdown()
     c.shutdown()
     for k, v in saved.items():

@@ -9,7 +9,8 @@ fingerprint and trust the verdict instead of decoding again.
 The fingerprint (sha256) covers what a verdict depends on: the check's settings (policy, decode
 mode, sample-rate range, peak limit, `CHECK_VERSION`; not the fail/skip policy, which is
 applied to the verdict), the corpus spec and root, every manifest
-row's path, label and id, and each file's size and modification time (`os.stat`, no read). A
+row's path, label and id, and each file's size, modification time and mode (`os.stat`, no
+read: a file made unreadable is checked again). A
 corpus whose files are replaced, re-encoded or truncated gets a new fingerprint and is checked
 again; an unchanged one is not, in this process or a later one.
 
@@ -68,7 +69,7 @@ def cache_dir() -> Path:
 
 
 def fingerprint(manifest: pd.DataFrame) -> str:
-    """sha256 of the check settings, the corpus and its files' sizes and mtimes."""
+    """sha256 of the check settings, the corpus and its files' sizes, mtimes and modes."""
     h = hashlib.sha256()
     settings = {"version": CHECK_VERSION, "decode": "all", "rates": list(SAMPLE_RATE_RANGE),
                 "max_peak": MAX_PEAK, "spec": manifest.attrs.get("spec"), "root": manifest.attrs.get("root")}
@@ -77,7 +78,7 @@ def fingerprint(manifest: pd.DataFrame) -> str:
     for path, label, utt in zip(frame["path"].astype(str), frame["label"].astype(str), frame["utt"].astype(str)):
         try:
             st = os.stat(path)
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+            stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"
         except OSError:
             stamp = "missing"
         h.update(f"{path}\0{label}\0{utt}\0{stamp}\n".encode())
