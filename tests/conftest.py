@@ -12,6 +12,22 @@ TINY_SYNTH = dict(
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def corpus_check_cache(tmp_path_factory) -> Path:
+    """Corpus-check verdicts (dpda.data.check_cache) go to a folder of this test session, not to
+    the user's ~/.cache; subprocesses and Ray workers inherit the variable."""
+    import os
+
+    path = tmp_path_factory.mktemp("dpda_cache")
+    saved = os.environ.get("DPDA_CACHE_DIR")
+    os.environ["DPDA_CACHE_DIR"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("DPDA_CACHE_DIR", None)
+    else:
+        os.environ["DPDA_CACHE_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def synth_corpus(tmp_path_factory) -> dict:
     """Tiny synthetic corpus: {'root': Path, 'specs': {split: spec}, 'counts': {split: {attack: n}},

@@ -128,3 +128,27 @@ def to_fairseq(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out["mask_emb"] = torch.zeros(64)
     out["quantizer.vars"] = torch.zeros(1, 4, 8)
     return out
+
+
+CHECK_LOG_ENV = "DPDA_TEST_CHECK_LOG"
+
+
+def log_corpus_checks() -> None:
+    """Ray `worker_process_setup_hook` (and a plain call in the test process): every corpus
+    check that decodes files appends `pid spec` to the file named by $DPDA_TEST_CHECK_LOG, so a
+    test counts the decodes of a whole search, across processes and nodes."""
+    import os
+
+    from dpda.data import check
+
+    real = check.inspect_manifest
+    if getattr(real, "logged", False):
+        return
+
+    def logged(manifest, *args, **kwargs):
+        with open(os.environ[CHECK_LOG_ENV], "a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()} {manifest.attrs.get('spec')}\n")
+        return real(manifest, *args, **kwargs)
+
+    logged.logged = True
+    check.inspect_manifest = logged

@@ -289,8 +289,9 @@ def test_a_search_without_a_finished_trial_writes_no_best_config(tmp_path, monke
 
     space = SimpleNamespace(tune=SimpleNamespace(metric="dev_eer", mode="min", num_samples=2),
                             trial_config=lambda c: c, params=())
-    monkeypatch.setattr(tuner, "_tune_states", lambda path: {})
-    monkeypatch.setattr(tuner, "results_table", lambda space, grid, states: pd.DataFrame({"status": ["error"] * 2}))
+    monkeypatch.setattr(tuner, "_tune_states", lambda path, filesystem=None: {})
+    monkeypatch.setattr(tuner, "results_table",
+                        lambda space, grid, states, remote=False: pd.DataFrame({"status": ["error"] * 2}))
     outcome = tuner.summarise(space, NoBest(), str(tmp_path))
     assert outcome.best_config is None and outcome.best_metric is None and not outcome.interrupted
     assert not (tmp_path / tuner.BEST_CONFIG).exists()

@@ -4,20 +4,25 @@ A run is a directory holding `telemetry/` (the writer's layout) and/or Tune's `p
 `result.json` (a trial that may have died before writing telemetry still shows up in the
 search views). Tune's params are flattened to `a/b` keys; `result.json` is JSON lines, one
 report per line, and a truncated last line (killed trial) is skipped.
+
+`root` is a local path or any pyarrow filesystem URI (s3://, gs://, hdfs://): resolved once to a
+`Location` (dpda_analysis.location) that every listing and read below goes through.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+import pyarrow.fs as pafs
 
 from dpda_analysis import schema as S
 from dpda_analysis.errors import AnalysisError
+from dpda_analysis.location import Location, resolve
 
 TUNE_PARAMS = "params.json"
 TUNE_RESULTS = "result.json"
@@ -29,41 +34,45 @@ _TUNE_CONFIG_PREFIXES = ("train_loop_config/",)
 class RunDir:
     """One discovered run: where its telemetry is and what Tune recorded about it."""
 
-    path: Path
-    telemetry: Path | None
+    path: Path | PurePosixPath  # on the location's filesystem
+    telemetry: Path | PurePosixPath | None
     params: dict[str, Any] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
+    location: Location = field(default_factory=lambda: resolve("."), repr=False)
 
     def parts(self, table: str) -> bool:
         """Whether this run has at least one finished part file of `table`."""
         if self.telemetry is None:
             return False
-        return bool(glob.glob(self.glob(table)))
+        return bool(self.location.glob(self.glob(table)))
 
     def glob(self, table: str) -> str:
-        return str(self.telemetry / table / S.ATTEMPT_GLOB / S.PART_GLOB)
+        """Pattern of `table`'s part files, as DuckDB reads it (see Location.duck)."""
+        return self.location.duck(self.telemetry / table / S.ATTEMPT_GLOB / S.PART_GLOB)
 
 
-def _is_telemetry_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / t).is_dir() for t in S.TABLES)
+def _is_telemetry_dir(loc: Location, path: Path | PurePosixPath) -> bool:
+    return loc.is_dir(path) and any(loc.is_dir(path / t) for t in S.TABLES)
 
 
-def find_runs(root: str | os.PathLike) -> list[RunDir]:
-    """All runs below `root` (or `root` itself), sorted by path."""
-    root = Path(root).expanduser().resolve()
-    if not root.exists():
+def find_runs(root: str | os.PathLike | Location) -> list[RunDir]:
+    """All runs below `root` (a local path, a filesystem URI, or a resolved Location), sorted."""
+    loc = root if isinstance(root, Location) else resolve(root)
+    top = loc.path(loc.root)
+    kind = loc.kind(top)
+    if kind == pafs.FileType.NotFound:
         raise AnalysisError(f"{root}: no such file or directory")
-    if not root.is_dir():
+    if kind != pafs.FileType.Directory:
         raise AnalysisError(f"{root}: expected a run, runs or Tune experiment directory")
-    if root.name == S.TELEMETRY_DIRNAME and _is_telemetry_dir(root):
-        return [_load_run(root.parent, root)]
+    if top.name == S.TELEMETRY_DIRNAME and _is_telemetry_dir(loc, top):
+        return [_load_run(loc, top.parent, top)]
     runs = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
+    for dirpath, dirnames, filenames in loc.walk(str(top)):
+        here = loc.path(dirpath)
         tdir = here / S.TELEMETRY_DIRNAME
-        has_telemetry = S.TELEMETRY_DIRNAME in dirnames and _is_telemetry_dir(tdir)
+        has_telemetry = S.TELEMETRY_DIRNAME in dirnames and _is_telemetry_dir(loc, tdir)
         if has_telemetry or TUNE_PARAMS in filenames or TUNE_RESULTS in filenames:
-            runs.append(_load_run(here, tdir if has_telemetry else None))
+            runs.append(_load_run(loc, here, tdir if has_telemetry else None))
         # Never descend into telemetry (thousands of parts) or checkpoint directories.
         dirnames[:] = sorted(
             d for d in dirnames if d != S.TELEMETRY_DIRNAME and not d.startswith("checkpoint_")
@@ -75,9 +84,9 @@ def find_runs(root: str | os.PathLike) -> list[RunDir]:
     return sorted(runs, key=lambda r: str(r.path))
 
 
-def _check_layout(telemetry: Path) -> None:
+def _check_layout(loc: Location, telemetry: Path | PurePosixPath) -> None:
     """Schema 1's hive-style `attempt=<K>` directories hold 0-based epochs: refuse, naming them."""
-    legacy = sorted(telemetry.glob(f"*/{S.LEGACY_ATTEMPT_GLOB}"))
+    legacy = loc.glob(loc.duck(telemetry / "*" / S.LEGACY_ATTEMPT_GLOB))
     if legacy:
         raise AnalysisError(
             f"{legacy[0]}: telemetry of schema version 1 (attempt=<K> directories, 0-based epochs); "
@@ -86,20 +95,22 @@ def _check_layout(telemetry: Path) -> None:
         )
 
 
-def _load_run(path: Path, telemetry: Path | None) -> RunDir:
+def _load_run(loc: Location, path: Path | PurePosixPath, telemetry: Path | PurePosixPath | None) -> RunDir:
     if telemetry is not None:
-        _check_layout(telemetry)
+        _check_layout(loc, telemetry)
     params: dict[str, Any] = {}
     pfile = path / TUNE_PARAMS
-    if pfile.is_file():
+    text = loc.read_text(pfile)
+    if text is not None:
         try:
-            raw = json.loads(pfile.read_text())
+            raw = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise AnalysisError(f"{pfile}: not valid JSON ({exc})") from None
         if not isinstance(raw, dict):
             raise AnalysisError(f"{pfile}: expected a JSON object of trial parameters")
         params = flatten_params(raw)
-    return RunDir(path=path, telemetry=telemetry, params=params, results=read_results(path / TUNE_RESULTS))
+    return RunDir(path=path, telemetry=telemetry, params=params, results=read_results(path / TUNE_RESULTS, loc),
+                  location=loc)
 
 
 def flatten_params(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -121,26 +132,26 @@ def flatten_params(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
+def read_results(path: Path | PurePosixPath, loc: Location | None = None) -> list[dict[str, Any]]:
     """Scalar entries of each line of a Tune `result.json` (missing file -> [])."""
-    if not path.is_file():
+    text = (loc or Location(pafs.LocalFileSystem(), "/")).read_text(path)
+    if text is None:
         return []
     rows = []
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a trial killed mid-write leaves a truncated last line
-            if isinstance(record, dict):
-                rows.append(
-                    {
-                        k: v
-                        for k, v in record.items()
-                        if isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))
-                    }
-                )
+    for line in text.split("\n"):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a trial killed mid-write leaves a truncated last line
+        if isinstance(record, dict):
+            rows.append(
+                {
+                    k: v
+                    for k, v in record.items()
+                    if isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))
+                }
+            )
     return rows

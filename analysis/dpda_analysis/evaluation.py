@@ -10,16 +10,18 @@ real set was scored, `real.summary.csv`.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import pyarrow.fs as pafs
 
 from dpda_analysis.discover import TUNE_PARAMS
+from dpda_analysis.location import Location
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -35,28 +37,42 @@ RUN_SUMMARY = "summary.json"  # the Trainer's, beside model.pt: the saved (avera
 RUN_EVAL_DIR = "eval"  # the Trainer's test-set scoring (data.eval): metrics.csv, <set>.breakdown.csv
 
 
+_LOCAL = Location(pafs.LocalFileSystem(), "/")
+
+
+def _json(loc: Location, path: Path) -> object:
+    """The parsed JSON file on `loc`'s filesystem; None when missing or not valid JSON."""
+    text = loc.read_text(path)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _csv(loc: Location, path: Path, **kwargs: object) -> pd.DataFrame | None:
+    """The CSV file on `loc`'s filesystem as a frame; None when missing."""
+    text = loc.read_text(path)
+    return None if text is None else pd.read_csv(io.StringIO(text), **kwargs)
+
+
 def _number(value: object) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
-def read_outcomes(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per trial (`trials`: run_id, trial_id, run_dir): status and the saved model's dev EER with
-    its bootstrap interval, from the run dir's summary.json. No summary.json: a Tune trial was
-    stopped early (ASHA, or killed); a plain run is unfinished."""
+def read_outcomes(trials: pd.DataFrame, loc: Location = _LOCAL) -> pd.DataFrame:
+    """Per trial (`trials`: run_id, trial_id, run_dir on `loc`'s filesystem): status and the saved
+    model's dev EER with its bootstrap interval, from the run dir's summary.json. No summary.json:
+    a Tune trial was stopped early (ASHA, or killed); a plain run is unfinished."""
     rows = []
     for run_id, trial_id, run_dir in zip(trials["run_id"], trials["trial_id"], trials["run_dir"]):
-        path = Path(run_dir) / RUN_SUMMARY
-        record: dict = {}
-        if path.is_file():
-            try:
-                record = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                record = {}
+        record = _json(loc, loc.path(run_dir) / RUN_SUMMARY)
         if isinstance(record, dict) and record:
             status = COMPLETED
         else:
             record = {}
-            status = STOPPED if (Path(run_dir) / TUNE_PARAMS).is_file() else UNFINISHED
+            status = STOPPED if loc.is_file(loc.path(run_dir) / TUNE_PARAMS) else UNFINISHED
         rows.append({"run_id": run_id, "trial_id": trial_id, "status": status,
                      "model_dev_eer": _number(record.get("final_dev_eer")),
                      "model_dev_eer_low": _number(record.get("final_dev_eer_low")),
@@ -65,15 +81,16 @@ def read_outcomes(trials: pd.DataFrame) -> pd.DataFrame:
                                        "model_dev_eer_high"])
 
 
-def read_search_space(root: str | os.PathLike, run_dirs: list[str]) -> dict[str, dict] | None:
+def read_search_space(root: str | os.PathLike, run_dirs: list[str], loc: Location = _LOCAL) -> dict[str, dict] | None:
     """Searched keys -> their distribution ({'kind', 'log', ...}) from the experiment's search-space
-    snapshot (in `root` or a run dir's parent); None when there is none (not a `dpda tune` run)."""
-    for folder in [Path(root), *sorted({Path(d).parent for d in run_dirs})]:
+    snapshot (in `root` or a run dir's parent, on `loc`'s filesystem); None when there is none
+    (not a `dpda tune` run)."""
+    for folder in [loc.path(os.fspath(root)), *sorted({loc.path(d).parent for d in run_dirs})]:
         path = folder / SEARCH_SPACE_FILE
-        if path.is_file():
-            try:
-                params = json.loads(path.read_text()).get("params", [])
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        if loc.is_file(path):
+            record = _json(loc, path)
+            params = record.get("params", []) if isinstance(record, dict) else None
+            if not isinstance(params, list):
                 return None
             return {p["key"]: p for p in params if isinstance(p, dict) and "key" in p}
     return None
@@ -82,25 +99,23 @@ def read_search_space(root: str | os.PathLike, run_dirs: list[str]) -> dict[str,
 _TEST_COLUMNS = ["run_id", "trial_id", "set", "factor", "value", "eer", "eer_low", "eer_high", "trials"]
 
 
-def read_test_eers(trials: pd.DataFrame) -> pd.DataFrame:
+def read_test_eers(trials: pd.DataFrame, loc: Location = _LOCAL) -> pd.DataFrame:
     """Every evaluated model's test-set EERs: per set (factor `all`) from the run dir's
     eval/metrics.csv, and per attack or condition from eval/<set>.breakdown.csv; EERs as
     fractions with their 95% bootstrap interval (NaN where it was not computed)."""
     frames = []
     for run_id, trial_id, run_dir in zip(trials["run_id"], trials["trial_id"], trials["run_dir"]):
-        folder = Path(run_dir) / RUN_EVAL_DIR
-        metrics = folder / "metrics.csv"
-        if not metrics.is_file():
+        folder = loc.path(run_dir) / RUN_EVAL_DIR
+        sets = _csv(loc, folder / "metrics.csv")
+        if sets is None:
             continue
-        sets = pd.read_csv(metrics)
         parts = [pd.DataFrame({"set": sets["set"].astype(str), "factor": "all", "value": "pooled",
                                "eer": sets["eer"], "eer_low": sets.get("eer_low", math.nan),
                                "eer_high": sets.get("eer_high", math.nan),
                                "trials": sets["n_bonafide"] + sets["n_spoof"]})]
         for name in sets["set"].astype(str):
-            path = folder / f"{name}.breakdown.csv"
-            if path.is_file():
-                b = pd.read_csv(path, keep_default_na=False, na_values=[""])
+            b = _csv(loc, folder / f"{name}.breakdown.csv", keep_default_na=False, na_values=[""])
+            if b is not None:
                 b = b[b["factor"] != "all"]  # the pooled row repeats metrics.csv
                 parts.append(pd.DataFrame({"set": name, "factor": b["factor"].astype(str),
                                            "value": b["value"].astype(str), "eer": b["eer"],

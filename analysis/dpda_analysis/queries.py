@@ -275,7 +275,7 @@ def trial_summary(tel: Telemetry) -> pd.DataFrame:
     )
     out = tel.trials.merge(conflicts, on=["run_id", "trial_id"], how="left")
     out = out.merge(best, on=["run_id", "trial_id"], how="left")
-    out = out.merge(read_outcomes(tel.trials), on=["run_id", "trial_id"], how="left")
+    out = out.merge(read_outcomes(tel.trials, tel.location), on=["run_id", "trial_id"], how="left")
     front = ["run_id", "trial_id", "status", "rule", "strength", "rawboost_algo", "steps", "conflict_fraction",
              "conflict_low", "conflict_high", "mean_cos", "model_dev_eer", "model_dev_eer_low", "model_dev_eer_high",
              "best_dev_eer", "best_epoch", "epochs_to_best", "last_epoch_dev_eer", "epochs"]

@@ -616,8 +616,8 @@ def _inputs(tel: Telemetry) -> _Inputs:
     rules = sorted(table["rule"].dropna().astype(str).unique())
     return _Inputs(
         table=table,
-        tests=read_test_eers(tel.trials),
-        space=read_search_space(tel.path, list(tel.trials["run_dir"])),
+        tests=read_test_eers(tel.trials, tel.location),
+        space=read_search_space(tel.path, list(tel.trials["run_dir"]), tel.location),
         multi_run=table["run_id"].nunique() > 1,
         colors=_rule_colors(rules),
         rule_of={(r, t): rule for r, t, rule in zip(table["run_id"], table["trial_id"], table["rule"])},

@@ -9,15 +9,15 @@ filter; runs without restarts get no filter at all. `Telemetry.partial_aggregate
 each of those scans separately, so big per-layer queries never group by the id strings.
 Every part's footer is checked first (`dpda_analysis.parts`): a part cut short is left out with
 a warning naming it (`Telemetry.skipped`), a foreign one is an AnalysisError naming the column.
+`path` is a local path or any pyarrow filesystem URI (s3://, gs://, hdfs://): it is resolved
+once (`Telemetry.location`) and every listing and scan goes through that filesystem.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -27,6 +27,7 @@ import pyarrow as pa
 from dpda_analysis import schema as S
 from dpda_analysis.discover import RunDir, find_runs
 from dpda_analysis.errors import AnalysisError
+from dpda_analysis.location import resolve
 from dpda_analysis.parts import check_parts, plain_schema
 
 DEFAULT_MEMORY_LIMIT = "256MB"
@@ -72,17 +73,19 @@ class Telemetry:
         threads: int | None = None,
         memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
     ) -> None:
-        self.path = Path(path)
+        self.location = resolve(path)
+        self.path = self.location.path(self.location.root)
         self.metric = metric
-        self.runs: list[RunDir] = find_runs(path)
+        self.runs: list[RunDir] = find_runs(self.location)
         self.con = duckdb.connect(":memory:")
+        self.location.attach(self.con)
         self.con.execute("SET preserve_insertion_order = false")
         self.con.execute("SET enable_progress_bar = false")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             self.con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
-        files = {t: [f for run in self.runs if run.parts(t) for f in sorted(glob.glob(run.glob(t)))] for t in S.TABLES}
+        files = {t: [f for run in self.runs if run.parts(t) for f in self.location.glob(run.glob(t))] for t in S.TABLES}
         self.skipped: list[str] = check_parts(self.con, files)  # parts left out: not readable Parquet
         self._skip = set(self.skipped)
         for table, schema in S.TABLES.items():
@@ -109,7 +112,7 @@ class Telemetry:
     def _parts(self, pattern: str) -> list[str]:
         """What to scan for the parts `pattern` matches: [pattern] itself, or when some were
         skipped the others by name; [] when none is left."""
-        files = sorted(glob.glob(pattern))
+        files = self.location.glob(pattern)
         good = [f for f in files if f not in self._skip]
         return [pattern] if good and len(good) == len(files) else good
 
@@ -183,9 +186,10 @@ class Telemetry:
         run_id, trial_id = pairs[0]
         consts = {"run_id": _sql_str(run_id), "trial_id": _sql_str(trial_id)}
         plain, out = [], []
-        for directory in sorted((run.telemetry / table).glob(S.ATTEMPT_GLOB)):
+        for directory in self.location.glob(self.location.duck(run.telemetry / table / S.ATTEMPT_GLOB)):
+            directory = self.location.path(self.location.fs_path(directory))
             attempt = S.attempt_of_dir(directory.name)
-            parts = self._parts(str(directory / S.PART_GLOB)) if attempt is not None else []
+            parts = self._parts(self.location.duck(directory / S.PART_GLOB)) if attempt is not None else []
             if not parts:
                 continue
             cut = self._cut.get((run_id, trial_id, attempt))
@@ -211,7 +215,7 @@ class Telemetry:
                FROM parquet_metadata(?) WHERE path_in_schema = 'step'
                GROUP BY file_name ORDER BY file_name""", [parts]
         ).fetchall()
-        files = sorted(f for p in parts for f in glob.glob(p))
+        files = sorted(f for p in parts for f in self.location.glob(p))
         if len(rows) != len(files) or any(lo is None or hi is None for _, lo, hi in rows):
             return [], files  # no usable statistics: filter every row
         below = [f for f, lo, hi in rows if hi < cut]
@@ -257,7 +261,7 @@ class Telemetry:
         ).fetchall() if sources else []
         by_run: dict[str, set[tuple[str, str]]] = {}
         for filename, run_id, trial_id in rows:
-            run_dir = str(Path(filename).parents[3])  # RUN/telemetry/attempts/attempt-K/part
+            run_dir = self.location.fs_path(filename).rsplit("/", 4)[0]  # RUN/telemetry/<table>/attempt-K/part
             by_run.setdefault(run_dir, set()).add((run_id, trial_id))
         return {k: sorted(v) for k, v in by_run.items()}
 

@@ -18,7 +18,8 @@ from dpda.console import Progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="a run dir, a directory of runs, or a Ray Tune experiment dir")
+    parser.add_argument("path", help="a run dir, a directory of runs, or a Ray Tune experiment dir; a local "
+                        "path or a filesystem URI (s3://, gs://, hdfs://)")
     parser.add_argument("--html", default="report.html", metavar="FILE", help="HTML file to write (default: %(default)s)")
     add_deprecated(parser, "-o", "--html", "html")
     add_deprecated(parser, "--output", "--html", "html")

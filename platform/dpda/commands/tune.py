@@ -106,14 +106,16 @@ def _init_ray(address: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     from dpda.console import info
     from dpda.tune.study_files import HPARAMS_DIR, dashboard_command
-    from dpda.tune.tuner import experiment_path, format_outcome, run_search
+    from dpda.tune.tuner import check_corpora, experiment_path, format_outcome, run_search
 
     space = load_space(args)
     check_corpus_paths(space.base, space.source)
+    checked = check_corpora(space)  # every corpus decoded once, here, before Ray starts
     _init_ray(args.address)
     info(f"Search {space.source}: {len(space.params)} parameters, {space.tune.num_samples} trials, "
          f"metric {space.tune.metric} ({space.tune.mode}), {space.tune.workers} worker(s) per trial")
-    outcome = run_search(space, storage=args.storage, name=args.name, resume=args.resume, verbose=tune_verbosity())
+    outcome = run_search(space, storage=args.storage, name=args.name, resume=args.resume, verbose=tune_verbosity(),
+                         checked=checked)
     print(format_outcome(space, outcome), flush=True)
     info(f"TensorBoard: tensorboard --logdir {outcome.experiment_path} (HParams: --logdir "
          f"{experiment_path(outcome.experiment_path, HPARAMS_DIR)})")

@@ -280,12 +280,23 @@ def check_manifest(
     result.policy = policy
     if result.ok:
         return result
+    result.manifest = apply_policy(manifest, policy, result.bad_rows, result.format_problems(max_listed))
+    return result
+
+
+def apply_policy(manifest: pd.DataFrame, policy: str, bad_rows: Sequence[int], report: str) -> pd.DataFrame:
+    """What a check's verdict means for `manifest`: unchanged when no row is bad; with bad rows,
+    `fail` raises UserError with `report` (the problems as `format_problems` lists them) and
+    `skip` returns the manifest without them. Shared by a fresh check and a cached verdict."""
+    if policy not in ("fail", "skip"):
+        raise UserError(f"policy: expected fail or skip, got {policy!r}")
+    if not len(bad_rows):
+        return manifest
     if policy == "fail":
         name = manifest.attrs.get("spec", "manifest")
-        raise UserError(f"{name}: check failed\n{result.format_problems(max_listed)}")
-    keep = np.ones(result.total, dtype=bool)
-    keep[result.bad_rows] = False
+        raise UserError(f"{name}: check failed\n{report}")
+    keep = np.ones(len(manifest), dtype=bool)
+    keep[list(bad_rows)] = False
     clean = manifest.reset_index(drop=True).loc[keep].reset_index(drop=True)
     clean.attrs = dict(manifest.attrs)
-    result.manifest = clean
-    return result
+    return clean

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from dpda.console import info
-from dpda.data.check import check_manifest, duplicates_across
+from dpda.data.check import duplicates_across
+from dpda.data.check_cache import checked_corpus
 from dpda.data.manifest import concat_manifests
 from dpda.data.readers import load_corpus
 from dpda.errors import UserError
@@ -20,14 +21,17 @@ def load_manifest(specs: list[str], policy: str, what: str) -> pd.DataFrame:
 
     Each corpus is checked on its own so paths are bounded by that corpus's root. An utterance
     id in two corpora of the set (or one corpus listed twice) fails in either mode: dropping
-    either copy would be a guess, and keeping both counts the trial twice."""
+    either copy would be a guess, and keeping both counts the trial twice.
+
+    A corpus whose verdict is already known (checked by a search's driver, or earlier on this
+    machine, with the same files) is not decoded again (dpda.data.check_cache)."""
     frames = []
     for spec in specs:
-        result = check_manifest(load_corpus(spec), policy=policy)
-        if not result.ok:
-            counts = ", ".join(f"{k}: {v}" for k, v in result.counts.items() if v)
-            info(f"[dpda] {what} {spec}: skipped {len(result.bad_rows)} bad rows ({counts})")
-        frames.append(result.manifest)
+        manifest, verdict = checked_corpus(load_corpus(spec), policy)
+        if verdict.bad_rows:
+            counts = ", ".join(f"{k}: {v}" for k, v in verdict.counts.items() if v)
+            info(f"[dpda] {what} {spec}: skipped {len(verdict.bad_rows)} bad rows ({counts})")
+        frames.append(manifest)
     shared, total = duplicates_across(frames, limit=1)
     if shared:
         s = shared[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import torch
 from dpda.align import aligner_from_spec
 from dpda.augment import RawBoost
 from dpda.console import track
+from dpda.data.check_cache import trust as trust_checks
 from dpda.data.corpora import load_manifest
 from dpda.data.dataset import AudioDataset, make_loader
 from dpda.errors import UserError
@@ -34,6 +36,7 @@ from dpda.telemetry import NullTelemetryWriter, TelemetryWriter, next_attempt
 from dpda.telemetry.tally import EpochTally
 from dpda.models.state_dict import load_weights
 from dpda.train.checkpoint import average_state_dicts, load_checkpoint, save_checkpoint
+from dpda.train.checkpoint_store import LAST, CheckpointUpdate, epoch_file, is_epoch_file, stage_update
 from dpda.train.config import TrainConfig
 from dpda.train.inference import resolve_device, score_manifest
 from dpda.train.run_dir import RunDirLock, persistent_run_id, write_json
@@ -66,11 +69,13 @@ class Trainer:
         run_dir: str | Path,
         *,
         dist: DistContext | None = None,
-        report_fn: Callable[[dict[str, Any], Path | None], None] | None = None,
+        report_fn: Callable[[dict[str, Any], CheckpointUpdate | None], None] | None = None,
         run_id: str | None = None,
         trial_id: str | None = None,
         resume_from: str | Path | None = None,
         progress: bool = True,
+        checkpoint_dir: str | Path | None = None,
+        checked: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.cfg = config
         self.run_dir = Path(run_dir)
@@ -82,12 +87,16 @@ class Trainer:
         self.progress = progress
         self.is_main = dist is None or dist.is_main
         self.device = dist.device if dist else resolve_device(config.device)
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        # Under Ray the working copies live in node-local scratch: the storage Ray reports to
+        # holds the checkpoints (dpda.train.checkpoint_store), and the run dir may be inside it.
+        self.ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else self.run_dir / "checkpoints"
+        self.checked = checked  # corpus-check verdicts from a driver (dpda.data.check_cache)
 
     # ------------------------------------------------------------------ setup
     def _build(self) -> None:
         cfg = self.cfg
         seed_everything(cfg.seed)
+        trust_checks(self.checked)
         for section in ("train", "dev"):
             if not getattr(cfg.data, section):  # dev drives early stopping and model selection
                 raise UserError(f"data.{section}: no corpora given (a list of KIND:PATH[:SUBSET] specs)")
@@ -183,13 +192,28 @@ class Trainer:
         self.attempt = int(state["attempt"]) + 1
         self.run_id = self.run_id or state["run_id"]
         if self.is_main:
+            self._adopt_epoch_files(path.parent)
             print(f"[dpda] resumed from {path} after epoch {self.epoch} (attempt {self.attempt})", flush=True)
+
+    def _adopt_epoch_files(self, source: Path) -> None:
+        """Make the checkpoint folder hold exactly the n best epoch files of the restored state:
+        copy them from `source` (a restored storage checkpoint, an earlier run dir) when they
+        are elsewhere, and drop any other epoch file (a prune interrupted by a crash)."""
+        wanted = {epoch_file(e) for _, e in self.best}
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if source.resolve() != self.ckpt_dir.resolve():
+            for name in wanted:
+                if (source / name).exists() and not (self.ckpt_dir / name).exists():
+                    shutil.copy2(source / name, self.ckpt_dir / name)
+        for path in self.ckpt_dir.iterdir():
+            if is_epoch_file(path.name) and path.name not in wanted:
+                path.unlink()
 
     def _find_resume(self) -> Path | None:
         if self.resume_from is not None:
-            candidate = self.resume_from / "last.pt" if self.resume_from.is_dir() else self.resume_from
+            candidate = self.resume_from / LAST if self.resume_from.is_dir() else self.resume_from
             return candidate if candidate.exists() else None
-        last = self.ckpt_dir / "last.pt"
+        last = self.ckpt_dir / LAST
         return last if last.exists() else None
 
     # ---------------------------------------------------------------- training
@@ -258,7 +282,8 @@ class Trainer:
         return out
 
     def _keep_best(self, epoch: int, metrics: dict[str, float]) -> bool:
-        """Track the n best epochs by the selection metric; returns True if this epoch improved."""
+        """Track the n best epochs by the selection metric; returns True if this epoch improved.
+        Rank 0 saves this epoch's weights if it is among them and deletes the dropped ones."""
         key = self.cfg.checkpoint.select_by
         value = metrics[key]
         improved = not self.best or value < self.best[0][0]
@@ -266,10 +291,10 @@ class Trainer:
         self.best, dropped = ranked[: self.cfg.checkpoint.average_best], ranked[self.cfg.checkpoint.average_best:]
         if self.is_main:  # only rank 0 owns checkpoint files; every rank tracks the same list
             for _, gone in dropped:
-                (self.ckpt_dir / f"epoch_{gone:04d}.pt").unlink(missing_ok=True)
+                (self.ckpt_dir / epoch_file(gone)).unlink(missing_ok=True)
             if any(e == epoch for _, e in self.best):
                 save_checkpoint({"format": MODEL_FORMAT, "model": self.model.state_dict()},
-                                self.ckpt_dir / f"epoch_{epoch:04d}.pt")
+                                self.ckpt_dir / epoch_file(epoch))
         return improved
 
     def fit(self) -> dict[str, Any]:
@@ -326,21 +351,28 @@ class Trainer:
                     best_dev_eer=metrics["best_dev_eer"], epochs_to_best=metrics["epochs_to_best"],
                 )
                 if self.is_main:
-                    save_checkpoint(self._state(), self.ckpt_dir / "last.pt")
+                    save_checkpoint(self._state(), self.ckpt_dir / LAST)
                     self._print_epoch(metrics)
                 if self.report_fn is not None:
-                    self.report_fn(metrics, self.ckpt_dir if self.is_main else None)
+                    self.report_fn(metrics, self._update(epoch) if self.is_main else None)
         finally:
             telemetry.close()
         final = self._finish(time.time() - start)
         return final
+
+    def _update(self, epoch: int) -> CheckpointUpdate:
+        """What this epoch changed, for the report: last.pt, and the epoch's weights when they
+        entered the n best (a report uploads only these; the storage is pruned to `keep`)."""
+        best = {e for _, e in self.best}
+        names = [LAST] + ([epoch_file(epoch)] if epoch in best else [])
+        return stage_update(self.ckpt_dir, names, keep={epoch_file(e) for e in best})
 
     def _finish(self, elapsed: float) -> dict[str, Any]:
         """Average the n best epochs' weights (as published) and evaluate the result on dev."""
         summary: dict[str, Any] = {"run_id": self.run_id, "epochs": self.epoch, "train_time_s": elapsed}
         if not self.is_main:
             return summary
-        paths = [self.ckpt_dir / f"epoch_{e:04d}.pt" for _, e in self.best]
+        paths = [self.ckpt_dir / epoch_file(e) for _, e in self.best]
         states = [load_checkpoint(p, MODEL_FORMAT)["model"] for p in paths if p.exists()]
         if states:
             self.model.load_state_dict(average_state_dicts(states, self.cfg.checkpoint.average_formula))

@@ -7,11 +7,13 @@ to the stacked pair of path gradients before alignment, so no DDP wrapper is use
 rank aligns the same averaged gradients (see tests/test_distributed.py for the equivalence with
 one worker on the full batch).
 
-Fault tolerance: every epoch each rank calls `ray.train.report`; rank 0 attaches its checkpoint
-directory (`last.pt` plus the n-best epoch weights). Ray copies it to the run's storage and, after
-a worker is lost, restarts the group (FailureConfig.max_failures) and hands the latest checkpoint
-to `ray.train.get_checkpoint()`, from which every rank resumes (`Trainer(resume_from=...)`). Only
-rank 0 writes telemetry and checkpoints. Relaunching with the same storage path and name also
+Fault tolerance: every epoch each rank calls `ray.train.report`; rank 0 attaches what the epoch
+changed (`last.pt`, and the epoch's weights if they entered the n best), which Ray copies to the
+run's storage, and then prunes the storage to last.pt + the n best (dpda.train.checkpoint_store).
+After a worker is lost Ray restarts the group (FailureConfig.max_failures) and hands the latest
+checkpoint to `ray.train.get_checkpoint()`; every rank fetches it, rank 0 also the n-best epoch
+files beside it, and resumes (`Trainer(resume_from=...)`). Only rank 0 writes telemetry; its
+working checkpoint copies are node-local scratch. Relaunching with the same storage path and name also
 resumes (Train V2 restores its checkpoint manager from storage).
 
 The command line for it is `dpda train CONFIG --workers N` (`dpda tune` runs it per trial).
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dpda.errors import UserError
+from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints
 
 TRAIN_STORAGE_DIR = "ray_train"  # under the run dir, unless a storage path is given
 
@@ -93,13 +96,16 @@ def dist_context():
     )
 
 
-def report_epoch(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+def report_epoch(metrics: dict[str, Any], update: CheckpointUpdate | None) -> None:
     """Trainer report_fn under Ray Train: called on every rank (report is a barrier); rank 0
-    passes its checkpoint directory, which Ray persists to the run's storage."""
+    passes what the epoch changed, which Ray persists to the run's storage, then prunes it."""
     import ray.train
 
-    checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+    checkpoint = ray.train.Checkpoint.from_directory(str(update.directory)) if update else None
     ray.train.report(_finite(metrics), checkpoint=checkpoint)
+    if update is not None:
+        storage = ray.train.get_context().get_storage()
+        StoredCheckpoints(storage.storage_filesystem, storage.experiment_fs_path).prune(update.keep)
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -107,22 +113,17 @@ def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-def restore_checkpoint(run_dir: Path, rank: int) -> Path | None:
-    """Materialise `ray.train.get_checkpoint()` locally; rank 0 also puts the n-best epoch files
-    back into the run dir (the final averaging reads them there). Returns the dir to resume from."""
+def restore_checkpoint(scratch: Path, rank: int) -> Path | None:
+    """Fetch `ray.train.get_checkpoint()` from the storage into `scratch`: last.pt on every rank,
+    on rank 0 also the n-best epoch files stored beside it (the final averaging reads them).
+    Returns the dir to resume from, None on a first start."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
-    local = Path(tempfile.mkdtemp(prefix=f"dpda-resume-rank{rank}-"))
-    checkpoint.to_directory(str(local))
-    if rank == 0:
-        target = run_dir / "checkpoints"
-        target.mkdir(parents=True, exist_ok=True)
-        for path in local.glob("epoch_*.pt"):
-            shutil.copy2(path, target / path.name)
-    return local
+    stored = StoredCheckpoints.of_checkpoint(checkpoint)
+    return stored.restore(checkpoint.path, scratch / "restored", epoch_files=rank == 0)
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -134,17 +135,18 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     cfg = config_from_dict(loop_config["config"], source=loop_config.get("source", "<distributed run>"))
     ctx = dist_context()
     run_dir = Path(loop_config["run_dir"])
-    resume = restore_checkpoint(run_dir, ctx.rank)
-    if resume is None:
-        resume = _existing_run(run_dir, ctx)
+    scratch = Path(tempfile.mkdtemp(prefix=f"dpda-rank{ctx.rank}-"))  # node-local working copies
     try:
+        resume = restore_checkpoint(scratch, ctx.rank)
+        if resume is None:
+            resume = _existing_run(run_dir, ctx)
         Trainer(
             cfg, run_dir, dist=ctx, report_fn=report_epoch, run_id=loop_config.get("run_id"),
             trial_id=loop_config.get("trial_id"), resume_from=resume, progress=False,
+            checkpoint_dir=scratch / "checkpoints", checked=loop_config.get("checked"),
         ).fit()
     finally:
-        if resume is not None:
-            shutil.rmtree(resume, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _existing_run(run_dir: Path, ctx) -> Path | None:
@@ -187,20 +189,24 @@ def run_distributed(
     *,
     plan: WorkerPlan = WorkerPlan(),
     max_failures: int = 0,
-    keep_checkpoints: int = 2,
     storage_path: str | None = None,
+    storage_filesystem: Any = None,
     name: str = "train",
     run_id: str | None = None,
     trial_id: str | None = None,
     callbacks: Sequence[Any] = (),
     worker_fn: Callable[[dict[str, Any]], None] = train_worker,
     source: str = "<distributed run>",
+    checked: Any = None,
 ):
     """Train `config` (TrainConfig or nested dict) on `plan.workers` Ray Train workers.
 
     `run_dir` must be reachable at the same path from the node running rank 0 (shared storage on
     a multi-node cluster). Ray's checkpoints go to `storage_path/name` (default: run_dir/ray_train);
-    a rerun with the same storage and name resumes. `callbacks` are Ray Train UserCallbacks (the
+    a rerun with the same storage and name resumes; the storage keeps last.pt + the n best epochs
+    (`storage_filesystem`: a pyarrow filesystem `storage_path` is on, as in Ray's RunConfig).
+    `checked`: corpus-check verdicts from the driver (dpda.data.check_cache), or None to check
+    here, once, before the workers start. `callbacks` are Ray Train UserCallbacks (the
     Tune integration passes TuneReportCallback). Returns the ray.train.Result; a UserError raised
     in any worker (bad data, bad config) is re-raised here as UserError.
     """
@@ -213,9 +219,13 @@ def run_distributed(
     run_dir.mkdir(parents=True, exist_ok=True)
     if storage_path is None:
         storage_path = str(run_dir / TRAIN_STORAGE_DIR)
+    if checked is None:
+        from dpda.data.check_cache import check_config_corpora
+
+        checked = check_config_corpora(cfg_dict)
     loop_config = {
         "config": cfg_dict, "run_dir": str(run_dir), "run_id": run_id, "trial_id": trial_id,
-        "cwd": os.getcwd(), "source": source,
+        "cwd": os.getcwd(), "source": source, "checked": checked,
     }
     trainer = TorchTrainer(
         worker_fn,
@@ -227,8 +237,10 @@ def run_distributed(
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
+            # None: dpda prunes the storage itself (an older folder may hold an n-best epoch)
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
             callbacks=list(callbacks) or None,
         ),
     )

@@ -106,6 +106,8 @@ class TuneSettings(Settings):
     seed: Annotated[int, Field(ge=0)] = 0
     max_concurrent: Annotated[int, Field(ge=1)] | None = None
     max_failures: Annotated[int, Field(ge=-1)] = 0
+    # Accepted for older search spaces, no effect: the storage keeps exactly last.pt + the
+    # checkpoint.average_best best epochs per trial (dpda.train.checkpoint_store).
     keep_checkpoints: Annotated[int, Field(ge=1)] = 2
     grace_period: Annotated[int, Field(ge=1)] = 1
     reduction_factor: Annotated[float, Field(gt=1)] = 2.0

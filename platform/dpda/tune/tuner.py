@@ -17,6 +17,8 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from dpda_analysis.evaluation import SEARCH_SPACE_FILE
 
 from dpda.errors import UserError
+from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints
 from dpda.tune.search_space import SearchSpace
 from dpda.tune.study_files import hparams_callback, optuna_storage
 
@@ -58,29 +61,27 @@ def trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _tune_report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+def _tune_report(metrics: dict[str, Any], update: CheckpointUpdate | None) -> None:
+    """Report an epoch to Tune with only the files it changed, then prune the trial's storage
+    to last.pt + the n best epochs (dpda.train.checkpoint_store)."""
     import ray.tune
 
-    checkpoint = ray.tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+    checkpoint = ray.tune.Checkpoint.from_directory(str(update.directory)) if update else None
     ray.tune.report(dict(metrics), checkpoint=checkpoint)
+    if update is not None:
+        storage = ray.tune.get_context().get_storage()
+        StoredCheckpoints(storage.storage_filesystem, storage.trial_fs_path).prune(update.keep)
 
 
-def _restore_tune_checkpoint(run_dir: Path) -> Path | None:
-    """Put the trial's last Tune checkpoint back into its run dir and resume from there."""
-    import shutil
-
+def _restore_tune_checkpoint(target: Path) -> Path | None:
+    """Fetch the trial's checkpoint from Tune's storage alone (its last.pt, the n best epoch
+    files beside it) into `target`; None on a first start."""
     import ray.tune
 
     checkpoint = ray.tune.get_checkpoint()
     if checkpoint is None:
         return None
-    target = run_dir / "checkpoints"
-    target.mkdir(parents=True, exist_ok=True)
-    with checkpoint.as_directory() as local:
-        for path in Path(local).iterdir():
-            if path.is_file() and Path(path).resolve() != (target / path.name).resolve():
-                shutil.copy2(path, target / path.name)
-    return target
+    return StoredCheckpoints.of_checkpoint(checkpoint).restore(checkpoint.path, target)
 
 
 def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]) -> None:
@@ -101,9 +102,14 @@ def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]
     cfg = config_from_dict(space.trial_config(params), source=source)
     settings = space.tune
     if settings.workers == 1:
-        resume = _restore_tune_checkpoint(run_dir)
-        Trainer(cfg, run_dir, report_fn=_tune_report, run_id=layout["experiment"], trial_id=trial_id,
-                resume_from=resume, progress=False).fit()
+        scratch = Path(tempfile.mkdtemp(prefix=f"dpda-{trial_id}-"))  # working copies, node-local
+        try:
+            resume = _restore_tune_checkpoint(scratch / "restored")
+            Trainer(cfg, run_dir, report_fn=_tune_report, run_id=layout["experiment"], trial_id=trial_id,
+                    resume_from=resume, progress=False, checkpoint_dir=scratch / "checkpoints",
+                    checked=layout.get("checked")).fit()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -111,13 +117,14 @@ def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]
         cfg, run_dir,
         plan=WorkerPlan(settings.workers, settings.cpu, settings.gpu),
         max_failures=settings.max_failures,
-        keep_checkpoints=settings.keep_checkpoints,
         storage_path=layout["train_storage"],
+        storage_filesystem=layout.get("storage_filesystem"),
         name=trial_id,  # deterministic: a restarted trial finds its Train run's checkpoints
         run_id=layout["experiment"],
         trial_id=trial_id,
         callbacks=[TuneReportCallback()],
         source=source,
+        checked=layout.get("checked"),
     )
 
 
@@ -131,11 +138,24 @@ def _is_uri(path: str) -> bool:
     return "://" in path
 
 
-def _storage(storage: str | os.PathLike | None) -> str:
+def _storage(storage: str | os.PathLike | None, filesystem: Any = None) -> str:
     if storage is None:
         return str(Path("runs/tune").resolve())
     storage = str(storage)
+    if filesystem is not None:  # a path on that filesystem (e.g. "bucket/results" on S3)
+        return storage
     return storage if _is_uri(storage) else str(Path(storage).expanduser().resolve())
+
+
+def _resolve(path: str, filesystem: Any = None):
+    """(pyarrow filesystem, path on it) for a local path, a storage URI, or a path on `filesystem`."""
+    import pyarrow.fs
+
+    if filesystem is not None:
+        return filesystem, path
+    if _is_uri(path):
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), str(Path(path).resolve())
 
 
 def _fingerprint(space: SearchSpace) -> dict[str, Any]:
@@ -147,29 +167,45 @@ def _fingerprint(space: SearchSpace) -> dict[str, Any]:
     }, default=str))
 
 
-def _write_text(path: str, text: str) -> None:
-    """Write to a local path or a storage URI (s3://, gs://) through pyarrow."""
-    if not _is_uri(path):
+def _write_text(path: str, text: str, filesystem: Any = None) -> None:
+    """Write to a local path, a storage URI (s3://, gs://) or a path on `filesystem`."""
+    if not _is_uri(path) and filesystem is None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
         return
-    import pyarrow.fs
-
-    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    fs, inner = _resolve(path, filesystem)
+    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(inner) as f:
         f.write(text.encode())
 
 
-def _read_text(path: str) -> str | None:
-    if not _is_uri(path):
+def _exists(path: str, filesystem: Any = None) -> bool:
+    """Whether a file exists at a local path, a storage URI or a path on `filesystem`."""
+    import pyarrow.fs
+
+    fs, inner = _resolve(path, filesystem)
+    return fs.get_file_info(inner).type == pyarrow.fs.FileType.File
+
+
+def _read_text(path: str, filesystem: Any = None) -> str | None:
+    if not _is_uri(path) and filesystem is None:
         return Path(path).read_text() if Path(path).exists() else None
     import pyarrow.fs
 
-    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    fs, inner = _resolve(path, filesystem)
     if fs.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
         return None
     with fs.open_input_stream(inner) as f:
         return f.read().decode()
+
+
+def check_corpora(space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """Check the corpora of the space's base config once, in the driver, before any trial starts
+    (a failing corpus stops the search here); the verdicts travel to every trial and rank."""
+    from dpda.data.check_cache import check_config_corpora
+    from dpda.train.config import config_from_dict
+
+    return check_config_corpora(config_from_dict(space.base, source=space.source).to_dict())
 
 
 def max_concurrent(space: SearchSpace, cluster: dict[str, float]) -> int:
@@ -252,9 +288,9 @@ def _trainable(space: SearchSpace, layout: dict[str, Any]):
     return tune.with_resources(fn, {"cpu": 0.01})
 
 
-def _callbacks(space: SearchSpace, exp_path: str, extra: Sequence[Any]) -> list[Any]:
+def _callbacks(space: SearchSpace, exp_path: str, extra: Sequence[Any], remote: bool) -> list[Any]:
     """The caller's Tune callbacks, plus TensorBoard HParams per trial in a local experiment dir."""
-    return [*extra, *([] if _is_uri(exp_path) else [hparams_callback(space, exp_path)])]
+    return [*extra, *([] if remote else [hparams_callback(space, exp_path)])]
 
 
 def run_search(
@@ -265,6 +301,8 @@ def run_search(
     resume: bool = False,
     callbacks: Sequence[Any] = (),
     verbose: int = 1,
+    storage_filesystem: Any = None,
+    checked: dict[str, dict[str, Any]] | None = None,
 ) -> SearchOutcome:
     """Run (or with `resume`, continue) the search; Ray must be initialised by the caller.
 
@@ -272,44 +310,53 @@ def run_search(
     TensorBoard/CSV/JSON logs per trial, each trial's run dir (telemetry, checkpoints, model.pt),
     the Optuna study (optuna.db) and TensorBoard HParams (hparams/), plus results.csv and
     best_config.yaml written at the end. `callbacks` are extra Tune callbacks.
+    `storage_filesystem` (a pyarrow filesystem, e.g. S3FileSystem(endpoint_override=...)) makes
+    `storage` a path on it, as in Ray's RunConfig. The corpora are checked here, once, before any
+    trial starts (unless the caller did: `checked`); trials and ranks reuse the verdicts
+    (dpda.data.check_cache).
     """
     import optuna
     import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    storage_path = _storage(storage)
+    fs = storage_filesystem
+    storage_path = _storage(storage, fs)
     name = name or space.name
     exp_path = experiment_path(storage_path, name)
+    remote = _is_uri(exp_path) or fs is not None  # object storage: no local study file, no HParams folder
     layout = {
         "experiment": name,
         "cwd": os.getcwd(),
         "train_storage": experiment_path(exp_path, TRAIN_RUNS),
+        "storage_filesystem": fs,
+        "checked": checked if checked is not None else check_corpora(space),
     }
     trainable = _trainable(space, layout)
     snapshot_path = experiment_path(exp_path, SPACE_SNAPSHOT)
-    exists = tune.Tuner.can_restore(exp_path)
+    exists = tune.Tuner.can_restore(exp_path, storage_filesystem=fs)
     if resume:
         if not exists:
             raise UserError(f"{exp_path}: no experiment to resume (run without --resume to start it)")
-        stored = _read_text(snapshot_path)
+        stored = _read_text(snapshot_path, fs)
         if stored is not None and json.loads(stored) != _fingerprint(space):
             raise UserError(
                 f"{space.source}: the search space changed since {exp_path} was started; "
                 "resume with the original file or start a new experiment with --name"
             )
-        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=fs)
     else:
         if exists:
             raise UserError(f"{exp_path}: experiment exists; pass --resume to continue it or --name for a new one")
-        _write_text(snapshot_path, json.dumps(_fingerprint(space), indent=2))
+        _write_text(snapshot_path, json.dumps(_fingerprint(space), indent=2), fs)
         settings = space.tune
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # metric/mode go to the searcher too: with a define-by-run space Tune does not pass them on
         # the study lives in EXPERIMENT/optuna.db (optuna-dashboard opens it), not only inside Ray
         searcher = OptunaSearch(space=space, metric=settings.metric, mode=settings.mode,
                                 sampler=optuna.samplers.TPESampler(seed=settings.seed),
-                                study_name=name, storage=optuna_storage(exp_path, _is_uri(exp_path)))
+                                study_name=name, storage=optuna_storage(exp_path, remote))
         scheduler = _scheduler(space, exp_path)
         tuner = tune.Tuner(
             trainable,
@@ -321,16 +368,18 @@ def run_search(
                 reuse_actors=False,
             ),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage_path, callbacks=_callbacks(space, exp_path, callbacks), verbose=verbose,
+                name=name, storage_path=storage_path, storage_filesystem=fs,
+                callbacks=_callbacks(space, exp_path, callbacks, remote), verbose=verbose,
                 failure_config=tune.FailureConfig(max_failures=settings.max_failures if settings.workers == 1 else 0),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
+                # None: dpda prunes the storage itself (an older folder may hold an n-best epoch)
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             ),
         )
     grid = tuner.fit()
-    return summarise(space, grid, exp_path)
+    return summarise(space, grid, exp_path, fs)
 
 
-def _status(result: Any) -> str:
+def _status(result: Any, remote: bool = False) -> str:
     """completed (the Trainer finished and wrote model.pt), stopped early (ASHA, or an
     interrupted search), error, or not started. Tune's own `done` flag is set in both of the
     first two cases, so the Trainer's model.pt decides; on URI storage it cannot be checked."""
@@ -338,22 +387,22 @@ def _status(result: Any) -> str:
         return "error"
     if not result.metrics or TIME_ATTR not in result.metrics:
         return "not started"
-    if not result.path or _is_uri(result.path):
+    if remote or not result.path or _is_uri(result.path):
         return "finished"
     return "completed" if (Path(result.path) / "model.pt").exists() else "stopped early"
 
 
-def _tune_states(exp_path: str) -> dict[str, str]:
+def _tune_states(exp_path: str, filesystem: Any = None) -> dict[str, str]:
     """Tune's own trial states (TERMINATED, ERROR, RUNNING, PENDING, ...) from the saved state."""
     from ray.tune import ExperimentAnalysis
 
     try:
-        return {t.trial_id: t.status for t in ExperimentAnalysis(exp_path).trials}
+        return {t.trial_id: t.status for t in ExperimentAnalysis(exp_path, storage_filesystem=filesystem).trials}
     except Exception:  # no state written yet (interrupted before the first trial started)
         return {}
 
 
-def results_table(space: SearchSpace, grid: Any, states: dict[str, str] | None = None):
+def results_table(space: SearchSpace, grid: Any, states: dict[str, str] | None = None, remote: bool = False):
     """One row per trial: id, status, epochs, metrics, and the active searched parameters."""
     import pandas as pd
 
@@ -361,7 +410,7 @@ def results_table(space: SearchSpace, grid: Any, states: dict[str, str] | None =
     for result in grid:
         m = result.metrics or {}
         trial_id = m.get("trial_id") or Path(result.path).name.removeprefix("trial_")
-        status = _status(result)
+        status = _status(result, remote)
         if states and states.get(trial_id) not in (None, "TERMINATED", "ERROR"):
             status = "interrupted"
         row: dict[str, Any] = {
@@ -384,11 +433,11 @@ def results_table(space: SearchSpace, grid: Any, states: dict[str, str] | None =
     return table
 
 
-def summarise(space: SearchSpace, grid: Any, exp_path: str) -> SearchOutcome:
+def summarise(space: SearchSpace, grid: Any, exp_path: str, filesystem: Any = None) -> SearchOutcome:
     """Table, best trial (best epoch of any trial by the tune metric), files in the experiment dir."""
-    states = _tune_states(exp_path)
-    table = results_table(space, grid, states)
-    _write_text(experiment_path(exp_path, RESULTS_CSV), table.to_csv(index=False))
+    states = _tune_states(exp_path, filesystem)
+    table = results_table(space, grid, states, remote=filesystem is not None)
+    _write_text(experiment_path(exp_path, RESULTS_CSV), table.to_csv(index=False), filesystem)
     unfinished = not table.empty and table["status"].isin(["interrupted", "not started"]).any()
     interrupted = bool(len(grid) < space.tune.num_samples or unfinished)
     try:
@@ -407,13 +456,13 @@ def summarise(space: SearchSpace, grid: Any, exp_path: str) -> SearchOutcome:
         return SearchOutcome(exp_path, table, None, None, None, None, interrupted)
     trial_id = best.metrics.get("trial_id")
     model = str(Path(best.path) / "model.pt") if best.path else None
-    if model and not _is_uri(model) and not Path(model).exists():
+    if model and not _exists(model, filesystem):
         model = None
     header = (
         f"# Best trial of {exp_path}: {trial_id}, {column} {value:.6g} ({space.tune.mode}).\n"
         f"# Train it again with: dpda train {BEST_CONFIG}\n"
     )
-    _write_text(experiment_path(exp_path, BEST_CONFIG), header + yaml.safe_dump(config, sort_keys=False))
+    _write_text(experiment_path(exp_path, BEST_CONFIG), header + yaml.safe_dump(config, sort_keys=False), filesystem)
     return SearchOutcome(exp_path, table, trial_id, value, config, model, interrupted)
 
 
