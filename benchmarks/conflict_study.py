@@ -59,6 +59,17 @@ METRICS: dict[str, tuple[str, float, str]] = {
     "epochs_to_best": ("epochs to best dev EER", 1.0, "epochs"),
 }
 ALPHA = 0.05
+# train, dev, eval, ITW utterances: small enough for 35 runs in about 25 minutes on 2 shared cores
+STUDY_CORPUS = (200, 100, 200, 100)
+
+
+def _corpus_counts(data: Path) -> str:
+    """'train 200, dev 100, ...' from the corpus's protocols and ITW metadata."""
+    from dpda.data.readers import load_corpus
+
+    return ", ".join(f"{name} {len(load_corpus(spec))}" for name, spec in (
+        ("train", f"asvspoof2019:{data}/LA:train"), ("dev", f"asvspoof2019:{data}/LA:dev"),
+        ("eval", f"asvspoof2019:{data}/LA:eval"), ("ITW-style", f"itw:{data}/itw")))
 
 
 def slug(name: str) -> str:
@@ -235,8 +246,8 @@ def write_doc(doc: Path, results: pd.DataFrame, args: argparse.Namespace, real: 
         f"{demo['augment']['rawboost']['algo']}, lr {demo['optim']['lr']}, batch {demo['optim']['batch_size']}, "
         f"{demo['data']['length'] / 16000:g}-s training crops, strength {demo['align']['strength']}); "
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) per variant, each seed shared by all variants "
-        f"(same initialisation and batch order); synthetic corpus seed {args.synth_seed} (`dpda synth` default "
-        f"size). Early stopping: budget {args.epochs} epochs, patience {args.patience}; {stopped} of "
+        f"(same initialisation and batch order); synthetic corpus seed {args.synth_seed} ({args.corpus_counts} "
+        "utterances). Early stopping: budget {args.epochs} epochs, patience {args.patience}; {stopped} of "
         f"{len(results)} runs stopped early and {budget_hits} reached their best dev EER in the last epoch "
         "of the budget, so 'epochs to best' is "
         + ("not capped by the budget" if budget_hits == 0 else "capped for those runs (read it as a lower bound)")
@@ -263,11 +274,14 @@ def write_doc(doc: Path, results: pd.DataFrame, args: argparse.Namespace, real: 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="data/synth", help="synthetic corpus (made with --synth-seed if missing)")
+    p.add_argument("--data", default=None, help="synthetic corpus (default: OUT/synth, made with --synth-seed "
+                   "and --corpus-size if missing)")
     p.add_argument("--synth-seed", type=int, default=0)
+    p.add_argument("--corpus-size", type=int, nargs=4, metavar=("TRAIN", "DEV", "EVAL", "ITW"),
+                   default=list(STUDY_CORPUS), help="utterances per split when the corpus is made")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--epochs", type=int, default=30, help="epoch budget (early stopping ends runs before it)")
-    p.add_argument("--patience", type=int, default=3, help="epochs without a better dev EER before stopping")
+    p.add_argument("--epochs", type=int, default=20, help="epoch budget (early stopping ends runs before it)")
+    p.add_argument("--patience", type=int, default=2, help="epochs without a better dev EER before stopping")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (1 thread each)")
     p.add_argument("--out", default="runs/study")
@@ -277,11 +291,13 @@ def main() -> int:
     if BASELINE not in args.variants:
         sys.exit(f"--variants: the {BASELINE} is needed (every comparison is against it)")
 
-    data = Path(args.data)
+    data = Path(args.data) if args.data else Path(args.out) / "synth"
     if not (data / "README.txt").exists():
         from dpda.data.synth import SynthConfig, write_synthetic_corpus
 
-        write_synthetic_corpus(data, SynthConfig(seed=args.synth_seed))
+        sizes = dict(zip(("train", "dev", "eval", "itw"), args.corpus_size))
+        write_synthetic_corpus(data, SynthConfig(seed=args.synth_seed, **sizes))
+    args.corpus_counts = _corpus_counts(data)
     real = Path(args.real) if args.real else data.parent / "real"
     if not (real / "real.csv").is_file():
         if args.real:
