@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-
 from dpda.yaml_io import read_yaml
+from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "published baseline"
@@ -188,21 +187,24 @@ def _cell(mean: float, low: float, high: float, scale: float) -> str:
 
 def summary_table(results: pd.DataFrame, metrics: list[str]) -> str:
     cols = {"conflict_fraction": ("conflict %", 100.0), **{c: METRICS[c][:2] for c in metrics}}
-    lines = ["| variant | " + " | ".join(h for h, _ in cols.values()) + " |", "|---|" + "---|" * len(cols)]
+    lines = ["| variant | seeds | " + " | ".join(h for h, _ in cols.values()) + " |",
+             "|---|---|" + "---|" * len(cols)]
     for variant in VARIANTS:
         sub = results[results["variant"] == variant]
         if sub.empty:
             continue
         cells = [_cell(*t_interval(sub[col]), scale) for col, (_, scale) in cols.items()]
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append(f"| {variant} | {len(sub)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def tests_table(tests: pd.DataFrame) -> str:
-    lines = ["| variant | metric | difference [95% interval] | p (paired t) | p (Holm) |", "|---|---|---|---|---|"]
+    lines = ["| variant | metric | seed pairs | difference [95% interval] | p (paired t) | p (Holm) |",
+             "|---|---|---|---|---|---|"]
     for r in tests.itertuples():
         heading, scale, _ = METRICS[r.metric]
-        lines.append(f"| {r.variant} | {heading} | {_cell(r.diff, r.low, r.high, scale)} | {r.p:.3g} | {r.p_holm:.3g} |")
+        lines.append(f"| {r.variant} | {heading} | {r.seeds} | {_cell(r.diff, r.low, r.high, scale)} | {r.p:.3g} "
+                     f"| {r.p_holm:.3g} |")
     return "\n".join(lines)
 
 
@@ -245,9 +247,9 @@ def write_doc(doc: Path, results: pd.DataFrame, args: argparse.Namespace, real: 
         f"**Setup.** `configs/demo.yaml` ({model['preset']} {model['name']}, RawBoost algo "
         f"{demo['augment']['rawboost']['algo']}, lr {demo['optim']['lr']}, batch {demo['optim']['batch_size']}, "
         f"{demo['data']['length'] / 16000:g}-s training crops, strength {demo['align']['strength']}); "
-        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) per variant, each seed shared by all variants "
+        f"seeds {', '.join(map(str, seeds))} (the table gives how many finished per variant), each seed shared by all variants "
         f"(same initialisation and batch order); synthetic corpus seed {args.synth_seed} ({args.corpus_counts} "
-        "utterances). Early stopping: budget {args.epochs} epochs, patience {args.patience}; {stopped} of "
+        f"utterances). Early stopping: budget {args.epochs} epochs, patience {args.patience}; {stopped} of "
         f"{len(results)} runs stopped early and {budget_hits} reached their best dev EER in the last epoch "
         "of the budget, so 'epochs to best' is "
         + ("not capped by the budget" if budget_hits == 0 else "capped for those runs (read it as a lower bound)")
@@ -263,7 +265,7 @@ def write_doc(doc: Path, results: pd.DataFrame, args: argparse.Namespace, real: 
         f"paired t-test, Holm correction over all {len(tests)} comparisons (family-wise error {ALPHA}).\n\n"
         + tests_table(tests)
         + "\n\n**What the data support** (Holm p < 0.05; otherwise 'not distinguishable' at "
-        f"{len(seeds)} seeds):\n\n" + "\n".join(f"- {s}" for s in sentences(tests))
+        f"{len(seeds)} seed(s)):\n\n" + "\n".join(f"- {s}" for s in sentences(tests))
         + f"\n\n**Cost.** Study wall time {wall_s / 60:.1f} min with {args.jobs} runs at a time on 2 shared CPU "
         f"cores; CPU time summed over runs {results['cpu_time_s'].sum() / 60:.1f} min. Per-run numbers: "
         "`study_results.csv` in the output folder.\n"
@@ -287,6 +289,8 @@ def main() -> int:
     p.add_argument("--out", default="runs/study")
     p.add_argument("--real", default=None, help="real-audio set (default: real/ beside --data when it was built)")
     p.add_argument("--doc", default=str(ROOT / "docs/study.md"), help="Markdown file to (re)write")
+    p.add_argument("--finished-only", action="store_true",
+                   help="train nothing: write the doc from the runs already finished in OUT (an interrupted study)")
     args = p.parse_args()
     if BASELINE not in args.variants:
         sys.exit(f"--variants: the {BASELINE} is needed (every comparison is against it)")
@@ -303,18 +307,29 @@ def main() -> int:
         if args.real:
             sys.exit(f"{real}: no real-audio set there (build it with: dpda realset {real})")
         real = None
-    start = time.time()
-    jobs = [(v, s) for s in args.seeds for v in args.variants]  # seed-major: every variant early on
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, v, s, str(data.resolve()), args.out, args.epochs, args.patience,
-                               str(real.resolve()) if real else None) for v, s in jobs]
-        results = []
-        for (v, s), f in zip(jobs, futures):
-            results.append(f.result())
-            print(f"done: {v} seed {s} ({time.time() - start:.0f}s)", flush=True)
+    started = Path(args.out) / "started_at.txt"  # the first invocation's start: wall time across resumes
+    if not started.exists():
+        started.parent.mkdir(parents=True, exist_ok=True)
+        started.write_text(f"{time.time()}\n")
+    start = float(started.read_text())
+    if args.finished_only:
+        files = sorted((Path(args.out) / "runs").glob("*/study_result.json"))
+        results = [r for r in (json.loads(f.read_text()) for f in files)
+                   if r["variant"] in args.variants and r["seed"] in args.seeds]
+        end = max((f.stat().st_mtime for f in files), default=start)
+    else:
+        jobs = [(v, s) for s in args.seeds for v in args.variants]  # seed-major: every variant early on
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(run_one, v, s, str(data.resolve()), args.out, args.epochs, args.patience,
+                                   str(real.resolve()) if real else None) for v, s in jobs]
+            results = []
+            for (v, s), f in zip(jobs, futures):
+                results.append(f.result())
+                print(f"done: {v} seed {s} ({time.time() - start:.0f}s)", flush=True)
+        end = time.time()
     frame = pd.DataFrame(results)
     frame.to_csv(Path(args.out) / "study_results.csv", index=False)
-    text = write_doc(Path(args.doc), frame, args, real is not None, time.time() - start)
+    text = write_doc(Path(args.doc), frame, args, real is not None, end - start)
     print(text)
     print(f"wrote {args.doc}")
     return 0
