@@ -193,7 +193,12 @@ def summary_table(results: pd.DataFrame, metrics: list[str]) -> str:
         sub = results[results["variant"] == variant]
         if sub.empty:
             continue
-        cells = [_cell(*t_interval(sub[col]), scale) for col, (_, scale) in cols.items()]
+        cells = []
+        for col, (_, scale) in cols.items():
+            mean, low, high = t_interval(sub[col])
+            if scale == 100.0:  # a rate: the interval shown within [0, 100] %
+                low, high = max(low, 0.0), min(high, 1.0)
+            cells.append(_cell(mean, low, high, scale))
         lines.append(f"| {variant} | {len(sub)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -257,7 +262,7 @@ def write_doc(doc: Path, results: pd.DataFrame, args: argparse.Namespace, real: 
         f"{demo['checkpoint']['average_best']} best epochs by {demo['checkpoint']['select_by'].replace('_', ' ')}. "
         f"Variants: {described}; *dual, X*: dual path, joint forward, rule X, same strength. "
         + ("Real-audio EER: the whole set built by `dpda realset` (docs/real_audio.md), never trained on. " if real else "")
-        + "\n\n**Cells.** Mean over seeds [95% Student-t interval of the mean]. Conflict %: the share of "
+        + "\n\n**Cells.** Mean over seeds [95% Student-t interval of the mean, rates clipped to 0-100 %]. Conflict %: the share of "
         "training steps whose original-path and augmented-path gradients have a negative cosine, read from "
         "each run's telemetry with `dpda_analysis.conflict_fraction` (dual-path variants only).\n\n"
         + summary_table(results, metrics)
