@@ -58,6 +58,7 @@ METRICS: dict[str, tuple[str, float, str]] = {
     "epochs_to_best": ("epochs to best dev EER", 1.0, "epochs"),
 }
 ALPHA = 0.05
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 # train, dev, eval, ITW utterances: small enough for 35 runs in about 25 minutes on 2 shared cores
 STUDY_CORPUS = (200, 100, 200, 100)
 
@@ -249,7 +250,10 @@ def write_doc(doc: Path, results: pd.DataFrame, args: argparse.Namespace, real: 
     body = (
         "# Conflict study on the synthetic corpus\n\n"
         "Regenerate with `python benchmarks/conflict_study.py` (this file is overwritten).\n\n"
-        f"**Setup.** `configs/demo.yaml` ({model['preset']} {model['name']}, RawBoost algo "
+        + (f"**Interrupted study.** Written with `--finished-only`: {len(seeds)} of the {len(DEFAULT_SEEDS)} default "
+           "seeds finished for every variant before the run was stopped; with so few seeds the intervals are wide.\n\n"
+           if args.finished_only and len(seeds) < len(DEFAULT_SEEDS) else "")
+        + f"**Setup.** `configs/demo.yaml` ({model['preset']} {model['name']}, RawBoost algo "
         f"{demo['augment']['rawboost']['algo']}, lr {demo['optim']['lr']}, batch {demo['optim']['batch_size']}, "
         f"{demo['data']['length'] / 16000:g}-s training crops, strength {demo['align']['strength']}); "
         f"seeds {', '.join(map(str, seeds))} (the table gives how many finished per variant), each seed shared by all variants "
@@ -286,7 +290,7 @@ def main() -> int:
     p.add_argument("--synth-seed", type=int, default=0)
     p.add_argument("--corpus-size", type=int, nargs=4, metavar=("TRAIN", "DEV", "EVAL", "ITW"),
                    default=list(STUDY_CORPUS), help="utterances per split when the corpus is made")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
     p.add_argument("--epochs", type=int, default=20, help="epoch budget (early stopping ends runs before it)")
     p.add_argument("--patience", type=int, default=2, help="epochs without a better dev EER before stopping")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
