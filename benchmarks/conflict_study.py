@@ -59,7 +59,8 @@ METRICS: dict[str, tuple[str, float, str]] = {
 }
 ALPHA = 0.05
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
-# train, dev, eval, ITW utterances: small enough for 35 runs in about 25 minutes on 2 shared cores
+# train, dev, eval, ITW utterances. Measured on 2 cores shared with other jobs: 21 runs (3 seeds) took
+# 48 min with 3 at a time (35 CPU-min), so the 5-seed default takes about 80 min there.
 STUDY_CORPUS = (200, 100, 200, 100)
 
 
