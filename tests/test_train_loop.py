@@ -53,6 +53,15 @@ def test_bad_config_names_the_key(patch: dict, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_old_augmented_only_name_still_works_and_says_so(capsys) -> None:
+    raw = {"model": {"name": "aasist", "preset": "tiny"}, "augment": {"mode": "da"}}
+    assert config_from_dict(raw, source="old.yaml").augment.mode == "augmented"
+    assert capsys.readouterr().err.strip() == "augment.mode: 'da' is deprecated, use 'augmented'"
+    raw["augment"]["mode"] = "augmented"
+    config_from_dict(raw, source="new.yaml")
+    assert capsys.readouterr().err == ""
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: 1\noptim:\n  lr: [1, 2\n")

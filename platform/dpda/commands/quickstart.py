@@ -151,10 +151,13 @@ def run(args: argparse.Namespace) -> int:
                      title="dpda quickstart: demo search on the synthetic corpus", evaluation=args.out / "eval")
     summary = {"experiment": search["experiment"], "best_trial": search["best_trial"],
                "best_model": search["best_model"], "report": str((args.out / "report.html").resolve()),
-               "eer": {r["set"]: r["eer"] for r in rows}, "wall_time_s": time.time() - start}
+               "eer": {r["set"]: r["eer"] for r in rows},
+               "eer_interval": {r["set"]: [r["eer_low"], r["eer_high"]] for r in rows},
+               "wall_time_s": time.time() - start}
     write_json(args.out / "quickstart.json", summary)
     info(f"    {time.time() - t:.0f}s")
-    print("\nEER of the best trial: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["eer"].items()))
+    print("\nEER of the best trial [95% bootstrap interval]: " + ", ".join(
+        f"{r['set']} {100 * r['eer']:.1f}% [{100 * r['eer_low']:.1f}, {100 * r['eer_high']:.1f}]" for r in rows))
     if real_line is not None:
         print(f"EER on the real-audio set [95% interval]: {real_line} (per speaker and protocol: "
               f"{args.out / 'eval' / 'real.summary.csv'})")

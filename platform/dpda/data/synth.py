@@ -12,7 +12,7 @@ artefact: Griffin-Lim phase incoherence, LPC pulse/noise vocoding, over-smooth q
 envelopes, coarse mel-band smoothing, level-mismatched unit joins and an over-regular voice
 without aspiration; eval adds unseen ones (phase-vocoder timing, mel + Griffin-Lim, sinusoidal
 peak picking) and, as in ASVspoof 2019, two known ones renamed (A16 = A04, A19 = A06).
-Calibration (default corpus, seed 0): a linear probe on log-mel statistics reaches about 15% dev
+Calibration (seed 0, 300 training and 150 dev utterances): a linear probe on log-mel statistics reaches about 15% dev
 EER with every train attack at 15-20%, while eval (unseen attacks, new speakers) stays near 30%
 and the In-the-Wild set near 45%; that generalisation gap is what the corpus is for. Both classes then share the same recording conditions (level, tilt,
 noise floor) so those carry no label information. Filtering is done per STFT frame (complex

@@ -7,6 +7,7 @@ default on a cluster.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -69,11 +70,21 @@ class ModelConfig(Settings):
 
 
 class AugmentConfig(Settings):
-    """`none`: originals only; `da`: RawBoost copies only (the DA baseline); `dual`: both paths.
+    """`none`: originals only; `augmented`: RawBoost copies only (single-path RawBoost); `dual`:
+    both paths (the published DPDA baseline is `dual` with rule `none` and a joint forward).
     `rawboost` keeps the user's keys (published names); `RawBoostParams` validates them."""
 
-    mode: Literal["none", "da", "dual"] = "dual"
+    mode: Literal["none", "augmented", "dual"] = "dual"
     rawboost: dict[str, Any] = Field(default_factory=lambda: {"algo": 4})
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _renamed_mode(cls, mode: Any) -> Any:
+        """`da` was this mode's old name ("DA" now names only the published baseline)."""
+        if mode == "da":
+            print("augment.mode: 'da' is deprecated, use 'augmented'", file=sys.stderr)
+            return "augmented"
+        return mode
 
     @model_validator(mode="after")
     def _valid_rawboost(self) -> AugmentConfig:

@@ -1,4 +1,4 @@
-"""The training loop: dual-path (or DA / no-augmentation) training with early stopping,
+"""The training loop: dual-path (or augmented-only / no-augmentation) training with early stopping,
 n-best checkpoint averaging, resumable checkpoints and per-step telemetry.
 
 One class serves the single-process CLI and every Ray Train worker: distribution enters only
@@ -153,7 +153,7 @@ class Trainer:
             single_path_step, self.model, self.loss_fn, self.optimizer, clip_norm=cfg.optim.clip_norm,
             scaler=self.scaler, reduce_fn=self.reduce_fn, autocast_dtype=self.autocast_dtype,
         )
-        if cfg.augment.mode == "da":  # the augmented copies only
+        if cfg.augment.mode == "augmented":  # the augmented copies only
             return lambda wave, aug, target, gen: one_path(self._augment(wave, aug, gen), target)
         return lambda wave, aug, target, gen: one_path(wave, target)
 
