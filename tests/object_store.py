@@ -90,3 +90,16 @@ def environment() -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def bucket_store(bucket: str) -> Iterator[LocalS3]:
+    """A started LocalS3 server with `bucket` created, credentials set; stopped on exit (the
+    body of a module-scoped `store` fixture)."""
+    with environment():
+        s3 = LocalS3()
+        try:
+            s3.filesystem().create_dir(bucket)
+            yield s3
+        finally:
+            s3.stop()

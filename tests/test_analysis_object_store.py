@@ -14,18 +14,15 @@ import pytest
 import dpda_analysis as A
 from dpda.telemetry.synthetic import write_synthetic_experiment
 
-from object_store import LocalS3, environment
+from object_store import LocalS3, bucket_store
 
 BUCKET = "dpda-analysis"
 
 
 @pytest.fixture(scope="module")
 def store():
-    with environment():
-        s3 = LocalS3()
-        s3.filesystem().create_dir(BUCKET)
+    with bucket_store(BUCKET) as s3:
         yield s3
-        s3.stop()
 
 
 @pytest.fixture(scope="module")

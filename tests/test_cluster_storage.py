@@ -31,7 +31,7 @@ import torch
 from dpda.cli import command_parser
 from dpda.commands import tune as tune_command
 
-from object_store import LocalS3, environment
+from object_store import LocalS3, bucket_store
 from support import CHECK_LOG_ENV, log_corpus_checks, write_tiny_corpus
 
 pytestmark = pytest.mark.ray
@@ -45,11 +45,8 @@ MB = 1 << 20
 
 @pytest.fixture(scope="module")
 def store():
-    with environment():
-        s3 = LocalS3()
-        s3.filesystem().create_dir(BUCKET)
+    with bucket_store(BUCKET) as s3:
         yield s3
-        s3.stop()
 
 
 @pytest.fixture(scope="module")

@@ -148,8 +148,12 @@ def compute_min_tdcf(
     cost_model: CostModel = ASVSPOOF2019,
 ) -> tuple[float, float]:
     """(min normalised 2019 t-DCF, CM threshold where it is reached), ASV threshold at the ASV EER."""
-    asv = asv_error_rates(asv_tar, asv_non, asv_spoof)
-    curve, thresholds = tdcf_curve(bona_cm, spoof_cm, asv, cost_model)
+    return _minimum(tdcf_curve(bona_cm, spoof_cm, asv_error_rates(asv_tar, asv_non, asv_spoof), cost_model))
+
+
+def _minimum(curve_and_thresholds: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+    """(lowest value of a t-DCF curve, the CM threshold where it is reached)."""
+    curve, thresholds = curve_and_thresholds
     index = int(np.argmin(curve))
     return float(curve[index]), float(thresholds[index])
 
@@ -180,10 +184,7 @@ def compute_min_tdcf_2021(
     cost_model: CostModel2021 = ASVSPOOF2021,
 ) -> tuple[float, float]:
     """(min normalised 2021 t-DCF, CM threshold where it is reached), ASV threshold at the ASV EER."""
-    asv = asv_error_rates(asv_tar, asv_non, asv_spoof)
-    curve, thresholds = tdcf_curve_2021(bona_cm, spoof_cm, asv, cost_model)
-    index = int(np.argmin(curve))
-    return float(curve[index]), float(thresholds[index])
+    return _minimum(tdcf_curve_2021(bona_cm, spoof_cm, asv_error_rates(asv_tar, asv_non, asv_spoof), cost_model))
 
 
 TDCF_DEFINITIONS = {"2019": compute_min_tdcf, "2021": compute_min_tdcf_2021}

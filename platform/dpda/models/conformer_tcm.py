@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpda.errors import UserError
-from dpda.models.ssl_weights import split_published_state
+from dpda.models.ssl_weights import convert_published
 
 # Published position-table length: 10,000 frames (200 s of XLS-R frames at 50 per second).
 MAX_FRAMES = 10_000
@@ -200,13 +200,4 @@ _PUBLISHED_DROPPED = "conformer.positional_emb"
 def published_to_dpda(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A published XLS-R + Conformer-TCM state dict with dpda's `ssl_conformer_tcm` keys (front
     end through `split_published_state`); keys no rule knows pass unchanged."""
-    out, rest = split_published_state(state)
-    for key, value in rest.items():
-        if key == _PUBLISHED_DROPPED:
-            continue
-        for pattern, repl in _PUBLISHED_RULES:
-            if pattern.fullmatch(key):
-                key = pattern.sub(repl, key)
-                break
-        out[key] = value
-    return out
+    return convert_published(state, _PUBLISHED_RULES, frozenset({_PUBLISHED_DROPPED}))

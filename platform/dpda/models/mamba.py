@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpda.errors import UserError
-from dpda.models.ssl_weights import rename, split_published_state
+from dpda.models.ssl_weights import convert_published
 
 
 @functools.cache
@@ -237,7 +237,4 @@ def published_to_dpda(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
 
     Keys that fit no rule keep their published names, so a strict load names the first of them.
     """
-    out, rest = split_published_state(state)
-    for key, value in rest.items():
-        out[rename(key, _RULES) or key] = value
-    return out
+    return convert_published(state, _RULES)

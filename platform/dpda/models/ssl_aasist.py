@@ -42,7 +42,7 @@ from torch import nn
 from dpda.errors import UserError
 from dpda.models.aasist import _check_blocks, residual_encoder
 from dpda.models.graph import GraphBackend
-from dpda.models.ssl_weights import rename, split_published_state
+from dpda.models.ssl_weights import convert_published
 
 
 class AASISTHead(nn.Module):
@@ -93,7 +93,4 @@ def published_to_dpda(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
 
     Keys that fit no rule keep their published names, so a strict load names the first of them.
     """
-    out, rest = split_published_state(state)
-    for key, value in rest.items():
-        out[rename(key, _RULES) or key] = value
-    return out
+    return convert_published(state, _RULES)

@@ -95,6 +95,29 @@ def split_published_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, 
     return frontend, rest
 
 
+def convert_published(
+    state: Mapping[str, torch.Tensor],
+    rules: list[tuple[re.Pattern[str], str]],
+    dropped: frozenset[str] = frozenset(),
+) -> dict[str, torch.Tensor]:
+    """A published DPDA state dict under a dpda model's keys: the front end through
+    `split_published_state`, every other key renamed by the first rule (compiled pattern,
+    replacement) matching it whole; `dropped` keys (tables dpda recomputes) left out. Keys no
+    rule knows keep their published names, so a strict load names the first of them."""
+    out, rest = split_published_state(state)
+    for key, value in rest.items():
+        if key not in dropped:
+            out[_rename_whole(key, rules)] = value
+    return out
+
+
+def _rename_whole(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str:
+    for pattern, repl in rules:
+        if match := pattern.fullmatch(key):
+            return match.expand(repl)
+    return key
+
+
 def convert_huggingface(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """(torchaudio state dict, keys that fit nowhere) from Hugging Face Wav2Vec2 keys."""
     out: dict[str, torch.Tensor] = {}
