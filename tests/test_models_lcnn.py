@@ -104,11 +104,32 @@ def test_linear_filterbank_separates_tones_by_frequency():
     assert (c[0] - c[1]).abs().max() > 1.0
 
 
+def test_lps_front_end_is_the_normalised_log_power_spectrum_and_resolves_harmonics():
+    """`features: lps` keeps what the 20-filter cepstrum averages away: two harmonic tones 125 Hz
+    apart inside one 400-Hz LFCC filter give near-equal LFCC but distinct log power spectra."""
+    fe = LFCCFrontEnd(features="lps", feature_norm="none", pre_emphasis=0.0)
+    wave = _wave(2, 16000)
+    feats = fe(wave)
+    assert feats.shape == (2, 257, 101) and fe.out_dim == 257
+    power = torch.stft(wave, 512, 160, win_length=320, window=torch.hann_window(320), center=True,
+                       pad_mode="constant", return_complex=True).abs().pow(2)
+    torch.testing.assert_close(feats, torch.log(power + 1e-8), atol=1e-4, rtol=1e-4)
+    t = torch.arange(16000) / 16000
+    tones = torch.stack([sum(torch.sin(2 * torch.pi * k * f0 * t) for k in (16, 17)) for f0 in (250.0, 256.25)])
+    lfcc = LFCCFrontEnd(feature_norm="none", pre_emphasis=0.0)(tones)[:, :20].mean(-1)
+    lps = fe(tones).mean(-1)
+    assert (lps[0] - lps[1]).abs().max() > 5 * (lfcc[0] - lfcc[1]).abs().max()
+    model = build_model("lcnn", "tiny", seed=0, features="lps")
+    assert model(_wave(3, 8000)).shape == (3, 2)
+
+
 def test_configuration_errors_name_the_parameter():
     with pytest.raises(UserError, match="unknown parameter 'dropuot'"):
         build_model("lcnn", "tiny", dropuot=0.1)
     with pytest.raises(UserError, match="feature_norm must be one of"):
         build_model("lcnn", "tiny", feature_norm="instance")
+    with pytest.raises(UserError, match="features must be one of lfcc, lps"):
+        build_model("lcnn", "tiny", features="cqt")
     with pytest.raises(UserError, match="n_lfcc=30 must be <= n_filter=20"):
         build_model("lcnn", "tiny", n_lfcc=30)
     with pytest.raises(UserError, match="channels must be"):

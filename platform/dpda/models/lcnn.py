@@ -6,10 +6,10 @@ CPU detector. The light CNN uses max-feature-map (MFM) activations: each convolu
 twice the channels and MFM keeps the elementwise max of the two halves, a learnt competitive
 selection that halves the width without a separate nonlinearity.
 
-Pipeline: waveform (B, T) at 16 kHz -> pre-emphasis -> LFCC + deltas + delta-deltas (fixed, no
-grad) -> per-utterance mean/variance normalisation over time -> LCNN stages (conv -> MFM -> BN,
-max-pool) -> optional residual Bi-LSTM over time -> mean + std pooling over time -> dropout ->
-linear to 2 logits (class 1 = bona fide).
+Pipeline: waveform (B, T) at 16 kHz -> pre-emphasis -> LFCC + deltas + delta-deltas, or the log
+power spectrum with `features: lps` (fixed, no grad) -> per-utterance mean/variance normalisation
+over time -> LCNN stages (conv -> MFM -> BN, max-pool) -> optional residual Bi-LSTM over time ->
+mean + std pooling over time -> dropout -> linear to 2 logits (class 1 = bona fide).
 """
 
 from __future__ import annotations
@@ -20,33 +20,46 @@ import torch
 from torch import nn
 from dpda._torchaudio import torchaudio  # noqa: F401  one-line error if torch and torchaudio cannot load together
 from torchaudio.functional import compute_deltas
-from torchaudio.transforms import LFCC
+from torchaudio.transforms import LFCC, Spectrogram
 
 from dpda.errors import UserError
 from dpda.models.sinc import check_positive
 
 
 FEATURE_NORMS = ("meanvar", "mean", "batch", "none")
+LPS_FLOOR = 1e-8  # power added before the log: silence stays finite, about -80 dB under a 0.05-RMS utterance
+
+
+FEATURES = ("lfcc", "lps")
 
 
 class LFCCFrontEnd(nn.Module):
-    """Fixed LFCC (+ deltas) features, normalised per utterance: (B, T) -> (B, 3 * n_lfcc, frames).
+    """Fixed LFCC (+ deltas) or log power spectrum (LPS) features, normalised per utterance:
+    (B, T) -> (B, out_dim, frames).
 
-    Uses a natural log of the linear filterbank energies (not dB with `top_db`, which in
-    torchaudio clamps relative to the whole batch's maximum and would make one utterance's
-    features depend on its batch mates). Normalising each coefficient over time removes the
-    channel/level offset so the network sees spectral shape, and keeps silent input finite.
+    LFCC (`features="lfcc"`, 3 * n_lfcc rows) is the ASVspoof 2021 baseline's cepstral envelope;
+    truncating the cepstrum smooths away the harmonic fine structure. LPS (`features="lps"`,
+    n_fft // 2 + 1 rows) is the full-resolution log power spectrum of the light-CNN systems of
+    ASVspoof 2017/2019 (Lavrentyeva et al.): it keeps harmonics, noise between them and the
+    smearing that phase reconstruction leaves, at a few times the convolution cost.
+    Both use a natural log (not dB with `top_db`, which in torchaudio clamps relative to the
+    whole batch's maximum and would make one utterance's features depend on its batch mates).
+    Normalising each row over time removes the channel/level offset so the network sees spectral
+    shape, and keeps silent input finite.
     """
 
     def __init__(self, n_lfcc: int = 20, n_filter: int = 20, win_ms: float = 20.0, hop_ms: float = 10.0,
                  n_fft: int = 512, pre_emphasis: float = 0.97, feature_norm: str = "meanvar",
-                 sample_rate: int = 16_000) -> None:
+                 sample_rate: int = 16_000, features: str = "lfcc") -> None:
         super().__init__()
         if feature_norm not in FEATURE_NORMS:
             raise UserError(f"model lcnn: feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {feature_norm!r}")
+        if features not in FEATURES:
+            raise UserError(f"model lcnn: features must be one of {', '.join(FEATURES)}, got {features!r}")
         self.feature_norm = feature_norm
+        self.features = features
         check_positive("lcnn", n_lfcc=n_lfcc, n_filter=n_filter, win_ms=win_ms, hop_ms=hop_ms, n_fft=n_fft)
-        if n_lfcc > n_filter:
+        if features == "lfcc" and n_lfcc > n_filter:
             raise UserError(f"model lcnn: n_lfcc={n_lfcc} must be <= n_filter={n_filter}")
         if not 0.0 <= pre_emphasis < 1.0:
             raise UserError(f"model lcnn: pre_emphasis must be in [0, 1), got {pre_emphasis}")
@@ -55,10 +68,13 @@ class LFCCFrontEnd(nn.Module):
         if self.win_length > n_fft:
             raise UserError(f"model lcnn: window of {self.win_length} samples exceeds n_fft={n_fft}")
         self.pre_emphasis = pre_emphasis
-        self.lfcc = LFCC(sample_rate=sample_rate, n_filter=n_filter, n_lfcc=n_lfcc, log_lf=True,
-                         speckwargs=dict(n_fft=n_fft, win_length=self.win_length, hop_length=hop,
-                                         center=True, pad_mode="constant"))
-        self.out_dim = 3 * n_lfcc
+        spec = dict(n_fft=n_fft, win_length=self.win_length, hop_length=hop, center=True, pad_mode="constant")
+        if features == "lfcc":
+            self.lfcc = LFCC(sample_rate=sample_rate, n_filter=n_filter, n_lfcc=n_lfcc, log_lf=True, speckwargs=spec)
+            self.out_dim = 3 * n_lfcc
+        else:
+            self.spectrogram = Spectrogram(power=2.0, **spec)
+            self.out_dim = n_fft // 2 + 1
 
     @torch.no_grad()
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
@@ -70,9 +86,12 @@ class LFCCFrontEnd(nn.Module):
         wave = wave.float()
         if self.pre_emphasis > 0:
             wave = torch.cat([wave[:, :1], wave[:, 1:] - self.pre_emphasis * wave[:, :-1]], dim=1)
-        c = self.lfcc(wave)  # (B, n_lfcc, frames)
-        d1 = compute_deltas(c)
-        feats = torch.cat([c, d1, compute_deltas(d1)], dim=1)
+        if self.features == "lfcc":
+            c = self.lfcc(wave)  # (B, n_lfcc, frames)
+            d1 = compute_deltas(c)
+            feats = torch.cat([c, d1, compute_deltas(d1)], dim=1)
+        else:
+            feats = torch.log(self.spectrogram(wave) + LPS_FLOOR)  # (B, n_fft // 2 + 1, frames)
         if self.feature_norm == "none":
             return feats
         feats = feats - feats.mean(dim=-1, keepdim=True)
@@ -128,6 +147,7 @@ class LCNN(nn.Module):
         dropout: float = 0.7,
         pre_emphasis: float = 0.97,
         feature_norm: str = "meanvar",
+        features: str = "lfcc",
     ) -> None:
         super().__init__()
         try:
@@ -142,7 +162,8 @@ class LCNN(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise UserError(f"model lcnn: dropout must be in [0, 1), got {dropout}")
         self.frontend = LFCCFrontEnd(n_lfcc=n_lfcc, n_filter=n_filter, pre_emphasis=pre_emphasis,
-                                     feature_norm="none" if feature_norm == "batch" else feature_norm)
+                                     feature_norm="none" if feature_norm == "batch" else feature_norm,
+                                     features=features)
         self.input_norm = nn.BatchNorm1d(self.frontend.out_dim) if feature_norm == "batch" else nn.Identity()
         ins = [1] + widths[:-1]
         self.stages = nn.Sequential(*(

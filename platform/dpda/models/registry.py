@@ -49,9 +49,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "lcnn": {
         "full": dict(n_lfcc=20, n_filter=20, channels=(32, 48, 64, 32), first_kernel=5, kernel=3, lstm_layers=2,
-                     dropout=0.7, pre_emphasis=0.97, feature_norm="batch"),
+                     dropout=0.7, pre_emphasis=0.97, feature_norm="batch", features="lfcc"),
         "tiny": dict(n_lfcc=20, n_filter=20, channels=(16, 24, 32, 16), first_kernel=5, kernel=3, lstm_layers=0,
-                     dropout=0.2, pre_emphasis=0.97, feature_norm="batch"),
+                     dropout=0.2, pre_emphasis=0.97, feature_norm="batch", features="lfcc"),
     },
     "ssl_aasist": {
         "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, **_SSL_AASIST_FULL),
