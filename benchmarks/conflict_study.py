@@ -59,9 +59,24 @@ METRICS: dict[str, tuple[str, float, str]] = {
 }
 ALPHA = 0.05
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
-# train, dev, eval, ITW utterances. Measured on 2 cores shared with other jobs: 21 runs (3 seeds) took
-# 48 min with 3 at a time (35 CPU-min), so the 5-seed default takes about 80 min there.
-STUDY_CORPUS = (200, 100, 200, 100)
+# train, dev, eval, ITW utterances: half the quickstart's training set (same generator, same
+# speakers per split), its full dev, eval and ITW-style sets, so each EER rests on 300-600 trials.
+STUDY_CORPUS = (600, 300, 600, 300)
+# The demo search's per-trial settings that the study shares (crop length, batch): read from the
+# demo space so the study trains what `dpda quickstart` trains.
+DEMO_SPACE = ROOT / "search_spaces/demo.yaml"
+SHARED_SETTINGS = ("data.length", "optim.batch_size")
+
+
+def study_config() -> dict:
+    """configs/demo.yaml with the demo space's crop length and batch size: one run's base config."""
+    from dpda.dotted import set_dotted
+
+    raw = read_yaml(ROOT / "configs/demo.yaml")
+    fixed = read_yaml(DEMO_SPACE)["set"]
+    for key in SHARED_SETTINGS:
+        set_dotted(raw, key, fixed[key])
+    return raw
 
 
 def _corpus_counts(data: Path) -> str:
@@ -94,7 +109,7 @@ def run_one(variant: str, seed: int, data: str, out: str, epochs: int, patience:
     if result_file.exists():
         return json.loads(result_file.read_text())
     cpu = os.times()
-    raw = read_yaml(ROOT / "configs/demo.yaml")
+    raw = study_config()
     raw.update(seed=seed, device="cpu")
     raw["data"].update(train=[f"asvspoof2019:{data}/LA:train"], dev=[f"asvspoof2019:{data}/LA:dev"],
                        eval={}, num_workers=0)
@@ -240,7 +255,7 @@ def sentences(tests: pd.DataFrame) -> list[str]:
 
 
 def write_doc(doc: Path, results: pd.DataFrame, args: argparse.Namespace, real: bool, wall_s: float) -> str:
-    demo = read_yaml(ROOT / "configs/demo.yaml")
+    demo = study_config()
     metrics = [c for c in METRICS if c in results.columns and results[c].notna().any()]
     tests = paired_tests(results, metrics)
     budget_hits = int((results["epochs_to_best"] >= args.epochs).sum())
@@ -254,7 +269,7 @@ def write_doc(doc: Path, results: pd.DataFrame, args: argparse.Namespace, real: 
         + (f"**Interrupted study.** Written with `--finished-only`: {len(seeds)} of the {len(DEFAULT_SEEDS)} default "
            "seeds finished for every variant before the run was stopped; with so few seeds the intervals are wide.\n\n"
            if args.finished_only and len(seeds) < len(DEFAULT_SEEDS) else "")
-        + f"**Setup.** `configs/demo.yaml` ({model['preset']} {model['name']}, RawBoost algo "
+        + f"**Setup.** `configs/demo.yaml` with the demo search's crop and batch ({model['preset']} {model['name']}, RawBoost algo "
         f"{demo['augment']['rawboost']['algo']}, lr {demo['optim']['lr']}, batch {demo['optim']['batch_size']}, "
         f"{demo['data']['length'] / 16000:g}-s training crops, strength {demo['align']['strength']}); "
         f"seeds {', '.join(map(str, seeds))} (the table gives how many finished per variant), each seed shared by all variants "
@@ -293,7 +308,7 @@ def main() -> int:
                    default=list(STUDY_CORPUS), help="utterances per split when the corpus is made")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
     p.add_argument("--epochs", type=int, default=20, help="epoch budget (early stopping ends runs before it)")
-    p.add_argument("--patience", type=int, default=2, help="epochs without a better dev EER before stopping")
+    p.add_argument("--patience", type=int, default=3, help="epochs without a better dev EER before stopping")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (1 thread each)")
     p.add_argument("--out", default="runs/study")

@@ -15,7 +15,11 @@ from dpda.errors import UserError
 class SynthConfig:
     """Sizes of the synthetic corpus. The defaults (about a minute on 2 cores) are what the demo
     detector needs to learn: with 300 training utterances the tiny LCNN stalled near 20-25% dev
-    EER however long it trained; with 1200 it passed 13% in 4 epochs."""
+    EER however long it trained; with 1200 it passed 13% in 4 epochs. Speakers: with 12 training
+    voices (100 utterances each) its best dev EER stayed at 17% over 5 epochs; with 48 (25 each)
+    it reached 12% by epoch 5 and 10% by epoch 9 (dual path, PCGrad, RawBoost 4, 1-s crops; one
+    seed each). Dev, eval and ITW-style sets get new voices of their own, more of them
+    than before so that no single voice weighs on an EER."""
 
     seed: int = 0
     train: int = 1200
@@ -25,10 +29,10 @@ class SynthConfig:
     min_seconds: float = 1.0
     max_seconds: float = 4.0
     bonafide_fraction: float = 0.3
-    speakers_train: int = 12
-    speakers_dev: int = 6
-    speakers_eval: int = 10
-    speakers_itw: int = 8
+    speakers_train: int = 48
+    speakers_dev: int = 12
+    speakers_eval: int = 16
+    speakers_itw: int = 12
     batch_size: int = 32
 
     def validate(self) -> None:
