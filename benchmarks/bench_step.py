@@ -168,6 +168,16 @@ def write_profiles(configs: dict[str, Callable], batch: tuple, device: torch.dev
         print(prof.key_averages().table(sort_by=sort, row_limit=top))
 
 
+def print_op_counts(configs: dict[str, Callable], batch: tuple) -> None:
+    """One profiled step per configuration: host syncs and top-level operators (views apart) per
+    region. On a GPU every operator is a kernel launch (or more) and every sync drains the queue."""
+    from dpda.train.op_count import profile_ops
+
+    print("\nper step (one profiled step; plain DA has no dpda.pass ranges, so all of it counts as 'step'):")
+    for name, fn in configs.items():
+        print(f"{name:<20} {profile_ops(fn, *batch).summary()}")
+
+
 def _alloc_events(prof: profile) -> list[tuple[int, int, bool]]:
     """(time, signed bytes, inside dpda.align) for every CPU allocator event, in time order."""
     out: list[tuple[int, int, bool]] = []
@@ -236,6 +246,9 @@ def main() -> None:
     ap.add_argument("--joint-rules", default="none,pcgrad", help="rules run in joint mode (model granularity)")
     ap.add_argument("--profile", metavar="DIR", help="also write one torch.profiler trace per configuration")
     ap.add_argument("--top", type=int, default=15, help="operators printed per profile")
+    ap.add_argument("--op-counts", action="store_true",
+                    help="also profile one step per configuration and print its host syncs and top-level "
+                         "operator counts by region (step machinery, optimizer, passes: dpda.train.op_count)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -300,6 +313,8 @@ def main() -> None:
         align = align_peak / p_bytes
         print(f"{n:<20} {ms:>8.1f} {t:>12.3f} {c:>11.3f} {align_ms[n]:>8.2f} {persistent:>12.2f} {align:>8.2f} "
               f"{persistent + align:>8.2f} {beyond:>23.1f}")
+    if args.op_counts:
+        print_op_counts(configs, (x, xa, y))
     if args.profile:
         write_profiles(configs, (x, xa, y), device, args.profile, args.top)
 

@@ -295,7 +295,7 @@ def test_non_finite_gradient_flags_and_keeps_gradvac_state() -> None:
     assert float(al.state_dict()["phi_hat"]) == 0.0
 
 
-_B = 1024  # dpda.align.segments.BLOCK
+_B = 256  # dpda.align.segments.BLOCK
 
 
 @pytest.mark.parametrize("sizes", [

@@ -9,7 +9,8 @@ WHY blocks: the buffer is cut into blocks of ``BLOCK`` elements. A block lying i
 ("pure") is reduced or scaled as a row of a (blocks, BLOCK) view: one dense, fully parallel
 reduction / broadcast per chunk of rows, whatever the segment sizes. The few blocks a segment
 boundary cuts ("split", at most one per boundary, plus the buffer's partial last block) are
-gathered once (at most segments x BLOCK elements) and handled with per-element segment ids. So
+gathered once (at most segments x BLOCK elements, a transient that does not grow with the
+parameter count) and handled with per-element segment ids. So
 no kernel ever walks one huge segment serially (``segment_reduce``'s one-block-per-segment and
 ``repeat_interleave``'s one-warp-per-repeat CUDA kernels did, for segments of millions of
 elements), and no parameter-sized index or coefficient vector is built.
@@ -31,9 +32,9 @@ import torch
 
 from dpda.errors import UserError
 
-BLOCK = 1024  # elements per block: the unit of the dense per-segment reductions
+BLOCK = 256  # elements per block: the unit of the dense per-segment reductions
 _CHUNKS = 16  # target number of row chunks (bounds transient memory at ~1/16 of P)
-_MIN_CHUNK_ROWS = 64  # small buffers: few chunks (a chunk's transient is then at most 256 KiB)
+_MIN_CHUNK_ROWS = 16  # small buffers: chunks of at least 4 Ki elements (a 16 KiB fp32 transient)
 
 
 class PairDots(NamedTuple):
@@ -176,8 +177,7 @@ def _offsets(lengths: torch.Tensor) -> torch.Tensor:
 def segment_dots(g_orig: torch.Tensor, g_aug: torch.Tensor, segments: Segments) -> PairDots:
     """Per-segment |g_o|^2, |g_a|^2 and g_o.g_a as float64 vectors of shape (S,).
 
-    Block sums are float32 (or the buffer's dtype) over BLOCK elements; everything above them
-    is float64."""
+    Sums over at most BLOCK elements are in the buffer's dtype; everything above them is float64."""
     segments.check(g_orig, g_aug)
     plan = segments.plan(g_orig.device)
     dev = g_orig.device
@@ -196,8 +196,11 @@ def segment_dots(g_orig: torch.Tensor, g_aug: torch.Tensor, segments: Segments) 
     if plan.split_idx.numel():
         o = g_orig.index_select(0, plan.split_idx)
         a = g_aug.index_select(0, plan.split_idx)
-        prods = torch.stack([o * o, a * a, o * a]).to(torch.float64)
-        pieces = torch.segment_reduce(prods, "sum", offsets=plan.piece_offsets.expand(3, -1), axis=1)
+        prods = torch.empty(3, o.numel(), dtype=o.dtype, device=dev)  # pieces <= BLOCK long: summed in this dtype
+        torch.mul(o, o, out=prods[0])
+        torch.mul(a, a, out=prods[1])
+        torch.mul(o, a, out=prods[2])
+        pieces = torch.segment_reduce(prods, "sum", offsets=plan.piece_offsets.expand(3, -1), axis=1).to(torch.float64)
         pieces = torch.nn.functional.pad(pieces, (0, 1))  # the "no piece" column
         out += pieces.index_select(1, plan.head) + pieces.index_select(1, plan.tail)
     return PairDots(out[0], out[1], out[2])

@@ -54,7 +54,8 @@ class OpCounts:
     step_syncs: Counter = field(default_factory=Counter)
 
     def summary(self) -> str:
-        return (f"step machinery: {self.ops['step']} ops (+{self.views['step']} views), {self.syncs['step']} host syncs; "
+        return (f"step machinery: {self.ops['step']} ops (+{self.views['step']} views), "
+                f"{self.syncs['step']} host syncs; "
                 f"optimizer: {self.ops['optimizer']} ops; passes: {self.ops['passes']} ops, "
                 f"{self.syncs['passes']} syncs")
 
