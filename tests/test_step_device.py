@@ -2,7 +2,7 @@
 reference: path gradients, update, statistics, BatchNorm running statistics and the optimizer
 update, for every rule, granularity and mode, the reduce hook and bf16 autocast.
 
-Self-contained (no `support` import: it needs soundfile, which the GPU machine lacks), so
+No `support` import (it needs soundfile, which the GPU machine lacks): step_support, so
 benchmarks/gpu_step_check.sh can run it there.
 """
 
@@ -16,38 +16,9 @@ from torch import nn
 
 from dpda.align import RULES, Segments, make_aligner
 from dpda.train.step import DualPathStep
+from step_support import DEVICE, LOSS, ConvNet, conv_batch
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-# fp32 kernels must stay fp32: TF32 convolutions/matmuls would differ from the reference by ~1e-3
-torch.backends.cudnn.allow_tf32 = False
-torch.backends.cuda.matmul.allow_tf32 = False
 torch.set_num_threads(1)
-LOSS = nn.CrossEntropyLoss(weight=torch.tensor([0.1, 0.9]))
-
-
-class _ConvNet(nn.Module):
-    """Conv1d + BatchNorm (cuDNN on a GPU), a long and a short tensor, no dropout."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv1d(1, 24, 9, stride=2, bias=False)  # a bias before BatchNorm has a zero gradient
-        self.bn = nn.BatchNorm1d(24)
-        self.conv2 = nn.Conv1d(24, 48, 5, stride=2, bias=False)
-        self.bn2 = nn.BatchNorm1d(48)
-        self.head = nn.Linear(96, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.tanh(self.bn(self.conv(x.unsqueeze(1))))
-        h = torch.tanh(self.bn2(self.conv2(h)))
-        return self.head(torch.cat([h.mean(-1), h.amax(-1)], 1))
-
-
-def _batch(seed: int, n: int = 6, t: int = 400) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, t, generator=g)
-    xa = -0.6 * x + 0.5 * torch.randn(n, t, generator=g)
-    return x, xa, torch.tensor([0, 1] * (n // 2))
 
 
 def _flat(loss: torch.Tensor, params: list[nn.Parameter], retain: bool = False) -> torch.Tensor:
@@ -78,8 +49,8 @@ def _reference(model: nn.Module, batch: tuple, rule: str, granularity: str, mode
 @pytest.mark.parametrize("granularity", ["model", "layer"])
 @pytest.mark.parametrize("mode", ["separate", "joint"])
 def test_step_on_the_device_equals_the_float64_reference(rule: str, granularity: str, mode: str) -> None:
-    model = _ConvNet()
-    batch = _batch(1)
+    model = ConvNet()
+    batch = conv_batch(1)
     go, ga, res, ref = _reference(model, batch, rule, granularity, mode)
     dev_model = copy.deepcopy(model).to(DEVICE)
     calls = []
@@ -119,10 +90,10 @@ def test_step_on_the_device_equals_the_float64_reference(rule: str, granularity:
 
 @pytest.mark.parametrize("granularity", ["model", "layer"])
 def test_bf16_autocast_on_the_device_stays_close_to_fp32(granularity: str) -> None:
-    batch = tuple(t.to(DEVICE) for t in _batch(2))
+    batch = tuple(t.to(DEVICE) for t in conv_batch(2))
     hosts = []
     for amp in (None, torch.bfloat16):
-        m = _ConvNet().to(DEVICE)
+        m = ConvNet().to(DEVICE)
         step = DualPathStep(m, LOSS.to(DEVICE), torch.optim.Adam(m.parameters(), lr=1e-3),
                             make_aligner("pcgrad", granularity=granularity), autocast_dtype=amp)
         hosts.append(step(*batch).to_host())
@@ -134,9 +105,9 @@ def test_bf16_autocast_on_the_device_stays_close_to_fp32(granularity: str) -> No
 
 
 def test_skipped_step_on_the_device_restores_batchnorm_and_weights() -> None:
-    m = _ConvNet().to(DEVICE)
+    m = ConvNet().to(DEVICE)
     step = DualPathStep(m, LOSS.to(DEVICE), torch.optim.Adam(m.parameters(), lr=1e-3), make_aligner("cagrad", granularity="layer"))
-    x, xa, y = (t.to(DEVICE) for t in _batch(3))
+    x, xa, y = (t.to(DEVICE) for t in conv_batch(3))
     assert step(x, xa, y).to_host()["skipped"] is False
     state = copy.deepcopy(m.state_dict())
     loud = x.clone()

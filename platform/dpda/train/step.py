@@ -48,10 +48,11 @@ from torch import nn
 
 from dpda.align import Aligner, AlignStats, Segments, combine_, segment_dots
 from dpda.errors import UserError
+from dpda.train.batched_pass import BatchedPass
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ReduceFn = Callable[[torch.Tensor], Any]
-MODES = ("separate", "joint")
+MODES = ("separate", "joint", "batched")
 _EPS_CLIP = 1e-6  # same epsilon as torch.nn.utils.clip_grad_norm_
 
 
@@ -173,7 +174,10 @@ class DualPathStep:
     mode 'separate' (default): one forward + backward per path, BatchNorm statistics per path; the
     FLOPs equal one plain DA step over the doubled batch. mode 'joint': the published behaviour,
     one forward over ``torch.cat([x_orig, x_aug])`` (BatchNorm statistics across both paths),
-    loss per half, two backward passes through the shared graph.
+    loss per half, two backward passes through the shared graph. mode 'batched': both paths as
+    ONE vmapped forward/backward (`dpda.train.batched_pass`): per-path BatchNorm statistics and
+    gradients as in 'separate', the launches of one pass; models it cannot run are refused with
+    one UserError (recurrent layers, torchaudio's wav2vec 2.0).
 
     ``reduce_fn(buffer)`` (optional) is called on the (2, P) gradient buffer after both backward
     passes and before alignment, e.g. ``lambda t: dist.all_reduce(t.div_(world))`` for data
@@ -228,6 +232,7 @@ class DualPathStep:
                 views.append(self._buffer[row, offset : offset + n].view_as(p))
             offset += n
         self._bind_grads(1)
+        self._batched = BatchedPass(model, loss_fn, named, self._buffer) if mode == "batched" else None
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -267,6 +272,10 @@ class DualPathStep:
                 with amp():
                     loss_a = _scalar_loss(self.loss_fn(self.model(x_aug), y))
                 self._backward(loss_a)
+        elif self._batched is not None:
+            self._bind_grads(1)
+            with torch.profiler.record_function("dpda.pass.batched"):
+                loss_o, loss_a = self._batched(x_orig, x_aug, y, amp, self._backward)
         else:
             b = x_orig.shape[0]
             with torch.profiler.record_function("dpda.pass.joint"):
