@@ -18,8 +18,9 @@ separate mode's in distribution, not bit for bit.
 What cannot run this way, refused in one line at construction (`unsupported_reason`): recurrent
 layers (no batching rule for the fused RNN kernels), BatchNorm with ``momentum=None`` (its
 cumulative average depends on the batch count in a way two paths in one call cannot reproduce),
-and torchaudio's wav2vec 2.0 / XLS-R encoder (its layer drop calls ``.item()`` inside the
-forward). Any other failure of the batched pass surfaces at the first step as one UserError
+torchaudio's wav2vec 2.0 / XLS-R encoder (its layer drop calls ``.item()`` inside the
+forward), and autocast (inside vmap a convolution of batched tensors ignores autocast and runs in
+float32, so bf16 would silently differ from separate mode; DualPathStep refuses it). Any other failure of the batched pass surfaces at the first step as one UserError
 naming the model and the key.
 """
 

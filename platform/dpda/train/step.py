@@ -232,6 +232,10 @@ class DualPathStep:
                 views.append(self._buffer[row, offset : offset + n].view_as(p))
             offset += n
         self._bind_grads(1)
+        if mode == "batched" and autocast_dtype is not None:
+            raise UserError("align.mode: batched cannot run under autocast (optim.amp): inside vmap, convolutions "
+                            "ignore autocast and would run in float32, unlike separate mode; use align.mode: "
+                            "separate for mixed precision")
         self._batched = BatchedPass(model, loss_fn, named, self._buffer) if mode == "batched" else None
 
     @property
