@@ -14,22 +14,26 @@ from torch import nn
 from dpda.align import RULES, make_aligner
 from dpda.train.op_count import profile_ops
 from dpda.train.step import DualPathStep
-from support import tiny_mlp, toy_batch
+from step_support import DEVICE, LOSS, ConvNet, conv_batch
 
 torch.set_num_threads(1)
-LOSS = nn.CrossEntropyLoss(weight=torch.tensor([0.1, 0.9]))
 
 
 def _step(model: nn.Module, rule: str = "pcgrad", granularity: str = "model", **kw) -> DualPathStep:
+    model = model.to(DEVICE)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    return DualPathStep(model, LOSS, opt, make_aligner(rule, granularity=granularity), **kw)
+    return DualPathStep(model, LOSS.to(DEVICE), opt, make_aligner(rule, granularity=granularity), **kw)
+
+
+def toy_batch(seed: int) -> tuple[torch.Tensor, ...]:
+    return tuple(t.to(DEVICE) for t in conv_batch(seed))
 
 
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("granularity", ["model", "layer"])
 @pytest.mark.parametrize("mode", ["separate", "joint"])
 def test_one_host_sync_per_step(rule: str, granularity: str, mode: str) -> None:
-    step = _step(tiny_mlp(bn=True), rule, granularity, mode=mode, clip_norm=1.0, reduce_fn=lambda b: b.mul_(1.0))
+    step = _step(ConvNet(), rule, granularity, mode=mode, clip_norm=1.0, reduce_fn=lambda b: b.mul_(1.0))
     x, xa, y = toy_batch(1)
     step(x, xa, y)  # Adam state exists from here on
     counts = profile_ops(step, x, xa, y)
@@ -38,11 +42,11 @@ def test_one_host_sync_per_step(rule: str, granularity: str, mode: str) -> None:
 
 
 def test_one_host_sync_with_a_grad_scaler_and_on_a_skipped_step() -> None:
-    step = _step(tiny_mlp(bn=True), "cagrad", "layer", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**8))
+    step = _step(ConvNet(), "cagrad", "layer", scaler=torch.amp.GradScaler(DEVICE.type, init_scale=2.0**8))
     x, xa, y = toy_batch(2)
     step(x, xa, y)
     assert profile_ops(step, x, xa, y).syncs["step"] == 1  # the scaler's found-inf check
-    plain = _step(tiny_mlp(bn=True), "pcgrad", "layer")
+    plain = _step(ConvNet(), "pcgrad", "layer")
     bad = x.clone()
     bad[0, 0] = float("nan")
     counts = profile_ops(plain, bad, xa, y)  # also the first step: the layout was built beforehand
