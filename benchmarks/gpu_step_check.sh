@@ -74,8 +74,9 @@ say "python/torch"
 $PY -c "import torch, sys; print(sys.version.split()[0], torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
 
 say "step equality tests on $DEV"
-$PY -m pytest -q -x -p no:cacheprovider tests/test_step_device.py tests/test_step_batched.py \
-    tests/test_step_overhead.py 2>&1 | tail -n 15 | tee -a "$LOG"
+$PY -m pytest -q -p no:cacheprovider tests/test_step_device.py tests/test_step_batched.py \
+    tests/test_step_overhead.py >"$OUT/pytest.log" 2>&1
+tail -n 25 "$OUT/pytest.log" | tee -a "$LOG"
 
 BENCH=("$PY" benchmarks/bench_step.py --device "$DEV" --rules pcgrad --joint-rules pcgrad --op-counts)
 filter() { grep -v -E "UserWarning|warn\(|_warn_once|CPUAllocator|gpuGetDeviceCount|return _VF" ; }

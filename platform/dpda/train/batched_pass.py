@@ -119,7 +119,9 @@ class BatchedPass:
                 # and correct; torch only notes that the layout differs from the copies' own
                 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
                 backward(losses.sum())
-        except RuntimeError as exc:
+        except UserError:
+            raise
+        except Exception as exc:  # vmap/kernel refusals are RuntimeError, a few NotImplementedError
             if self._checked:
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
