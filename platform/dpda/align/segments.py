@@ -192,17 +192,16 @@ def segment_dots(g_orig: torch.Tensor, g_aug: torch.Tensor, segments: Segments) 
             torch.sum(a * a, 1, out=blk[1, lo:hi])
             torch.sum(o * a, 1, out=blk[2, lo:hi])
         blk64 = blk.to(torch.float64).index_fill_(1, plan.split_rows, 0.0)
-        out += torch.segment_reduce(blk64, "sum", offsets=plan.row_offsets.expand(3, -1), axis=1)
+        for k in range(3):  # 1-D segmented reductions (CUB's segmented reduce on CUDA)
+            out[k] += torch.segment_reduce(blk64[k], "sum", offsets=plan.row_offsets)
     if plan.split_idx.numel():
         o = g_orig.index_select(0, plan.split_idx)
         a = g_aug.index_select(0, plan.split_idx)
-        prods = torch.empty(3, o.numel(), dtype=o.dtype, device=dev)  # pieces <= BLOCK long: summed in this dtype
-        torch.mul(o, o, out=prods[0])
-        torch.mul(a, a, out=prods[1])
-        torch.mul(o, a, out=prods[2])
-        pieces = torch.segment_reduce(prods, "sum", offsets=plan.piece_offsets.expand(3, -1), axis=1).to(torch.float64)
-        pieces = torch.nn.functional.pad(pieces, (0, 1))  # the "no piece" column
-        out += pieces.index_select(1, plan.head) + pieces.index_select(1, plan.tail)
+        for k, (x, y) in enumerate(((o, o), (a, a), (o, a))):  # one product alive at a time
+            # pieces are at most BLOCK long: summed in the buffer's dtype, then float64
+            pieces = torch.segment_reduce(x * y, "sum", offsets=plan.piece_offsets).to(torch.float64)
+            pieces = torch.nn.functional.pad(pieces, (0, 1))  # the "no piece" entry
+            out[k] += pieces.index_select(0, plan.head) + pieces.index_select(0, plan.tail)
     return PairDots(out[0], out[1], out[2])
 
 
@@ -242,9 +241,8 @@ def combine_(
         for lo, hi in plan.chunks:
             _lincomb_(o_rows[lo:hi], g_rows[lo:hi], ca[lo:hi], cb[lo:hi], out_rows[lo:hi])
     if split:
-        vals = a.index_select(0, plan.split_seg) * o_s
-        vals.addcmul_(b.index_select(0, plan.split_seg), g_s)
-        out.index_copy_(0, plan.split_idx, vals)
+        o_s.mul_(a.index_select(0, plan.split_seg)).addcmul_(b.index_select(0, plan.split_seg), g_s)
+        out.index_copy_(0, plan.split_idx, o_s)
     return out
 
 
