@@ -75,7 +75,8 @@ def test_step_on_the_device_equals_the_float64_reference(rule: str, granularity:
     assert h["norm_aug"] == pytest.approx(float(ga.norm()), rel=1e-4)
     assert h["update_norm"] == pytest.approx(float(res.update.norm()), rel=1e-4)
     assert h["cos_update_aug"] == pytest.approx(float(res.stats.cos_update_aug), abs=1e-4)
-    torch.testing.assert_close(torch.tensor(h["layer_cos"], dtype=torch.float64), res.stats.layer_cos, rtol=0, atol=1e-4)
+    torch.testing.assert_close(torch.tensor(h["layer_cos"], dtype=torch.float64), res.stats.layer_cos,
+                               rtol=0, atol=1e-4)
     torch.testing.assert_close(torch.tensor(h["layer_norm_aug"], dtype=torch.float64), res.stats.layer_norm_aug,
                                rtol=1e-4, atol=1e-7)
     for name, b in dev_model.named_buffers():  # running statistics as the reference's forward passes left them
@@ -106,7 +107,8 @@ def test_bf16_autocast_on_the_device_stays_close_to_fp32(granularity: str) -> No
 
 def test_skipped_step_on_the_device_restores_batchnorm_and_weights() -> None:
     m = ConvNet().to(DEVICE)
-    step = DualPathStep(m, LOSS.to(DEVICE), torch.optim.Adam(m.parameters(), lr=1e-3), make_aligner("cagrad", granularity="layer"))
+    step = DualPathStep(m, LOSS.to(DEVICE), torch.optim.Adam(m.parameters(), lr=1e-3),
+                        make_aligner("cagrad", granularity="layer"))
     x, xa, y = (t.to(DEVICE) for t in conv_batch(3))
     assert step(x, xa, y).to_host()["skipped"] is False
     state = copy.deepcopy(m.state_dict())

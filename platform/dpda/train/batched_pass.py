@@ -20,8 +20,9 @@ layers (no batching rule for the fused RNN kernels), BatchNorm with ``momentum=N
 cumulative average depends on the batch count in a way two paths in one call cannot reproduce),
 torchaudio's wav2vec 2.0 / XLS-R encoder (its layer drop calls ``.item()`` inside the
 forward), and autocast (inside vmap a convolution of batched tensors ignores autocast and runs in
-float32, so bf16 would silently differ from separate mode; DualPathStep refuses it). Any other failure of the batched pass surfaces at the first step as one UserError
-naming the model and the key.
+float32, so bf16 would silently differ from separate mode; DualPathStep refuses it). Any other
+failure of the batched pass surfaces at the first step as one UserError naming the model and
+the key.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
         where = name or type(model).__name__
         if isinstance(module, nn.RNNBase):
             return f"{where} is a {type(module).__name__} (no batching rule for recurrent kernels)"
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats and module.momentum is None:
+        norm = isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+        if norm and module.momentum is None:
             return f"{where} is a BatchNorm with momentum=None (a cumulative average)"
         if type(module).__module__.startswith("torchaudio.models.wav2vec2"):
             return f"{where} is torchaudio's wav2vec 2.0 (its layer drop calls .item() in the forward)"
