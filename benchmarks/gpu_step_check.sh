@@ -74,7 +74,7 @@ say "python/torch"
 $PY -c "import torch, sys; print(sys.version.split()[0], torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
 
 say "step equality tests on $DEV"
-$PY -m pytest -q -p no:cacheprovider tests/test_step_device.py tests/test_step_batched.py \
+$PY -m pytest -q -p no:cacheprovider -W ignore::UserWarning tests/test_step_device.py tests/test_step_batched.py \
     tests/test_step_overhead.py >"$OUT/pytest.log" 2>&1
 tail -n 25 "$OUT/pytest.log" | tee -a "$LOG"
 
