@@ -188,10 +188,12 @@ def segment_dots(g_orig: torch.Tensor, g_aug: torch.Tensor, segments: Segments) 
         a_rows = g_aug[: plan.rows * BLOCK].view(plan.rows, BLOCK)
         for lo, hi in plan.chunks:
             o, a = o_rows[lo:hi], a_rows[lo:hi]
-            torch.sum(o * o, 1, out=blk[0, lo:hi])
-            torch.sum(a * a, 1, out=blk[1, lo:hi])
+            torch.linalg.vector_norm(o, dim=1, out=blk[0, lo:hi])  # one read, no product buffer
+            torch.linalg.vector_norm(a, dim=1, out=blk[1, lo:hi])
             torch.sum(o * a, 1, out=blk[2, lo:hi])
-        blk64 = blk.to(torch.float64).index_fill_(1, plan.split_rows, 0.0)
+        blk64 = blk.to(torch.float64)
+        blk64[:2].square_()
+        blk64.index_fill_(1, plan.split_rows, 0.0)
         for k in range(3):  # 1-D segmented reductions (CUB's segmented reduce on CUDA)
             out[k] += torch.segment_reduce(blk64[k], "sum", offsets=plan.row_offsets)
     if plan.split_idx.numel():
