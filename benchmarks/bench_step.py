@@ -24,7 +24,8 @@ alone (dots + rule + writing the update) on the model's flat gradients, median o
 Memory: one extra step per configuration under ``torch.profiler`` with ``profile_memory=True``;
 the CPU allocator's allocation/free events are replayed in time order. Columns:
 - persistent/P: bytes the step keeps allocated between steps beyond parameters, ``.grad`` and
-  optimizer state, over the parameter bytes (the original-path row of the (2, P) buffer);
+  optimizer state, over the parameter bytes (the original-path row of the (2, P) buffer; in
+  batched mode also the two per-path parameter copies and running statistics; also on a GPU);
 - align/P: peak transient allocation inside the alignment phase (``dpda.align``: dots, rule,
   clip, writing the update into ``.grad``), over the parameter bytes;
 - extra/P = persistent/P + align/P: peak gradient-handling memory beyond a plain step;
@@ -308,7 +309,8 @@ def main() -> None:
           f"median of {args.repeats} interleaved repeats after {args.warmup} warm-up; plain DA step = "
           f"{base_t * 1e3:.1f} ms wall, {base_c * 1e3:.1f} ms host CPU")
     if cuda:  # host CPU time and the CPU allocator replay say nothing about the GPU
-        print(f"{'config':<20} {'ms':>8} {'wall/plainDA':>12} {'align ms':>8} {'step peak/P vs plainDA':>23}")
+        print(f"{'config':<20} {'ms':>8} {'wall/plainDA':>12} {'align ms':>8} {'persistent/P':>12} "
+              f"{'step peak/P vs plainDA':>23}")
     else:
         print(f"{'config':<20} {'ms':>8} {'wall/plainDA':>12} {'cpu/plainDA':>11} {'align ms':>8} {'persistent/P':>12} "
               f"{'align/P':>8} {'extra/P':>8} {'step peak/P vs plainDA':>23}")
@@ -319,11 +321,12 @@ def main() -> None:
         peak, align_peak = mem[n]
         step = configs[n]
         beyond = (peak - base_peak) / p_bytes
+        # what the step keeps beyond .grad (plain DA allocates .grad too): row 0 of its buffer, and
+        # in batched mode the per-path parameter copies
+        persistent = step.persistent_numel * 4 / p_bytes if isinstance(step, DualPathStep) else 0.0
         if cuda:
-            print(f"{n:<20} {ms:>8.1f} {t:>12.3f} {align_ms[n]:>8.2f} {beyond:>23.2f}")
+            print(f"{n:<20} {ms:>8.1f} {t:>12.3f} {align_ms[n]:>8.2f} {persistent:>12.2f} {beyond:>23.2f}")
             continue
-        # the step's (2, P) buffer minus the row that serves as .grad (plain DA allocates .grad too)
-        persistent = step.grad_buffers().numel() * 4 / p_bytes - 1 if isinstance(step, DualPathStep) else 0.0
         align = align_peak / p_bytes
         print(f"{n:<20} {ms:>8.1f} {t:>12.3f} {c:>11.3f} {align_ms[n]:>8.2f} {persistent:>12.2f} {align:>8.2f} "
               f"{persistent + align:>8.2f} {beyond:>23.1f}")

@@ -19,9 +19,10 @@
 #     and granularity, the reduce hook, a GradScaler; one host sync per step;
 #   - bench_step --device cuda, Adam, median of 6 steps after 2 warm-ups, with --op-counts:
 #       ssl_conformer_tcm:full, 5 utterances per path of 66,800 samples, fp32 (PCGrad separate
-#         model/layer, joint, batched; batched is refused for this model: torchaudio's wav2vec 2.0)
-#         and bf16 autocast (separate, joint); the fp32 run also prints the top GPU operators of
-#         one step per configuration (--profile);
+#         model/layer, joint, batched model/layer) and bf16 autocast (separate, joint: batched
+#         refuses autocast); the fp32 run also prints the top GPU operators of one step per
+#         configuration (--profile) into the log; a batched row that cannot run on CUDA prints one
+#         "not run: ..." line (e.g. an attention kernel without a vmap rule) and the rest goes on;
 #       aasist:full, 8 utterances per path of 64,600 samples, fp32 (separate model/layer, joint,
 #         batched).
 set -uo pipefail

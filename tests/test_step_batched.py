@@ -140,6 +140,20 @@ class _DataDependent(nn.Module):
         return self.lin(x) * 2 if x.abs().max() > 50 else self.lin(x)
 
 
+def test_linear_weights_enter_as_views_and_convolution_kernels_as_copies() -> None:
+    """persistent memory of the batched pass: per-path copies only of 3-d+ kernels (and running
+    statistics); matrices and vectors are stride-0 views of the parameters."""
+    mlp = nn.Sequential(nn.Linear(400, 16), nn.Tanh(), nn.Linear(16, 2)).to(DEVICE)
+    n = sum(p.numel() for p in mlp.parameters())
+    step = DualPathStep(mlp, LOSS_D, torch.optim.SGD(mlp.parameters(), lr=0.1), make_aligner("none"), mode="batched")
+    assert step.persistent_numel == n  # row 0 of the gradient buffer only
+    conv = ConvNet().to(DEVICE)
+    step = DualPathStep(conv, LOSS_D, torch.optim.SGD(conv.parameters(), lr=0.1), make_aligner("none"), mode="batched")
+    kernels = conv.conv.weight.numel() + conv.conv2.weight.numel()
+    stats = sum(b.numel() for k, b in conv.state_dict().items() if "running" in k)
+    assert step.persistent_numel == sum(p.numel() for p in conv.parameters()) + 2 * (kernels + stats)
+
+
 def test_models_batched_cannot_run_are_refused_in_one_line() -> None:
     opt_of = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
     gru = nn.Sequential(nn.Linear(4, 4), nn.GRU(4, 4))
@@ -162,14 +176,14 @@ def _no_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("name", ["aasist", "lcnn", "rawnet2", "ssl_conformer_tcm"])
+@pytest.mark.parametrize("name", ["aasist", "lcnn", "rawnet2", "ssl_conformer_tcm", "ssl_aasist", "ssl_mamba"])
 def test_registry_models_under_batched(name: str) -> None:
-    """The `tiny` presets: AASIST and LFCC-LCNN run batched with separate mode's numbers (fp32);
-    RawNet2 (GRU) and the SSL models (torchaudio's wav2vec 2.0) are refused at construction."""
+    """The `tiny` presets: AASIST, LFCC-LCNN and the SSL models (XLS-R front end, layer drop 0) run
+    batched with separate mode's numbers (fp32); RawNet2 (GRU) is refused at construction."""
     from dpda.models import build_model
 
     model = _no_dropout(build_model(name, "tiny", seed=0)).train()
-    if name in ("rawnet2", "ssl_conformer_tcm"):
+    if name == "rawnet2":
         with pytest.raises(UserError, match="align.mode: batched cannot run model"):
             DualPathStep(model, LOSS, torch.optim.SGD(model.parameters(), lr=0.1), make_aligner("none"), mode="batched")
         return

@@ -2,10 +2,11 @@
 
 Why: on a GPU two passes over half batches cost far more than one pass over the whole batch
 (kernels of half the size, twice the launches). ``torch.func.vmap`` over a path axis of size 2
-runs both paths as one pass: every parameter enters as a (2, ...) per-path copy, so a linear
+runs both paths as one pass: every parameter enters as a (2, ...) per-path tensor (a stride-0
+expansion, or a copy for convolution kernels), so a linear
 layer becomes one batched matmul, a convolution one grouped convolution, and the ONE backward
 gives each path's gradient in its own row, accumulated straight into the rows of the step's
-(2, P) gradient buffer (each copy's ``.grad`` is a (2, ...) view of it).
+(2, P) gradient buffer (each leaf's ``.grad`` is a (2, ...) view of it).
 
 What stays exactly as in `separate` mode: each path's BatchNorm normalises with its own batch
 statistics (vmap computes them per path), and the running statistics end where the two
@@ -18,8 +19,9 @@ separate mode's in distribution, not bit for bit.
 What cannot run this way, refused in one line at construction (`unsupported_reason`): recurrent
 layers (no batching rule for the fused RNN kernels), BatchNorm with ``momentum=None`` (its
 cumulative average depends on the batch count in a way two paths in one call cannot reproduce),
-torchaudio's wav2vec 2.0 / XLS-R encoder (its layer drop calls ``.item()`` inside the
-forward), and autocast (inside vmap a convolution of batched tensors ignores autocast and runs in
+torchaudio's wav2vec 2.0 / XLS-R encoder with layer drop > 0 (drawn with ``.item()`` per
+layer; dpda's SSL presets have 0, and `dpda.models.ssl` runs the layers without the draw under
+vmap), and autocast (inside vmap a convolution of batched tensors ignores autocast and runs in
 float32, so bf16 would silently differ from separate mode; DualPathStep refuses it). Any other
 failure of the batched pass surfaces at the first step as one UserError naming the model and
 the key.
@@ -49,8 +51,10 @@ def unsupported_reason(model: nn.Module) -> str | None:
         norm = isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
         if norm and module.momentum is None:
             return f"{where} is a BatchNorm with momentum=None (a cumulative average)"
-        if type(module).__module__.startswith("torchaudio.models.wav2vec2"):
-            return f"{where} is torchaudio's wav2vec 2.0 (its layer drop calls .item() in the forward)"
+        wav2vec2 = type(module).__module__.startswith("torchaudio.models.wav2vec2")
+        if wav2vec2 and getattr(module, "layer_drop", 0.0) > 0:
+            return (f"{where} is torchaudio's wav2vec 2.0 with layer drop {module.layer_drop} (drawn with .item() "
+                    f"per layer)")
     return None
 
 
@@ -67,17 +71,29 @@ class BatchedPass:
         self.model, self.loss_fn = model, loss_fn
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
-        # Per-path copies of the parameters (the leaves of the batched graph); their .grad are
-        # (2, ...) views of the step's buffer, so backward accumulates each path into its row.
+        # The leaves of the batched graph: one (2, ...) tensor per parameter, whose .grad is the
+        # (2, ...) view of the step's buffer, so backward accumulates each path into its row.
+        # Matrices and vectors enter as stride-0 expansions of the parameter itself (no memory, no
+        # copy: the optimizer's in-place update shows through); convolution kernels (3-d and up)
+        # as real per-path copies refreshed each step, so cuDNN sees dense weights.
         self.copies: list[torch.Tensor] = []
+        self._copied: list[int] = []
+        self.leaves: list[torch.Tensor] = []
         offset = 0
-        for p in self.params:
+        for i, p in enumerate(self.params):
             n = p.numel()
-            leaf = torch.empty((2, *p.shape), dtype=p.dtype, device=p.device, requires_grad=True)
+            if p.dim() >= 3:
+                leaf = torch.empty((2, *p.shape), dtype=p.dtype, device=p.device)
+                self.copies.append(leaf)
+                self._copied.append(i)
+            else:
+                leaf = p.detach().unsqueeze(0).expand(2, *p.shape)
+            leaf.requires_grad_(True)
             leaf.grad = buffer[:, offset : offset + n].view(2, *p.shape)
-            self.copies.append(leaf)
+            self.leaves.append(leaf)
             offset += n
         self._rows = [[c[k] for c in self.copies] for k in range(2)]
+        self._copied_params = [self.params[i] for i in self._copied]
         self.norms = [(name, m) for name, m in model.named_modules()
                       if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
         self.stat_names: list[str] = []
@@ -92,6 +108,11 @@ class BatchedPass:
         self._stat_rows = [[s[k] for s in self.path_stats] for k in range(2)]
         self._checked = False
 
+    @property
+    def persistent_numel(self) -> int:
+        """Elements of the per-path copies (convolution kernels, running statistics)."""
+        return sum(t.numel() for t in (*self.copies, *self.path_stats))
+
     def _losses(self, weights: dict[str, torch.Tensor], stats: dict[str, torch.Tensor], x: torch.Tensor,
                 y: torch.Tensor, amp: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
         with amp():
@@ -103,12 +124,13 @@ class BatchedPass:
         """Forward both paths, backward once; returns (loss_orig, loss_aug). The buffer's rows
         must be zero (the step zeroes it)."""
         with torch.no_grad():
-            for row in self._rows:
-                torch._foreach_copy_(row, self.params)
+            if self.copies:
+                for row in self._rows:
+                    torch._foreach_copy_(row, self._copied_params)
             if self.stats:
                 for row in self._stat_rows:
                     torch._foreach_copy_(row, self.stats)
-        weights = dict(zip(self.names, self.copies))
+        weights = dict(zip(self.names, self.leaves))
         stats = dict(zip(self.stat_names, self.path_stats))
         try:
             losses = vmap(lambda w, s, x: self._losses(w, s, x, y, amp), randomness="different")(

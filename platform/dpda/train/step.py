@@ -243,6 +243,13 @@ class DualPathStep:
         """Names of the trainable parameter tensors, in the order of the layer_* statistics."""
         return self.segments.names
 
+    @property
+    def persistent_numel(self) -> int:
+        """Elements the step keeps between steps beyond ``.grad``: row 0 of the gradient buffer,
+        and in batched mode the per-path parameter copies and running statistics."""
+        extra = self._batched.persistent_numel if self._batched is not None else 0
+        return self._buffer[0].numel() + extra
+
     def grad_buffers(self) -> torch.Tensor:
         """The (2, P) buffer: row 0 = g_orig, row 1 = g_aug (and, after the step, the update)."""
         return self._buffer
