@@ -4,6 +4,10 @@ Run (CPU, this file's AASIST-sized model): .venv/bin/python benchmarks/bench_ste
 Run (GPU, a registry model, the published setup): .venv/bin/python benchmarks/bench_step.py --device cuda
     --model ssl_conformer_tcm:full --batch 5 --samples 66800 [--amp bf16] [--repeats 6 --warmup 2]
     [--profile traces/]   (one torch.profiler Chrome trace per configuration + the top operators)
+    [--op-counts]         (host syncs and top-level operators per step, by region)
+Rows: plain DA, `dual` (align.mode separate), `joint` (published), `batched` (one vmapped pass; a
+model it cannot run prints one "not run" line instead of its rows). On the GPU machine:
+benchmarks/gpu_step_check.sh runs the issue's configurations in one go.
 
 On a GPU each timed step is bracketed by ``torch.cuda.synchronize``; memory is the CUDA peak
 above the level at the step's start, minus the same for plain DA, over the parameter bytes (the
@@ -20,7 +24,8 @@ alone (dots + rule + writing the update) on the model's flat gradients, median o
 Memory: one extra step per configuration under ``torch.profiler`` with ``profile_memory=True``;
 the CPU allocator's allocation/free events are replayed in time order. Columns:
 - persistent/P: bytes the step keeps allocated between steps beyond parameters, ``.grad`` and
-  optimizer state, over the parameter bytes (the original-path row of the (2, P) buffer);
+  optimizer state, over the parameter bytes (the original-path row of the (2, P) buffer; in
+  batched mode also the two per-path parameter copies and running statistics; also on a GPU);
 - align/P: peak transient allocation inside the alignment phase (``dpda.align``: dots, rule,
   clip, writing the update into ``.grad``), over the parameter bytes;
 - extra/P = persistent/P + align/P: peak gradient-handling memory beyond a plain step;
@@ -41,6 +46,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from dpda.align import make_aligner
+from dpda.errors import UserError
 from dpda.train.step import DualPathStep, plain_da_step
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
@@ -113,8 +119,8 @@ def build_base(spec: str, device: torch.device) -> nn.Module:
 def build_configs(base: nn.Module, loss: nn.Module, rules: list[str], granularities: list[str], modes: list[str],
                   joint_rules: list[str], amp: torch.dtype | None, scaled: bool) -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], object]]:
     """One independent (model copy, Adam) per configuration, so no configuration sees another's state.
-    Separate mode: every rule x granularity; joint mode (the published forward): `joint_rules`,
-    model granularity."""
+    Separate and batched modes: every rule x granularity; joint mode (the published forward):
+    `joint_rules`, model granularity."""
     def adam(m: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4)
 
@@ -125,13 +131,17 @@ def build_configs(base: nn.Module, loss: nn.Module, rules: list[str], granularit
     o0, s0 = adam(m0), scaler()
     configs: dict[str, Callable] = {
         "plain DA": lambda x, xa, y: plain_da_step(m0, loss, o0, x, xa, y, scaler=s0, autocast_dtype=amp)}
+    label = {"separate": "dual", "joint": "joint", "batched": "batched"}
     for mode in modes:
-        for rule in rules if mode == "separate" else joint_rules:
-            for gran in granularities if mode == "separate" else ["model"]:
+        for rule in joint_rules if mode == "joint" else rules:
+            for gran in ["model"] if mode == "joint" else granularities:
                 m = copy.deepcopy(base)
-                configs[f"{'dual' if mode == 'separate' else 'joint'} {rule}/{gran}"] = DualPathStep(
-                    m, loss, adam(m), make_aligner(rule, granularity=gran), mode=mode, scaler=scaler(),
-                    autocast_dtype=amp)
+                try:
+                    configs[f"{label[mode]} {rule}/{gran}"] = DualPathStep(
+                        m, loss, adam(m), make_aligner(rule, granularity=gran), mode=mode, scaler=scaler(),
+                        autocast_dtype=amp)
+                except UserError as exc:  # a model the batched pass cannot run: say so, bench the rest
+                    print(f"{label[mode]} {rule}/{gran}: not run: {exc}")
     return configs
 
 
@@ -166,6 +176,16 @@ def write_profiles(configs: dict[str, Callable], batch: tuple, device: torch.dev
         prof.export_chrome_trace(path)
         print(f"\n== {name}: trace {path}")
         print(prof.key_averages().table(sort_by=sort, row_limit=top))
+
+
+def print_op_counts(configs: dict[str, Callable], batch: tuple) -> None:
+    """One profiled step per configuration: host syncs and top-level operators (views apart) per
+    region. On a GPU every operator is a kernel launch (or more) and every sync drains the queue."""
+    from dpda.train.op_count import profile_ops
+
+    print("\nper step (one profiled step; plain DA has no dpda.pass ranges, so all of it counts as 'step'):")
+    for name, fn in configs.items():
+        print(f"{name:<20} {profile_ops(fn, *batch).summary()}")
 
 
 def _alloc_events(prof: profile) -> list[tuple[int, int, bool]]:
@@ -232,10 +252,14 @@ def main() -> None:
                     help="autocast dtype for forward and loss (fp16 adds a GradScaler to every step)")
     ap.add_argument("--rules", default="none,pcgrad,gradvac,cagrad,mgda")
     ap.add_argument("--granularity", default="model,layer")
-    ap.add_argument("--modes", default="separate,joint")
+    ap.add_argument("--modes", default="separate,joint,batched",
+                    help="separate (two passes), joint (published), batched (one vmapped pass, align.mode: batched)")
     ap.add_argument("--joint-rules", default="none,pcgrad", help="rules run in joint mode (model granularity)")
     ap.add_argument("--profile", metavar="DIR", help="also write one torch.profiler trace per configuration")
     ap.add_argument("--top", type=int, default=15, help="operators printed per profile")
+    ap.add_argument("--op-counts", action="store_true",
+                    help="also profile one step per configuration and print its host syncs and top-level "
+                         "operator counts by region (step machinery, optimizer, passes: dpda.train.op_count)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -252,10 +276,14 @@ def main() -> None:
     configs = build_configs(base, loss, args.rules.split(","), args.granularity.split(","), args.modes.split(","),
                             args.joint_rules.split(","), amp, scaled=args.amp == "fp16")
     del base
+    for _ in range(max(args.warmup, 1)):  # allocator, cuDNN/oneDNN autotuning, Adam state
+        for name in list(configs):
+            try:
+                configs[name](x, xa, y)
+            except UserError as exc:  # the batched pass refuses at its first step: drop that row
+                print(f"{name}: not run: {exc}")
+                del configs[name]
     names = list(configs)
-    for _ in range(args.warmup):  # allocator, cuDNN/oneDNN autotuning, Adam state
-        for fn in configs.values():
-            fn(x, xa, y)
     sync(device)
     times: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
@@ -281,7 +309,8 @@ def main() -> None:
           f"median of {args.repeats} interleaved repeats after {args.warmup} warm-up; plain DA step = "
           f"{base_t * 1e3:.1f} ms wall, {base_c * 1e3:.1f} ms host CPU")
     if cuda:  # host CPU time and the CPU allocator replay say nothing about the GPU
-        print(f"{'config':<20} {'ms':>8} {'wall/plainDA':>12} {'align ms':>8} {'step peak/P vs plainDA':>23}")
+        print(f"{'config':<20} {'ms':>8} {'wall/plainDA':>12} {'align ms':>8} {'persistent/P':>12} "
+              f"{'step peak/P vs plainDA':>23}")
     else:
         print(f"{'config':<20} {'ms':>8} {'wall/plainDA':>12} {'cpu/plainDA':>11} {'align ms':>8} {'persistent/P':>12} "
               f"{'align/P':>8} {'extra/P':>8} {'step peak/P vs plainDA':>23}")
@@ -292,14 +321,17 @@ def main() -> None:
         peak, align_peak = mem[n]
         step = configs[n]
         beyond = (peak - base_peak) / p_bytes
+        # what the step keeps beyond .grad (plain DA allocates .grad too): row 0 of its buffer, and
+        # in batched mode the per-path parameter copies
+        persistent = step.persistent_numel * 4 / p_bytes if isinstance(step, DualPathStep) else 0.0
         if cuda:
-            print(f"{n:<20} {ms:>8.1f} {t:>12.3f} {align_ms[n]:>8.2f} {beyond:>23.2f}")
+            print(f"{n:<20} {ms:>8.1f} {t:>12.3f} {align_ms[n]:>8.2f} {persistent:>12.2f} {beyond:>23.2f}")
             continue
-        # the step's (2, P) buffer minus the row that serves as .grad (plain DA allocates .grad too)
-        persistent = step.grad_buffers().numel() * 4 / p_bytes - 1 if isinstance(step, DualPathStep) else 0.0
         align = align_peak / p_bytes
         print(f"{n:<20} {ms:>8.1f} {t:>12.3f} {c:>11.3f} {align_ms[n]:>8.2f} {persistent:>12.2f} {align:>8.2f} "
               f"{persistent + align:>8.2f} {beyond:>23.1f}")
+    if args.op_counts:
+        print_op_counts(configs, (x, xa, y))
     if args.profile:
         write_profiles(configs, (x, xa, y), device, args.profile, args.top)
 

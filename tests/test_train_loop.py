@@ -215,3 +215,20 @@ def test_telemetry_records_every_step(trained) -> None:
     n_layers = len(tel.sql("SELECT DISTINCT layer FROM layers"))
     assert layers == state["global_step"] * n_layers
 
+
+
+def test_batched_mode_trains_and_refuses_a_model_it_cannot_run(corpus: Path, tmp_path: Path) -> None:
+    """`align.mode: batched` through the Trainer: the demo's tiny LCNN trains (finite losses, one
+    telemetry row per step); RawNet2 (a GRU) is refused when the run builds its step, naming the key."""
+    raw = demo_dict(corpus, epochs=1, max_steps_per_epoch=3)
+    raw["align"]["mode"] = "batched"
+    summary = Trainer(config_from_dict(raw), tmp_path / "lcnn", progress=False).fit()
+    assert np.isfinite(summary["final_dev_eer"])
+    import pyarrow.dataset as ds
+
+    steps = ds.dataset(tmp_path / "lcnn" / "telemetry" / "steps", format="parquet").to_table().to_pandas()
+    assert len(steps) == 3 and np.isfinite(steps[["loss_orig", "loss_aug", "cos"]].to_numpy()).all()
+    raw["model"] = {"name": "rawnet2", "preset": "tiny"}
+    with pytest.raises(UserError, match=r"align.mode: batched cannot run model RawNet2: gru is a GRU"):
+        Trainer(config_from_dict(raw), tmp_path / "rawnet2", progress=False).fit()
+    assert not list((tmp_path / "rawnet2").glob("checkpoints/*.pt"))  # before any step

@@ -92,6 +92,11 @@ class SSLFrontEnd(nn.Module):
         # Frozen: no autograd graph through the SSL model; the layer weights still get gradients.
         with torch.no_grad() if self.frozen else contextlib.nullcontext():
             if self.layer_logits is None:
+                if torch._C._functorch.is_batchedtensor(wave):
+                    # inside torch.func.vmap (align.mode: batched): torchaudio's forward draws its
+                    # layer drop with .item(), which vmap cannot run; with layer drop 0 (checked by
+                    # dpda.train.batched_pass) the last hidden state is the same output
+                    return self.hidden_states(wave)[-1]
                 return self.wav2vec2(wave)[0]
             states = torch.stack(self.hidden_states(wave))  # (L, B, frames, dim)
         weights = torch.softmax(self.layer_logits, dim=0).to(states.dtype)

@@ -94,9 +94,10 @@ class AugmentConfig(Settings):
 
 class AlignConfig(AlignerSpec):
     """The aligner (rule from `dpda.align.registry`, strength, granularity, the rule's options)
-    and how the two paths run: `separate` passes, or `joint` (one forward over both, published)."""
+    and how the two paths run: `separate` passes, `joint` (one forward over both, published), or
+    `batched` (both paths as one vmapped pass with separate mode's numbers: dpda.train.batched_pass)."""
 
-    mode: Literal["separate", "joint"] = "separate"
+    mode: Literal["separate", "joint", "batched"] = "separate"
 
     @model_validator(mode="after")
     def _valid_options(self) -> AlignConfig:

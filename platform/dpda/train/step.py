@@ -1,15 +1,22 @@
 """One training step: the dual-path step with gradient alignment, plain DA and single-path steps.
 
-``DualPathStep`` keeps the two path gradients in ONE (2, P) buffer: row 1 *is* the storage of
-every trainable parameter's ``.grad`` (each ``.grad`` is a view into it), row 0 receives a copy
-of the original-path gradient. So the step costs one flat gradient buffer beyond ``.grad``, the
-two rows can be all-reduced with one collective (``reduce_fn``), and the aligned update is
-written in place into row 1, i.e. straight into ``.grad`` for ``optimizer.step()``.
+``DualPathStep`` keeps the two path gradients in ONE (2, P) buffer: row 0 holds the
+original-path gradient, row 1 the augmented-path gradient and then the update. Every trainable
+parameter's ``.grad`` is a view into the row of the pass being run (row 0 during the first
+backward, row 1 during the second and after the step), so backward accumulates each path's
+gradient in place: no copy between rows, one zeroing of the buffer per step. So the step costs
+one flat gradient buffer beyond ``.grad``, the two rows can be all-reduced with one collective
+(``reduce_fn``), and the aligned update is written in place into row 1, i.e. straight into
+``.grad`` for ``optimizer.step()``.
 
-Order inside a step: forward/backward path "orig" -> copy row 1 to row 0 -> zero row 1 ->
-forward/backward path "aug" -> optional ``reduce_fn(buffer)`` -> per-segment dots (one pass) ->
-rule coefficients (tiny tensors) -> clip factor and non-finite guard folded into the
-coefficients -> update written into ``.grad`` (one pass) -> optimizer step.
+Order inside a step: buffer snapshot (one multi-tensor copy) -> zero the (2, P) buffer ->
+forward/backward path "orig" into row 0 -> forward/backward path "aug" into row 1 -> optional
+``reduce_fn(buffer)`` -> per-segment dots (one pass, a fixed number of ops whatever the number
+of tensors: `dpda.align.segments`) -> rule coefficients (tiny tensors) -> clip factor and
+non-finite guard folded into the coefficients -> update written into ``.grad`` (one pass) ->
+optimizer step. The passes run inside ``dpda.pass.*`` profiler ranges and the alignment inside
+``dpda.align``, so a trace separates the step's own machinery from the model's work
+(`dpda.train.op_count`).
 
 Host syncs: exactly one per step, deciding whether to call ``optimizer.step()`` (a skipped step
 must leave the optimizer state untouched, which no tensor-only trick can do for e.g. Adam's step
@@ -41,10 +48,11 @@ from torch import nn
 
 from dpda.align import Aligner, AlignStats, Segments, combine_, segment_dots
 from dpda.errors import UserError
+from dpda.train.batched_pass import BatchedPass
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ReduceFn = Callable[[torch.Tensor], Any]
-MODES = ("separate", "joint")
+MODES = ("separate", "joint", "batched")
 _EPS_CLIP = 1e-6  # same epsilon as torch.nn.utils.clip_grad_norm_
 
 
@@ -94,19 +102,36 @@ class BufferGuard:
     """The model's buffers (BatchNorm running statistics and counters) as they were before a
     step's forward passes, put back when the step is skipped: a batch with a non-finite loss or
     gradient must leave the model exactly as it was, not only its weights (one loud file would
-    otherwise write NaN into every running mean). Device-side `where`, no host sync."""
+    otherwise write NaN into every running mean).
+
+    The snapshot is one multi-tensor copy into storage allocated once; the finiteness check is
+    one multi-tensor max-abs; neither syncs with the host. ``restore()`` is for a caller that
+    already knows (from its one host sync) that the step was skipped; ``restore_if`` decides on
+    the device with one ``where`` per buffer, for callers that cannot know (a GradScaler step).
+    """
 
     def __init__(self, model: nn.Module) -> None:
-        self.buffers = list(model.buffers())
+        self.buffers = [b for b in model.buffers() if b.numel()]
+        self.saved = [torch.empty_like(b) for b in self.buffers]
+        self._floating = [b for b in self.buffers if b.is_floating_point()]
 
     def snapshot(self) -> list[torch.Tensor]:
-        return [b.detach().clone() for b in self.buffers]
+        if self.buffers:
+            torch._foreach_copy_(self.saved, self.buffers)
+        return self.saved
 
     def finite(self, device: torch.device) -> torch.Tensor:
         """0-dim bool: every floating buffer finite (a forward that overflowed a running
         variance counts as a non-finite step even when its loss came out finite)."""
-        checks = [torch.isfinite(b).all().to(device) for b in self.buffers if b.is_floating_point()]
-        return torch.stack(checks).all() if checks else torch.ones((), dtype=torch.bool, device=device)
+        if not self._floating:
+            return torch.ones((), dtype=torch.bool, device=device)
+        peaks = torch._foreach_norm(self._floating, ord=float("inf"))  # max |x|: NaN/inf propagate
+        return torch.isfinite(torch.stack(peaks)).all().to(device)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.buffers:
+            torch._foreach_copy_(self.buffers, self.saved)
 
     @torch.no_grad()
     def restore_if(self, skipped: torch.Tensor, saved: list[torch.Tensor]) -> None:
@@ -149,7 +174,10 @@ class DualPathStep:
     mode 'separate' (default): one forward + backward per path, BatchNorm statistics per path; the
     FLOPs equal one plain DA step over the doubled batch. mode 'joint': the published behaviour,
     one forward over ``torch.cat([x_orig, x_aug])`` (BatchNorm statistics across both paths),
-    loss per half, two backward passes through the shared graph.
+    loss per half, two backward passes through the shared graph. mode 'batched': both paths as
+    ONE vmapped forward/backward (`dpda.train.batched_pass`): per-path BatchNorm statistics and
+    gradients as in 'separate', the launches of one pass; models it cannot run are refused with
+    one UserError (recurrent layers, torchaudio's wav2vec 2.0).
 
     ``reduce_fn(buffer)`` (optional) is called on the (2, P) gradient buffer after both backward
     passes and before alignment, e.g. ``lambda t: dist.all_reduce(t.div_(world))`` for data
@@ -192,29 +220,44 @@ class DualPathStep:
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self._params = [p for _, p in named]
         self.segments = Segments.from_parameters(named)
+        self.segments.plan(first.device)  # the block layout's index tensors, built once, here
         self._guard = BufferGuard(model)
         # Row 0: original-path gradient (the one extra buffer); row 1: the .grad storage.
         self._buffer = torch.zeros(2, self.segments.numel, dtype=first.dtype, device=first.device)
-        self._views: list[torch.Tensor] = []
+        self._views: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         offset = 0
         for p in self._params:
             n = p.numel()
-            self._views.append(self._buffer[1, offset : offset + n].view_as(p))
+            for row, views in enumerate(self._views):
+                views.append(self._buffer[row, offset : offset + n].view_as(p))
             offset += n
-        self._bind_grads()
+        self._bind_grads(1)
+        if mode == "batched" and autocast_dtype is not None:
+            raise UserError("align.mode: batched cannot run under autocast (optim.amp): inside vmap, convolutions "
+                            "ignore autocast and would run in float32, unlike separate mode; use align.mode: "
+                            "separate for mixed precision")
+        self._batched = BatchedPass(model, loss_fn, named, self._buffer) if mode == "batched" else None
 
     @property
     def layer_names(self) -> tuple[str, ...]:
         """Names of the trainable parameter tensors, in the order of the layer_* statistics."""
         return self.segments.names
 
+    @property
+    def persistent_numel(self) -> int:
+        """Elements the step keeps between steps beyond ``.grad``: row 0 of the gradient buffer,
+        and in batched mode the per-path parameter copies and running statistics."""
+        extra = self._batched.persistent_numel if self._batched is not None else 0
+        return self._buffer[0].numel() + extra
+
     def grad_buffers(self) -> torch.Tensor:
         """The (2, P) buffer: row 0 = g_orig, row 1 = g_aug (and, after the step, the update)."""
         return self._buffer
 
-    def _bind_grads(self) -> None:
-        # Cheap identity checks; rebinding is only needed if someone replaced or cleared .grad.
-        for p, v in zip(self._params, self._views):
+    def _bind_grads(self, row: int) -> None:
+        """Point every ``.grad`` at its view in ``row`` of the buffer: backward then accumulates
+        straight into that path's row (no copy between the rows, one zeroing of both)."""
+        for p, v in zip(self._params, self._views[row]):
             if p.grad is not v:
                 p.grad = v
 
@@ -225,37 +268,42 @@ class DualPathStep:
         """One step on a batch of original waveforms, their augmented copies and the labels."""
         if x_orig.shape != x_aug.shape:
             raise UserError(f"train: x_orig {tuple(x_orig.shape)} and x_aug {tuple(x_aug.shape)} differ in shape")
-        self._bind_grads()
-        saved = self._guard.snapshot()
+        self._guard.snapshot()
         g_orig, g_aug = self._buffer[0], self._buffer[1]
-        g_aug.zero_()
+        self._buffer.zero_()
         amp = functools.partial(_autocast, g_aug.device, self.autocast_dtype)
         if self.mode == "separate":
-            with amp():
-                loss_o = _scalar_loss(self.loss_fn(self.model(x_orig), y))
-            self._backward(loss_o)
-            g_orig.copy_(g_aug)
-            g_aug.zero_()
-            with amp():
-                loss_a = _scalar_loss(self.loss_fn(self.model(x_aug), y))
-            self._backward(loss_a)
+            self._bind_grads(0)
+            with torch.profiler.record_function("dpda.pass.orig"):
+                with amp():
+                    loss_o = _scalar_loss(self.loss_fn(self.model(x_orig), y))
+                self._backward(loss_o)
+            self._bind_grads(1)
+            with torch.profiler.record_function("dpda.pass.aug"):
+                with amp():
+                    loss_a = _scalar_loss(self.loss_fn(self.model(x_aug), y))
+                self._backward(loss_a)
+        elif self._batched is not None:
+            self._bind_grads(1)
+            with torch.profiler.record_function("dpda.pass.batched"):
+                loss_o, loss_a = self._batched(x_orig, x_aug, y, amp, self._backward)
         else:
             b = x_orig.shape[0]
-            with amp():
-                logits = self.model(torch.cat([x_orig, x_aug]))
-                loss_o = _scalar_loss(self.loss_fn(logits[:b], y))
-                loss_a = _scalar_loss(self.loss_fn(logits[b:], y))
-            self._backward(loss_o, retain_graph=True)
-            g_orig.copy_(g_aug)
-            g_aug.zero_()
-            self._backward(loss_a)
-            del logits
+            with torch.profiler.record_function("dpda.pass.joint"):
+                with amp():
+                    logits = self.model(torch.cat([x_orig, x_aug]))
+                    loss_o = _scalar_loss(self.loss_fn(logits[:b], y))
+                    loss_a = _scalar_loss(self.loss_fn(logits[b:], y))
+                self._bind_grads(0)
+                self._backward(loss_o, retain_graph=True)
+                self._bind_grads(1)
+                self._backward(loss_a)
+                del logits
         if self.reduce_fn is not None:
             self.reduce_fn(self._buffer)
         with torch.profiler.record_function("dpda.align"):
             stats = self._align(g_orig, g_aug, loss_o.detach(), loss_a.detach(), self._guard.finite(g_aug.device))
         self._optimizer_step(stats.skipped)
-        self._guard.restore_if(stats.skipped, saved)
         return stats
 
     def _align(self, g_orig: torch.Tensor, g_aug: torch.Tensor, loss_o: torch.Tensor, loss_a: torch.Tensor,
@@ -284,8 +332,10 @@ class DualPathStep:
             self.scaler.unscale_(self.optimizer)
             self.scaler.step(self.optimizer)  # its found-inf check is the one host sync
             self.scaler.update()
+            self._guard.restore_if(skipped, self._guard.saved)  # the scaler's decision stays on its side
         elif bool(skipped):  # the one host sync of the step
             self._buffer[1].zero_()  # rare path: leave finite zeros in .grad, not NaN * 0
+            self._guard.restore()
         else:
             self.optimizer.step()
 
