@@ -29,8 +29,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 WHEELS=".whl"
-PINS=(pydantic==2.14.4 pydantic-core==2.50.5 typing-extensions==4.16.0 annotated-types==0.8.0
-      typing-inspection==0.4.5 duckdb==2.0.1)
+# the versions requirements.lock pins (one place for them), for the packages the GPU image lacks
+mapfile -t PINS < <(grep -oE '^(pydantic|pydantic-core|typing-extensions|annotated-types|typing-inspection|duckdb)==[^ ]+' requirements.lock)
 
 if [[ "${1:-}" == "--fetch-wheels" ]]; then
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
