@@ -96,6 +96,7 @@ def _equivalence_worker(rank: int, world: int, init_file: str, out: str) -> None
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.save({rule: _train(rule, rank, world)[0] for rule in RULES}, f"{out}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while the other still has collectives in flight
     finally:
         dist.destroy_process_group()
 
