@@ -105,15 +105,17 @@ def test_bf16_autocast_on_the_device_stays_close_to_fp32(granularity: str) -> No
     assert h16["update_norm"] == pytest.approx(h32["update_norm"], rel=0.05)
 
 
-def test_skipped_step_on_the_device_restores_batchnorm_and_weights() -> None:
+@pytest.mark.parametrize("rule, granularity, mode, loud_path", [
+    ("cagrad", "layer", "separate", 0), ("pcgrad", "model", "batched", 1)])
+def test_skipped_step_on_the_device_restores_batchnorm_and_weights(rule, granularity, mode, loud_path) -> None:
     m = ConvNet().to(DEVICE)
     step = DualPathStep(m, LOSS.to(DEVICE), torch.optim.Adam(m.parameters(), lr=1e-3),
-                        make_aligner("cagrad", granularity="layer"))
+                        make_aligner(rule, granularity=granularity), mode=mode)
     x, xa, y = (t.to(DEVICE) for t in conv_batch(3))
     assert step(x, xa, y).to_host()["skipped"] is False
     state = copy.deepcopy(m.state_dict())
-    loud = x.clone()
-    loud[0] = float("inf")
-    assert step(loud, xa, y).to_host()["skipped"] is True
+    paths = [x.clone(), xa.clone()]
+    paths[loud_path][0] = float("inf")
+    assert step(*paths, y).to_host()["skipped"] is True
     for k, v in m.state_dict().items():
         assert torch.equal(v, state[k]), k
