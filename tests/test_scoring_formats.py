@@ -266,3 +266,58 @@ def test_eval_writes_the_score_its_config_names(tmp_path):
         np.testing.assert_allclose(written.to_numpy(), expected, rtol=1e-5, atol=1e-5)
         assert rows[0]["score"] == (score or "logit1")
         assert json.loads((out / "metrics.json").read_text())[0]["score"] == (score or "logit1")
+
+
+def test_eval_length_sets_how_much_of_each_file_dev_eval_and_predict_score(tmp_path, monkeypatch, capsys):
+    """`eval.length` (default: data.length) is the window scored from each file's start: eval
+    and predict score exactly the model's output on that window (short files tiled), and the
+    trainer's dev EER uses it too."""
+    from dpda.data.dataset import AudioDataset
+    from dpda.models import build_model
+    from dpda.train import loop
+    from dpda.train.checkpoint import save_checkpoint
+    from dpda.train.config import config_from_dict
+    from dpda.train.evaluation import evaluate_sets
+    from dpda.train.model_file import MODEL_FORMAT
+    from support import demo_dict, write_separable_corpus
+
+    assert config_from_dict({"data": {"length": 16000}}).scoring_length == 16000
+    assert config_from_dict({"data": {"length": 16000}, "eval": {"length": 48000}}).scoring_length == 48000
+    with pytest.raises(UserError, match=r"^cfg\.yaml: eval\.length: "):
+        config_from_dict({"eval": {"length": 0}}, source="cfg.yaml")
+
+    (tmp_path / "corpus").mkdir()
+    corpus = write_separable_corpus(tmp_path / "corpus")
+    raw = demo_dict(corpus)
+    raw["data"]["length"] = 3000  # the files are 8000 samples: 3000 crops, 20000 tiles
+    raw["eval"]["length"] = 20000
+    cfg = config_from_dict(raw)
+    torch.manual_seed(0)
+    model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides).eval()
+    save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(), "dev_threshold": 0.0},
+                    tmp_path / "model.pt")
+    manifest = load_corpus(f"csv:{corpus}/eval.csv")
+
+    def scores_at(length: int) -> np.ndarray:
+        data = AudioDataset(manifest, length=length, train=False, seed=0)
+        with torch.no_grad():
+            logits = model(torch.stack([data[i][0] for i in range(len(manifest))])).double()
+        return (logits[:, 1] - logits[:, 0]).numpy()
+
+    expected, cropped = scores_at(20000), scores_at(3000)
+    assert np.abs(expected - cropped).max() > 1e-3  # the window matters for this model
+    evaluate_sets(tmp_path / "model.pt", [f"eval=csv:{corpus}/eval.csv"], tmp_path / "out", num_workers=0, device="cpu")
+    np.testing.assert_allclose(read_scores(tmp_path / "out" / "eval.scores.txt").to_numpy(), expected, rtol=1e-5, atol=1e-5)
+
+    files = [str(corpus / f"eval_{i:03d}.wav") for i in range(3)]
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "model.pt"), *files]) == 0
+    printed = [float(line.split("\t")[1]) for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    np.testing.assert_allclose(printed, expected[:3], rtol=1e-5, atol=1e-5)
+
+    lengths = []
+    real = loop.score_manifest
+    monkeypatch.setattr(loop, "score_manifest", lambda *a, **k: lengths.append(k["length"]) or real(*a, **k))
+    raw["optim"].update(epochs=1, max_steps_per_epoch=2)
+    loop.Trainer(config_from_dict(raw), tmp_path / "run", progress=False).fit()
+    assert lengths and set(lengths) == {20000}

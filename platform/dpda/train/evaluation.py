@@ -50,7 +50,7 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     dev = resolve_device(device)
     model, state = load_trained_model(model_path, dev, checkpoint_format, settings)
     cfg = config_from_dict(state["config"], source=str(model_path))
-    length = cfg.data.length
+    length = cfg.scoring_length
     kind = score or cfg.eval.score
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(corpora, dict):

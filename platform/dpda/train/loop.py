@@ -268,7 +268,7 @@ class Trainer:
         """Dev loss, EER and threshold; with `interval` also the EER's 95% bootstrap interval
         (`dev_eer_low`, `dev_eer_high`), which the saved model's summary reports."""
         result = score_manifest(
-            self.model, self.dev_manifest, length=self.cfg.data.length,
+            self.model, self.dev_manifest, length=self.cfg.scoring_length,
             batch_size=max(self.cfg.optim.batch_size * 2, 8), device=self.device,
             num_workers=self.cfg.data.num_workers, class_weights=self.class_weights,
             score=self.cfg.eval.score,
