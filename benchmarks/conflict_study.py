@@ -271,7 +271,9 @@ def write_doc(doc: Path, results: pd.DataFrame, args: argparse.Namespace, real: 
            if args.finished_only and len(seeds) < len(DEFAULT_SEEDS) else "")
         + f"**Setup.** `configs/demo.yaml` with the demo search's crop and batch ({model['preset']} {model['name']}, RawBoost algo "
         f"{demo['augment']['rawboost']['algo']}, lr {demo['optim']['lr']}, batch {demo['optim']['batch_size']}, "
-        f"{demo['data']['length'] / 16000:g}-s training crops, strength {demo['align']['strength']}); "
+        f"{demo['data']['length'] / 16000:g}-s training crops, dev and eval scored on the first "
+        f"{(demo.get('eval', {}).get('length') or demo['data']['length']) / 16000:g} s of each file, "
+        f"strength {demo['align']['strength']}); "
         f"seeds {', '.join(map(str, seeds))} (the table gives how many finished per variant), each seed shared by all variants "
         f"(same initialisation and batch order); synthetic corpus seed {args.synth_seed} ({args.corpus_counts} "
         f"utterances). Early stopping: budget {args.epochs} epochs, patience {args.patience}; {stopped} of "
