@@ -308,6 +308,9 @@ def test_eval_length_sets_how_much_of_each_file_dev_eval_and_predict_score(tmp_p
     assert np.abs(expected - cropped).max() > 1e-3  # the window matters for this model
     evaluate_sets(tmp_path / "model.pt", [f"eval=csv:{corpus}/eval.csv"], tmp_path / "out", num_workers=0, device="cpu")
     np.testing.assert_allclose(read_scores(tmp_path / "out" / "eval.scores.txt").to_numpy(), expected, rtol=1e-5, atol=1e-5)
+    evaluate_sets(tmp_path / "model.pt", [f"eval=csv:{corpus}/eval.csv"], tmp_path / "out3k", num_workers=0, device="cpu",
+                  settings={"eval.length": 3000})  # `dpda eval --set eval.length=3000`
+    np.testing.assert_allclose(read_scores(tmp_path / "out3k" / "eval.scores.txt").to_numpy(), cropped, rtol=1e-5, atol=1e-5)
 
     files = [str(corpus / f"eval_{i:03d}.wav") for i in range(3)]
     capsys.readouterr()
