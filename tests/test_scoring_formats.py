@@ -236,29 +236,40 @@ def test_eval_score_config_key_and_cli_choices():
     assert set(choices) == set(typing.get_args(ScoreKind))
 
 
-def test_eval_writes_the_score_its_config_names(tmp_path):
-    """A model file whose config says eval.score: logit1 writes logit[1] per trial; --score
-    logit_diff overrides it; metrics.json says which score each set holds."""
-    from dpda.data.dataset import AudioDataset
+def _untrained_model_file(raw: dict, path: Path) -> torch.nn.Module:
+    """A seeded, untrained model of `raw`'s config saved as a dpda model file at `path`."""
     from dpda.models import build_model
     from dpda.train.checkpoint import save_checkpoint
     from dpda.train.config import config_from_dict
-    from dpda.train.evaluation import evaluate_sets
     from dpda.train.model_file import MODEL_FORMAT
+
+    cfg = config_from_dict(raw)
+    torch.manual_seed(0)
+    model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides).eval()
+    save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(), "dev_threshold": 0.0}, path)
+    return model
+
+
+def _logits(model: torch.nn.Module, manifest: pd.DataFrame, length: int) -> np.ndarray:
+    """(n, 2) float64 logits of the first `length` samples of each file (tiled), as dpda scores them."""
+    from dpda.data.dataset import AudioDataset
+
+    data = AudioDataset(manifest, length=length, train=False, seed=0)
+    with torch.no_grad():
+        return model(torch.stack([data[i][0] for i in range(len(manifest))])).double().numpy()
+
+
+def test_eval_writes_the_score_its_config_names(tmp_path):
+    """A model file whose config says eval.score: logit1 writes logit[1] per trial; --score
+    logit_diff overrides it; metrics.json says which score each set holds."""
+    from dpda.train.evaluation import evaluate_sets
     from support import demo_dict, write_separable_corpus
 
     (tmp_path / "corpus").mkdir()
     corpus = write_separable_corpus(tmp_path / "corpus")
     raw = demo_dict(corpus) | {"eval": {"score": "logit1"}}
-    cfg = config_from_dict(raw)
-    torch.manual_seed(0)
-    model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides).eval()
-    save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(), "dev_threshold": 0.0},
-                    tmp_path / "model.pt")
-    manifest = load_corpus(f"csv:{corpus}/eval.csv")
-    data = AudioDataset(manifest, length=cfg.data.length, train=False, seed=0)
-    with torch.no_grad():
-        logits = model(torch.stack([data[i][0] for i in range(len(manifest))])).double().numpy()
+    model = _untrained_model_file(raw, tmp_path / "model.pt")
+    logits = _logits(model, load_corpus(f"csv:{corpus}/eval.csv"), raw["data"]["length"])
     for score, expected in ((None, logits[:, 1]), ("logit_diff", logits[:, 1] - logits[:, 0])):
         out = tmp_path / f"out_{score}"
         rows = evaluate_sets(tmp_path / "model.pt", [f"eval=csv:{corpus}/eval.csv"], out, num_workers=0, device="cpu", score=score)
@@ -272,13 +283,9 @@ def test_eval_length_sets_how_much_of_each_file_dev_eval_and_predict_score(tmp_p
     """`eval.length` (default: data.length) is the window scored from each file's start: eval
     and predict score exactly the model's output on that window (short files tiled), and the
     trainer's dev EER uses it too."""
-    from dpda.data.dataset import AudioDataset
-    from dpda.models import build_model
     from dpda.train import loop
-    from dpda.train.checkpoint import save_checkpoint
     from dpda.train.config import config_from_dict
     from dpda.train.evaluation import evaluate_sets
-    from dpda.train.model_file import MODEL_FORMAT
     from support import demo_dict, write_separable_corpus
 
     assert config_from_dict({"data": {"length": 16000}}).scoring_length == 16000
@@ -291,20 +298,10 @@ def test_eval_length_sets_how_much_of_each_file_dev_eval_and_predict_score(tmp_p
     raw = demo_dict(corpus)
     raw["data"]["length"] = 3000  # the files are 8000 samples: 3000 crops, 20000 tiles
     raw["eval"]["length"] = 20000
-    cfg = config_from_dict(raw)
-    torch.manual_seed(0)
-    model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides).eval()
-    save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(), "dev_threshold": 0.0},
-                    tmp_path / "model.pt")
+    model = _untrained_model_file(raw, tmp_path / "model.pt")
     manifest = load_corpus(f"csv:{corpus}/eval.csv")
-
-    def scores_at(length: int) -> np.ndarray:
-        data = AudioDataset(manifest, length=length, train=False, seed=0)
-        with torch.no_grad():
-            logits = model(torch.stack([data[i][0] for i in range(len(manifest))])).double()
-        return (logits[:, 1] - logits[:, 0]).numpy()
-
-    expected, cropped = scores_at(20000), scores_at(3000)
+    window, crop = _logits(model, manifest, 20000), _logits(model, manifest, 3000)
+    expected, cropped = window[:, 1] - window[:, 0], crop[:, 1] - crop[:, 0]
     assert np.abs(expected - cropped).max() > 1e-3  # the window matters for this model
     evaluate_sets(tmp_path / "model.pt", [f"eval=csv:{corpus}/eval.csv"], tmp_path / "out", num_workers=0, device="cpu")
     np.testing.assert_allclose(read_scores(tmp_path / "out" / "eval.scores.txt").to_numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -320,7 +317,12 @@ def test_eval_length_sets_how_much_of_each_file_dev_eval_and_predict_score(tmp_p
 
     lengths = []
     real = loop.score_manifest
-    monkeypatch.setattr(loop, "score_manifest", lambda *a, **k: lengths.append(k["length"]) or real(*a, **k))
+
+    def recording_length(*args, **kwargs):
+        lengths.append(kwargs["length"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "score_manifest", recording_length)
     raw["optim"].update(epochs=1, max_steps_per_epoch=2)
     loop.Trainer(config_from_dict(raw), tmp_path / "run", progress=False).fit()
     assert lengths and set(lengths) == {20000}

@@ -146,9 +146,8 @@ class EvalConfig(Settings):
     """How a model's logits become the score written to score files and used for dev EERs
     (ScoreKind: `logit_diff` dpda's, `logit1` the published one), and how much of each file is
     scored: `length` samples from its start (tiled if shorter); None = `data.length`, the training
-    crop (published). A model trained on short crops for speed can still judge whole utterances:
-    the demo's LCNN pools over time, and its dev EER fell from 10.2% to 4.4% when scored on 4 s
-    instead of its 1-s training crop (same weights)."""
+    crop (published). A model that pools over time can train on short crops for speed and still
+    judge longer windows (measured for the demo in docs/scoring.md)."""
 
     score: ScoreKind = DEFAULT_SCORE
     length: Annotated[int, Field(gt=0, le=MAX_INPUT_SAMPLES)] | None = None
