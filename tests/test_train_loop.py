@@ -232,3 +232,36 @@ def test_batched_mode_trains_and_refuses_a_model_it_cannot_run(corpus: Path, tmp
     with pytest.raises(UserError, match=r"align.mode: batched cannot run model RawNet2: gru is a GRU"):
         Trainer(config_from_dict(raw), tmp_path / "rawnet2", progress=False).fit()
     assert not list((tmp_path / "rawnet2").glob("checkpoints/*.pt"))  # before any step
+
+
+def test_held_out_attacks_leave_train_and_dev_but_not_eval(tmp_path: Path) -> None:
+    """`data.held_out_attacks` (a leave-attacks-out protocol): the attack's spoofs leave the
+    training and dev manifests, in order, nothing else does; the eval sets keep it, so the
+    averaged model scores it as an unseen attack; a name that is no training attack, or holding
+    out every one, fails before any step, naming the key."""
+    import pandas as pd
+    from dpda.data.readers import load_corpus
+    from support import write_tiny_corpus
+
+    corpus = write_tiny_corpus(tmp_path / "corpus", n_train=24, n_dev=16)
+    train, dev = (f"asvspoof2019:{corpus}/LA:{s}" for s in ("train", "dev"))
+    raw = demo_dict(corpus, epochs=1, max_steps_per_epoch=2)
+    raw["data"].update(train=[train], dev=[dev], eval={"all_dev": [dev]}, held_out_attacks=["A04"])
+    trainer = Trainer(config_from_dict(raw), tmp_path / "run", progress=False)
+    trainer.fit()
+    for manifest, spec in ((trainer.train_manifest, train), (trainer.dev_manifest, dev)):
+        full = load_corpus(spec)
+        kept = full[~((full["label"] == "spoof") & (full["attack"] == "A04"))]
+        assert (full["attack"] == "A04").sum() > 0
+        assert list(manifest["utt"]) == list(kept["utt"])
+    breakdown = pd.read_csv(tmp_path / "run/eval/all_dev.breakdown.csv").set_index("value")
+    full_dev = load_corpus(dev)
+    assert breakdown.at["A04", "n_spoof"] == (full_dev["attack"] == "A04").sum()
+    assert load_checkpoint(tmp_path / "run/model.pt")["config"]["data"]["held_out_attacks"] == ["A04"]
+
+    for attacks, message in ((["A09"], r"data.held_out_attacks: 'A09' not among the training spoofs' attacks \(A02, A04, A06\)"),
+                             (["A02", "A04", "A06"], "data.held_out_attacks: holds out every training attack")):
+        raw["data"]["held_out_attacks"] = attacks
+        with pytest.raises(UserError, match=message):
+            Trainer(config_from_dict(raw), tmp_path / "bad", progress=False).fit()
+        assert not list((tmp_path / "bad").glob("checkpoints/*.pt"))

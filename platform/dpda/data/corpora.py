@@ -40,3 +40,21 @@ def load_manifest(specs: list[str], policy: str, what: str) -> pd.DataFrame:
             f"{s.first_spec} ({s.first_where}) and {s.spec} ({s.where})"
         )
     return concat_manifests(frames).reset_index(drop=True)
+
+
+def without_attacks(manifest: pd.DataFrame, attacks: list[str], key: str, required: bool) -> pd.DataFrame:
+    """`manifest` without the spoofs of `attacks` (a leave-attacks-out protocol, `key` names the
+    setting). `required`: each attack must be a spoofing attack of this manifest (the training
+    set: a typo must not leave the protocol silently unchanged), and spoofs must remain."""
+    if not attacks:
+        return manifest
+    spoof_attacks = set(manifest.loc[manifest["label"] == "spoof", "attack"])
+    if required:
+        unknown = [a for a in attacks if a not in spoof_attacks]
+        if unknown:
+            raise UserError(f"{key}: {', '.join(map(repr, unknown))} not among the training spoofs' attacks "
+                            f"({', '.join(sorted(spoof_attacks)) or 'none'})")
+        if spoof_attacks <= set(attacks):
+            raise UserError(f"{key}: holds out every training attack; no spoofed training utterance is left")
+    drop = (manifest["label"] == "spoof") & manifest["attack"].isin(attacks)
+    return manifest[~drop].reset_index(drop=True)

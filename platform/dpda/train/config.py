@@ -50,6 +50,10 @@ class DataConfig(Settings):
     augment_before_crop: bool = False
     num_workers: Annotated[int, Field(ge=0)] = 2
     check: Literal["fail", "skip"] = "fail"
+    # Spoofing attacks (the manifest's `attack` names, e.g. A04) dropped from train and dev: a
+    # leave-attacks-out protocol. Dev EER, early stopping and model selection then see only the
+    # kept attacks; `dpda eval` on the full dev set scores the held-out ones as unseen attacks.
+    held_out_attacks: list[str] = Field(default_factory=list)
 
 
 class ModelConfig(Settings):

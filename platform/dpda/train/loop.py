@@ -26,7 +26,7 @@ from dpda.align import aligner_from_spec
 from dpda.augment import RawBoost
 from dpda.console import track
 from dpda.data.check_cache import trust as trust_checks
-from dpda.data.corpora import load_manifest
+from dpda.data.corpora import load_manifest, without_attacks
 from dpda.data.dataset import AudioDataset, make_loader
 from dpda.errors import UserError
 from dpda.metrics import compute_eer, eer_interval
@@ -100,8 +100,11 @@ class Trainer:
         for section in ("train", "dev"):
             if not getattr(cfg.data, section):  # dev drives early stopping and model selection
                 raise UserError(f"data.{section}: no corpora given (a list of KIND:PATH[:SUBSET] specs)")
-        self.train_manifest = load_manifest(cfg.data.train, cfg.data.check, "train")
-        self.dev_manifest = load_manifest(cfg.data.dev, cfg.data.check, "dev")
+        held_out = cfg.data.held_out_attacks
+        self.train_manifest = without_attacks(load_manifest(cfg.data.train, cfg.data.check, "train"), held_out,
+                                              "data.held_out_attacks", required=True)
+        self.dev_manifest = without_attacks(load_manifest(cfg.data.dev, cfg.data.check, "dev"), held_out,
+                                            "data.held_out_attacks", required=False)
         # the published pipeline augments whole utterances in the loader; dpda's the cropped batch
         loader_augment = cfg.data.augment_before_crop and cfg.augment.mode != "none"
         self.train_set = AudioDataset(
