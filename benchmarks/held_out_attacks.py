@@ -87,8 +87,8 @@ def table(results: pd.DataFrame) -> str:
         by = rows.set_index("attack")
         cells = [f"{100 * by.at[a, 'eer_held_out']:.1f} [{100 * by.at[a, 'eer_held_out_low']:.0f}, "
                  f"{100 * by.at[a, 'eer_held_out_high']:.0f}]" if a in by.index else "n/a" for a in attacks]
-        mean = 100 * rows["eer_held_out"].mean() if len(rows) == len(attacks) else float("nan")
-        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {mean:.1f} | {100 * rows['eer_dev_seen'].mean():.1f} |")
+        mean = f"{100 * rows['eer_held_out'].mean():.1f}" if len(rows) == len(attacks) else "n/a"  # not yet every fold
+        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {mean} | {100 * rows['eer_dev_seen'].mean():.1f} |")
     return "\n".join(lines)
 
 

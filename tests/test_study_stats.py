@@ -57,3 +57,17 @@ def test_paired_tests_find_a_real_shift_and_only_it() -> None:
     said = dict(zip(tests["variant"].unique(), study.sentences(tests)))
     assert "a lower eval EER by 5.0 points" in said["dual, MGDA"]
     assert "not distinguishable" in said["dual, PCGrad"] and "lower" not in said["dual, PCGrad"]
+
+
+def test_held_out_table_shows_each_attack_with_its_interval_and_the_mean_of_complete_rows() -> None:
+    spec = importlib.util.spec_from_file_location("held_out_attacks", Path(__file__).parents[1] / "benchmarks/held_out_attacks.py")
+    held_out = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(held_out)
+    rows = [("a", "A01", 0.10, 0.05, 0.20, 0.08), ("a", "A02", 0.30, 0.20, 0.40, 0.06),
+            ("b", "A01", 0.50, 0.40, 0.60, 0.10)]  # b has not run A02 yet
+    frame = pd.DataFrame(rows, columns=["variant", "attack", "eer_held_out", "eer_held_out_low",
+                                        "eer_held_out_high", "eer_dev_seen"])
+    lines = held_out.table(frame).splitlines()
+    assert lines[0] == "| variant | A01 held out | A02 held out | mean | seen-attack dev EER, mean |"
+    assert lines[2] == "| a | 10.0 [5, 20] | 30.0 [20, 40] | 20.0 | 7.0 |"
+    assert lines[3] == "| b | 50.0 [40, 60] | n/a | n/a | 10.0 |"
