@@ -74,6 +74,23 @@ def test_a_changed_file_is_checked_again(decodes, tmp_path):
     assert "u2" not in set(kept["utt"]) and len(kept) == 3
 
 
+def test_a_file_swapped_for_a_link_outside_the_root_is_checked_again(decodes, tmp_path):
+    """os.stat follows links: the same size, time and mode could hide that a file now lives
+    outside the corpus root, which the check refuses. The resolved path is in the fingerprint."""
+    spec = corpus(tmp_path / "c")
+    load_manifest([spec], "fail", "train")
+    path, elsewhere = tmp_path / "c" / "1.wav", tmp_path / "elsewhere.wav"
+    stamp = path.stat()
+    os.replace(path, elsewhere)
+    os.utime(elsewhere, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    path.symlink_to(elsewhere)
+    now = os.stat(path)
+    assert (now.st_size, now.st_mtime_ns, now.st_mode) == (stamp.st_size, stamp.st_mtime_ns, stamp.st_mode)
+    with pytest.raises(UserError, match="outside_root"):
+        load_manifest([spec], "fail", "train")
+    assert decodes == [spec, spec]
+
+
 def test_trusted_verdicts_mean_what_a_fresh_check_means(decodes, tmp_path):
     spec = corpus(tmp_path / "c", bad=True)
     verdicts = check_cache.check_config_corpora({"data": {"train": [spec], "dev": [spec], "check": "skip"}})

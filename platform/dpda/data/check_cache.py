@@ -9,8 +9,9 @@ fingerprint and trust the verdict instead of decoding again.
 The fingerprint (sha256) covers what a verdict depends on: the check's settings (policy, decode
 mode, sample-rate range, peak limit, `CHECK_VERSION`; not the fail/skip policy, which is
 applied to the verdict), the corpus spec and root, every manifest
-row's path, label and id, and each file's size, modification time and mode (`os.stat`, no
-read: a file made unreadable is checked again). A
+row's path, label and id, and each file's size, modification time, mode (`os.stat`, no
+read: a file made unreadable is checked again) and symlink-resolved path (a file swapped for a
+link to a copy outside the root, same size and time, is checked again). A
 corpus whose files are replaced, re-encoded or truncated gets a new fingerprint and is checked
 again; an unchanged one is not, in this process or a later one.
 
@@ -78,7 +79,8 @@ def fingerprint(manifest: pd.DataFrame) -> str:
     for path, label, utt in zip(frame["path"].astype(str), frame["label"].astype(str), frame["utt"].astype(str)):
         try:
             st = os.stat(path)
-            stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"
+            # where a symlink leads: the check refuses files outside the root, and os.stat follows links
+            stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}:{os.path.realpath(path)}"
         except OSError:
             stamp = "missing"
         h.update(f"{path}\0{label}\0{utt}\0{stamp}\n".encode())
