@@ -79,6 +79,17 @@ def study_config() -> dict:
     return raw
 
 
+def run_config(data: str, epochs: int, patience: int) -> dict:
+    """One run's config on a synthetic corpus: study_config() on the CPU, its train and dev sets,
+    no eval sets (scored after), no loader processes (runs already go in parallel)."""
+    raw = study_config()
+    raw.update(device="cpu")
+    raw["data"].update(train=[f"asvspoof2019:{data}/LA:train"], dev=[f"asvspoof2019:{data}/LA:dev"],
+                       eval={}, num_workers=0)
+    raw["optim"].update(epochs=epochs, patience=patience)
+    return raw
+
+
 def _corpus_counts(data: Path) -> str:
     """'train 200, dev 100, ...' from the corpus's protocols and ITW metadata."""
     from dpda.data.readers import load_corpus
@@ -109,11 +120,8 @@ def run_one(variant: str, seed: int, data: str, out: str, epochs: int, patience:
     if result_file.exists():
         return json.loads(result_file.read_text())
     cpu = os.times()
-    raw = study_config()
-    raw.update(seed=seed, device="cpu")
-    raw["data"].update(train=[f"asvspoof2019:{data}/LA:train"], dev=[f"asvspoof2019:{data}/LA:dev"],
-                       eval={}, num_workers=0)
-    raw["optim"].update(epochs=epochs, patience=patience)
+    raw = run_config(data, epochs, patience)
+    raw.update(seed=seed)
     for key, value in VARIANTS[variant].items():
         set_dotted(raw, key, value)
     summary = Trainer(config_from_dict(raw, source=variant), run_dir, progress=False).fit()

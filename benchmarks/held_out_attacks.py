@@ -50,11 +50,7 @@ def run_fold(variant: str, settings: dict, attack: str, data: str, out: str, epo
     result_file = run_dir / "held_out_result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    raw = study.study_config()
-    raw.update(device="cpu")
-    raw["data"].update(train=[f"asvspoof2019:{data}/LA:train"], dev=[f"asvspoof2019:{data}/LA:dev"],
-                       eval={}, num_workers=0)
-    raw["optim"].update(epochs=epochs, patience=patience)
+    raw = study.run_config(data, epochs, patience)
     for key, value in settings.items():
         set_dotted(raw, key, value)
     set_dotted(raw, "data.held_out_attacks", [attack])
