@@ -27,7 +27,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 _SPEC = importlib.util.spec_from_file_location("conflict_study", ROOT / "benchmarks/conflict_study.py")
@@ -68,10 +67,10 @@ def run_fold(variant: str, settings: dict, attack: str, data: str, out: str, epo
 
 
 def training_attacks(data: Path) -> list[str]:
+    from dpda.data.corpora import spoof_attacks
     from dpda.data.readers import load_corpus
 
-    train = load_corpus(f"asvspoof2019:{data}/LA:train")
-    return sorted(set(train.loc[train["label"] == "spoof", "attack"]))
+    return sorted(spoof_attacks(load_corpus(f"asvspoof2019:{data}/LA:train")))
 
 
 def table(results: pd.DataFrame) -> str:
@@ -142,12 +141,13 @@ def main() -> int:
     p.add_argument("--out", default="runs/held_out")
     p.add_argument("--doc", default=None, help="Markdown file to (re)write (default: OUT/held_out.md)")
     args = p.parse_args()
-    settings = {}
-    for item in args.settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            sys.exit(f"--set {item!r}: expected KEY=VALUE")
-        settings[key] = yaml.safe_load(value)
+    from dpda.errors import UserError
+    from dpda.yaml_io import parse_set
+
+    try:
+        settings = parse_set(args.settings)
+    except UserError as exc:
+        sys.exit(str(exc))
     data = Path(args.data).resolve()
     attacks = args.attacks or training_attacks(data)
     start = time.time()

@@ -42,19 +42,24 @@ def load_manifest(specs: list[str], policy: str, what: str) -> pd.DataFrame:
     return concat_manifests(frames).reset_index(drop=True)
 
 
+def spoof_attacks(manifest: pd.DataFrame) -> set[str]:
+    """The attack names of a manifest's spoofed rows."""
+    return set(manifest.loc[manifest["label"] == "spoof", "attack"])
+
+
 def without_attacks(manifest: pd.DataFrame, attacks: list[str], key: str, required: bool) -> pd.DataFrame:
     """`manifest` without the spoofs of `attacks` (a leave-attacks-out protocol, `key` names the
     setting). `required`: each attack must be a spoofing attack of this manifest (the training
     set: a typo must not leave the protocol silently unchanged), and spoofs must remain."""
     if not attacks:
         return manifest
-    spoof_attacks = set(manifest.loc[manifest["label"] == "spoof", "attack"])
+    present = spoof_attacks(manifest)
     if required:
-        unknown = [a for a in attacks if a not in spoof_attacks]
+        unknown = [a for a in attacks if a not in present]
         if unknown:
             raise UserError(f"{key}: {', '.join(map(repr, unknown))} not among the training spoofs' attacks "
-                            f"({', '.join(sorted(spoof_attacks)) or 'none'})")
-        if spoof_attacks <= set(attacks):
+                            f"({', '.join(sorted(present)) or 'none'})")
+        if present <= set(attacks):
             raise UserError(f"{key}: holds out every training attack; no spoofed training utterance is left")
     drop = (manifest["label"] == "spoof") & manifest["attack"].isin(attacks)
     return manifest[~drop].reset_index(drop=True)
