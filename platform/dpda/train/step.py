@@ -38,64 +38,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import fields, make_dataclass
+from dataclasses import fields
 from typing import Any, Callable
 
-import pyarrow as pa
 import torch
-from dpda_analysis import schema as S
 from torch import nn
 
 from dpda.align import Aligner, AlignStats, Segments, combine_, segment_dots
 from dpda.errors import UserError
 from dpda.train.batched_pass import BatchedPass
+from dpda.train.step_stats import StepStats
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ReduceFn = Callable[[torch.Tensor], Any]
 MODES = ("separate", "joint", "batched")
 _EPS_CLIP = 1e-6  # same epsilon as torch.nn.utils.clip_grad_norm_
-
-
-def _host_dict(scalars: dict[str, torch.Tensor], vectors: dict[str, torch.Tensor], bools: set[str]) -> dict[str, Any]:
-    """Move all statistics to the host in ONE transfer (stack/cat on device, then .cpu())."""
-    parts = [torch.stack([v.detach().reshape(()).to(torch.float64) for v in scalars.values()])]
-    parts += [v.detach().reshape(-1).to(torch.float64) for v in vectors.values()]
-    flat = torch.cat([p.to(parts[0].device) for p in parts]).cpu().tolist()
-    out: dict[str, Any] = {}
-    for i, k in enumerate(scalars):
-        out[k] = bool(flat[i]) if k in bools else flat[i]
-    pos = len(scalars)
-    for k, v in vectors.items():
-        n = v.numel()
-        out[k] = flat[pos : pos + n]
-        pos += n
-    return out
-
-
-class _StepStatsMethods:
-    """Statistics of one step, as device tensors (0-dim, or (L,) for layer_*).
-
-    The fields are the telemetry schema's step and layer keys (`dpda_analysis.schema`): the record
-    is declared once, there. Norms are of unscaled gradients; ``update_norm`` is the aligned update
-    before clipping; ``conflict`` is cos < 0; ``skipped`` is True when a loss or gradient was
-    non-finite and the optimizer step was not taken. layer_* follow ``DualPathStep.layer_names``.
-    """
-
-    def to_host(self) -> dict[str, Any]:
-        """Python floats (bools where the schema column is boolean, lists for layer_*) in one
-        device-to-host copy."""
-        scalars = {k: getattr(self, k) for k in S.STEP_STAT_KEYS}
-        vectors = {k: getattr(self, k) for k in S.LAYER_STAT_KEYS}
-        return _host_dict(scalars, vectors, _BOOL_STATS)
-
-
-STEP_STAT_FIELDS: tuple[str, ...] = (*S.STEP_STAT_KEYS, *S.LAYER_STAT_KEYS)
-_BOOL_STATS = {k for k in S.STEP_STAT_KEYS if pa.types.is_boolean(S.STEPS.field(k).type)}
-StepStats = make_dataclass("StepStats", [(k, torch.Tensor) for k in STEP_STAT_FIELDS], bases=(_StepStatsMethods,))
-StepStats.__doc__ = _StepStatsMethods.__doc__
-StepStats.__module__ = __name__
 # Fields the aligner's statistics already carry under the same names.
-_FROM_ALIGN = tuple(f.name for f in fields(AlignStats) if f.name in STEP_STAT_FIELDS)
+_FROM_ALIGN = tuple(f.name for f in fields(AlignStats) if f.name in {g.name for g in fields(StepStats)})
 
 
 class BufferGuard:

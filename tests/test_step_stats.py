@@ -1,0 +1,49 @@
+"""StepStats is written out field by field; the telemetry schema stays the one fact it follows."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import typing
+from dataclasses import fields
+
+import pyarrow as pa
+import torch
+from dpda_analysis import schema as S
+
+from dpda.train import step_stats
+from dpda.train.step_stats import StepStats
+
+
+def test_fields_are_the_schemas_step_then_layer_keys_exactly() -> None:
+    assert tuple(f.name for f in fields(StepStats)) == (*S.STEP_STAT_KEYS, *S.LAYER_STAT_KEYS)
+
+
+def test_every_field_is_a_typed_documented_tensor() -> None:
+    hints = typing.get_type_hints(StepStats)
+    assert all(hints[f.name] is torch.Tensor for f in fields(StepStats))
+    body = next(n for n in ast.parse(inspect.getsource(step_stats)).body if getattr(n, "name", "") == "StepStats").body
+    documented = {
+        field.target.id
+        for field, doc in zip(body, body[1:])
+        if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
+    }
+    assert documented == {f.name for f in fields(StepStats)}
+
+
+def test_to_host_gives_the_schemas_keys_and_types() -> None:
+    layers = 3
+    values = {
+        f.name: torch.arange(layers, dtype=torch.float64) + i if f.name in S.LAYER_STAT_KEYS else torch.tensor(float(i))
+        for i, f in enumerate(fields(StepStats))
+    }
+    values["conflict"] = torch.tensor(True)
+    values["skipped"] = torch.tensor(False)
+    host = StepStats(**values).to_host()
+    assert list(host) == [*S.STEP_STAT_KEYS, *S.LAYER_STAT_KEYS]
+    for key in S.STEP_STAT_KEYS:
+        boolean = pa.types.is_boolean(S.STEPS.field(key).type)
+        assert type(host[key]) is (bool if boolean else float), key
+        assert host[key] == values[key].item()
+    for key in S.LAYER_STAT_KEYS:
+        assert host[key] == values[key].tolist()
