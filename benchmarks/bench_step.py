@@ -47,7 +47,8 @@ import torch
 import torch.nn.functional as F
 from dpda.align import make_aligner
 from dpda.errors import UserError
-from dpda.train.step import DualPathStep, plain_da_step
+from dpda.train.baseline_steps import plain_da_step
+from dpda.train.step import DualPathStep
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 

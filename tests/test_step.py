@@ -1,4 +1,5 @@
-"""DualPathStep, plain_da_step and single_path_step against autograd references."""
+"""DualPathStep (dpda.train.step), plain_da_step and single_path_step (dpda.train.baseline_steps)
+against autograd references."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from torch import nn
 
 from dpda.align import make_aligner
 from dpda.errors import UserError
-from dpda.train.step import DualPathStep, plain_da_step, single_path_step
+from dpda.train.baseline_steps import plain_da_step, single_path_step
+from dpda.train.step import DualPathStep
 from support import tiny_mlp, toy_batch
 
 torch.set_num_threads(1)

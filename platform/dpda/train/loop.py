@@ -40,7 +40,8 @@ from dpda.train.checkpoint_store import LAST, CheckpointUpdate, epoch_file, is_e
 from dpda.train.config import TrainConfig
 from dpda.train.inference import resolve_device, score_manifest
 from dpda.train.run_dir import RunDirLock, persistent_run_id, write_json
-from dpda.train.step import DualPathStep, single_path_step
+from dpda.train.baseline_steps import single_path_step
+from dpda.train.step import DualPathStep
 from dpda.train.step_stats import StepStats
 
 CHECKPOINT_FORMAT = "dpda-train-state"

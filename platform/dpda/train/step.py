@@ -1,4 +1,6 @@
-"""One training step: the dual-path step with gradient alignment, plain DA and single-path steps.
+"""One training step of the dual-path method: two path gradients aligned into one update.
+
+The one-gradient baselines (plain DA, single path) are `dpda.train.baseline_steps`.
 
 ``DualPathStep`` keeps the two path gradients in ONE (2, P) buffer: row 0 holds the
 original-path gradient, row 1 the augmented-path gradient and then the update. Every trainable
@@ -36,10 +38,8 @@ Callers own ``model.train()``/``eval()``; the step owns ``.grad`` (no ``zero_gra
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import fields
-from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -47,77 +47,13 @@ from torch import nn
 from dpda.align import Aligner, AlignStats, Segments, combine_, segment_dots
 from dpda.errors import UserError
 from dpda.train.batched_pass import BatchedPass
+from dpda.train.step_parts import BufferGuard, LossFn, ReduceFn, autocast, scalar_loss, trainable
 from dpda.train.step_stats import StepStats
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-ReduceFn = Callable[[torch.Tensor], Any]
 MODES = ("separate", "joint", "batched")
 _EPS_CLIP = 1e-6  # same epsilon as torch.nn.utils.clip_grad_norm_
 # Fields the aligner's statistics already carry under the same names.
 _FROM_ALIGN = tuple(f.name for f in fields(AlignStats) if f.name in {g.name for g in fields(StepStats)})
-
-
-class BufferGuard:
-    """The model's buffers (BatchNorm running statistics and counters) as they were before a
-    step's forward passes, put back when the step is skipped: a batch with a non-finite loss or
-    gradient must leave the model exactly as it was, not only its weights (one loud file would
-    otherwise write NaN into every running mean).
-
-    The snapshot is one multi-tensor copy into storage allocated once; the finiteness check is
-    one multi-tensor max-abs; neither syncs with the host. ``restore()`` is for a caller that
-    already knows (from its one host sync) that the step was skipped; ``restore_if`` decides on
-    the device with one ``where`` per buffer, for callers that cannot know (a GradScaler step).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.buffers = [b for b in model.buffers() if b.numel()]
-        self.saved = [torch.empty_like(b) for b in self.buffers]
-        self._floating = [b for b in self.buffers if b.is_floating_point()]
-
-    def snapshot(self) -> list[torch.Tensor]:
-        if self.buffers:
-            torch._foreach_copy_(self.saved, self.buffers)
-        return self.saved
-
-    def finite(self, device: torch.device) -> torch.Tensor:
-        """0-dim bool: every floating buffer finite (a forward that overflowed a running
-        variance counts as a non-finite step even when its loss came out finite)."""
-        if not self._floating:
-            return torch.ones((), dtype=torch.bool, device=device)
-        peaks = torch._foreach_norm(self._floating, ord=float("inf"))  # max |x|: NaN/inf propagate
-        return torch.isfinite(torch.stack(peaks)).all().to(device)
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        if self.buffers:
-            torch._foreach_copy_(self.buffers, self.saved)
-
-    @torch.no_grad()
-    def restore_if(self, skipped: torch.Tensor, saved: list[torch.Tensor]) -> None:
-        for buffer, before in zip(self.buffers, saved):
-            buffer.copy_(torch.where(skipped.to(buffer.device), before, buffer))
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    """Autocast context for the forward and loss only (backward runs outside it, as recommended)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise UserError("train: the model has no trainable parameters (all requires_grad=False)")
-    return named
-
-
-def _scalar_loss(loss: torch.Tensor) -> torch.Tensor:
-    if loss.dim() != 0:
-        raise UserError(
-            f"train: loss_fn must return a scalar (reduction='mean'), got shape {tuple(loss.shape)}"
-        )
-    return loss
 
 
 def _inv_scale(scaler: torch.amp.GradScaler | None, device: torch.device) -> torch.Tensor | None:
@@ -163,7 +99,7 @@ class DualPathStep:
             raise UserError(f"train.mode: {mode!r} is not one of {', '.join(MODES)}")
         if clip_norm is not None and not (float(clip_norm) > 0):
             raise UserError(f"train.clip_norm: {clip_norm!r} must be > 0")
-        named = _trainable(model)
+        named = trainable(model)
         first = named[0][1]
         for n, p in named:
             if p.dtype != first.dtype or p.device != first.device:
@@ -230,17 +166,17 @@ class DualPathStep:
         self._guard.snapshot()
         g_orig, g_aug = self._buffer[0], self._buffer[1]
         self._buffer.zero_()
-        amp = functools.partial(_autocast, g_aug.device, self.autocast_dtype)
+        amp = functools.partial(autocast, g_aug.device, self.autocast_dtype)
         if self.mode == "separate":
             self._bind_grads(0)
             with torch.profiler.record_function("dpda.pass.orig"):
                 with amp():
-                    loss_o = _scalar_loss(self.loss_fn(self.model(x_orig), y))
+                    loss_o = scalar_loss(self.loss_fn(self.model(x_orig), y))
                 self._backward(loss_o)
             self._bind_grads(1)
             with torch.profiler.record_function("dpda.pass.aug"):
                 with amp():
-                    loss_a = _scalar_loss(self.loss_fn(self.model(x_aug), y))
+                    loss_a = scalar_loss(self.loss_fn(self.model(x_aug), y))
                 self._backward(loss_a)
         elif self._batched is not None:
             self._bind_grads(1)
@@ -251,8 +187,8 @@ class DualPathStep:
             with torch.profiler.record_function("dpda.pass.joint"):
                 with amp():
                     logits = self.model(torch.cat([x_orig, x_aug]))
-                    loss_o = _scalar_loss(self.loss_fn(logits[:b], y))
-                    loss_a = _scalar_loss(self.loss_fn(logits[b:], y))
+                    loss_o = scalar_loss(self.loss_fn(logits[:b], y))
+                    loss_a = scalar_loss(self.loss_fn(logits[b:], y))
                 self._bind_grads(0)
                 self._backward(loss_o, retain_graph=True)
                 self._bind_grads(1)
@@ -297,135 +233,3 @@ class DualPathStep:
             self._guard.restore()
         else:
             self.optimizer.step()
-
-
-def _simple_finish(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loss: torch.Tensor,
-    clip_norm: float | None,
-    scaler: torch.amp.GradScaler | None,
-    reduce_fn: ReduceFn | None,
-    buffers_ok: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Backward, optional reduce, norm/clip, non-finite skip, optimizer step.
-
-    Returns (gradient norm before clipping, skipped, per-parameter-tensor gradient norms).
-    """
-    params = [p for _, p in _trainable(model)]
-    (scaler.scale(loss) if scaler is not None else loss).backward()
-    if reduce_fn is not None:
-        # One collective over all gradients: gather into one flat buffer (missing grads as
-        # zeros, so every rank sends the same layout) and make each .grad a view into it.
-        flat = torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros_like(p).reshape(-1) for p in params])
-        reduce_fn(flat)
-        for p, g in zip(params, flat.split([p.numel() for p in params])):
-            p.grad = g.view_as(p)
-    if scaler is not None:
-        # Non-finite buffers alone leave the gradients finite: poison them so the scaler's
-        # found-inf check (made in unscale_) skips this step too.
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads:
-            poison = torch.where(buffers_ok.to(grads[0].device), 1.0, float("nan")).to(grads[0].dtype)
-            torch._foreach_mul_(grads, poison)
-        scaler.unscale_(optimizer)
-    present = [i for i, p in enumerate(params) if p.grad is not None]
-    layer_norm = torch.zeros(len(params), dtype=torch.float64, device=params[0].device)
-    if present:
-        norms = torch._foreach_norm([params[i].grad for i in present])  # batched, as clip_grad_norm_
-        layer_norm[present] = torch.stack(norms).to(torch.float64)
-    norm = torch.linalg.vector_norm(layer_norm)
-    if clip_norm is not None:
-        torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm)
-    skipped = ~(torch.isfinite(norm) & torch.isfinite(loss.detach()) & buffers_ok.to(norm.device))
-    if scaler is not None:
-        scaler.step(optimizer)  # its found-inf check is the one host sync
-        scaler.update()
-    elif not bool(skipped):  # the one host sync of the step
-        optimizer.step()
-    return norm, skipped, layer_norm
-
-
-def _simple_stats(
-    loss_o: torch.Tensor, loss_a: torch.Tensor, norm: torch.Tensor, skipped: torch.Tensor, layer_norm: torch.Tensor, single: bool
-) -> StepStats:
-    """StepStats of a one-gradient step: pairwise fields are NaN (no second gradient to compare).
-
-    single path: the gradient is reported as the 'orig' one (norm_orig, layer_norm_orig);
-    plain DA: its one gradient is of the mixed batch, so only update_norm carries it.
-    """
-    nan = torch.full((), float("nan"), dtype=torch.float64, device=norm.device)
-    nan_l = torch.full_like(layer_norm, float("nan"))
-    return StepStats(
-        loss_orig=loss_o,
-        loss_aug=loss_a,
-        cos=nan,
-        norm_orig=norm if single else nan,
-        norm_aug=nan,
-        conflict=torch.zeros((), dtype=torch.bool, device=norm.device),
-        cos_update_orig=torch.ones_like(nan) if single else nan,
-        cos_update_aug=nan,
-        update_norm=norm,
-        skipped=skipped,
-        layer_cos=nan_l,
-        layer_norm_orig=layer_norm if single else nan_l,
-        layer_norm_aug=nan_l,
-    )
-
-
-def plain_da_step(
-    model: nn.Module,
-    loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
-    x_orig: torch.Tensor,
-    x_aug: torch.Tensor,
-    y: torch.Tensor,
-    clip_norm: float | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    reduce_fn: ReduceFn | None = None,
-    autocast_dtype: torch.dtype | None = None,
-) -> StepStats:
-    """The DA baseline: one forward/backward over the concatenated batch [x_orig; x_aug].
-
-    The loss is the mean of the two halves' mean losses, which for a mean-reduced loss (class
-    weights included) equals the loss over the concatenated batch with labels [y; y].
-    ``reduce_fn`` (optional) is called once on a flat vector of all gradients.
-    """
-    model.zero_grad(set_to_none=True)
-    guard = BufferGuard(model)
-    saved = guard.snapshot()
-    b = x_orig.shape[0]
-    with _autocast(x_orig.device, autocast_dtype):
-        logits = model(torch.cat([x_orig, x_aug]))
-        loss_o = _scalar_loss(loss_fn(logits[:b], y))
-        loss_a = _scalar_loss(loss_fn(logits[b:], y))
-    norm, skipped, layer = _simple_finish(model, optimizer, (loss_o + loss_a) / 2, clip_norm, scaler, reduce_fn,
-                                          guard.finite(loss_o.device))
-    guard.restore_if(skipped, saved)
-    return _simple_stats(loss_o.detach(), loss_a.detach(), norm, skipped, layer, single=False)
-
-
-def single_path_step(
-    model: nn.Module,
-    loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    clip_norm: float | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    reduce_fn: ReduceFn | None = None,
-    autocast_dtype: torch.dtype | None = None,
-) -> StepStats:
-    """No-DA (or augmented-only) training: one forward/backward on the batch as given.
-
-    Its loss and gradient are reported in the *_orig fields; *_aug and pairwise fields are NaN.
-    """
-    model.zero_grad(set_to_none=True)
-    guard = BufferGuard(model)
-    saved = guard.snapshot()
-    with _autocast(x.device, autocast_dtype):
-        loss = _scalar_loss(loss_fn(model(x), y))
-    norm, skipped, layer = _simple_finish(model, optimizer, loss, clip_norm, scaler, reduce_fn, guard.finite(loss.device))
-    guard.restore_if(skipped, saved)
-    nan = torch.full_like(loss.detach(), float("nan"))
-    return _simple_stats(loss.detach(), nan, norm, skipped, layer, single=True)
