@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import fields
+from typing import get_args
 
 import torch
 from torch import nn
@@ -47,10 +48,12 @@ from torch import nn
 from dpda.align import Aligner, AlignStats, Segments, combine_, segment_dots
 from dpda.errors import UserError
 from dpda.train.batched_pass import BatchedPass
+from dpda.train.config import AlignConfig
 from dpda.train.step_parts import BufferGuard, LossFn, ReduceFn, autocast, scalar_loss, trainable
 from dpda.train.step_stats import StepStats
 
-MODES = ("separate", "joint", "batched")
+MODES: tuple[str, ...] = get_args(AlignConfig.model_fields["mode"].annotation)
+"""How the two paths run (`align.mode`): the config's Literal, declared there."""
 _EPS_CLIP = 1e-6  # same epsilon as torch.nn.utils.clip_grad_norm_
 # Fields the aligner's statistics already carry under the same names.
 _FROM_ALIGN = tuple(f.name for f in fields(AlignStats) if f.name in {g.name for g in fields(StepStats)})
@@ -96,9 +99,9 @@ class DualPathStep:
         autocast_dtype: torch.dtype | None = None,
     ):
         if mode not in MODES:
-            raise UserError(f"train.mode: {mode!r} is not one of {', '.join(MODES)}")
+            raise UserError(f"align.mode: {mode!r} is not one of {', '.join(MODES)}")
         if clip_norm is not None and not (float(clip_norm) > 0):
-            raise UserError(f"train.clip_norm: {clip_norm!r} must be > 0")
+            raise UserError(f"optim.clip_norm: {clip_norm!r} must be > 0")
         named = trainable(model)
         first = named[0][1]
         for n, p in named:
