@@ -72,6 +72,15 @@ class ModelConfig(Settings):
             raise ValueError(f"unknown model {name!r} (known: {', '.join(list_models())})")
         return name
 
+    @model_validator(mode="after")
+    def _known_preset_and_overrides(self) -> ModelConfig:
+        """A preset typo or unknown override fails at load, before any corpus is read or a search
+        starts (the UserError names `model.preset` / `model.overrides.KEY`)."""
+        from dpda.models.registry import resolve_config
+
+        resolve_config(self.name, self.preset, self.overrides, where="model")
+        return self
+
 
 class AugmentConfig(Settings):
     """`none`: originals only; `augmented`: RawBoost copies only (single-path RawBoost); `dual`:
