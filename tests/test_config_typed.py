@@ -74,3 +74,72 @@ def test_tune_refuses_a_bad_model_before_ray(tmp_path, search, base_model, messa
     assert err.startswith(f"dpda tune: error: {space}") and message in err and "\n" not in err
     assert proc.stdout.strip() == "ray not imported"
     assert not (tmp_path / "ray").exists()
+
+
+# ------------------------------------------------------------------ typed rawboost / align.options
+@pytest.mark.parametrize("name", ["demo", "published", "published_baseline"])
+def test_shipped_configs_dump_what_they_say_and_round_trip(name):
+    path = ROOT / f"configs/{name}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    cfg = load_config(path)
+    dumped = cfg.to_dict()
+    assert dumped["augment"]["rawboost"] == raw["augment"]["rawboost"]  # the keys as written, no defaults added
+    assert dumped["align"]["options"] == raw["align"].get("options", {})
+    again = config_from_dict(yaml.safe_load(yaml.safe_dump(dumped, sort_keys=False)))  # best_config.yaml's way
+    assert again == cfg and again.to_dict() == dumped
+
+
+def test_rawboost_is_typed_once_with_its_default_algorithm_recorded():
+    from dpda.augment import RawBoost, RawBoostParams
+
+    default = config_from_dict({})
+    assert isinstance(default.augment.rawboost, RawBoostParams) and default.augment.rawboost.algo == 4
+    assert default.to_dict()["augment"]["rawboost"] == {"algo": 4}  # as before the section was typed
+    assert config_from_dict({"augment": {"rawboost": {}}}).to_dict()["augment"]["rawboost"] == {}
+    cfg = load_config(ROOT / "configs/demo.yaml", {"augment.rawboost.SNRmin": 5, "augment.rawboost.algo": 3.0})
+    assert (cfg.augment.rawboost.algo, cfg.augment.rawboost.SNRmin, cfg.augment.rawboost.SNRmax) == (3, 5.0, 40.0)
+    assert cfg.to_dict()["augment"]["rawboost"] == {"algo": 3, "SNRmin": 5.0}
+    module = RawBoost(cfg.augment.rawboost)
+    assert module.params is cfg.augment.rawboost and module.algo == 3
+    assert RawBoost(3, SNRmin=5).params == cfg.augment.rawboost
+    with pytest.raises(TypeError):
+        RawBoost(cfg.augment.rawboost, P=1)
+
+
+def test_rawboost_relations_name_the_key_under_the_section():
+    with pytest.raises(UserError, match=r"^c\.yaml: augment\.rawboost\.SNRmin: 50\.0 must be <= SNRmax = 10\.0$"):
+        config_from_dict({"augment": {"rawboost": {"SNRmin": 50, "SNRmax": 10}}}, source="c.yaml")
+
+
+def test_align_options_are_the_rules_model_and_dump_only_the_given_keys():
+    from dpda.align.registry import CAGradOptions, GradVacOptions
+
+    cfg = load_config(ROOT / "configs/published.yaml", {"align.rule": "gradvac"})  # option_defaults: published
+    assert isinstance(cfg.align.options, GradVacOptions)
+    assert (cfg.align.options.beta, cfg.align.options.positive_only_update) == (0.5, True)
+    assert cfg.to_dict()["align"]["options"] == {}  # the published values are not written into dumps
+    own = load_config(ROOT / "configs/published.yaml", {"align.rule": "gradvac", "align.options.beta": 0.2})
+    assert (own.align.options.beta, own.align.options.positive_only_update) == (0.2, True)
+    assert own.to_dict()["align"]["options"] == {"beta": 0.2}
+    # a dumped config still takes another rule (a search or --set changing align.rule)
+    dumped = cfg.to_dict()
+    dumped["align"]["rule"] = "cagrad"
+    assert config_from_dict(dumped).align.options == CAGradOptions()
+    assert config_from_dict(own.to_dict()) == own
+
+
+def test_the_aligner_uses_the_options_parsed_at_load():
+    from dpda.align import aligner_from_spec
+
+    cfg = load_config(ROOT / "configs/published.yaml", {"align.rule": "gradvac"})
+    assert aligner_from_spec(cfg.align)._options is cfg.align.options
+
+
+def test_a_search_space_sets_typed_keys_by_their_published_names():
+    from dpda.tune.search_space import load_search_space
+
+    space = load_search_space(ROOT / "search_spaces/demo.yaml")
+    trial = space.trial_config({"augment.rawboost.algo": 3, "augment.rawboost.SNRmin": 7,
+                                "align.rule": "cagrad", "align.options.c": 0.3})
+    cfg = config_from_dict(trial)
+    assert (cfg.augment.rawboost.algo, cfg.augment.rawboost.SNRmin, cfg.align.options.c) == (3, 7.0, 0.3)

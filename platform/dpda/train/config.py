@@ -62,19 +62,10 @@ class ModelConfig(Settings):
     ssl_checkpoint: str | None = None
     freeze_frontend: bool = False
 
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        from dpda.models import list_models
-
-        if name not in list_models():
-            raise ValueError(f"unknown model {name!r} (known: {', '.join(list_models())})")
-        return name
-
     @model_validator(mode="after")
-    def _known_preset_and_overrides(self) -> ModelConfig:
-        """A preset typo or unknown override fails at load, before any corpus is read or a search
-        starts (the UserError names `model.preset` / `model.overrides.KEY`)."""
+    def _known_model(self) -> ModelConfig:
+        """A model, preset or override typo fails at load, before any corpus is read or a search
+        starts (the UserError names `model.name`, `model.preset` or `model.overrides.KEY`)."""
         from dpda.models.registry import resolve_config
 
         resolve_config(self.name, self.preset, self.overrides, where="model")
