@@ -43,7 +43,7 @@ def blend_rule():
 def test_a_registered_rule_is_accepted_by_the_config_with_its_options(blend_rule):
     raw = {"model": {"name": "aasist", "preset": "tiny"}, "align": {"rule": "blend", "options": {"w": 0.25}}}
     cfg = config_from_dict(raw, source="c.yaml")
-    assert (cfg.align.rule, cfg.align.options) == ("blend", {"w": 0.25})
+    assert (cfg.align.rule, cfg.align.options.model_dump()) == ("blend", {"w": 0.25})
     with pytest.raises(UserError, match=r"^c\.yaml: align\.options\.w: must be in \[0, 1\], got 2"):
         config_from_dict({**raw, "align": {"rule": "blend", "options": {"w": 2}}}, source="c.yaml")
     with pytest.raises(UserError, match=r"align\.options\.beta: unknown key \(allowed: w\)"):

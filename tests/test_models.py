@@ -12,7 +12,7 @@ from dpda.models import build_model, count_parameters, list_models
 from dpda.models.sinc import SincConv
 from dpda.models.ssl import AASISTHead
 from dpda.models.conformer_tcm import ConformerTCMBackend
-from dpda.models.registry import PRESETS
+from dpda.models.registry import model_config
 
 torch.set_num_threads(1)
 NAMES = ["aasist", "rawnet2", "ssl_aasist", "ssl_conformer_tcm", "lcnn", "ssl_mamba"]
@@ -65,7 +65,7 @@ def test_rawnet2_full_size_and_forward():
 
 def test_full_ssl_backends_sizes():
     """Back ends alone on 1024-dim XLS-R features (the XLS-R front end is tested separately)."""
-    cfg = PRESETS["ssl_aasist"]["full"]
+    cfg = model_config("ssl_aasist")
     head = AASISTHead(1024, cfg["proj_dim"], cfg["blocks"], cfg["gat_dims"], cfg["pool_ratios"], cfg["temperatures"])
     feats = torch.randn(2, 201, 1024)  # 4 s of XLS-R frames
     assert head.eval()(feats).shape == (2, 2)

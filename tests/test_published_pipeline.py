@@ -36,7 +36,7 @@ def test_published_configs_set_every_switch_and_dpda_defaults_differ():
     for cfg in (published, baseline):
         assert (cfg.align.mode, cfg.align.option_defaults, cfg.align.granularity) == ("joint", "published", "model")
         assert (cfg.data.crop, cfg.data.augment_before_crop) == ("first", True)
-        assert cfg.augment.mode == "dual" and cfg.augment.rawboost["fir_alignment"] == "published"
+        assert cfg.augment.mode == "dual" and cfg.augment.rawboost.fir_alignment == "published"
         assert cfg.checkpoint.average_formula == "published"
     assert (published.align.rule, baseline.align.rule) == ("pcgrad", "none")
     assert (default.align.mode, default.align.option_defaults, default.data.crop, default.data.augment_before_crop,

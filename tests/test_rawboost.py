@@ -366,7 +366,7 @@ def test_module_equals_functional_on_its_draws():
 
 
 def test_draw_then_apply_equals_forward_and_chunking_does_not_matter(monkeypatch):
-    import dpda.augment.rawboost as module
+    import dpda.augment.draws as module
 
     rb = RawBoost(4)
     x = speechlike(5, 3000, seed=18)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import annotated_types as at
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
 
 from dpda.errors import UserError
 
@@ -36,6 +37,12 @@ def _integral(value: Any) -> Any:
 
 # An integer that also accepts an integral float.
 Count = Annotated[int, BeforeValidator(_integral)]
+
+
+def relation_error(key: str, problem: str) -> PydanticCustomError:
+    """Raise it from a model validator checking fields against each other: the one line then
+    names `key` under the section (`augment.rawboost.SNRmin: 50 must be <= SNRmax = 10`)."""
+    return PydanticCustomError("relation", "{key}: {problem}", {"key": key, "problem": problem})
 
 
 def parse(model: type[M], raw: Any, where: str = "") -> M:
@@ -69,6 +76,8 @@ def describe(error: Mapping[str, Any], model: type[BaseModel], where: str = "") 
         return f"{path}: unknown key (allowed: {allowed})"
     if kind == "missing":
         return f"{path}: is required"
+    if kind == "relation":
+        return f"{key_path(where, (*loc, ctx['key']))}: {ctx['problem']}"
     if kind in ("list_type", "dict_type", "model_type", "model_attributes_type", "tuple_type"):
         shape = "a list" if kind in ("list_type", "tuple_type") else "a mapping"
         return f"{path}: must be {shape}, got {type(value).__name__}"

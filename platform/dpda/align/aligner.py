@@ -17,10 +17,10 @@ from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal, Mapping
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_serializer, field_validator
 
 from dpda.align import rules
-from dpda.align.registry import RULES, Rule, get_rule
+from dpda.align.registry import RULES, NoOptions, Rule, get_rule
 from dpda.align.segments import PairDots, Segments, combine_, segment_dots
 from dpda.errors import UserError
 from dpda.typed import Settings, parse
@@ -36,9 +36,10 @@ class AlignerSpec(Settings):
     rule: str = "pcgrad"
     strength: Annotated[float, Field(ge=0, le=1)] = 1.0
     granularity: Granularity = "model"
-    options: dict[str, Any] = Field(default_factory=dict)
     # Where unset options come from: dpda's defaults, or the published code's (`Rule.published`).
     option_defaults: Literal["dpda", "published"] = "dpda"
+    # The rule's options model, parsed once here from the YAML mapping; dumps hold the keys given.
+    options: Settings = Field(default_factory=dict, validate_default=True)
 
     @field_validator("rule", mode="before")
     @classmethod
@@ -46,6 +47,21 @@ class AlignerSpec(Settings):
         if isinstance(value, str) and value.lower() in RULES:
             return value.lower()
         raise ValueError(f"must be one of {', '.join(RULES)}")
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _rule_options(cls, raw: Any, info: ValidationInfo) -> Any:
+        """The mapping -> the rule's options model (a UserError naming `align.options.KEY`)."""
+        if "rule" not in info.data or "option_defaults" not in info.data:
+            return NoOptions()  # the rule or option_defaults is wrong: that error is reported
+        rule = get_rule(info.data["rule"])
+        if isinstance(raw, rule.options):
+            return raw
+        return rule.parse_options(raw, "align.options", info.data["option_defaults"])
+
+    @field_serializer("options")
+    def _given_options(self, options: Settings) -> dict[str, Any]:
+        return options.model_dump(exclude_unset=True)
 
 
 @dataclass
@@ -225,5 +241,6 @@ def aligner_from_spec(spec: AlignerSpec, options: Mapping[str, Any] | None = Non
                       where: str = "align.options") -> Aligner:
     """The aligner a validated spec (e.g. the config's `align` section) describes."""
     rule = get_rule(spec.rule)
-    chosen = spec.options if options is None else options
-    return Aligner(rule, spec.strength, spec.granularity, rule.parse_options(dict(chosen), where, spec.option_defaults))
+    if options is None:
+        return Aligner(rule, spec.strength, spec.granularity, spec.options)
+    return Aligner(rule, spec.strength, spec.granularity, rule.parse_options(options, where, spec.option_defaults))

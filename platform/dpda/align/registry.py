@@ -45,12 +45,18 @@ class Rule:
     # where they differ from dpda's defaults; `align.option_defaults: published` starts from them.
     published: Mapping[str, Any] = field(default_factory=dict)
 
-    def parse_options(self, raw: dict[str, Any] | None, where: str = "align.options",
+    def parse_options(self, raw: Mapping[str, Any] | None, where: str = "align.options",
                       defaults: str = "dpda") -> Settings:
         """The rule's options, defaults filled in (`defaults`: `dpda`, or `published` to start from
-        the published code's values); unknown or out-of-range -> one UserError line."""
-        start = dict(self.published) if defaults == "published" else {}
-        return parse(self.options, {**start, **(raw or {})}, where)
+        the published code's values); unknown or out-of-range -> one UserError line. Only the
+        keys in `raw` count as set, so a dump (`exclude_unset`) holds what the user wrote, not the
+        published values, and stays valid when a search or `--set` changes the rule."""
+        raw = {} if raw is None else raw
+        if not isinstance(raw, Mapping):
+            return parse(self.options, raw, where)  # the one line saying it must be a mapping
+        start = self.published if defaults == "published" else {}
+        checked = parse(self.options, {**start, **raw}, where)
+        return self.options.model_construct(_fields_set=set(raw), **dict(checked))
 
 
 RULES: dict[str, Rule] = {}

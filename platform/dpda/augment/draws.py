@@ -32,8 +32,15 @@ def _pick(value, rows: slice):
     return value.select(rows)
 
 
-# Samples per chunk of rows for CPU bookkeeping (a few 64k-sample utterances: fits the L2 cache).
+# Samples per chunk of rows on the CPU (a few 64k-sample utterances: fits the L2 cache); the draws'
+# bookkeeping and RawBoost.apply both work through `rows_per_chunk`.
 CPU_CHUNK_SAMPLES = 1 << 18
+
+
+def rows_per_chunk(device: torch.device, batch: int, time: int) -> int:
+    """Rows processed at a time: the whole batch on an accelerator, a cache-sized chunk (at
+    least one row) on the CPU."""
+    return batch if device.type != "cpu" else max(1, CPU_CHUNK_SAMPLES // max(time, 1))
 
 
 class Workspace:
@@ -178,7 +185,7 @@ def draw_isd(p: RawBoostParams, batch: int, time: int, gen: torch.Generator | No
     if width == 0:
         return ISDDraws(positions.to(device), factors.to(device))
     if chunk_rows is None:
-        chunk_rows = batch if where.type != "cpu" else max(1, CPU_CHUNK_SAMPLES // time)
+        chunk_rows = rows_per_chunk(where, batch, time)
     # claim[b, t] = id (row-local draw index) of the draw holding position t of row b (`free` if
     # none); column `time` is a sink for released claims. int16 when a row never draws 32k
     # positions in a round (the default settings): half the memory to fill and to hit at random.

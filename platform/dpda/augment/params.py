@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
-from dpda.errors import UserError
-from dpda.typed import Count, Settings, parse
+from dpda.typed import Count, Settings, parse, relation_error
 
 ALGORITHMS = {
     0: "none",
@@ -68,9 +67,13 @@ class RawBoostParams(Settings):
     def create(cls, values: Mapping[str, Any], where: str = "") -> RawBoostParams:
         """Build from a mapping, rejecting unknown keys and invalid values (UserError names the
         key, after `where`, the dotted prefix of the section, if given)."""
-        params = parse(cls, values, where)
-        params._check_relations(where)
-        return params
+        return parse(cls, values, where)
+
+    @classmethod
+    def default(cls) -> RawBoostParams:
+        """The defaults, `algo` counted as given: a config that names no algorithm still records
+        which one it runs (config dumps hold the given keys only)."""
+        return cls.create({"algo": cls.model_fields["algo"].default})
 
     @property
     def extra_advance(self) -> int:
@@ -82,7 +85,8 @@ class RawBoostParams(Settings):
         """Longest band filter a draw can produce (tap counts are made odd)."""
         return self.maxCoeff | 1
 
-    def _check_relations(self, where: str) -> None:
+    @model_validator(mode="after")
+    def _check_relations(self) -> RawBoostParams:
         nyquist = self.sample_rate / 2
         relations: list[tuple[bool, str, str]] = [
             # maxF = fs/2 is the published default: centres are drawn from [minF, maxF), so every
@@ -95,4 +99,5 @@ class RawBoostParams(Settings):
         ]
         for ok, name, problem in relations:
             if not ok:
-                raise UserError(f"{where}.{name}: {problem}" if where else f"{name}: {problem}")
+                raise relation_error(name, problem)
+        return self

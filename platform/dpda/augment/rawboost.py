@@ -27,9 +27,6 @@ from dpda.augment import functional as Fn
 from dpda.augment.params import ALGORITHMS, RawBoostParams
 from dpda.errors import UserError
 
-# Utterances per chunk on the CPU = this // time (at least 1); see RawBoost.apply.
-CPU_CHUNK_SAMPLES = 1 << 18
-
 # Which parts each algorithm runs, in order (8 is handled separately: it runs in parallel).
 _SERIES = {0: (), 1: ("lnl",), 2: ("isd",), 3: ("ssi",), 4: ("lnl", "isd", "ssi"),
            5: ("lnl", "isd"), 6: ("lnl", "ssi"), 7: ("isd", "ssi")}
@@ -43,34 +40,16 @@ class RawBoost(nn.Module):
     is used (reproducible only through torch.manual_seed).
     """
 
-    def __init__(
-        self,
-        algo: int = 4,
-        *,
-        N_f: int = 5,
-        nBands: int = 5,
-        minF: float = 20,
-        maxF: float = 8000,
-        minBW: float = 100,
-        maxBW: float = 1000,
-        minCoeff: int = 10,
-        maxCoeff: int = 100,
-        minG: float = 0,
-        maxG: float = 0,
-        minBiasLinNonLin: float = 5,
-        maxBiasLinNonLin: float = 20,
-        P: float = 10,
-        g_sd: float = 2,
-        SNRmin: float = 10,
-        SNRmax: float = 40,
-        sample_rate: float = 16000,
-        fir_alignment: str = "group_delay",
-    ) -> None:
+    def __init__(self, params: RawBoostParams | int | None = None, /, **values: Any) -> None:
+        """From `RawBoostParams`, or from its published names as keywords, `algo` optionally first
+        (`RawBoost(4, P=50)`); invalid values raise UserError naming the parameter."""
         super().__init__()
-        values = dict(locals())
-        for name in ("self", "__class__"):
-            values.pop(name, None)
-        self.params = RawBoostParams.create(values)
+        if isinstance(params, RawBoostParams):
+            if values:
+                raise TypeError("RawBoost(params) takes no further values: put them in the RawBoostParams")
+            self.params = params
+        else:
+            self.params = RawBoostParams.create(values if params is None else {"algo": params, **values})
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "RawBoost":
@@ -78,11 +57,7 @@ class RawBoost(nn.Module):
         an unknown key or invalid value raises UserError naming the key."""
         if not isinstance(config, Mapping):
             raise UserError(f"expected a mapping of RawBoost parameters, got {type(config).__name__}")
-        params = RawBoostParams.create(dict(config))
-        module = cls.__new__(cls)
-        nn.Module.__init__(module)
-        module.params = params
-        return module
+        return cls(RawBoostParams.create(config))
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles (e.g. to Ray workers or DataLoader processes) without the scratch storage."""
@@ -135,7 +110,7 @@ class RawBoost(nn.Module):
         batch, time = x.shape
         if self.algo == 0 or batch == 0 or time == 0:
             return x.clone()
-        step = batch if x.device.type != "cpu" else max(1, CPU_CHUNK_SAMPLES // time)
+        step = D.rows_per_chunk(x.device, batch, time)
         if step >= batch:
             return self._apply_rows(x, draws)
         out = torch.empty_like(x)

@@ -104,12 +104,15 @@ def _init_ray(address: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The base config and every distribution's end points are validated first: a bad config or
+    # search space is refused before Ray is even imported.
+    space = load_space(args)
+    check_corpus_paths(space.base, space.source)
+
     from dpda.console import info
     from dpda.tune.study_files import HPARAMS_DIR, dashboard_command
     from dpda.tune.tuner import check_corpora, experiment_path, format_outcome, run_search
 
-    space = load_space(args)
-    check_corpus_paths(space.base, space.source)
     checked = check_corpora(space)  # every corpus decoded once, here, before Ray starts
     _init_ray(args.address)
     info(f"Search {space.source}: {len(space.params)} parameters, {space.tune.num_samples} trials, "

@@ -6,8 +6,8 @@ with `load_published_checkpoint` (key mappings in `dpda.models.published.CONVERT
 """
 
 from dpda.models.published import load_published_checkpoint
-from dpda.models.registry import PRESETS, build_model, count_parameters, list_models, model_config
+from dpda.models.registry import MODELS, build_model, count_parameters, list_models, model_config
 from dpda.models.ssl_weights import load_ssl_weights
 
-__all__ = ["PRESETS", "build_model", "count_parameters", "list_models", "load_published_checkpoint",
+__all__ = ["MODELS", "build_model", "count_parameters", "list_models", "load_published_checkpoint",
            "load_ssl_weights", "model_config"]

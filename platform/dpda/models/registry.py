@@ -7,8 +7,9 @@ tens of thousands of parameters so CPU tests and demos run in seconds on 1-s inp
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -32,70 +33,84 @@ _SSL_COMMON = dict(ssl_layers="weighted", freeze_frontend=False, normalize_wavef
 # The published SSL back ends read the last XLS-R layer.
 _SSL_PUBLISHED = dict(_SSL_COMMON, ssl_layers="last")
 
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "aasist": {
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model: its builder and its presets (constructor arguments by preset name)."""
+
+    builder: Callable[..., nn.Module]
+    presets: Mapping[str, Mapping[str, Any]]
+
+
+def _ssl(backend: str) -> Callable[..., nn.Module]:
+    return lambda **kw: SSLDetector(backend, **kw)
+
+
+# The only table of models: `model.name` in configs, `dpda models` and the published loaders read it.
+MODELS: dict[str, ModelEntry] = {
+    "aasist": ModelEntry(AASIST, {
         "full": dict(sinc_filters=70, sinc_kernel=128, sinc_learnable=False,
                      blocks=((1, 32), (32, 32), (32, 64), (64, 64), (64, 64), (64, 64)), gat_dims=(64, 32),
                      pool_ratios=(0.5, 0.7, 0.5, 0.5), temperatures=(2.0, 2.0, 100.0, 100.0)),
         "tiny": dict(sinc_filters=24, sinc_kernel=64, sinc_learnable=False, blocks=_AASIST_TINY_BLOCKS,
                      gat_dims=(16, 8), pool_ratios=(0.5, 0.7, 0.5, 0.5), temperatures=(2.0, 2.0, 100.0, 100.0)),
-    },
-    "rawnet2": {
+    }),
+    "rawnet2": ModelEntry(RawNet2, {
         "full": dict(sinc_filters=20, sinc_kernel=1024, sinc_learnable=False,
                      blocks=((20, 20), (20, 20), (20, 128), (128, 128), (128, 128), (128, 128)),
                      gru_hidden=1024, gru_layers=3, fc_hidden=1024),
         "tiny": dict(sinc_filters=8, sinc_kernel=128, sinc_learnable=False,
                      blocks=((8, 8), (8, 16), (16, 16), (16, 16), (16, 16)), gru_hidden=32, gru_layers=1, fc_hidden=32),
-    },
-    "lcnn": {
+    }),
+    "lcnn": ModelEntry(LCNN, {
         "full": dict(n_lfcc=20, n_filter=20, channels=(32, 48, 64, 32), first_kernel=5, kernel=3, lstm_layers=2,
                      dropout=0.7, pre_emphasis=0.97, feature_norm="batch", features="lfcc"),
         "tiny": dict(n_lfcc=20, n_filter=20, channels=(16, 24, 32, 16), first_kernel=5, kernel=3, lstm_layers=0,
                      dropout=0.2, pre_emphasis=0.97, feature_norm="batch", features="lfcc"),
-    },
-    "ssl_aasist": {
+    }),
+    "ssl_aasist": ModelEntry(_ssl("aasist"), {
         "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, **_SSL_AASIST_FULL),
         "tiny": dict(ssl="tiny", **_SSL_PUBLISHED, **_SSL_AASIST_TINY),
-    },
-    "ssl_mamba": {
+    }),
+    "ssl_mamba": ModelEntry(_ssl("mamba"), {
         "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, **_SSL_MAMBA_FULL),
         "tiny": dict(ssl="tiny", **_SSL_PUBLISHED, **_SSL_MAMBA_TINY),
-    },
+    }),
     # full: the published XLS-R + Conformer-TCM (last XLS-R layer, 2,382,628 trainable back-end
     # parameters); tiny: the same architecture, narrow.
-    "ssl_conformer_tcm": {
+    "ssl_conformer_tcm": ModelEntry(_ssl("conformer_tcm"), {
         "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, d_model=144, num_heads=4,
                      num_layers=4, kernel_size=31, ffn_mult=4, conv_expansion=2, dropout=0.0),
         "tiny": dict(ssl="tiny", **_SSL_PUBLISHED, d_model=32, num_heads=4, num_layers=1,
                      kernel_size=7, ffn_mult=4, conv_expansion=2, dropout=0.0),
-    },
-}
-
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "aasist": AASIST,
-    "rawnet2": RawNet2,
-    "lcnn": LCNN,
-    "ssl_aasist": lambda **kw: SSLDetector("aasist", **kw),
-    "ssl_conformer_tcm": lambda **kw: SSLDetector("conformer_tcm", **kw),
-    "ssl_mamba": lambda **kw: SSLDetector("mamba", **kw),
+    }),
 }
 
 
 def list_models() -> dict[str, list[str]]:
     """{model name: [preset names]}."""
-    return {name: list(presets) for name, presets in PRESETS.items()}
+    return {name: list(entry.presets) for name, entry in MODELS.items()}
 
 
 def model_config(name: str, preset: str = "full", **overrides: Any) -> dict[str, Any]:
     """The constructor arguments `build_model` would use (preset merged with checked overrides)."""
-    if name not in PRESETS:
-        raise UserError(f"model {name!r}: unknown (choose from {', '.join(PRESETS)})")
-    if preset not in PRESETS[name]:
-        raise UserError(f"model {name}: unknown preset {preset!r} (choose from {', '.join(PRESETS[name])})")
-    config = dict(PRESETS[name][preset])
-    unknown = [k for k in overrides if k not in config]
-    if unknown:
-        raise UserError(f"model {name}: unknown parameter {unknown[0]!r} (known: {', '.join(config)})")
+    return resolve_config(name, preset, overrides)
+
+
+def resolve_config(name: str, preset: str, overrides: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
+    """Preset merged with `overrides`, every key checked. With `where` (a config section such as
+    `model`), errors name its key (`model.preset: ...`, `model.overrides.X: ...`), else the model."""
+    def fail(key: str, problem: str) -> NoReturn:
+        raise UserError(f"{where}.{key}: {problem}" if where else f"model {name!r}: {problem}")
+
+    entry = MODELS.get(name)
+    if entry is None:
+        fail("name", f"unknown model {name!r} (choose from {', '.join(MODELS)})")
+    if preset not in entry.presets:
+        fail("preset", f"unknown preset {preset!r} of {name} (choose from {', '.join(entry.presets)})")
+    config = dict(entry.presets[preset])
+    for key in overrides:
+        if key not in config:
+            fail(f"overrides.{key}", f"unknown parameter {key!r} of {name} (known: {', '.join(config)})")
     config.update(overrides)
     return config
 
@@ -112,7 +127,7 @@ def build_model(name: str, preset: str = "full", seed: int | None = None, **over
         if seed is not None:
             torch.manual_seed(seed)
         try:
-            return _BUILDERS[name](**config)
+            return MODELS[name].builder(**config)
         except TypeError as exc:  # a wrongly typed override reaching a constructor
             raise UserError(f"model {name}: bad parameter value ({exc})") from None
 

@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from dpda.align.aligner import AlignerSpec
-from dpda.align.registry import get_rule
 from dpda.augment.params import RawBoostParams
 from dpda.dotted import set_dotted
 from dpda.errors import UserError
@@ -63,23 +62,24 @@ class ModelConfig(Settings):
     ssl_checkpoint: str | None = None
     freeze_frontend: bool = False
 
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        from dpda.models import list_models
+    @model_validator(mode="after")
+    def _known_model(self) -> ModelConfig:
+        """A model, preset or override typo fails at load, before any corpus is read or a search
+        starts (the UserError names `model.name`, `model.preset` or `model.overrides.KEY`)."""
+        from dpda.models.registry import resolve_config
 
-        if name not in list_models():
-            raise ValueError(f"unknown model {name!r} (known: {', '.join(list_models())})")
-        return name
+        resolve_config(self.name, self.preset, self.overrides, where="model")
+        return self
 
 
 class AugmentConfig(Settings):
     """`none`: originals only; `augmented`: RawBoost copies only (single-path RawBoost); `dual`:
     both paths (the published DPDA baseline is `dual` with rule `none` and a joint forward).
-    `rawboost` keeps the user's keys (published names); `RawBoostParams` validates them."""
+    `rawboost`: the RawBoost parameters (published names), validated once here; dumps hold the
+    keys given, as written."""
 
     mode: Literal["none", "augmented", "dual"] = "dual"
-    rawboost: dict[str, Any] = Field(default_factory=lambda: {"algo": 4})
+    rawboost: RawBoostParams = Field(default_factory=RawBoostParams.default)
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -90,10 +90,9 @@ class AugmentConfig(Settings):
             return "augmented"
         return mode
 
-    @model_validator(mode="after")
-    def _valid_rawboost(self) -> AugmentConfig:
-        RawBoostParams.create(self.rawboost, where="augment.rawboost")
-        return self
+    @field_serializer("rawboost")
+    def _given_rawboost(self, params: RawBoostParams) -> dict[str, Any]:
+        return params.model_dump(exclude_unset=True)
 
 
 class AlignConfig(AlignerSpec):
@@ -102,11 +101,6 @@ class AlignConfig(AlignerSpec):
     `batched` (both paths as one vmapped pass with separate mode's numbers: dpda.train.batched_pass)."""
 
     mode: Literal["separate", "joint", "batched"] = "separate"
-
-    @model_validator(mode="after")
-    def _valid_options(self) -> AlignConfig:
-        get_rule(self.rule).parse_options(self.options, "align.options", self.option_defaults)
-        return self
 
 
 class OptimConfig(Settings):

@@ -111,7 +111,7 @@ class Trainer:
         loader_augment = cfg.data.augment_before_crop and cfg.augment.mode != "none"
         self.train_set = AudioDataset(
             self.train_manifest, length=cfg.data.length, train=True, seed=cfg.seed, crop=cfg.data.crop,
-            augment=RawBoost.from_config(cfg.augment.rawboost) if loader_augment else None,
+            augment=RawBoost(cfg.augment.rawboost) if loader_augment else None,
         )
         # A DistributedSampler even in one process: its order depends only on (seed, epoch), so an
         # epoch-boundary resume sees exactly the batches the uninterrupted run saw.
@@ -133,7 +133,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.class_weights = torch.tensor(cfg.loss.class_weights, dtype=torch.float32, device=self.device)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=self.class_weights)
-        self.rawboost = RawBoost.from_config(cfg.augment.rawboost).to(self.device)
+        self.rawboost = RawBoost(cfg.augment.rawboost).to(self.device)
         self.aligner = aligner_from_spec(cfg.align)
         use_amp = cfg.optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_amp else None
@@ -442,7 +442,7 @@ class Trainer:
             world_size=self.dist.world_size if self.dist else 1,
             rule=self.cfg.align.rule if self.cfg.augment.mode == "dual" else self.cfg.augment.mode,
             strength=self.cfg.align.strength,
-            rawboost_algo=int(self.cfg.augment.rawboost.get("algo", 4)) if self.cfg.augment.mode != "none" else 0,
+            rawboost_algo=self.cfg.augment.rawboost.algo if self.cfg.augment.mode != "none" else 0,
             config=self.cfg.to_dict(),
             flush_every=self.cfg.telemetry.flush_every,
         )

@@ -69,12 +69,18 @@ def _load_published(path: str | Path, state: Any, device: torch.device,
     for key, value in settings.items():
         set_dotted(raw, key, value)
     source = f"{path} (published checkpoint)"
-    cfg = config_from_dict(raw, source=source)  # checks the settings before anything is built
+    section = raw.get("model", {})
+    detect = isinstance(section, dict) and "name" not in section
+    # Without model.name the model is detected from the keys, so its overrides are checked after.
+    settled = {**raw, "model": {k: v for k, v in section.items() if k != "overrides"}} if detect else raw
+    cfg = config_from_dict(settled, source=source)  # checks the settings before anything is built
     if cfg.model.preset != "full":
         raise UserError(f"{source}: model.preset: published checkpoints are full-preset models, got {cfg.model.preset!r}")
-    if "name" not in raw.get("model", {}):
-        set_dotted(raw, "model.name", detect_published_model(weights, path, **cfg.model.overrides))
-        cfg = config_from_dict(raw, source=source)
+    if detect:
+        overrides = section.get("overrides") or {}
+        if isinstance(overrides, dict):
+            set_dotted(raw, "model.name", detect_published_model(weights, path, **overrides))
+    cfg = config_from_dict(raw, source=source)
     model = model_from_published_state(weights, path, cfg.model.name, **cfg.model.overrides)
     model.to(device).eval()
     return model, {"format": "published", "config": cfg.to_dict()}
