@@ -49,7 +49,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from dpda.dotted import get_dotted, has_dotted, set_dotted
 from dpda.errors import UserError
-from dpda.tune.distributions import KINDS, OFFSET_SUFFIX, Distribution, parse_distribution
+from dpda.tune.distributions import Distribution, parse_distribution
 from dpda.typed import Settings, describe
 from dpda.yaml_io import read_yaml
 
