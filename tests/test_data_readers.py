@@ -184,6 +184,19 @@ def test_spec_parsing_errors(tmp_path):
         load_corpus(f"asvspoof2019:{tmp_path}:train")
 
 
+def test_every_reader_entry_parses_its_own_kind_and_subsets():
+    """The reader table is the one list of kinds and subsets: each entry's subsets parse as that
+    kind's SUBSET, and the unknown-kind message lists exactly the table's kinds."""
+    from dpda.data.readers import _READERS
+
+    for kind, entry in _READERS.items():
+        for subset in entry.subsets or ("anything",):
+            spec = parse_spec(f"{kind}:/d/x:{subset}")
+            assert (spec.kind, spec.path, spec.subset) == (kind, Path("/d/x"), subset)
+    with pytest.raises(UserError, match=f"KIND in {', '.join(_READERS)} "):
+        parse_spec("timit:/x")
+
+
 def test_unknown_labels_are_kept_for_the_check(tmp_path):
     _write(tmp_path / "LA" / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.train.trn.txt", "S U1 - - maybe\n")
     m = load_corpus(f"asvspoof2019:{tmp_path}:train")

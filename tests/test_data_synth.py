@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -13,6 +13,7 @@ from dpda.cli import main
 from dpda.data import synth as S
 from dpda.data.check import check_manifest
 from dpda.data.readers import load_corpus
+from dpda.errors import UserError
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -48,9 +49,9 @@ def test_same_seed_same_bytes_other_seed_differs(synth_corpus, tmp_path):
     cfg = synth_corpus["config"]
     again = S.write_synthetic_corpus(tmp_path / "again", cfg, workers=2)  # fixture ran serially
     assert _files(again.root) == _files(synth_corpus["root"])
-    small = dataclasses.replace(cfg, train=3, dev=0, eval=0, itw=0)
+    small = cfg.model_copy(update={"train": 3, "dev": 0, "eval": 0, "itw": 0})
     a = _files(S.write_synthetic_corpus(tmp_path / "a", small, workers=0).root)
-    b = _files(S.write_synthetic_corpus(tmp_path / "b", dataclasses.replace(small, seed=cfg.seed + 1), workers=0).root)
+    b = _files(S.write_synthetic_corpus(tmp_path / "b", small.model_copy(update={"seed": cfg.seed + 1}), workers=0).root)
     audio = [k for k in a if k.endswith(".flac")]
     assert len(audio) == 3 and not set(audio) & set(b)  # new ids, new audio
 
@@ -100,6 +101,22 @@ def test_cli_synth(tmp_path, capsys):
     assert main(args + ["--overwrite"]) == 0
     assert main(["synth", str(tmp_path / "x"), "--bonafide-fraction", "1.5"]) == 2
     assert main(["check", f"asvspoof2019:{out}/LA:train", f"itw:{out}/itw"]) == 0
+
+
+@pytest.mark.parametrize(("options", "line"), [
+    ({"bonafide_fraction": 1.5}, "synth: --bonafide-fraction: must be in (0, 1), got 1.5"),
+    ({"train": -1}, "synth: --train: must be >= 0, got -1"),
+    ({"speakers_dev": 0}, "synth: --speakers-dev: must be >= 1, got 0"),
+    ({"batch_size": 2.5}, "synth: --batch-size: must be an integer, got 2.5"),
+    ({"min_seconds": 5.0, "max_seconds": 2.0}, "synth: need 0.2 <= --min-seconds <= --max-seconds <= 30"),
+])
+def test_synth_options_are_validated_on_the_fields_and_name_the_option(options, line):
+    from dpda.data.synth_config import SynthConfig
+
+    with pytest.raises(UserError) as info:
+        SynthConfig.from_options(**options)
+    assert str(info.value) == line
+    assert SynthConfig.from_options(train=2, dev=0) == SynthConfig(train=2, dev=0)
 
 
 def test_attack_strengths_are_ordered():

@@ -70,6 +70,58 @@ def test_bad_search_space_names_file_and_key(tmp_path: Path, search, extra, wher
     assert message in text, text
 
 
+@pytest.mark.parametrize(
+    ("search", "where", "message"),
+    [
+        # Optuna would lower high to 0.4 (or 8) with only a warning
+        ({"optim.lr": {"uniform": [0.1, 0.5], "step": 0.15}}, "search.optim.lr.uniform", "must be a multiple of step"),
+        ({"optim.batch_size": {"int": [2, 9], "step": 2}}, "search.optim.batch_size.int", "must be a multiple of step"),
+        # these crashed with AttributeError instead of naming the key
+        ({"augment.rawboost.SNRmin": {"int": [0, 10]},
+          "augment.rawboost.SNRmax": {"int": [1, 40], "offset_from": 5}},
+         "search.augment.rawboost.SNRmax.offset_from", "must be a string"),
+        ({"optim.lr": {"uniform": [0.1, 0.2], "when": {5: [1]}}}, "search.optim.lr.when[5]", "must be a string"),
+        # a list where a value belongs reached the training config as the compared value
+        ({"optim.lr": {"uniform": [0.1, 0.2], "when": {"optim.epochs": [[3]]}}},
+         "search.optim.lr.when.optim.epochs[0]", "must be a scalar"),
+    ],
+)
+def test_distribution_checks_added_with_the_pydantic_models(tmp_path: Path, search, where, message) -> None:
+    path = write(tmp_path, space_doc(search))
+    with pytest.raises(UserError) as info:
+        load_search_space(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: {where}: "), text
+    assert message in text, text
+
+
+def test_every_accepted_distribution_form_parses_to_its_values() -> None:
+    from dpda.tune.search_space import parse_search_space
+
+    search = {
+        "optim.lr": {"uniform": [0.1, 0.7], "step": 0.2},
+        "optim.weight_decay": {"loguniform": [1e-6, 1e-3]},
+        "optim.batch_size": {"int": [2, 8], "step": 3, "log": False},
+        "optim.epochs": {"int": [1, 4], "log": True},
+        "align.rule": {"choice": ["pcgrad", "gradvac"]},
+        "align.options.beta": {"uniform": [0.1, 0.5], "when": {"align.rule": "gradvac"}},
+        "augment.rawboost.SNRmin": {"int": [0, 10]},
+        "augment.rawboost.SNRmax": {"int": [5, 20], "offset_from": "augment.rawboost.SNRmin"},
+    }
+    space = parse_search_space({"base": BASE, "search": search})
+    got = {p.key: (p.kind, p.low, p.high, p.choices, p.log, p.step, p.when, p.offset_from) for p in space.params}
+    assert got == {
+        "optim.lr": ("uniform", 0.1, 0.7, (), False, 0.2, (), None),
+        "optim.weight_decay": ("loguniform", 1e-6, 1e-3, (), False, None, (), None),
+        "optim.batch_size": ("int", 2, 8, (), False, 3, (), None),
+        "optim.epochs": ("int", 1, 4, (), True, None, (), None),
+        "align.rule": ("choice", None, None, ("pcgrad", "gradvac"), False, None, (), None),
+        "align.options.beta": ("uniform", 0.1, 0.5, (), False, None, (("align.rule", ("gradvac",)),), None),
+        "augment.rawboost.SNRmin": ("int", 0, 10, (), False, None, (), None),
+        "augment.rawboost.SNRmax": ("int", 5, 20, (), False, None, (), "augment.rawboost.SNRmin"),
+    }
+
+
 def test_bad_base_config_is_reported_with_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, {"base": {**BASE, "optim": {"lr": -1}}, "search": {"align.strength": {"uniform": [0.1, 1]}}})
     with pytest.raises(UserError, match=r"space\.yaml \(base \+ set\): optim\.lr: must be > 0"):

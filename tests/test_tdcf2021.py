@@ -6,6 +6,7 @@ properties that tell the two definitions apart."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,17 @@ def test_2021_min_is_at_most_one_and_degenerate_asv_is_one_line():
     assert 0.9 < value <= 1.0  # a useless CM: the cheaper of always accepting / always rejecting
     with pytest.raises(UserError, match=r"^t-DCF: degenerate ASV error rates give C0="):
         compute_min_tdcf_2021([1.0, 2.0], [0.0], -tar, -non, spoof)  # an inverted ASV: C0 > Ptar Cmiss, C1 < 0
+
+
+def test_both_definitions_refuse_a_degenerate_asv_with_one_advice():
+    rng = np.random.default_rng(4)
+    tar, non, spoof = rng.normal(3, 1, 200), rng.normal(-3, 1, 200), rng.normal(0, 2, 200)
+    advice = "; check that the ASV scores separate targets from nontargets and spoofs"
+    for compute, costs in ((compute_min_tdcf, r"C1=\S+, C2=\S+ \(both must be > 0\)"),
+                           (compute_min_tdcf_2021, r"C0=\S+, C1=\S+, C2=\S+ \(need C1 >= 0 and C0 \+ min\(C1, C2\) > 0\)")):
+        with pytest.raises(UserError) as info:
+            compute([1.0, 2.0], [0.0], -tar, -non, spoof)  # an inverted ASV
+        assert re.fullmatch(r"t-DCF: degenerate ASV error rates give " + costs + re.escape(advice), str(info.value))
 
 
 def test_score_command_offers_every_definition():

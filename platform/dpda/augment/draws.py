@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from dpda.augment import functional as Fn
+from dpda.augment import functional
 from dpda.augment.params import RawBoostParams
 
 
@@ -141,7 +141,7 @@ def draw_banks(p: RawBoostParams, batch: int, gain_lo: Tensor, gain_hi: Tensor,
     taps = torch.floor(_uniform(float(p.minCoeff), float(p.maxCoeff), shape, gen, where)).long() | 1
     gain = _uniform(gain_lo.to(where), gain_hi.to(where), (batch, k), gen, where)
     centre, width, taps, gain = centre.to(device), width.to(device), taps.to(device), gain.to(device)
-    banks = Fn.notch_bank(centre, width, taps, gain, p.sample_rate, band_length=p.max_band_taps,
+    banks = functional.notch_bank(centre, width, taps, gain, p.sample_rate, band_length=p.max_band_taps,
                           dtype=torch.float32)
     return NotchDraws(centre, width, taps, gain, banks)
 

@@ -22,8 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from dpda.augment import draws as D
-from dpda.augment import functional as Fn
+from dpda.augment import draws, functional
 from dpda.augment.params import ALGORITHMS, RawBoostParams
 from dpda.errors import UserError
 
@@ -72,34 +71,34 @@ class RawBoost(nn.Module):
 
     # Draws: public so tests and callers can replay or inspect them.
     def draw_lnl(self, batch: int, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> D.LnLDraws:
-        return D.draw_lnl(self.params, batch, generator, torch.device(device))
+                 device: torch.device | str = "cpu") -> draws.LnLDraws:
+        return draws.draw_lnl(self.params, batch, generator, torch.device(device))
 
     def draw_isd(self, batch: int, time: int, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> D.ISDDraws:
-        return D.draw_isd(self.params, batch, time, generator, torch.device(device))
+                 device: torch.device | str = "cpu") -> draws.ISDDraws:
+        return draws.draw_isd(self.params, batch, time, generator, torch.device(device))
 
     def draw_ssi(self, batch: int, time: int, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> D.SSIDraws:
-        return D.draw_ssi(self.params, batch, time, generator, torch.device(device))
+                 device: torch.device | str = "cpu") -> draws.SSIDraws:
+        return draws.draw_ssi(self.params, batch, time, generator, torch.device(device))
 
     def draw(self, batch: int, time: int, generator: torch.Generator | None = None,
-             device: torch.device | str = "cpu", workspace: D.Workspace | None = None) -> D.RawBoostDraws:
+             device: torch.device | str = "cpu", workspace: draws.Workspace | None = None) -> draws.RawBoostDraws:
         """All draws of this algorithm, in the order its parts run (LnL, ISD, SSI). No draw depends
         on the signal, so drawing first and applying later equals drawing part by part.
         With a `workspace`, the noise lives in its reused storage (valid until its next use)."""
         parts = (("lnl", "isd") if self.algo == 8 else _SERIES[self.algo]) if time and batch else ()
         device = torch.device(device)
-        draws = D.RawBoostDraws()
+        drawn = draws.RawBoostDraws()
         if "lnl" in parts:
-            draws.lnl = D.draw_lnl(self.params, batch, generator, device)
+            drawn.lnl = draws.draw_lnl(self.params, batch, generator, device)
         if "isd" in parts:
-            draws.isd = D.draw_isd(self.params, batch, time, generator, device, workspace=workspace)
+            drawn.isd = draws.draw_isd(self.params, batch, time, generator, device, workspace=workspace)
         if "ssi" in parts:
-            draws.ssi = D.draw_ssi(self.params, batch, time, generator, device, workspace=workspace)
-        return draws
+            drawn.ssi = draws.draw_ssi(self.params, batch, time, generator, device, workspace=workspace)
+        return drawn
 
-    def apply(self, x: Tensor, draws: D.RawBoostDraws) -> Tensor:
+    def apply(self, x: Tensor, draws: draws.RawBoostDraws) -> Tensor:
         """Deterministic part: apply given draws to `(batch, time)` waveforms.
 
         On the CPU the batch is processed a few utterances at a time so each chunk's FFT blocks and
@@ -119,27 +118,27 @@ class RawBoost(nn.Module):
             self._apply_rows(x[rows], draws.select(rows), out[rows])
         return out
 
-    def _apply_rows(self, x: Tensor, d: D.RawBoostDraws, out: Tensor | None = None) -> Tensor:
+    def _apply_rows(self, x: Tensor, d: draws.RawBoostDraws, out: Tensor | None = None) -> Tensor:
         """The algorithm on some rows; with `out`, the result is written there."""
         y = self._apply_parts(x, d, out)
         if out is None or y is out:
             return y
         return out.copy_(y)
 
-    def _apply_parts(self, x: Tensor, d: D.RawBoostDraws, out: Tensor | None) -> Tensor:
+    def _apply_parts(self, x: Tensor, d: draws.RawBoostDraws, out: Tensor | None) -> Tensor:
         g_sd, advance = self.params.g_sd, self.params.extra_advance
         if self.algo == 8:
-            return Fn.parallel_lnl_isd(x, d.lnl.banks, d.isd.positions, d.isd.factors, g_sd, advance)
+            return functional.parallel_lnl_isd(x, d.lnl.banks, d.isd.positions, d.isd.factors, g_sd, advance)
         owned = False  # True once x is a fresh float32/float64 tensor of ours: ISD may work in place
         for name in _SERIES[self.algo]:
             if name == "lnl":
-                x = Fn.lnl(x, d.lnl.banks, advance)
+                x = functional.lnl(x, d.lnl.banks, advance)
                 owned = x.dtype in (torch.float32, torch.float64)
             elif name == "isd":
-                isd = Fn.isd_ if owned else Fn.isd
+                isd = functional.isd_ if owned else functional.isd
                 x = isd(x, d.isd.positions, d.isd.factors, g_sd)
             else:  # SSI always runs last: write straight into `out`
-                x = Fn.ssi(x, d.ssi.noise, d.ssi.bank, d.ssi.snr_db, out=out, extra_advance=advance)
+                x = functional.ssi(x, d.ssi.noise, d.ssi.bank, d.ssi.snr_db, out=out, extra_advance=advance)
         return x
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -149,6 +148,6 @@ class RawBoost(nn.Module):
         if x.dim() not in (1, 2):
             raise ValueError(f"RawBoost expects (batch, time) or (time,), got shape {tuple(x.shape)}")
         y = x.unsqueeze(0) if x.dim() == 1 else x
-        workspace = self.__dict__.setdefault("_workspace", D.Workspace())  # draws never leave this call
+        workspace = self.__dict__.setdefault("_workspace", draws.Workspace())  # draws never leave this call
         y = self.apply(y, self.draw(y.shape[0], y.shape[1], generator, y.device, workspace))
         return y.squeeze(0) if x.dim() == 1 else y

@@ -48,7 +48,7 @@ def _synth(data: Path, seed: int, sizes: list[int] | None) -> None:
         info(f"reusing the synthetic corpus in {data}")
         return
     kw = dict(zip(("train", "dev", "eval", "itw"), sizes)) if sizes else {}
-    write_synthetic_corpus(data, SynthConfig(seed=seed, **kw))
+    write_synthetic_corpus(data, SynthConfig.from_options(seed=seed, **kw))
 
 
 def _search(args: argparse.Namespace) -> dict:

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dpda.data.synth import write_synthetic_corpus
 
-    cfg = SynthConfig(
+    cfg = SynthConfig.from_options(
         seed=args.seed, train=args.train, dev=args.dev, eval=args.eval, itw=args.itw,
         min_seconds=args.min_seconds, max_seconds=args.max_seconds,
         bonafide_fraction=args.bonafide_fraction, speakers_train=args.speakers_train,

@@ -31,15 +31,6 @@ class CorpusSpec:
     text: str
 
 
-# Subsets each kind accepts (None: free-form or not applicable).
-_SUBSETS: dict[str, tuple[str, ...] | None] = {
-    "asvspoof2019": ("train", "dev", "eval"),
-    "asvspoof2021la": ("eval", "progress", "hidden_track", "all"),
-    "asvspoof2021df": ("eval", "progress", "hidden_track", "all"),
-    "itw": ("all",),
-    "for": ("training", "validation", "testing", "train", "dev", "eval", "test", "all"),
-    "csv": None,
-}
 _FOR_ALIASES = {"train": "training", "dev": "validation", "eval": "testing", "test": "testing"}
 
 
@@ -47,17 +38,17 @@ def parse_spec(spec: str) -> CorpusSpec:
     """Split `KIND:PATH[:SUBSET]`; a bare path ending in .csv is a generic CSV corpus."""
     text = spec.strip()
     kind, sep, rest = text.partition(":")
-    if not sep or kind.lower() not in _SUBSETS:
+    if not sep or kind.lower() not in _READERS:
         if text.lower().endswith(".csv") and (not sep or len(kind) == 1):
             return CorpusSpec("csv", Path(text), None, text)
         raise UserError(
-            f"corpus spec {spec!r}: expected KIND:PATH[:SUBSET] with KIND in {', '.join(_SUBSETS)} "
+            f"corpus spec {spec!r}: expected KIND:PATH[:SUBSET] with KIND in {', '.join(_READERS)} "
             f"(or a path to a .csv file)"
         )
     kind = kind.lower()
     path, subset = rest, None
     head, sep, tail = rest.rpartition(":")
-    allowed = _SUBSETS[kind]
+    allowed = _READERS[kind].subsets
     if sep and head and (allowed is None or tail in allowed):
         path, subset = head, tail
     elif sep and head and allowed is not None and "/" not in tail:
@@ -76,8 +67,7 @@ def load_corpus(spec: str) -> pd.DataFrame:
     A corpus without trials (an empty protocol, a subset nobody is in) is an error here, naming
     the spec and the file, rather than an empty set that fails later without naming either."""
     parsed = parse_spec(spec)
-    reader = _READERS[parsed.kind]
-    manifest, root = reader(parsed.path, parsed.subset)
+    manifest, root = _READERS[parsed.kind].read(parsed.path, parsed.subset)
     if manifest.empty:
         raise UserError(f"corpus {parsed.text}: no trials in {manifest.attrs.get('source', root)}")
     manifest.attrs["root"] = str(root)
@@ -404,11 +394,22 @@ def _typed(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
     return frame
 
 
-_READERS: dict[str, Callable[[Path, str | None], tuple[pd.DataFrame, Path]]] = {
-    "asvspoof2019": read_asvspoof2019,
-    "asvspoof2021la": read_asvspoof2021la,
-    "asvspoof2021df": read_asvspoof2021df,
-    "itw": read_itw,
-    "for": read_for,
-    "csv": read_csv_corpus,
+@dataclass(frozen=True)
+class Reader:
+    """One corpus kind: how to read it and which SUBSET values its spec accepts (None: free-form
+    or not applicable). One entry per kind, so a kind cannot have a reader without subsets."""
+
+    read: Callable[[Path, str | None], tuple[pd.DataFrame, Path]]
+    subsets: tuple[str, ...] | None
+
+
+_LA2021_SUBSETS = ("eval", "progress", "hidden_track", "all")
+
+_READERS: dict[str, Reader] = {
+    "asvspoof2019": Reader(read_asvspoof2019, ("train", "dev", "eval")),
+    "asvspoof2021la": Reader(read_asvspoof2021la, _LA2021_SUBSETS),
+    "asvspoof2021df": Reader(read_asvspoof2021df, _LA2021_SUBSETS),
+    "itw": Reader(read_itw, ("all",)),
+    "for": Reader(read_for, ("training", "validation", "testing", *_FOR_ALIASES, "all")),
+    "csv": Reader(read_csv_corpus, None),
 }

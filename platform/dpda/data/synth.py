@@ -27,7 +27,7 @@ import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -646,7 +646,6 @@ def write_synthetic_corpus(
     `workers` processes synthesise batches in parallel (default: one per core, at most 4);
     the bytes written do not depend on it.
     """
-    cfg.validate()
     root = Path(out_dir)
     la, itw_dir = root / "LA", root / "itw"
     for d in (la, itw_dir):
@@ -739,5 +738,5 @@ def _readme(cfg: SynthConfig, specs: dict[str, str], counts: dict[str, dict[str,
         lines.append(f"  {split:5s} " + "  ".join(f"{k}:{v}" for k, v in c.items()))
     lines += ["", "Corpus specs for dpda commands:"]
     lines += [f"  {k:5s} {v}" for k, v in specs.items()]
-    lines += ["", "Options: " + ", ".join(f"{k}={v}" for k, v in asdict(cfg).items()), ""]
+    lines += ["", "Options: " + ", ".join(f"{k}={v}" for k, v in cfg.model_dump().items()), ""]
     return "\n".join(lines)

@@ -131,10 +131,7 @@ def tdcf_curve(
     c1 = cm.Ptar * (cm.Cmiss_cm - cm.Cmiss_asv * asv.Pmiss_asv) - cm.Pnon * cm.Cfa_asv * asv.Pfa_asv
     c2 = cm.Cfa_cm * cm.Pspoof * (1.0 - asv.Pmiss_spoof_asv)
     if c1 <= 0 or c2 <= 0:
-        raise UserError(
-            f"t-DCF: degenerate ASV error rates give C1={c1:.4g}, C2={c2:.4g} (both must be > 0); "
-            "check that the ASV scores separate targets from nontargets and spoofs"
-        )
+        raise _degenerate(f"C1={c1:.4g}, C2={c2:.4g}", "both must be > 0")
     miss_cm, fa_cm, thresholds = compute_det_curve(bona_cm, spoof_cm)
     return (c1 * miss_cm + c2 * fa_cm) / min(c1, c2), thresholds
 
@@ -149,6 +146,14 @@ def compute_min_tdcf(
 ) -> tuple[float, float]:
     """(min normalised 2019 t-DCF, CM threshold where it is reached), ASV threshold at the ASV EER."""
     return _minimum(tdcf_curve(bona_cm, spoof_cm, asv_error_rates(asv_tar, asv_non, asv_spoof), cost_model))
+
+
+def _degenerate(costs: str, condition: str) -> UserError:
+    """The one refusal of both definitions when the ASV error rates leave no usable cost weights."""
+    return UserError(
+        f"t-DCF: degenerate ASV error rates give {costs} ({condition}); "
+        "check that the ASV scores separate targets from nontargets and spoofs"
+    )
 
 
 def _minimum(curve_and_thresholds: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
@@ -167,10 +172,7 @@ def tdcf_curve_2021(
     c1 = cm.Ptar * cm.Cmiss - c0
     c2 = cm.Pspoof * cm.Cfa_spoof * asv.Pfa_spoof_asv
     if c1 < 0 or c0 + min(c1, c2) <= 0:
-        raise UserError(
-            f"t-DCF: degenerate ASV error rates give C0={c0:.4g}, C1={c1:.4g}, C2={c2:.4g} (need C1 >= 0 and "
-            "C0 + min(C1, C2) > 0); check that the ASV scores separate targets from nontargets and spoofs"
-        )
+        raise _degenerate(f"C0={c0:.4g}, C1={c1:.4g}, C2={c2:.4g}", "need C1 >= 0 and C0 + min(C1, C2) > 0")
     miss_cm, fa_cm, thresholds = compute_det_curve(bona_cm, spoof_cm)
     return (c0 + c1 * miss_cm + c2 * fa_cm) / (c0 + min(c1, c2)), thresholds
 

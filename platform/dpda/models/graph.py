@@ -21,7 +21,29 @@ def _pairwise(x: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(2) * x.unsqueeze(1)
 
 
-class GraphAttention(nn.Module):
+def _attention_vector(dim: int) -> nn.Parameter:
+    """A (dim, 1) attention vector, Xavier-normal initialised as in the published AASIST."""
+    return nn.Parameter(nn.init.xavier_normal_(torch.empty(dim, 1)))
+
+
+class _AttentionOutput(nn.Module):
+    """The output stage both graph attention layers share. Each layer declares the modules itself
+    (`proj_with_att`, `proj_without_att`, `bn`, `act`), in its own order: the names are the
+    published checkpoint keys, and the order is that of the parameters in the flat gradient
+    buffer and of their seeded initialisation."""
+
+    proj_with_att: nn.Linear
+    proj_without_att: nn.Linear
+    bn: nn.BatchNorm1d
+    act: nn.SELU
+
+    def _combine(self, att: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The attended aggregate `att @ x` plus a skip projection of `x`, then BatchNorm and SELU."""
+        out = self.proj_with_att(att @ x) + self.proj_without_att(x)
+        return self.act(self.bn(out.transpose(1, 2)).transpose(1, 2))
+
+
+class GraphAttention(_AttentionOutput):
     """Graph attention layer over a fully connected homogeneous graph.
 
     Attention between nodes i, j is w . tanh(W (x_i * x_j)), softmax over j with a temperature;
@@ -31,7 +53,7 @@ class GraphAttention(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, temperature: float = 1.0, dropout: float = 0.2) -> None:
         super().__init__()
         self.att_proj = nn.Linear(in_dim, out_dim)
-        self.att_weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(out_dim, 1)))
+        self.att_weight = _attention_vector(out_dim)
         self.proj_with_att = nn.Linear(in_dim, out_dim)
         self.proj_without_att = nn.Linear(in_dim, out_dim)
         self.bn = nn.BatchNorm1d(out_dim)
@@ -43,11 +65,10 @@ class GraphAttention(nn.Module):
         x = self.drop(x)
         scores = torch.tanh(self.att_proj(_pairwise(x))) @ self.att_weight
         att = torch.softmax(scores.squeeze(-1) / self.temperature, dim=-1)
-        out = self.proj_with_att(att @ x) + self.proj_without_att(x)
-        return self.act(self.bn(out.transpose(1, 2)).transpose(1, 2))
+        return self._combine(att, x)
 
 
-class HeteroGraphAttention(nn.Module):
+class HeteroGraphAttention(_AttentionOutput):
     """Heterogeneous stacking graph attention layer (HS-GAL).
 
     Two node types are first projected into a shared space; attention weights differ for
@@ -62,10 +83,10 @@ class HeteroGraphAttention(nn.Module):
         self.att_proj = nn.Linear(in_dim, out_dim)
         self.att_proj_master = nn.Linear(in_dim, out_dim)
         # One attention vector per pair kind: type1-type1, type2-type2, cross-type (both directions).
-        self.att_weight11 = nn.Parameter(nn.init.xavier_normal_(torch.empty(out_dim, 1)))
-        self.att_weight22 = nn.Parameter(nn.init.xavier_normal_(torch.empty(out_dim, 1)))
-        self.att_weight12 = nn.Parameter(nn.init.xavier_normal_(torch.empty(out_dim, 1)))
-        self.att_weight_master = nn.Parameter(nn.init.xavier_normal_(torch.empty(out_dim, 1)))
+        self.att_weight11 = _attention_vector(out_dim)
+        self.att_weight22 = _attention_vector(out_dim)
+        self.att_weight12 = _attention_vector(out_dim)
+        self.att_weight_master = _attention_vector(out_dim)
         self.proj_with_att = nn.Linear(in_dim, out_dim)
         self.proj_without_att = nn.Linear(in_dim, out_dim)
         self.proj_with_att_master = nn.Linear(in_dim, out_dim)
@@ -91,8 +112,7 @@ class HeteroGraphAttention(nn.Module):
         m_scores = torch.tanh(self.att_proj_master(x * master)) @ self.att_weight_master  # (B, N, 1)
         m_att = torch.softmax(m_scores / self.temperature, dim=1)
         master = self.proj_with_att_master(m_att.transpose(1, 2) @ x) + self.proj_without_att_master(master)
-        out = self.proj_with_att(att @ x) + self.proj_without_att(x)
-        out = self.act(self.bn(out.transpose(1, 2)).transpose(1, 2))
+        out = self._combine(att, x)
         return out[:, :n1], out[:, n1:], master
 
 

@@ -22,7 +22,8 @@ Format (every key optional except `search`)::
       scheduler: {grace_period: 1, reduction_factor: 2, max_t: 3}
       resources: {cpu: 1, gpu: 0, workers: 1}
 
-Distributions: `uniform`, `loguniform` (lo > 0), `int` (optional `log: true`, `step`),
+Distributions (forms and checks: dpda.tune.distributions): `uniform` (optional `step`, a divisor
+of high - low), `loguniform` (lo > 0), `int` (optional `log: true`, or `step`),
 `choice`. `when` makes a key conditional (sampled only if every named key has one of the
 listed values), so Optuna's define-by-run API sees a real tree-structured space (TPE does not
 waste samples on parameters that do nothing). `offset_from` samples a non-negative width and adds
@@ -37,7 +38,6 @@ key or a value the config rejects fails before Ray starts.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -49,48 +49,13 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from dpda.dotted import get_dotted, has_dotted, set_dotted
 from dpda.errors import UserError
+from dpda.tune.distributions import Distribution, parse_distribution
 from dpda.typed import Settings, describe
 from dpda.yaml_io import read_yaml
 
-KINDS = ("uniform", "loguniform", "int", "choice")
 TOP_KEYS = ("name", "base", "set", "search", "tune")
-OFFSET_SUFFIX = ":offset"  # Optuna name of the width sampled for an `offset_from` key
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PAIR = (re.compile(r"^min(.+)$"), re.compile(r"^(.+)min$"))
-
-
-# --------------------------------------------------------------------------- distributions
-
-@dataclass(frozen=True)
-class Distribution:
-    """One searched key. `when` holds (dotted key, allowed values) pairs, all of which must hold."""
-
-    key: str
-    kind: str
-    low: float | int | None = None
-    high: float | int | None = None
-    choices: tuple[Any, ...] = ()
-    log: bool = False
-    step: float | int | None = None
-    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    offset_from: str | None = None
-
-    @property
-    def optuna_name(self) -> str:
-        return self.key + OFFSET_SUFFIX if self.offset_from else self.key
-
-    def suggest(self, trial: Any) -> Any:
-        """Draw from an optuna.Trial (or Ray's captor wrapping one)."""
-        name = self.optuna_name
-        if self.kind == "choice":
-            return trial.suggest_categorical(name, list(self.choices))
-        if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.kind == "loguniform")
-
-    def end_points(self) -> list[Any]:
-        """Values used to probe the config validator at load time."""
-        return list(self.choices) if self.kind == "choice" else [self.low, self.high]
 
 
 class TuneSettings(Settings):
@@ -349,103 +314,46 @@ def _check_key_syntax(key: Any, err: _Errors, where: str) -> None:
         err(where, "must be a dotted config key such as optim.lr")
 
 
-def _number(value: Any, err: _Errors, where: str, integer: bool = False) -> float | int:
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or (isinstance(value, float) and not math.isfinite(value)):
-        err(where, f"must be {'an integer' if integer else 'a finite number'}, got {value!r}")
-    return value
-
-
 def _parse_distribution(
     key: Any, spec: Any, full: Mapping[str, Any], earlier: list[Distribution], err: _Errors
 ) -> Distribution:
+    """One `search:` entry: its own shape (dpda.tune.distributions), then what it refers to:
+    the key in the base config, `when` keys and values, the `offset_from` anchor."""
     where = f"search.{key}"
     _check_key_syntax(key, err, where)
     parent = key.rpartition(".")[0]
     if not has_dotted(full, key) and not (parent and isinstance(_get_or_none(full, parent), Mapping)):
         err(where, "no such config key")
-    if not isinstance(spec, Mapping):
-        err(where, f"must be a mapping with one of {', '.join(KINDS)}")
-    kinds = [k for k in KINDS if k in spec]
-    if len(kinds) != 1:
-        err(where, f"needs exactly one of {', '.join(KINDS)}")
-    kind = kinds[0]
-    allowed = {kind, "when", "offset_from"} | ({"log", "step"} if kind == "int" else set())
-    allowed |= {"step"} if kind == "uniform" else set()
-    extra = sorted(set(spec) - allowed)
-    if extra:
-        err(f"{where}.{extra[0]}", f"unknown option for {kind} (allowed: {', '.join(sorted(allowed))})")
-    values = spec[kind]
-    fields: dict[str, Any] = {}
-    if kind == "choice":
-        if not isinstance(values, list) or not values:
-            err(f"{where}.choice", "must be a non-empty list")
-        for i, v in enumerate(values):
-            if not (v is None or isinstance(v, (bool, int, float, str))):
-                err(f"{where}.choice[{i}]", "choices must be scalars (str, number, bool, null)")
-        if len({repr(v) for v in values}) != len(values):
-            err(f"{where}.choice", "has duplicate values")
-        fields["choices"] = tuple(values)
-    else:
-        if not isinstance(values, list) or len(values) != 2:
-            err(f"{where}.{kind}", "must be [low, high]")
-        integer = kind == "int"
-        lo = _number(values[0], err, f"{where}.{kind}[0]", integer)
-        hi = _number(values[1], err, f"{where}.{kind}[1]", integer)
-        if not lo < hi:
-            err(f"{where}.{kind}", f"low must be below high, got [{lo}, {hi}]")
-        log = kind == "loguniform" or bool(spec.get("log", False))
-        if "log" in spec and not isinstance(spec["log"], bool):
-            err(f"{where}.log", "must be true or false")
-        if log and lo <= 0:
-            err(f"{where}.{kind}", f"a log range must be > 0, got [{lo}, {hi}]")
-        step = spec.get("step")
-        if step is not None:
-            step = _number(step, err, f"{where}.step", integer)
-            if step <= 0:
-                err(f"{where}.step", "must be > 0")
-            if log:
-                err(f"{where}.step", "cannot be combined with a log range")
-        fields.update(low=lo, high=hi, log=kind == "int" and log, step=step)
-
-    when: list[tuple[str, tuple[Any, ...]]] = []
-    cond = spec.get("when", {})
-    if not isinstance(cond, Mapping):
-        err(f"{where}.when", "must map dotted keys to allowed values")
+    try:
+        dist = parse_distribution(key, spec, where)
+    except UserError as exc:
+        err("", str(exc))
     by_key = {p.key: p for p in earlier}
-    for ckey, cvals in cond.items():
+    for ckey, cvals in dist.when:
         cwhere = f"{where}.when.{ckey}"
         if ckey not in by_key and not has_dotted(full, ckey):
             err(cwhere, "must name an earlier search key or a key of the base config")
-        cvals = tuple(cvals) if isinstance(cvals, list) else (cvals,)
-        if not cvals:
-            err(cwhere, "needs at least one value")
         ref = by_key.get(ckey)
         if ref is not None and ref.kind == "choice":
             bad = [v for v in cvals if v not in ref.choices]
             if bad:
                 err(cwhere, f"{bad[0]!r} is not one of the choices of search.{ckey}")
-        when.append((ckey, cvals))
 
-    offset_from = spec.get("offset_from")
+    offset_from = dist.offset_from
     if offset_from is not None:
         owhere = f"{where}.offset_from"
-        if kind == "choice":
-            err(owhere, "needs a numeric distribution (the width added to the other key)")
         if offset_from not in by_key and not has_dotted(full, offset_from):
             err(owhere, "must name an earlier search key or a key of the base config")
         anchor = by_key.get(offset_from)
         if anchor is not None and anchor.kind == "choice":
             err(owhere, f"search.{offset_from} must be numeric")
         if anchor is not None and anchor.when and not has_dotted(full, offset_from):
-            mine = dict(when)
+            mine = dict(dist.when)
             for akey, avals in anchor.when:
                 if akey not in mine or not set(mine[akey]) <= set(avals):
                     err(f"{where}.when", f"must be at least as strict as search.{offset_from}.when "
                         f"(the base config has no {offset_from} to fall back on)")
-        if fields["low"] < 0:
-            err(f"{where}.{kind}", "an offset (width) range must be >= 0")
-    return Distribution(key=key, kind=kind, when=tuple(when), offset_from=offset_from, **fields)
+    return dist
 
 
 def _get_or_none(tree: Mapping[str, Any], key: str) -> Any:
