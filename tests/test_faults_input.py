@@ -354,3 +354,37 @@ def test_predict_refuses_a_bad_threshold_file(tmp_path: Path, text: str | None, 
 def test_predict_refuses_a_threshold_that_is_not_finite(tmp_path: Path, value: str, capsys) -> None:
     assert main(["predict", str(tmp_path / "model.pt"), str(tmp_path / "a.wav"), "--threshold", value]) == 2
     assert capsys.readouterr().err == f"dpda predict: error: --threshold: must be a finite number, got {float(value)!r}\n"
+
+
+# ------------------------------------------------------------------------------ dpda predict: non-finite scores
+@pytest.fixture()
+def model_file(tmp_path: Path) -> Path:
+    """An untrained (finite) demo model saved as a dpda model file."""
+    import torch
+
+    from dpda.models import build_model
+    from dpda.train.checkpoint import save_checkpoint
+    from dpda.train.config import config_from_dict
+    from dpda.train.model_file import MODEL_FORMAT
+    from support import demo_dict
+
+    cfg = config_from_dict(demo_dict(tmp_path))
+    torch.manual_seed(0)
+    model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides)
+    path = tmp_path / "model.pt"
+    save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(), "dev_threshold": 0.0},
+                    path)
+    return path
+
+
+def test_predict_blames_a_file_that_overflows_a_finite_model(tmp_path: Path, model_file: Path, capsys) -> None:
+    """Samples of 1e30 are finite, but the model's output on them is not: the file is at fault,
+    not the weights (which are finite), and the message says so by the file's name and peak."""
+    good, loud = _wav(tmp_path / "good.wav"), tmp_path / "loud.wav"
+    _loud(loud)
+    assert main(["predict", str(model_file), str(good)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(model_file), str(good), str(loud)]) == 2
+    assert capsys.readouterr().err == (
+        f"dpda predict: error: {loud}: the model's score is not finite on this file (1 of 2 files) though its "
+        "weights are finite: the audio overflows the model: peak amplitude 1e+30 is above 100 (full scale is 1.0)\n")
