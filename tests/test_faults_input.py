@@ -296,6 +296,26 @@ def test_report_names_the_file_and_column_of_a_foreign_part(experiment: Path, ch
     assert out.read_text() == "the previous report"
 
 
+# ------------------------------------------------------------------------------ dpda export: into its own input
+@pytest.mark.parametrize("target", ["a part", "beside the parts", "relative", "a link to a part"])
+def test_export_refuses_to_write_into_the_telemetry_it_reads(experiment: Path, target: str, monkeypatch,
+                                                              capsys) -> None:
+    part = _second_part(experiment, "steps")
+    telemetry = part.parents[2]  # RUN/telemetry/steps/attempt-0/part-N.parquet
+    monkeypatch.chdir(experiment)
+    out = {"a part": part, "beside the parts": telemetry / "steps.parquet",
+           "relative": Path(telemetry.parent.name) / "telemetry" / ".." / "telemetry" / "layers" / "x.parquet",
+           "a link to a part": experiment / "link.parquet"}[target]
+    if target == "a link to a part":
+        out.symlink_to(part)
+    before = {f: f.read_bytes() for f in telemetry.rglob("*") if f.is_file()}
+    assert main(["export", str(experiment), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"dpda export: error: {out}: inside the telemetry it reads ({telemetry}); write the export elsewhere\n")
+    assert {f: f.read_bytes() for f in telemetry.rglob("*") if f.is_file()} == before  # nothing written or replaced
+    assert main(["export", str(experiment), "-o", str(telemetry.parent / "steps.parquet")]) == 0  # the run dir is fine
+
+
 # ------------------------------------------------------------------------------ dpda score / predict
 def _keys_csv(path: Path, labels: list[str]) -> Path:
     path.write_text("path,label,utt\n" + "".join(f"u{i}.wav,{lab},u{i}\n" for i, lab in enumerate(labels)))
