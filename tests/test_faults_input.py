@@ -296,6 +296,102 @@ def test_report_names_the_file_and_column_of_a_foreign_part(experiment: Path, ch
     assert out.read_text() == "the previous report"
 
 
+# ------------------------------------------------------------------------------ missing parts (by their numbers)
+def _parts_of(experiment: Path, trial: str, number: int) -> dict[str, Path]:
+    """table -> the part numbered `number` of the first attempt of the trial dir starting with `trial`."""
+    run = next(experiment.glob(f"{trial}*"))
+    return {f.parts[-3]: f for f in sorted(run.glob(f"telemetry/*/attempt-0/part-{number:05d}.parquet"))}
+
+
+@pytest.mark.parametrize("deleted", [("steps",), ("steps", "layers", "epochs")], ids=["steps part", "whole flush"])
+def test_a_missing_middle_part_is_reported_by_every_reader(experiment: Path, deleted: tuple[str, ...], tmp_path: Path,
+                                                            capsys) -> None:
+    """The writer numbers an attempt's parts with one counter (steps and layers of a flush share
+    theirs): a number below the last that some table lacks is a part that was deleted."""
+    import dpda_analysis as A
+    from dpda_analysis.errors import MissingPartsWarning
+
+    parts = _parts_of(experiment, "train_fn_00001", 3)  # the middle of parts 2, 3, 4
+    assert set(parts) == {"steps", "layers", "epochs"}
+    run = parts["steps"].parents[3]
+    with A.open_telemetry(experiment) as tel:
+        full = tel.sql("SELECT count(*) AS n FROM steps")["n"].item()
+    for table in deleted:
+        parts[table].unlink()
+    what = "part-00003 (steps)" if deleted == ("steps",) else "part-00003"
+    line = f"{run}: telemetry part(s) missing, deleted or never copied: attempt-0 {what}; their rows are absent"
+    with pytest.warns(MissingPartsWarning) as caught, A.open_telemetry(experiment) as tel:
+        assert tel.missing == [line]
+        assert tel.sql("SELECT count(*) AS n FROM steps")["n"].item() == full - 20
+    assert [str(w.message) for w in caught] == [line]
+
+    out = tmp_path / "report.html"
+    assert main(["-q", "report", str(experiment), "--html", str(out)]) == 0  # a report: shown, figures still made
+    assert capsys.readouterr().err == f"dpda report: warning: {line}\n"
+    assert f"telemetry parts missing (their rows are absent)</th><td>{line}</td>" in out.read_text(encoding="utf-8")
+
+    steps = tmp_path / "steps.parquet"  # an export is a file others trust whole: refused unless asked
+    assert main(["export", str(experiment), "-o", str(steps)]) == 2
+    assert capsys.readouterr().err == (
+        f"dpda export: error: {line}; not exported (--allow-missing-parts exports the rows that are there)\n")
+    assert not steps.exists()
+    assert main(["export", str(experiment), "-o", str(steps), "--allow-missing-parts"]) == 0
+    assert capsys.readouterr().err == f"dpda export: warning: {line}\n"
+
+
+def test_the_last_part_in_progress_is_not_missing(experiment: Path, capsys) -> None:
+    """A writer killed between the steps and the layers part of its last flush (or still writing
+    it) leaves the last number incomplete: that is not a deleted part."""
+    import warnings
+
+    import dpda_analysis as A
+
+    _parts_of(experiment, "train_fn_00001", 4)["layers"].unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with A.open_telemetry(experiment) as tel:
+            assert tel.missing == []
+    assert main(["-q", "export", str(experiment), "-o", str(experiment / "steps.parquet")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_run_being_written_is_not_missing_parts(tmp_path: Path) -> None:
+    """Read while the writer writes: each listing is a moment, and the writer adds parts between
+    the listings of two tables. A number counts as missing only when a second listing, made after
+    a later number existed, still lacks it."""
+    import warnings
+
+    import dpda_analysis as A
+    from dpda.telemetry.writer import TelemetryWriter
+    from dpda_analysis import gaps
+
+    from dpda_analysis.schema import LAYER_STAT_KEYS, STEP_STAT_KEYS
+
+    stats = {**dict.fromkeys(STEP_STAT_KEYS, 0.5), "skipped": False, "conflict": False,
+             **{k: [0.5] for k in LAYER_STAT_KEYS}}
+    with TelemetryWriter(tmp_path / "run", "r", "t", 0, ["w"], flush_every=1) as writer:
+        for step in range(5):
+            writer.log_step(step, 1, {k: list(v) if isinstance(v, list) else v for k, v in stats.items()}, 0.1)
+            writer.flush(wait=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                with A.open_telemetry(tmp_path / "run") as tel:
+                    assert tel.missing == []
+                    assert tel.sql("SELECT count(*) AS n FROM steps")["n"].item() == step + 1
+
+    def part(table: str, n: int) -> str:
+        return f"/x/run/telemetry/{table}/attempt-0/part-{n:05d}.parquet"
+
+    early = [part("attempts", 0), part("layer_names", 1), part("steps", 2), part("layers", 2), part("steps", 3)]
+    raced = early + [part("layers", 4)]  # layers listed after the writer finished flushes 3 and 4
+    later = early + [part("layers", 3), part("steps", 4), part("layers", 4)]
+    assert [(m.number, m.table) for m in gaps.find_missing(raced)] == [(3, "layers")]  # one listing is fooled
+    assert gaps.missing_parts(raced, lambda: later) == []  # the second listing clears it
+    deleted = [f for f in later if f != part("steps", 3)]
+    assert [(m.run, m.attempt, m.number, m.table) for m in gaps.missing_parts(deleted, lambda: deleted)] == [
+        ("/x/run", 0, 3, "steps")]
+
+
 # ------------------------------------------------------------------------------ dpda export: into its own input
 @pytest.mark.parametrize("target", ["a part", "beside the parts", "relative", "a link to a part"])
 def test_export_refuses_to_write_into_the_telemetry_it_reads(experiment: Path, target: str, monkeypatch,

@@ -45,10 +45,17 @@ def _refuse_own_input(tel: Telemetry, out: Path) -> None:
             raise AnalysisError(f"{out}: inside the telemetry it reads ({run.telemetry}); write the export elsewhere")
 
 
-def export_table(tel: Telemetry, table: str, out: str | os.PathLike) -> int:
-    """Write `table`'s resolved view to the Parquet file `out` (atomically); returns its rows."""
+def export_table(tel: Telemetry, table: str, out: str | os.PathLike, *, allow_missing: bool = False) -> int:
+    """Write `table`'s resolved view to the Parquet file `out` (atomically); returns its rows.
+
+    Refused when parts are missing by their numbers (`Telemetry.missing`) unless `allow_missing`:
+    unlike a report, which says so beside its figures, the exported file is read later as the
+    whole table, with nothing to say rows are absent."""
     if table not in S.TABLES:
         raise AnalysisError(f"export: unknown table {table!r} (one of {', '.join(S.TABLES)})")
+    if tel.missing and not allow_missing:
+        more = f" (and {len(tel.missing) - 1} more run(s))" if len(tel.missing) > 1 else ""
+        raise AnalysisError(f"{tel.missing[0]}{more}; not exported (--allow-missing-parts exports the rows that are there)")
     path = Path(out)
     if path.is_dir():
         raise AnalysisError(f"{path}: is a directory; give the .parquet file to write")
