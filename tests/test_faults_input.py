@@ -296,6 +296,122 @@ def test_report_names_the_file_and_column_of_a_foreign_part(experiment: Path, ch
     assert out.read_text() == "the previous report"
 
 
+# ------------------------------------------------------------------------------ missing parts (by their numbers)
+def _parts_of(experiment: Path, trial: str, number: int) -> dict[str, Path]:
+    """table -> the part numbered `number` of the first attempt of the trial dir starting with `trial`."""
+    run = next(experiment.glob(f"{trial}*"))
+    return {f.parts[-3]: f for f in sorted(run.glob(f"telemetry/*/attempt-0/part-{number:05d}.parquet"))}
+
+
+@pytest.mark.parametrize("deleted", [("steps",), ("steps", "layers", "epochs")], ids=["steps part", "whole flush"])
+def test_a_missing_middle_part_is_reported_by_every_reader(experiment: Path, deleted: tuple[str, ...], tmp_path: Path,
+                                                            capsys) -> None:
+    """The writer numbers an attempt's parts with one counter (steps and layers of a flush share
+    theirs): a number below the last that some table lacks is a part that was deleted."""
+    import dpda_analysis as A
+    from dpda_analysis.errors import MissingPartsWarning
+
+    parts = _parts_of(experiment, "train_fn_00001", 3)  # the middle of parts 2, 3, 4
+    assert set(parts) == {"steps", "layers", "epochs"}
+    run = parts["steps"].parents[3]
+    with A.open_telemetry(experiment) as tel:
+        full = tel.sql("SELECT count(*) AS n FROM steps")["n"].item()
+    for table in deleted:
+        parts[table].unlink()
+    what = "part-00003 (steps)" if deleted == ("steps",) else "part-00003"
+    line = f"{run}: telemetry part(s) missing, deleted or never copied: attempt-0 {what}; their rows are absent"
+    with pytest.warns(MissingPartsWarning) as caught, A.open_telemetry(experiment) as tel:
+        assert tel.missing == [line]
+        assert tel.sql("SELECT count(*) AS n FROM steps")["n"].item() == full - 20
+    assert [str(w.message) for w in caught] == [line]
+
+    out = tmp_path / "report.html"
+    assert main(["-q", "report", str(experiment), "--html", str(out)]) == 0  # a report: shown, figures still made
+    assert capsys.readouterr().err == f"dpda report: warning: {line}\n"
+    assert f"telemetry parts missing (their rows are absent)</th><td>{line}</td>" in out.read_text(encoding="utf-8")
+
+    steps = tmp_path / "steps.parquet"  # an export is a file others trust whole: refused unless asked
+    assert main(["export", str(experiment), "-o", str(steps)]) == 2
+    assert capsys.readouterr().err == (
+        f"dpda export: error: {line}; not exported (--allow-missing-parts exports the rows that are there)\n")
+    assert not steps.exists()
+    assert main(["export", str(experiment), "-o", str(steps), "--allow-missing-parts"]) == 0
+    assert capsys.readouterr().err == f"dpda export: warning: {line}\n"
+
+
+def test_the_last_part_in_progress_is_not_missing(experiment: Path, capsys) -> None:
+    """A writer killed between the steps and the layers part of its last flush (or still writing
+    it) leaves the last number incomplete: that is not a deleted part."""
+    import warnings
+
+    import dpda_analysis as A
+
+    _parts_of(experiment, "train_fn_00001", 4)["layers"].unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with A.open_telemetry(experiment) as tel:
+            assert tel.missing == []
+    assert main(["-q", "export", str(experiment), "-o", str(experiment / "steps.parquet")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_run_being_written_is_not_missing_parts(tmp_path: Path) -> None:
+    """Read while the writer writes: each listing is a moment, and the writer adds parts between
+    the listings of two tables. A number counts as missing only when a second listing, made after
+    a later number existed, still lacks it."""
+    import warnings
+
+    import dpda_analysis as A
+    from dpda.telemetry.writer import TelemetryWriter
+    from dpda_analysis import gaps
+
+    from dpda_analysis.schema import LAYER_STAT_KEYS, STEP_STAT_KEYS
+
+    stats = {**dict.fromkeys(STEP_STAT_KEYS, 0.5), "skipped": False, "conflict": False,
+             **{k: [0.5] for k in LAYER_STAT_KEYS}}
+    with TelemetryWriter(tmp_path / "run", "r", "t", 0, ["w"], flush_every=1) as writer:
+        for step in range(5):
+            writer.log_step(step, 1, {k: list(v) if isinstance(v, list) else v for k, v in stats.items()}, 0.1)
+            writer.flush(wait=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                with A.open_telemetry(tmp_path / "run") as tel:
+                    assert tel.missing == []
+                    assert tel.sql("SELECT count(*) AS n FROM steps")["n"].item() == step + 1
+
+    def part(table: str, n: int) -> str:
+        return f"/x/run/telemetry/{table}/attempt-0/part-{n:05d}.parquet"
+
+    early = [part("attempts", 0), part("layer_names", 1), part("steps", 2), part("layers", 2), part("steps", 3)]
+    raced = early + [part("layers", 4)]  # layers listed after the writer finished flushes 3 and 4
+    later = early + [part("layers", 3), part("steps", 4), part("layers", 4)]
+    assert [(m.number, m.table) for m in gaps.find_missing(raced)] == [(3, "layers")]  # one listing is fooled
+    assert gaps.missing_parts(raced, lambda: later) == []  # the second listing clears it
+    deleted = [f for f in later if f != part("steps", 3)]
+    assert [(m.run, m.attempt, m.number, m.table) for m in gaps.missing_parts(deleted, lambda: deleted)] == [
+        ("/x/run", 0, 3, "steps")]
+
+
+# ------------------------------------------------------------------------------ dpda export: into its own input
+@pytest.mark.parametrize("target", ["a part", "beside the parts", "relative", "a link to a part"])
+def test_export_refuses_to_write_into_the_telemetry_it_reads(experiment: Path, target: str, monkeypatch,
+                                                              capsys) -> None:
+    part = _second_part(experiment, "steps")
+    telemetry = part.parents[2]  # RUN/telemetry/steps/attempt-0/part-N.parquet
+    monkeypatch.chdir(experiment)
+    out = {"a part": part, "beside the parts": telemetry / "steps.parquet",
+           "relative": Path(telemetry.parent.name) / "telemetry" / ".." / "telemetry" / "layers" / "x.parquet",
+           "a link to a part": experiment / "link.parquet"}[target]
+    if target == "a link to a part":
+        out.symlink_to(part)
+    before = {f: f.read_bytes() for f in telemetry.rglob("*") if f.is_file()}
+    assert main(["export", str(experiment), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"dpda export: error: {out}: inside the telemetry it reads ({telemetry}); write the export elsewhere\n")
+    assert {f: f.read_bytes() for f in telemetry.rglob("*") if f.is_file()} == before  # nothing written or replaced
+    assert main(["export", str(experiment), "-o", str(telemetry.parent / "steps.parquet")]) == 0  # the run dir is fine
+
+
 # ------------------------------------------------------------------------------ dpda score / predict
 def _keys_csv(path: Path, labels: list[str]) -> Path:
     path.write_text("path,label,utt\n" + "".join(f"u{i}.wav,{lab},u{i}\n" for i, lab in enumerate(labels)))
@@ -354,3 +470,37 @@ def test_predict_refuses_a_bad_threshold_file(tmp_path: Path, text: str | None, 
 def test_predict_refuses_a_threshold_that_is_not_finite(tmp_path: Path, value: str, capsys) -> None:
     assert main(["predict", str(tmp_path / "model.pt"), str(tmp_path / "a.wav"), "--threshold", value]) == 2
     assert capsys.readouterr().err == f"dpda predict: error: --threshold: must be a finite number, got {float(value)!r}\n"
+
+
+# ------------------------------------------------------------------------------ dpda predict: non-finite scores
+@pytest.fixture()
+def model_file(tmp_path: Path) -> Path:
+    """An untrained (finite) demo model saved as a dpda model file."""
+    import torch
+
+    from dpda.models import build_model
+    from dpda.train.checkpoint import save_checkpoint
+    from dpda.train.config import config_from_dict
+    from dpda.train.model_file import MODEL_FORMAT
+    from support import demo_dict
+
+    cfg = config_from_dict(demo_dict(tmp_path))
+    torch.manual_seed(0)
+    model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides)
+    path = tmp_path / "model.pt"
+    save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(), "dev_threshold": 0.0},
+                    path)
+    return path
+
+
+def test_predict_blames_a_file_that_overflows_a_finite_model(tmp_path: Path, model_file: Path, capsys) -> None:
+    """Samples of 1e30 are finite, but the model's output on them is not: the file is at fault,
+    not the weights (which are finite), and the message says so by the file's name and peak."""
+    good, loud = _wav(tmp_path / "good.wav"), tmp_path / "loud.wav"
+    _loud(loud)
+    assert main(["predict", str(model_file), str(good)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(model_file), str(good), str(loud)]) == 2
+    assert capsys.readouterr().err == (
+        f"dpda predict: error: {loud}: the model's score is not finite on this file (1 of 2 files) though its "
+        "weights are finite: the audio overflows the model: peak amplitude 1e+30 is above 100 (full scale is 1.0)\n")

@@ -118,6 +118,21 @@ def test_score_file_round_trip(tmp_path):
     np.testing.assert_array_equal(back.to_numpy(), scores)
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_id(tmp_path):
+    """Windows editors save UTF-8 with a BOM: read as plain UTF-8 it became the first id's first
+    character, so that utterance matched no key and was dropped from the EER."""
+    path = tmp_path / "bom.txt"
+    path.write_text("a 1.0\nb 2.0\n", encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert list(read_scores(path).index) == ["a", "b"]
+    asv = tmp_path / "asv.txt"
+    asv.write_text("A01 target 1.0\nA02 nontarget -1.0\nA03 spoof -2.0\n", encoding="utf-8-sig")
+    assert {k: v.tolist() for k, v in read_asv_scores(asv).items()} == {"target": [1.0], "nontarget": [-1.0], "spoof": [-2.0]}
+    keys = tmp_path / "keys.txt"  # a 2019 protocol, and a score file, both with a BOM: every trial pairs
+    keys.write_text("LA_0001 a - - bonafide\nLA_0001 b - A01 spoof\n", encoding="utf-8-sig")
+    assert main(["score", str(path), str(keys)]) == 0
+
+
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [

@@ -135,6 +135,20 @@ def test_unreadable_or_foreign_files_are_refused(tmp_path):
         assert "\n" not in str(err.value)
 
 
+def test_an_empty_state_dict_is_named_as_empty(tmp_path):
+    """`{}` is a dict: saying "got dict" would blame its type; the file holds no tensors at all."""
+    torch.save({}, tmp_path / "empty.pth")
+    for load in (lambda p: load_published_checkpoint(p), lambda p: load_published_checkpoint(p, "ssl_aasist"),
+                 lambda p: load_trained_model(p, torch.device("cpu"), "published")):
+        with pytest.raises(UserError) as err:
+            load(tmp_path / "empty.pth")
+        assert str(err.value) == (f"{tmp_path / 'empty.pth'}: the checkpoint holds no tensors (an empty dict); "
+                                  "expected a published state dict (name -> tensor)")
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(UserError, match=r"list\.pth: expected a published state dict \(name -> tensor\), got list$"):
+        load_published_checkpoint(tmp_path / "list.pth")
+
+
 def test_round_trip_published_to_dpda_model_file_keeps_the_logits(published_file, tmp_path):
     model = load_published_checkpoint(published_file, "ssl_conformer_tcm", **SMALL)
     cfg = config_from_dict({"model": {"name": "ssl_conformer_tcm", "overrides": SMALL}})

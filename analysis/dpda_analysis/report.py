@@ -695,6 +695,8 @@ def _summary_html(tel: Telemetry, tests: pd.DataFrame) -> str:
     if tel.skipped:  # the figures lack these parts' rows: say so where the numbers are read
         more = f" and {len(tel.skipped) - 5} more" if len(tel.skipped) > 5 else ""
         rows.append(("part files left out (not readable Parquet)", ", ".join(tel.skipped[:5]) + more))
+    if tel.missing:  # parts deleted or never copied (dpda_analysis.gaps): these numbers lack their rows
+        rows.append(("telemetry parts missing (their rows are absent)", "; ".join(tel.missing)))
     over = points.attrs.get("spearman_over", "all trials")
     for outcome, label in (("best_dev_eer", "best dev EER"), ("epochs_to_best", "epochs-to-best")):
         if outcome in corr:

@@ -9,6 +9,8 @@ filter; runs without restarts get no filter at all. `Telemetry.partial_aggregate
 each of those scans separately, so big per-layer queries never group by the id strings.
 Every part's footer is checked first (`dpda_analysis.parts`): a part cut short is left out with
 a warning naming it (`Telemetry.skipped`), a foreign one is an AnalysisError naming the column.
+Parts missing by their numbers (`dpda_analysis.gaps`: deleted, never copied) are a warning per
+run naming them (`Telemetry.missing`).
 `path` is a local path or any pyarrow filesystem URI (s3://, gs://, hdfs://): it is resolved
 once (`Telemetry.location`) and every listing and scan goes through that filesystem.
 """
@@ -16,6 +18,7 @@ once (`Telemetry.location`) and every listing and scan goes through that filesys
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +29,8 @@ import pyarrow as pa
 
 from dpda_analysis import schema as S
 from dpda_analysis.discover import RunDir, find_runs
-from dpda_analysis.errors import AnalysisError
+from dpda_analysis.errors import AnalysisError, MissingPartsWarning
+from dpda_analysis.gaps import describe, missing_parts
 from dpda_analysis.location import resolve
 from dpda_analysis.parts import check_parts, plain_schema
 
@@ -87,6 +91,10 @@ class Telemetry:
             self.con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
         files = {t: [f for run in self.runs if run.parts(t) for f in self.location.glob(run.glob(t))] for t in S.TABLES}
         self.skipped: list[str] = check_parts(self.con, files)  # parts left out: not readable Parquet
+        listed = [self.location.fs_path(f) for table_files in files.values() for f in table_files]
+        self.missing: list[str] = describe(missing_parts(listed, self._list_parts))  # one line per run
+        for line in self.missing:
+            warnings.warn(MissingPartsWarning(line), stacklevel=2)
         self._skip = set(self.skipped)
         for table, schema in S.TABLES.items():
             self._raw_view(table, schema)
@@ -109,6 +117,11 @@ class Telemetry:
         self.close()
 
     # ------------------------------------------------------------------ views
+    def _list_parts(self) -> list[str]:
+        """Every part file of every run, as paths on the location's filesystem."""
+        return [self.location.fs_path(f) for run in self.runs if run.telemetry is not None
+                for table in S.TABLES for f in self.location.glob(run.glob(table))]
+
     def _parts(self, pattern: str) -> list[str]:
         """What to scan for the parts `pattern` matches: [pattern] itself, or when some were
         skipped the others by name; [] when none is left."""

@@ -15,9 +15,10 @@ class UserError(Exception):
 
 def read_user_text(path: str | os.PathLike, what: str) -> str:
     """The text of a file the user named (`what` says which kind, e.g. "config file"), or one
-    UserError line naming it: missing, a folder, not UTF-8, or unreadable."""
+    UserError line naming it: missing, a folder, not UTF-8, or unreadable. A leading UTF-8 byte
+    order mark (what Windows editors save) is dropped: kept, it became part of the first id."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UserError(f"{path}: no such {what}") from None
     except IsADirectoryError:

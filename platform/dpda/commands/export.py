@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
-from dpda_analysis import AnalysisError
+from dpda_analysis import AnalysisError, AnalysisWarning
+from dpda_analysis.errors import MissingPartsWarning
 from dpda_analysis.export import export_table
 from dpda_analysis.schema import TABLES
 from dpda_analysis.store import Telemetry
@@ -23,16 +25,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", choices=list(TABLES),
                         help="table to export (default: the output file's name if it is a table, e.g. "
                              "layers.parquet, else steps)")
+    parser.add_argument("--allow-missing-parts", action="store_true",
+                        help="export even when parts are missing by their numbers (deleted or never copied), "
+                             "without their rows; by default that is an error")
+
+
+def _show(caught: list[warnings.WarningMessage], refused: bool) -> None:
+    """Telemetry left out as one `warning:` line each (missing parts not again when they refused)."""
+    for w in caught:
+        if issubclass(w.category, MissingPartsWarning) and refused:
+            continue
+        if issubclass(w.category, AnalysisWarning):
+            print(f"dpda export: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def run(args: argparse.Namespace) -> int:
     stem = Path(args.out).stem
     table = args.table or (stem if stem in TABLES else "steps")
+    tel = None
     try:
-        with Telemetry(args.path) as tel:
-            rows = export_table(tel, table, args.out)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AnalysisWarning)
+            with Telemetry(args.path) as tel:
+                rows = export_table(tel, table, args.out, allow_missing=args.allow_missing_parts)
     except AnalysisError as exc:
+        _show(caught, refused=tel is not None and bool(tel.missing) and not args.allow_missing_parts)
         print(f"dpda export: error: {exc}", file=sys.stderr)
         return 2
+    _show(caught, refused=False)
     print(f"wrote {args.out} ({table}, {rows:,} rows, superseded rows removed)")
     return 0

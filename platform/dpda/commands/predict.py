@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         logits = model(batch).float()
     scores = score_from_logits(logits, cfg.eval.score).cpu().tolist()  # as the dev threshold was
-    require_finite_scores(scores, args.files)
+    require_finite_scores(scores, args.files, model)
     print(f"# threshold {threshold:.6g} ({source}); score > threshold means bona fide")
     for f, s in zip(args.files, scores):
         print(f"{f}\t{s:.6f}\t{'bonafide' if s > threshold else 'spoof'}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dpda.errors import UserError
+from dpda.errors import UserError, read_user_text
 
 TDCF_CHOICES = ("2019", "2021")  # the keys of dpda.metrics.TDCF_DEFINITIONS (a test checks)
 
@@ -40,7 +40,7 @@ def _protocol_2019(path: Path) -> pd.DataFrame:
     from dpda.data.manifest import make_manifest
 
     cols: dict[str, list] = {k: [] for k in ("utt", "label", "attack", "speaker", "source_line")}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_user_text(path, "key file").splitlines(), start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
@@ -61,10 +61,7 @@ def load_keys(keys: str) -> pd.DataFrame:
     path = Path(keys).expanduser()
     if not path.is_file() or path.suffix.lower() == ".csv":
         return load_corpus(keys)
-    try:
-        first = next((ln.split() for ln in path.read_text(encoding="utf-8").splitlines() if ln.split()), None)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
+    first = next((ln.split() for ln in read_user_text(path, "key file").splitlines() if ln.split()), None)
     if first is None:
         raise UserError(f"{path}: empty key file")
     if len(first) == 5:

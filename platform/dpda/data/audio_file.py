@@ -26,6 +26,11 @@ MAX_PEAK = 100.0
 """Largest accepted |sample| of float audio: full scale is 1.0, so 40 dB of headroom. Above it a
 file is mis-scaled (integer values stored as floats) or corrupt, and would dominate every batch."""
 
+
+def peak_problem(peak: float, max_peak: float = MAX_PEAK) -> str | None:
+    """None for a peak |sample| within `max_peak`, else what is wrong with it (one phrase)."""
+    return None if peak <= max_peak else f"peak amplitude {peak:.3g} is above {max_peak:g} (full scale is 1.0)"
+
 _KINDS = (  # (test, what the file is), for everything that is not a regular file
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISDIR, "a folder"),

@@ -25,7 +25,8 @@ import pandas as pd
 import soundfile as sf
 
 from dpda.console import Progress
-from dpda.data.audio_file import MAX_PEAK, SAMPLE_RATE_RANGE, RateRange, not_regular, rate_problem, wav_data_shortfall
+from dpda.data.audio_file import (MAX_PEAK, SAMPLE_RATE_RANGE, RateRange, not_regular, peak_problem, rate_problem,
+                                  wav_data_shortfall)
 from dpda.data.manifest import LABEL_TARGETS, origin, validate_manifest
 from dpda.errors import UserError
 
@@ -126,10 +127,9 @@ def _probe(path: str, decode: str, rates: RateRange, max_peak: float) -> tuple[s
                 decoded += block.shape[0]
                 if want_finite and not np.isfinite(block).all():
                     return NONFINITE, f"{path}: NaN or Inf samples", info.samplerate, info.frames
-                peak = float(np.abs(block).max()) if want_finite and block.size else 0.0
-                if peak > max_peak:
-                    return LOUD, (f"{path}: peak amplitude {peak:.3g} is above {max_peak:g} "
-                                  f"(full scale is 1.0)"), info.samplerate, info.frames
+                loud = peak_problem(float(np.abs(block).max()) if want_finite and block.size else 0.0, max_peak)
+                if loud is not None:
+                    return LOUD, f"{path}: {loud}", info.samplerate, info.frames
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         return UNREADABLE, f"{path}: decoding failed after {decoded} frames ({exc})", info.samplerate, info.frames
     if decoded == 0:

@@ -82,7 +82,7 @@ def load_corpus(spec: str) -> pd.DataFrame:
 def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(1-based line number, whitespace fields) of every non-empty, non-comment line."""
     try:
-        with path.open("r", encoding="utf-8") as fh:
+        with path.open("r", encoding="utf-8-sig") as fh:  # a BOM is not part of the first id
             for number, line in enumerate(fh, start=1):
                 fields = line.split()
                 if fields and not fields[0].startswith("#"):

@@ -109,12 +109,7 @@ def read_asv_scores(path: str | Path) -> dict[str, np.ndarray]:
     """ASVspoof 2019 ASV score file, lines `SOURCE KEY SCORE` (SOURCE a speaker or attack id,
     KEY target / nontarget / spoof), as {key: scores}. Every key must occur."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: ASV score file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
+    lines = read_user_text(path, "ASV score file").splitlines()
     found: dict[str, list[float]] = {k: [] for k in ASV_KEYS}
     for number, line in enumerate(lines, start=1):
         fields = line.split()

@@ -37,7 +37,10 @@ def read_published_state(path: str | Path) -> dict[str, Tensor]:
 
 def published_tensors(state: Any, source: str | Path) -> dict[str, Tensor]:
     """Check that `state` is a name -> tensor mapping and strip DataParallel's `module.` prefix."""
-    if not isinstance(state, dict) or not state:
+    if isinstance(state, dict) and not state:
+        raise UserError(f"{source}: the checkpoint holds no tensors (an empty dict); "
+                        "expected a published state dict (name -> tensor)")
+    if not isinstance(state, dict):
         raise UserError(f"{source}: expected a published state dict (name -> tensor), got {type(state).__name__}")
     bad = next((k for k, v in state.items() if not isinstance(v, Tensor)), None)
     if bad is not None:

@@ -9,7 +9,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from dpda import SAMPLE_RATE
 from dpda.console import track
+from dpda.data.audio import load_audio
+from dpda.data.audio_file import peak_problem
 from dpda.data.dataset import AudioDataset, make_loader
 from dpda.errors import UserError
 from dpda.train.config import DEFAULT_SCORE, ScoreKind
@@ -43,12 +46,30 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def require_finite_scores(scores: np.ndarray | list[float], paths: list) -> None:
-    """A score is never NaN silently: name the first file whose score is not finite."""
+def finite_weights(model: torch.nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer (e.g. BatchNorm statistics) is finite."""
+    tensors = (*model.parameters(), *model.buffers())
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+def require_finite_scores(scores: np.ndarray | list[float], paths: list, model: torch.nn.Module) -> None:
+    """A score is never NaN silently: name the first file whose score is not finite, and blame
+    what is at fault. The input is looked at first (only once a score is bad, so scoring pays
+    nothing): samples that are not finite, or a finite model whose output overflows on the file
+    (float audio at 1e30 is finite yet squares to inf), blame the file; else the weights."""
     bad = np.flatnonzero(~np.isfinite(np.asarray(scores, dtype=np.float64)))
-    if bad.size:
-        raise UserError(f"{paths[int(bad[0])]}: the model's score is not finite ({bad.size} of {len(paths)} "
-                        "files); its weights are probably NaN (a diverged run or a corrupt model file)")
+    if not bad.size:
+        return
+    path, count = paths[int(bad[0])], f"({bad.size} of {len(paths)} files)"
+    peak = float(load_audio(path).abs().max())  # AudioReadError names the file for NaN/Inf samples in it
+    if not np.isfinite(peak):
+        raise UserError(f"{path}: the model's score is not finite on this file {count}: its samples are not "
+                        f"finite once resampled to {SAMPLE_RATE} Hz")
+    if finite_weights(model):
+        raise UserError(f"{path}: the model's score is not finite on this file {count} though its weights are "
+                        f"finite: the audio overflows the model: {peak_problem(peak) or f'peak amplitude {peak:.3g}'}")
+    raise UserError(f"{path}: the model's score is not finite {count}; its weights are not finite "
+                    "(a diverged run or a corrupt model file)")
 
 
 @torch.no_grad()
@@ -85,7 +106,7 @@ def score_manifest(
             total_weight += weights[target].sum().double()
         scores[index.numpy()] = score_from_logits(logits, score).cpu().numpy()
     model.train(was_training)
-    require_finite_scores(scores, manifest["path"].tolist())
+    require_finite_scores(scores, manifest["path"].tolist(), model)
     # the weighted mean over the whole set, as CrossEntropyLoss(weight=...) defines it per batch
     loss = float(total_loss / total_weight.clamp_min(1e-12)) if weights is not None else float("nan")
     return ScoreResult(scores=scores, loss=loss)

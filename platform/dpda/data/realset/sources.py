@@ -20,10 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-ASTERISK_ROOT = Path("/usr/share/asterisk/sounds")
-DOC_ROOT = Path("/usr/share/doc")
-POCKETSPHINX_ROOT = Path("/usr/share/pocketsphinx/test/data")
-ALSA_ROOT = Path("/usr/share/sounds/alsa")
+from dpda.data.realset.system import shared
+
+# Below $DPDA_REALSET_PACKAGE_ROOT when it is set (dpda.data.realset.system), else below /.
+ASTERISK_ROOT = shared("asterisk", "sounds")
+DOC_ROOT = shared("doc")
+POCKETSPHINX_ROOT = shared("pocketsphinx", "test", "data")
+ALSA_ROOT = shared("sounds", "alsa")
 
 
 @dataclass(frozen=True)

