@@ -98,7 +98,7 @@ class RawBoost(nn.Module):
             drawn.ssi = draws.draw_ssi(self.params, batch, time, generator, device, workspace=workspace)
         return drawn
 
-    def apply(self, x: Tensor, draws: draws.RawBoostDraws) -> Tensor:
+    def apply(self, x: Tensor, drawn: draws.RawBoostDraws) -> Tensor:
         """Deterministic part: apply given draws to `(batch, time)` waveforms.
 
         On the CPU the batch is processed a few utterances at a time so each chunk's FFT blocks and
@@ -109,13 +109,13 @@ class RawBoost(nn.Module):
         batch, time = x.shape
         if self.algo == 0 or batch == 0 or time == 0:
             return x.clone()
-        step = D.rows_per_chunk(x.device, batch, time)
+        step = draws.rows_per_chunk(x.device, batch, time)
         if step >= batch:
-            return self._apply_rows(x, draws)
+            return self._apply_rows(x, drawn)
         out = torch.empty_like(x)
         for start in range(0, batch, step):
             rows = slice(start, min(start + step, batch))
-            self._apply_rows(x[rows], draws.select(rows), out[rows])
+            self._apply_rows(x[rows], drawn.select(rows), out[rows])
         return out
 
     def _apply_rows(self, x: Tensor, d: draws.RawBoostDraws, out: Tensor | None = None) -> Tensor:
