@@ -16,9 +16,11 @@ from pathlib import Path
 
 from PIL import Image, ImageChops
 
-from dpda.telemetry.synthetic import write_synthetic_experiment
-from dpda_analysis.report import _inputs, build_figures, render_html
-from dpda_analysis.store import Telemetry
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic-telemetry helper
+
+from synthetic_telemetry import write_synthetic_experiment  # noqa: E402
+from dpda_analysis.report import _inputs, build_figures, render_html  # noqa: E402
+from dpda_analysis.store import Telemetry  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"

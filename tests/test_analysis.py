@@ -17,7 +17,7 @@ import pytest
 import dpda_analysis as A
 from dpda_analysis import schema as S
 from dpda.telemetry import TelemetryWriter
-from dpda.telemetry.synthetic import write_synthetic_experiment
+from synthetic_telemetry import write_synthetic_experiment
 from telemetry_support import pandas_supersede, raw_frame
 
 NAMES = ["a.weight", "b.weight"]

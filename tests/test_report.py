@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from dpda.cli import main as cli_main
-from dpda.telemetry.synthetic import write_synthetic_experiment
+from synthetic_telemetry import write_synthetic_experiment
 from dpda_analysis.report import FIGURE_ORDER, TRIALS_TABLE, build_figures, write_report
 from dpda_analysis.store import Telemetry
 from telemetry_support import pandas_supersede, raw_frame, resolved_epochs

@@ -4,6 +4,8 @@ Why: the analysis package, the report and their tests need telemetry with known 
 (rules, RawBoost algorithms, restarts, dev EER per epoch) without training a model. Values are
 drawn from a seeded numpy Generator; the conflict rate falls over training and differs per rule,
 and a trial's dev EER grows with its conflict fraction, so the report shows real relations.
+A test helper, not part of the `dpda` package (pytest puts tests/ on sys.path:
+`import synthetic_telemetry`; docs/report_screenshots.py adds tests/ itself).
 """
 
 from __future__ import annotations
