@@ -17,6 +17,7 @@ import pytest
 import dpda_analysis as A
 from dpda_analysis import schema as S
 from dpda.telemetry import TelemetryWriter
+from dpda.telemetry.tally import EpochTally
 from synthetic_telemetry import write_synthetic_experiment
 from telemetry_support import pandas_supersede, raw_frame
 
@@ -39,10 +40,13 @@ def stats(cos: float, layer_cos: float) -> dict:
 
 def run_attempt(run_dir: Path, attempt: int, first: int, last: int, resumed: int | None, cos: float) -> None:
     with TelemetryWriter(run_dir, "run", "t", attempt, NAMES, resumed_from_step=resumed, flush_every=16) as w:
+        tally = EpochTally()
         for step in range(first, last):
             w.log_step(step, step // 10 + 1, stats(cos, cos), 0.1)
+            tally.add(stats(cos, cos))
             if step % 10 == 9:
-                w.log_epoch(step // 10 + 1, step, dev_eer=cos + 1)
+                w.log_epoch(step // 10 + 1, step, tally=tally, dev_eer=cos + 1)
+                tally = EpochTally()
 
 
 @pytest.mark.parametrize("shared_dir", [False, True], ids=["own-dir", "shared-dir"])

@@ -123,7 +123,6 @@ class TelemetryWriter:
         for table in S.TABLES:
             self._sink.remove_temp_files(S.attempt_dir(table, self.attempt))
         self._buf = _Buffer(len(self.layer_names))
-        self._acc = EpochTally()
         self._last_flush = time.monotonic()
         self._error: BaseException | None = None
         self._closed = False
@@ -170,7 +169,6 @@ class TelemetryWriter:
         buf.epoch.append(epoch)
         buf.lr.append(lr)
         buf.wall_time.append(time.time())
-        self._acc.add(stats)
         if len(buf) >= self._flush_every or time.monotonic() - self._last_flush >= self._flush_seconds:
             self.flush()
 
@@ -179,6 +177,7 @@ class TelemetryWriter:
         epoch: int,
         step: int,
         *,
+        tally: EpochTally,
         dev_loss: float | None = None,
         dev_eer: float | None = None,
         lr: float | None = None,
@@ -187,19 +186,20 @@ class TelemetryWriter:
         """Record the end of (1-based) `epoch` (`step` = last step index run in it) and flush,
         waiting.
 
-        Train-loss means and the conflict fraction cover the non-skipped steps this writer
-        logged since the previous `log_epoch`. Extra keyword metrics go into `extra_json`.
+        `tally`: the caller's count of the epoch's steps (the steps it logged here), whose
+        train-loss means and conflict fraction the row stores; the caller keeps it because it
+        needs the same numbers with or without telemetry. Extra keyword metrics go into
+        `extra_json`.
         """
         if epoch < 1:
             raise ValueError(f"telemetry: epochs are 1-based (schema {S.SCHEMA_VERSION}), got epoch {epoch}")
-        acc, self._acc = self._acc, EpochTally()
         row = {
             "epoch": int(epoch),
             "step": int(step),
-            "n_steps": acc.n,
+            "n_steps": tally.n,
             "dev_loss": None if dev_loss is None else float(dev_loss),
             "dev_eer": None if dev_eer is None else float(dev_eer),
-            **acc.means(),
+            **tally.means(),
             "lr": None if lr is None else float(lr),
             "wall_time": time.time(),
             "extra_json": json.dumps(extra, default=float, sort_keys=True) if extra else None,
@@ -370,7 +370,7 @@ class NullTelemetryWriter:
     def log_step(self, step: int, epoch: int, stats: Mapping[str, Any], lr: float) -> None:
         pass
 
-    def log_epoch(self, epoch: int, step: int, **metrics: Any) -> None:
+    def log_epoch(self, epoch: int, step: int, *, tally: EpochTally, **metrics: Any) -> None:
         pass
 
     def flush(self, wait: bool = False) -> None:
