@@ -20,23 +20,23 @@ from collections.abc import Sequence
 import duckdb
 import pyarrow as pa
 
-from dpda_analysis import schema as S
+from dpda_analysis import schema
 from dpda_analysis.errors import AnalysisError, AnalysisWarning
 
 _EXPECTED: dict[str, dict[str, str]] = {}  # table -> column -> DuckDB type, computed once
 
 
-def plain_schema(schema: pa.Schema) -> pa.Schema:
+def plain_schema(table_schema: pa.Schema) -> pa.Schema:
     """Dictionary columns as plain strings (what DuckDB exposes them as)."""
     return pa.schema(
-        [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema]
+        [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in table_schema]
     )
 
 
 def expected_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
     """Column -> DuckDB type name that a part of `table` reads as (DuckDB's own mapping)."""
     if table not in _EXPECTED:
-        con.register("_dpda_expected", plain_schema(S.TABLES[table]).empty_table())
+        con.register("_dpda_expected", plain_schema(schema.TABLES[table]).empty_table())
         try:
             rows = con.execute("DESCRIBE SELECT * FROM _dpda_expected").fetchall()
         finally:
@@ -108,13 +108,13 @@ def _reason(exc: duckdb.Error, path: str) -> str:
 
 
 def _check_version(path: str, meta: dict[bytes, bytes]) -> None:
-    version = meta.get(S.META_VERSION_KEY)
+    version = meta.get(schema.META_VERSION_KEY)
     if version is None:
-        raise AnalysisError(f"{path}: no {S.META_VERSION_KEY.decode()} metadata; not dpda telemetry")
+        raise AnalysisError(f"{path}: no {schema.META_VERSION_KEY.decode()} metadata; not dpda telemetry")
     if not version.isdigit():
         raise AnalysisError(f"{path}: schema version {version!r} in its metadata is not a number")
-    if int(version) > S.SCHEMA_VERSION:
+    if int(version) > schema.SCHEMA_VERSION:
         raise AnalysisError(
             f"{path}: telemetry schema version {int(version)} is newer than this reader "
-            f"({S.SCHEMA_VERSION}); upgrade dpda_analysis"
+            f"({schema.SCHEMA_VERSION}); upgrade dpda_analysis"
         )

@@ -24,7 +24,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from dpda_analysis import schema as S
+from dpda_analysis import schema
 from dpda_analysis.discover import RunDir, find_runs
 from dpda_analysis.errors import AnalysisError
 from dpda_analysis.location import resolve
@@ -85,11 +85,11 @@ class Telemetry:
             self.con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             self.con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
-        files = {t: [f for run in self.runs if run.parts(t) for f in self.location.glob(run.glob(t))] for t in S.TABLES}
+        files = {t: [f for run in self.runs if run.parts(t) for f in self.location.glob(run.glob(t))] for t in schema.TABLES}
         self.skipped: list[str] = check_parts(self.con, files)  # parts left out: not readable Parquet
         self._skip = set(self.skipped)
-        for table, schema in S.TABLES.items():
-            self._raw_view(table, schema)
+        for table, table_schema in schema.TABLES.items():
+            self._raw_view(table, table_schema)
         self._define_views()
         self.trials: pd.DataFrame = self._trials()
         self.tune_results: pd.DataFrame = self._tune_results()
@@ -119,13 +119,13 @@ class Telemetry:
     def _has(self, run: RunDir, table: str) -> bool:
         return run.parts(table) and bool(self._parts(run.glob(table)))
 
-    def _raw_view(self, table: str, schema: pa.Schema) -> None:
+    def _raw_view(self, table: str, table_schema: pa.Schema) -> None:
         globs = [p for run in self.runs if self._has(run, table) for p in self._parts(run.glob(table))]
         if globs:
             source = _scan(globs)
         else:  # no run has this table yet: an empty relation with the right columns
             name = f"empty_{table}"
-            self.con.register(name, plain_schema(schema).empty_table())
+            self.con.register(name, plain_schema(table_schema).empty_table())
             source = name
         self.con.execute(f"CREATE VIEW raw_{table} AS SELECT * FROM {source}")
 
@@ -150,7 +150,7 @@ class Telemetry:
         for table in ("steps", "layers", "epochs"):
             branches = [b for run in self.runs if self._has(run, table) for b in self._branches(run, table)]
             self._branch_list[table] = branches
-            names = [f.name for f in S.TABLES[table]]
+            names = [f.name for f in schema.TABLES[table]]
             source = (
                 " UNION ALL ".join(f"({b.select(names)})" for b in branches)
                 if branches else f"SELECT * FROM raw_{table}"
@@ -186,10 +186,10 @@ class Telemetry:
         run_id, trial_id = pairs[0]
         consts = {"run_id": _sql_str(run_id), "trial_id": _sql_str(trial_id)}
         plain, out = [], []
-        for directory in self.location.glob(self.location.duck(run.telemetry / table / S.ATTEMPT_GLOB)):
+        for directory in self.location.glob(self.location.duck(run.telemetry / table / schema.ATTEMPT_GLOB)):
             directory = self.location.path(self.location.fs_path(directory))
-            attempt = S.attempt_of_dir(directory.name)
-            parts = self._parts(self.location.duck(directory / S.PART_GLOB)) if attempt is not None else []
+            attempt = schema.attempt_of_dir(directory.name)
+            parts = self._parts(self.location.duck(directory / schema.PART_GLOB)) if attempt is not None else []
             if not parts:
                 continue
             cut = self._cut.get((run_id, trial_id, attempt))
@@ -230,7 +230,7 @@ class Telemetry:
         (~40% of a 100 M row scan); here each branch groups by `keys` alone and gets its ids as
         constants afterwards, and supersession stays a row-group-pruning filter.
         """
-        names = {f.name for f in S.TABLES[table]}
+        names = {f.name for f in schema.TABLES[table]}
         bad = [k for k in keys if k not in names or k in ("run_id", "trial_id")]
         if bad:
             raise AnalysisError(f"partial_aggregate: {bad[0]!r} is not a grouping column of {table}")
