@@ -28,7 +28,8 @@ from dpda_analysis import schema
 from dpda_analysis.discover import RunDir, find_runs
 from dpda_analysis.errors import AnalysisError
 from dpda_analysis.location import resolve
-from dpda_analysis.parts import check_parts, plain_schema
+from dpda_analysis.parts import check_parts, expected_types, plain_schema
+from dpda_analysis.variant import resolved_columns_sql, variant_sql
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 
@@ -37,8 +38,10 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _scan(patterns: list[str]) -> str:
-    return f"read_parquet([{', '.join(map(_sql_str, patterns))}], hive_partitioning = false)"
+def _scan(patterns: list[str], by_name: bool = False) -> str:
+    """`by_name`: files of different schema versions, matched by column name (union_by_name)."""
+    union = ", union_by_name = true" if by_name else ""
+    return f"read_parquet([{', '.join(map(_sql_str, patterns))}], hive_partitioning = false{union})"
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,10 @@ class _Branch:
     scan: str
     where: str  # SQL condition, "" for none
     consts: dict[str, str] | None  # column -> SQL literal, when one writer owns the files
+    absent: dict[str, str] | None = None  # column -> DuckDB type: no file has it (older schema), null
 
     def select(self, names: Sequence[str]) -> str:
-        consts = self.consts or {}
+        consts = {**{n: f"NULL::{kind}" for n, kind in (self.absent or {}).items()}, **(self.consts or {})}
         cols = ", ".join(f"{consts[n]} AS {n}" if n in consts else n for n in names)
         return f"SELECT {cols} FROM {self.scan}" + (f" WHERE {self.where}" if self.where else "")
 
@@ -86,7 +90,9 @@ class Telemetry:
         if memory_limit:
             self.con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
         files = {t: [f for run in self.runs if run.parts(t) for f in self.location.glob(run.glob(t))] for t in schema.TABLES}
-        self.skipped: list[str] = check_parts(self.con, files)  # parts left out: not readable Parquet
+        self._globbed: dict[str, list[str]] = {}
+        # parts left out (not readable Parquet), and each other part's schema version
+        self.skipped, self._versions = check_parts(self.con, files)
         self._skip = set(self.skipped)
         for table, table_schema in schema.TABLES.items():
             self._raw_view(table, table_schema)
@@ -112,9 +118,29 @@ class Telemetry:
     def _parts(self, pattern: str) -> list[str]:
         """What to scan for the parts `pattern` matches: [pattern] itself, or when some were
         skipped the others by name; [] when none is left."""
-        files = self.location.glob(pattern)
+        files = self._glob(pattern)
         good = [f for f in files if f not in self._skip]
         return [pattern] if good and len(good) == len(files) else good
+
+    def _glob(self, pattern: str) -> list[str]:
+        if pattern not in self._globbed:
+            self._globbed[pattern] = self.location.glob(pattern)
+        return self._globbed[pattern]
+
+    def _source(self, patterns: list[str], table: str) -> tuple[str, dict[str, str]]:
+        """The scan of `patterns` (parts of `table`) and the columns none of its files has, with
+        their types: parts of an older schema lack the columns added since (`schema.ADDED_IN`).
+        Parts of different versions together are read by column name."""
+        added = {n: v for n, v in schema.ADDED_IN.items() if n in schema.TABLES[table].names}
+        if not added:
+            return _scan(patterns), {}
+        versions = {self._versions.get(f, schema.SCHEMA_VERSION) for p in patterns for f in self._glob(p)}
+        if not versions:
+            return _scan(patterns), {}
+        types = expected_types(self.con, table)
+        absent = {n: types[n] for n, v in added.items() if max(versions) < v}
+        mixed = any(min(versions) < v <= max(versions) for v in added.values())
+        return _scan(patterns, by_name=mixed), absent
 
     def _has(self, run: RunDir, table: str) -> bool:
         return run.parts(table) and bool(self._parts(run.glob(table)))
@@ -122,7 +148,8 @@ class Telemetry:
     def _raw_view(self, table: str, table_schema: pa.Schema) -> None:
         globs = [p for run in self.runs if self._has(run, table) for p in self._parts(run.glob(table))]
         if globs:
-            source = _scan(globs)
+            scan, absent = self._source(globs, table)
+            source = f"(SELECT *{''.join(f', NULL::{kind} AS {n}' for n, kind in absent.items())} FROM {scan})"
         else:  # no run has this table yet: an empty relation with the right columns
             name = f"empty_{table}"
             self.con.register(name, plain_schema(table_schema).empty_table())
@@ -132,9 +159,10 @@ class Telemetry:
     def _define_views(self) -> None:
         con = self.con
         con.execute(
-            """CREATE VIEW attempts AS SELECT * FROM raw_attempts
-               QUALIFY row_number() OVER (PARTITION BY run_id, trial_id, attempt
-                                          ORDER BY started_at DESC) = 1"""
+            f"""CREATE VIEW attempts AS SELECT *, {variant_sql()} AS variant FROM (
+                  SELECT * REPLACE ({resolved_columns_sql()}) FROM raw_attempts
+                  QUALIFY row_number() OVER (PARTITION BY run_id, trial_id, attempt
+                                             ORDER BY started_at DESC) = 1)"""
         )
         cuts = con.execute(
             """SELECT a.run_id, a.trial_id, a.attempt, min(b.resumed_from_step) AS cut
@@ -161,6 +189,9 @@ class Telemetry:
                 " ORDER BY attempt DESC, step DESC) = 1"
                 if table == "epochs" else ""
             )
+            if table == "steps":  # rule and augment_mode as schema 3 has them, and the variant label
+                source = (f"SELECT *, {variant_sql()} AS variant FROM "
+                          f"(SELECT * REPLACE ({resolved_columns_sql()}) FROM ({source}))")
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM ({source}){dedupe}")
         con.execute(
             """CREATE VIEW layer_names AS SELECT * FROM raw_layer_names
@@ -182,7 +213,7 @@ class Telemetry:
                 if (r, t) in pairs
             ]
             where = f"NOT ({' OR '.join(keep)})" if keep else ""
-            return [_Branch(_scan(self._parts(run.glob(table))), where, None)]
+            return [self._branch(self._parts(run.glob(table)), table, where, None)]
         run_id, trial_id = pairs[0]
         consts = {"run_id": _sql_str(run_id), "trial_id": _sql_str(trial_id)}
         plain, out = [], []
@@ -199,10 +230,15 @@ class Telemetry:
             below, straddle = self._split_at(parts, cut)
             plain += below
             if straddle:
-                out.append(_Branch(_scan(straddle), f"step < {cut}", consts))
+                out.append(self._branch(straddle, table, f"step < {cut}", consts))
         if plain:
-            out.append(_Branch(_scan(plain), "", consts))
+            out.append(self._branch(plain, table, "", consts))
         return out
+
+    def _branch(self, patterns: list[str], table: str, where: str, consts: dict[str, str] | None) -> _Branch:
+        """The branch scanning the parts `patterns` of `table`."""
+        scan, absent = self._source(patterns, table)
+        return _Branch(scan, where, consts, absent)
 
     def _split_at(self, parts: list[str], cut: int) -> tuple[list[str], list[str]]:
         """Parts of a restarted attempt: (all steps < cut, some steps < cut); the rest are dropped.
@@ -257,7 +293,7 @@ class Telemetry:
         sources = [p for r in self.runs if self._has(r, "attempts") for p in self._parts(r.glob("attempts"))]
         rows = self.con.execute(
             "SELECT DISTINCT filename, run_id, trial_id FROM read_parquet("
-            "?, filename = true, hive_partitioning = false)", [sources]
+            "?, filename = true, hive_partitioning = false, union_by_name = true)", [sources]
         ).fetchall() if sources else []
         by_run: dict[str, set[tuple[str, str]]] = {}
         for filename, run_id, trial_id in rows:
@@ -270,6 +306,7 @@ class Telemetry:
         ids = self._ids
         static = self.sql(
             """SELECT run_id, trial_id, count(*) AS attempts, arg_max(rule, attempt) AS rule,
+                      arg_max(augment_mode, attempt) AS augment_mode, arg_max(variant, attempt) AS variant,
                       arg_max(strength, attempt) AS strength,
                       arg_max(rawboost_algo, attempt) AS rawboost_algo,
                       arg_max(world_size, attempt) AS world_size,

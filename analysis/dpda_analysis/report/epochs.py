@@ -17,7 +17,7 @@ def fig_conflict_by_epoch(by_epoch: pd.DataFrame, colors: dict[str, str], multi_
     fig = go.Figure()
     shown: set[str] = set()
     for (run_id, trial_id), grp in by_epoch.groupby(["run_id", "trial_id"], sort=True):
-        rule = str(grp["rule"].iloc[0])
+        rule = str(grp["variant"].iloc[0])  # the variant: a dual-path run's rule, else its augment mode
         early = (run_id, trial_id) in stopped
         fig.add_trace(
             go.Scatter(

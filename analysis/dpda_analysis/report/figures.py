@@ -50,14 +50,14 @@ FIGURES: tuple[Figure, ...] = (
         "dev_eer_by_epoch",
         "Dev EER per epoch",
         lambda ctx, title: epochs.fig_dev_eer_by_epoch(
-            queries.epoch_metrics(ctx.tel), ctx.inputs.rule_of, ctx.inputs.colors, ctx.inputs.multi_run,
+            queries.epoch_metrics(ctx.tel), ctx.inputs.variant_of, ctx.inputs.colors, ctx.inputs.multi_run,
             ctx.inputs.stopped, title=title),
     ),
     Figure(
         "conflict_by_rule_algo",
         "Conflict fraction by alignment rule and RawBoost algorithm, with 95% intervals",
         lambda ctx, title: rules.fig_conflict_by_rule_algo(
-            queries.conflict_across_trials(ctx.tel, ["rule", "rawboost_algo"]), title=title),
+            queries.conflict_across_trials(ctx.tel, ["variant", "rawboost_algo"]), title=title),
     ),
     Figure(
         "layer_heatmap",
@@ -74,7 +74,7 @@ FIGURES: tuple[Figure, ...] = (
         "cosine_histogram",
         "Distribution of cos(g_orig, g_aug) per rule",
         lambda ctx, title: rules.fig_cosine_histogram(
-            queries.cosine_histogram(ctx.tel, by="rule", bins=ctx.hist_bins), ctx.inputs.colors, title=title),
+            queries.cosine_histogram(ctx.tel, by="variant", bins=ctx.hist_bins), ctx.inputs.colors, title=title),
     ),
     Figure(
         "eer_vs_conflict",

@@ -99,11 +99,11 @@ def fig_layer_conflict(modules: pd.DataFrame, *, title: str) -> go.Figure:
     """Modules (rows, in parameter order) x rules (columns): per-layer conflict pooled per rule."""
     if modules.empty:
         return empty_figure(title, "no per-layer telemetry")
-    grid = modules.pivot(index="module", columns="rule", values="conflict_fraction")
+    grid = modules.pivot(index="module", columns="variant", values="conflict_fraction")
     order = modules.groupby("module")["first_layer"].min().sort_values().index
     grid = grid.reindex(order)
     tensors = modules.groupby("module")["tensors"].max().reindex(order)
-    rows = modules.pivot(index="module", columns="rule", values="rows").reindex(order)
+    rows = modules.pivot(index="module", columns="variant", values="rows").reindex(order)
     y = [f"{m} ({int(t)})" for m, t in zip(order, tensors)]
     fig = go.Figure(go.Heatmap(
         z=grid.to_numpy(float), x=list(grid.columns), y=y, colorscale="Reds", zmin=0,

@@ -25,7 +25,7 @@ def fig_conflict_by_rule_algo(table: pd.DataFrame, *, title: str) -> go.Figure:
     fig = go.Figure()
     for algo, grp in table.groupby("algo", sort=True):
         fig.add_trace(
-            go.Bar(x=grp["rule"], y=grp["value"], name=algo, error_y=error_bars(grp["value"], grp["low"], grp["high"]),
+            go.Bar(x=grp["variant"], y=grp["value"], name=algo, error_y=error_bars(grp["value"], grp["low"], grp["high"]),
                    customdata=np.stack([grp["low"], grp["high"], grp["basis"]], axis=1),
                    hovertemplate="%{x}, " + algo + "<br>conflict %{y:.3f} [%{customdata[0]:.3f}, "
                    "%{customdata[1]:.3f}]<br>%{customdata[2]}<extra></extra>")

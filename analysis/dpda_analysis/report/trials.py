@@ -21,7 +21,7 @@ def fig_eer_vs_conflict(points: pd.DataFrame, colors: dict[str, str], multi_run:
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         f"best dev EER: {rho_text(corr.get('best_dev_eer', {}))}",
         f"epochs to best: {rho_text(corr.get('epochs_to_best', {}))}"))
-    for (rule, status), grp in points.groupby(["rule", "status"], sort=True, dropna=False):
+    for (rule, status), grp in points.groupby(["variant", "status"], sort=True, dropna=False):
         early = status == STOPPED
         text = [trial_label(r, t, multi_run) for r, t in zip(grp["run_id"], grp["trial_id"])]
         name = f"{rule}, stopped early" if early else str(rule)

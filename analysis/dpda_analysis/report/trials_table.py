@@ -15,7 +15,7 @@ TRIALS_TABLE_TITLE = "Trials (click a column to sort)"
 
 
 _TABLE_COLUMNS = [
-    ("rank", "rank"), ("trial", "trial"), ("status", "status"), ("rule", "rule"), ("rawboost_algo", "RawBoost algo"),
+    ("rank", "rank"), ("trial", "trial"), ("status", "status"), ("variant", "rule"), ("rawboost_algo", "RawBoost algo"),
     ("strength", "strength"), ("model_dev_eer", "saved model dev EER"), ("model_dev_eer_ci", "95% interval"),
     ("best_dev_eer", "best epoch dev EER"), ("best_epoch", "best epoch"), ("epochs", "epochs"),
     ("conflict_fraction", "conflict fraction"), ("conflict_ci", "95% interval (steps)"), ("mean_cos", "mean cos"),
