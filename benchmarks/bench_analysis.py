@@ -51,6 +51,7 @@ def write_trial(run_dir: Path, trial_id: str, attempt: int, first: int, last: in
     _write(tel / S.attempt_dir("attempts", attempt) / S.part_name(0), pa.Table.from_pydict(
         {**{k: _dict(v, 1) for k, v in ids.items()}, "attempt": pa.array([attempt], pa.int16()),
          "resumed_from_step": [resumed], "world_size": pa.array([1], pa.int16()), "rule": ["pcgrad"],
+         "augment_mode": ["dual"],
          "strength": pa.array([0.5], pa.float32()), "rawboost_algo": pa.array([4], pa.int16()),
          "n_layers": pa.array([n_layers], pa.int32()), "started_at": [time.time()], "config_json": [None]},
         schema=S.with_metadata(S.ATTEMPTS, "attempts")))
@@ -70,6 +71,7 @@ def write_trial(run_dir: Path, trial_id: str, attempt: int, first: int, last: in
             {**{k: _dict(v, n) for k, v in ids.items()}, "attempt": pa.array(np.full(n, attempt, np.int16)),
              "epoch": pa.array((steps // 5000 + 1).astype(np.int32)), "step": pa.array(steps),
              "world_size": pa.array(np.ones(n, np.int16)), "rule": _dict("pcgrad", n),
+             "augment_mode": _dict("dual", n),
              "strength": pa.array(np.full(n, 0.5, np.float32)), "rawboost_algo": pa.array(np.full(n, 4, np.int16)),
              "cos": cos, "norm_orig": np.ones(n), "norm_aug": np.ones(n), "conflict": cos < 0,
              "cos_update_orig": cos, "cos_update_aug": cos, "update_norm": np.ones(n),

@@ -16,9 +16,11 @@ from pathlib import Path
 
 from PIL import Image, ImageChops
 
-from dpda.telemetry.synthetic import write_synthetic_experiment
-from dpda_analysis.report import _inputs, build_figures, render_html
-from dpda_analysis.store import Telemetry
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic-telemetry helper
+
+from synthetic_telemetry import write_synthetic_experiment  # noqa: E402
+from dpda_analysis.report import build_figures, render_html, report_inputs  # noqa: E402
+from dpda_analysis.store import Telemetry  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"
@@ -55,7 +57,7 @@ def main() -> int:
             tels[scale] = Telemetry(work / scale / f"synthetic_{scale}")
         for name, (scale, views) in SHOTS.items():
             tel = tels[scale]
-            inputs = _inputs(tel)
+            inputs = report_inputs(tel)
             figures = {k: v for k, v in build_figures(tel, inputs=inputs).items() if k in views}
             page = work / f"{name}.html"
             html = render_html(tel, figures, f"DPDA gradient-conflict report (synthetic telemetry, {scale} scale)", inputs)

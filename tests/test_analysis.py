@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import dpda_analysis as A
 from dpda_analysis import schema as S
 from dpda.telemetry import TelemetryWriter
-from dpda.telemetry.synthetic import write_synthetic_experiment
+from dpda.telemetry.tally import EpochTally
+from synthetic_telemetry import write_synthetic_experiment
 from telemetry_support import pandas_supersede, raw_frame
 
 NAMES = ["a.weight", "b.weight"]
@@ -39,10 +41,13 @@ def stats(cos: float, layer_cos: float) -> dict:
 
 def run_attempt(run_dir: Path, attempt: int, first: int, last: int, resumed: int | None, cos: float) -> None:
     with TelemetryWriter(run_dir, "run", "t", attempt, NAMES, resumed_from_step=resumed, flush_every=16) as w:
+        tally = EpochTally()
         for step in range(first, last):
             w.log_step(step, step // 10 + 1, stats(cos, cos), 0.1)
+            tally.add(stats(cos, cos))
             if step % 10 == 9:
-                w.log_epoch(step // 10 + 1, step, dev_eer=cos + 1)
+                w.log_epoch(step // 10 + 1, step, tally=tally, dev_eer=cos + 1)
+                tally = EpochTally()
 
 
 @pytest.mark.parametrize("shared_dir", [False, True], ids=["own-dir", "shared-dir"])
@@ -203,3 +208,77 @@ def test_analysis_imports_and_works_without_torch_and_ray(experiment: Path, tmp_
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def _trial(run_dir: Path, trial_id: str, rule: str, mode: str, attempts: int = 1) -> None:
+    """A few steps of one trial (a restart at step 4 when `attempts` is 2) as the Trainer writes them."""
+    for attempt in range(attempts):
+        with TelemetryWriter(run_dir, "exp", trial_id, attempt, NAMES, rule=rule, augment_mode=mode,
+                             resumed_from_step=4 if attempt else None) as w:
+            for step in range(4 * attempt, 8):
+                w.log_step(step, 1, stats(-0.5 if step % 2 else 0.5, 0.1), 0.1)
+
+
+def _as_schema_2(run_dir: Path, attempt: int) -> None:
+    """Rewrite one attempt's steps and attempts parts as schema 2 wrote them: no augment_mode
+    column, the mode in `rule` for a run that was not dual-path."""
+    for table in ("steps", "attempts"):
+        for part in glob.glob(str(run_dir / "telemetry" / table / f"attempt-{attempt}" / S.PART_GLOB)):
+            data = pq.read_table(part)
+            mode = data.column("augment_mode").to_pylist()[0]
+            rules = data.column("rule").to_pylist()
+            old = pa.array(rules if mode == "dual" else [mode] * len(rules))
+            data = data.set_column(data.schema.get_field_index("rule"), data.schema.field("rule"),
+                                   old.dictionary_encode() if table == "steps" else old)
+            data = data.drop_columns(["augment_mode"])
+            pq.write_table(data.replace_schema_metadata({**data.schema.metadata, S.META_VERSION_KEY: b"2"}), part)
+
+
+def test_variant_keeps_augment_modes_apart_from_rules(tmp_path: Path) -> None:
+    """Schema 3: a run without augmentation and a dual-path run with the `none` rule (which schema
+    2 could not tell apart) are separate variants in every grouping; rule holds only the rule."""
+    for trial_id, rule, mode in (("a", "pcgrad", "dual"), ("b", "none", "dual"), ("c", "pcgrad", "none"),
+                                 ("d", "gradvac", "augmented")):
+        _trial(tmp_path / trial_id, trial_id, rule, mode)
+    with A.open_telemetry(tmp_path) as tel:
+        trials = tel.trials.set_index("trial_id")[["rule", "augment_mode", "variant"]]
+        steps = tel.sql("SELECT DISTINCT trial_id, rule, augment_mode, variant FROM steps ORDER BY trial_id")
+        by_variant = A.conflict_by(tel, "variant").set_index("variant")["trials"].to_dict()
+        table = A.comparison_table(tel).set_index("trial_id")["variant"].to_dict()
+    want = {"a": ["pcgrad", "dual", "pcgrad"], "b": ["none", "dual", "none"],
+            "c": ["pcgrad", "none", "no augmentation"], "d": ["gradvac", "augmented", "augmented"]}
+    assert trials.to_dict("index") == {k: dict(zip(["rule", "augment_mode", "variant"], v)) for k, v in want.items()}
+    assert steps.set_index("trial_id").values.tolist() == list(want.values())
+    assert by_variant == {"pcgrad": 1, "none": 1, "no augmentation": 1, "augmented": 1}
+    assert table == {k: v[2] for k, v in want.items()}
+
+
+def test_schema_2_parts_read_with_the_mode_derived_from_their_rule(tmp_path: Path) -> None:
+    """Old runs still read, next to new ones and within one run across a restart: an
+    augmented-only run's rule `augmented` becomes its mode (rule `none`), any other rule value a
+    dual-path rule (a schema-2 run without augmentation wrote `none`: it reads as the dual `none`)."""
+    _trial(tmp_path / "a", "a", "pcgrad", "dual")
+    _trial(tmp_path / "c", "c", "pcgrad", "none")
+    _trial(tmp_path / "d", "d", "gradvac", "augmented", attempts=2)
+    _as_schema_2(tmp_path / "a", 0)
+    _as_schema_2(tmp_path / "c", 0)
+    _as_schema_2(tmp_path / "d", 0)  # attempt 1 stays schema 3: one run of both versions
+    with A.open_telemetry(tmp_path) as tel:
+        steps = tel.sql("SELECT trial_id, attempt, rule, augment_mode, variant, count(*) AS n FROM steps "
+                        "GROUP BY ALL ORDER BY ALL").values.tolist()
+        attempts = tel.sql("SELECT trial_id, attempt, rule, augment_mode FROM attempts ORDER BY ALL").values.tolist()
+        variants = tel.trials.set_index("trial_id")["variant"].to_dict()
+        assert A.conflict_by(tel, "variant")["trials"].sum() == 3
+    assert steps == [["a", 0, "pcgrad", "dual", "pcgrad", 8], ["c", 0, "none", "dual", "none", 8],
+                     ["d", 0, "none", "augmented", "augmented", 4], ["d", 1, "gradvac", "augmented", "augmented", 4]]
+    assert attempts == [["a", 0, "pcgrad", "dual"], ["c", 0, "none", "dual"], ["d", 0, "none", "augmented"],
+                        ["d", 1, "gradvac", "augmented"]]
+    assert variants == {"a": "pcgrad", "c": "none", "d": "augmented"}
+
+
+def test_a_schema_3_part_without_augment_mode_is_refused(tmp_path: Path) -> None:
+    _trial(tmp_path, "a", "pcgrad", "dual")
+    part = sorted(glob.glob(str(tmp_path / "telemetry/steps/attempt-0" / S.PART_GLOB)))[0]
+    pq.write_table(pq.read_table(part).drop_columns(["augment_mode"]), part)
+    with pytest.raises(A.AnalysisError, match="no column 'augment_mode'"):
+        A.open_telemetry(tmp_path)

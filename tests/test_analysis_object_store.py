@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 import pytest
 
 import dpda_analysis as A
-from dpda.telemetry.synthetic import write_synthetic_experiment
+from synthetic_telemetry import write_synthetic_experiment
 
 from object_store import LocalS3, bucket_store
 

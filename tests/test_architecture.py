@@ -129,3 +129,13 @@ def test_analysis_package_imports_no_trainer_torch_or_ray(forbidden: str) -> Non
     for module, path in _modules(ROOT / "analysis", "dpda_analysis").items():
         bad = {n for n in _imports(path) if n == forbidden or n.startswith(forbidden + ".")}
         assert not bad, f"{module} imports {sorted(bad)}"
+
+
+def test_analysis_modules_are_imported_by_their_names() -> None:
+    """No one-letter aliases (`queries as Q`, `schema as S`): a reader sees which module a name
+    comes from without looking up the import."""
+    for module, path in _modules(ROOT / "analysis", "dpda_analysis").items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                short = [a.asname for a in node.names if a.asname is not None and len(a.asname) == 1]
+                assert not short, f"{module}: imports a module as {short[0]!r}"

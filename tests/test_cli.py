@@ -206,7 +206,7 @@ def test_score_into_a_pipe_closed_early_ends_quietly(score_files):
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> Path:
-    from dpda.telemetry.synthetic import write_synthetic_experiment
+    from synthetic_telemetry import write_synthetic_experiment
 
     root = tmp_path_factory.mktemp("exp")
     write_synthetic_experiment(root, trials=2, steps=20, layers=2, steps_per_epoch=10, seed=1)

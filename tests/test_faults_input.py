@@ -237,7 +237,7 @@ def test_train_stops_on_a_corpus_listed_twice_and_writes_nothing(tmp_path: Path,
 # ------------------------------------------------------------------------------ dpda report: bad parts
 @pytest.fixture()
 def experiment(tmp_path: Path) -> Path:
-    from dpda.telemetry.synthetic import write_synthetic_experiment
+    from synthetic_telemetry import write_synthetic_experiment
 
     write_synthetic_experiment(tmp_path, trials=2, steps=60, layers=3, steps_per_epoch=20, restart_trials=0, seed=1)
     return tmp_path / "synthetic_exp"

@@ -256,7 +256,7 @@ def test_a_model_trained_on_a_protocol_is_evaluated_with_intervals(real_set: Pat
     assert bars.iloc[0]["label"] == "real" and "real set: per synthesizer family" in set(bars["group"])
     assert len(fig_evaluation(bars).data) == bars["group"].nunique()
     # the report gets the figure after its conflict figures when given the eval folder
-    from dpda.telemetry.synthetic import write_synthetic_experiment
+    from synthetic_telemetry import write_synthetic_experiment
     from dpda_analysis.report import EVALUATION_FIGURE, FIGURE_ORDER, write_report
 
     write_synthetic_experiment(tmp_path / "tel", trials=2, steps=20, layers=2, steps_per_epoch=10, seed=1)

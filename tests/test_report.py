@@ -16,8 +16,8 @@ import pandas as pd
 from scipy import stats
 
 from dpda.cli import main as cli_main
-from dpda.telemetry.synthetic import write_synthetic_experiment
-from dpda_analysis.report import FIGURE_ORDER, TRIALS_TABLE, build_figures, write_report
+from synthetic_telemetry import write_synthetic_experiment
+from dpda_analysis.report import FIGURE_ORDER, FIGURES, TRIALS_TABLE, build_figures, write_report
 from dpda_analysis.store import Telemetry
 from telemetry_support import pandas_supersede, raw_frame, resolved_epochs
 
@@ -133,6 +133,21 @@ def test_report_is_self_contained(report: Path) -> None:
     assert 'id="js-errors"' in page and 'id="summary"' in page and f'id="section-{TRIALS_TABLE}"' in page
 
 
+def test_the_figure_table_names_titles_and_orders_the_page(report: Path) -> None:
+    """Each figure's name and title are written once, in `FIGURES`: the names are FIGURE_ORDER, each
+    drawn figure is titled from its entry, and the page holds the sections in the table's order,
+    then the trials table."""
+    assert FIGURE_ORDER == tuple(f.name for f in FIGURES) and len(set(FIGURE_ORDER)) == len(FIGURES)
+    with Telemetry(report.parent.parent / "synthetic_exp") as tel:
+        drawn = build_figures(tel, heatmap_trials=1)
+    assert list(drawn) == list(FIGURE_ORDER)
+    for figure in FIGURES:
+        assert drawn[figure.name].layout.title.text.startswith(figure.title), figure.name
+    page = report.read_text(encoding="utf-8")
+    sections = re.findall(r'<section[^>]* id="section-([a-z_]+)"', page)
+    assert sections == [*FIGURE_ORDER, TRIALS_TABLE]
+
+
 def test_cli_report_and_png_message(report: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     exp = report.parent.parent / "synthetic_exp"
     out = tmp_path / "cli.html"
@@ -210,7 +225,7 @@ def test_parcoords_with_conditional_parameters_missing_in_some_trials() -> None:
     trials; the parameter view shows those as 'n/a' instead of failing."""
     import pandas as pd
 
-    from dpda_analysis.report import fig_search_parcoords
+    from dpda_analysis.report.trials import fig_search_parcoords
 
     table = pd.DataFrame({
         "param.align.rule": pd.array(["pcgrad", "none", "cagrad"], dtype="str"),
@@ -218,7 +233,7 @@ def test_parcoords_with_conditional_parameters_missing_in_some_trials() -> None:
         "param.align.options.c": pd.array([None, None, "0.5"], dtype="str"),
         "best_dev_eer": [0.3, 0.35, 0.32],
     })
-    fig = fig_search_parcoords(table)
+    fig = fig_search_parcoords(table, title="search")
     dims = {d["label"]: d for d in fig.data[0]["dimensions"]}
     assert list(dims["align.options.c"]["ticktext"]) == ["0.5", "n/a"]
     assert list(dims["align.rule"]["ticktext"]) == ["cagrad", "none", "pcgrad"]

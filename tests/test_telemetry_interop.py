@@ -18,7 +18,7 @@ import pytest
 
 import dpda_analysis as A
 from dpda.cli import main as cli_main
-from dpda.telemetry.synthetic import write_synthetic_experiment
+from synthetic_telemetry import write_synthetic_experiment
 from dpda.telemetry.tally import EpochTally
 from dpda_analysis import schema as S
 from dpda_analysis.conflict import STEP_COUNTS_SQL, conflict_fraction, step_counts

@@ -20,6 +20,7 @@ from dpda_analysis import open_telemetry
 from dpda_analysis import schema as S
 from dpda.telemetry import NullTelemetryWriter, TelemetryError, TelemetryWriter, make_writer, next_attempt
 from dpda.telemetry.sink import PartSink
+from dpda.telemetry.tally import EpochTally
 
 LAYERS = ["conv.weight", "conv.bias", "fc.weight"]
 
@@ -47,14 +48,16 @@ def test_round_trip_types_counts_and_version(tmp_path: Path) -> None:
     logged = []
     with TelemetryWriter(tmp_path, "run-a", "t1", 0, LAYERS, world_size=2, rule="pcgrad", strength=0.7,
                          rawboost_algo=4, config={"lr": 1e-4}, flush_every=7) as writer:
+        tally = EpochTally()
         for step in range(23):
             stats = fake_stats(rng, skipped=step == 5)
             if step == 5:
                 stats["layer_cos"][1] = float("nan")  # stored as null
             logged.append(stats)
             writer.log_step(step, step // 10 + 1, stats, lr=1e-4)
+            tally.add(stats)
             if step == 9:
-                writer.log_epoch(1, 9, dev_loss=0.5, dev_eer=0.12, lr=1e-4, dev_acc=0.9)
+                writer.log_epoch(1, 9, tally=tally, dev_loss=0.5, dev_eer=0.12, lr=1e-4, dev_acc=0.9)
     steps, layers = read(tmp_path, "steps"), read(tmp_path, "layers")
     for name in S.TABLES:
         files = glob.glob(str(tmp_path / "telemetry" / name / "attempt-0" / S.PART_GLOB))
@@ -109,6 +112,23 @@ def test_flush_every_and_seconds(tmp_path: Path) -> None:
         assert len(glob.glob(str(tmp_path / "b/telemetry/steps/attempt-0/part-*.parquet"))) == 3
 
 
+def test_epoch_row_stores_the_callers_tally(tmp_path: Path) -> None:
+    """One tally per epoch, kept by the caller (the Trainer): the writer stores its numbers and
+    keeps no count of its own (a step the caller did not count is not in the row)."""
+    rng = np.random.default_rng(4)
+    steps = [fake_stats(rng) for _ in range(6)]
+    tally = EpochTally()
+    for s in steps[:4]:
+        tally.add(s)
+    with TelemetryWriter(tmp_path, "r", "t", 0, LAYERS) as writer:
+        for i, s in enumerate(steps):
+            writer.log_step(i, 1, s, 0.1)
+        writer.log_epoch(1, 5, tally=tally)
+    row = read(tmp_path, "epochs").to_pylist()[0]
+    assert row["n_steps"] == 4 and row["train_loss_orig"] == pytest.approx(np.mean([s["loss_orig"] for s in steps[:4]]))
+    assert {k: row[k] for k in ("train_loss_orig", "train_loss_aug", "conflict_fraction")} == tally.means()
+
+
 def test_rejects_bad_stats_without_corrupting_buffer(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     with TelemetryWriter(tmp_path, "r", "t", 0, LAYERS) as writer:
@@ -138,7 +158,7 @@ def test_null_writer_and_next_attempt(tmp_path: Path) -> None:
     with make_writer(False, tmp_path, "r", "t", 0, LAYERS) as writer:
         assert isinstance(writer, NullTelemetryWriter)
         writer.log_step(0, 1, fake_stats(rng), 0.1)
-        writer.log_epoch(1, 0, dev_eer=0.1)
+        writer.log_epoch(1, 0, tally=EpochTally(), dev_eer=0.1)
     assert not (tmp_path / "telemetry").exists()
     assert next_attempt(tmp_path) == 0
     make_writer(True, tmp_path, "r", "t", 0, LAYERS).close()
@@ -215,6 +235,6 @@ def test_epochs_are_1_based(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="1-based"):
             writer.log_step(0, 0, fake_stats(rng), 0.1)
         with pytest.raises(ValueError, match="1-based"):
-            writer.log_epoch(0, 0)
+            writer.log_epoch(0, 0, tally=EpochTally())
         writer.log_step(0, 1, fake_stats(rng), 0.1)
     assert read(tmp_path, "steps").column("epoch").to_pylist() == [1]

@@ -214,6 +214,12 @@ def test_telemetry_records_every_step(trained) -> None:
     layers = tel.sql("SELECT count(*) AS n FROM layers")["n"].item()
     n_layers = len(tel.sql("SELECT DISTINCT layer FROM layers"))
     assert layers == state["global_step"] * n_layers
+    # the rule column holds the alignment rule, the augment mode a column of its own
+    written = tel.sql("SELECT DISTINCT rule, augment_mode, variant FROM steps")
+    attempts = tel.sql("SELECT rule, augment_mode FROM attempts")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert written.values.tolist() == [[config["align"]["rule"], config["augment"]["mode"], config["align"]["rule"]]]
+    assert attempts.values.tolist() == [[config["align"]["rule"], config["augment"]["mode"]]]
 
 
 

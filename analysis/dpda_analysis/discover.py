@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from dpda_analysis import schema as S
+from dpda_analysis import schema
 from dpda_analysis.errors import AnalysisError
 from dpda_analysis.location import Location, resolve
 
@@ -48,11 +48,11 @@ class RunDir:
 
     def glob(self, table: str) -> str:
         """Pattern of `table`'s part files, as DuckDB reads it (see Location.duck)."""
-        return self.location.duck(self.telemetry / table / S.ATTEMPT_GLOB / S.PART_GLOB)
+        return self.location.duck(self.telemetry / table / schema.ATTEMPT_GLOB / schema.PART_GLOB)
 
 
 def _is_telemetry_dir(loc: Location, path: Path | PurePosixPath) -> bool:
-    return loc.is_dir(path) and any(loc.is_dir(path / t) for t in S.TABLES)
+    return loc.is_dir(path) and any(loc.is_dir(path / t) for t in schema.TABLES)
 
 
 def find_runs(root: str | os.PathLike | Location) -> list[RunDir]:
@@ -64,18 +64,18 @@ def find_runs(root: str | os.PathLike | Location) -> list[RunDir]:
         raise AnalysisError(f"{root}: no such file or directory")
     if kind != pafs.FileType.Directory:
         raise AnalysisError(f"{root}: expected a run, runs or Tune experiment directory")
-    if top.name == S.TELEMETRY_DIRNAME and _is_telemetry_dir(loc, top):
+    if top.name == schema.TELEMETRY_DIRNAME and _is_telemetry_dir(loc, top):
         return [_load_run(loc, top.parent, top)]
     runs = []
     for dirpath, dirnames, filenames in loc.walk(str(top)):
         here = loc.path(dirpath)
-        tdir = here / S.TELEMETRY_DIRNAME
-        has_telemetry = S.TELEMETRY_DIRNAME in dirnames and _is_telemetry_dir(loc, tdir)
+        tdir = here / schema.TELEMETRY_DIRNAME
+        has_telemetry = schema.TELEMETRY_DIRNAME in dirnames and _is_telemetry_dir(loc, tdir)
         if has_telemetry or TUNE_PARAMS in filenames or TUNE_RESULTS in filenames:
             runs.append(_load_run(loc, here, tdir if has_telemetry else None))
         # Never descend into telemetry (thousands of parts) or checkpoint directories.
         dirnames[:] = sorted(
-            d for d in dirnames if d != S.TELEMETRY_DIRNAME and not d.startswith("checkpoint_")
+            d for d in dirnames if d != schema.TELEMETRY_DIRNAME and not d.startswith("checkpoint_")
         )
     if not runs:
         raise AnalysisError(
@@ -86,11 +86,11 @@ def find_runs(root: str | os.PathLike | Location) -> list[RunDir]:
 
 def _check_layout(loc: Location, telemetry: Path | PurePosixPath) -> None:
     """Schema 1's hive-style `attempt=<K>` directories hold 0-based epochs: refuse, naming them."""
-    legacy = loc.glob(loc.duck(telemetry / "*" / S.LEGACY_ATTEMPT_GLOB))
+    legacy = loc.glob(loc.duck(telemetry / "*" / schema.LEGACY_ATTEMPT_GLOB))
     if legacy:
         raise AnalysisError(
             f"{legacy[0]}: telemetry of schema version 1 (attempt=<K> directories, 0-based epochs); "
-            f"this reader reads version {S.SCHEMA_VERSION} (attempt-<K>, 1-based epochs): use dpda_analysis "
+            f"this reader reads version {schema.SCHEMA_VERSION} (attempt-<K>, 1-based epochs): use dpda_analysis "
             "of dpda 0.1 or re-run"
         )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dpda_analysis import schema as S
+from dpda_analysis import schema
 from dpda_analysis.errors import AnalysisError
 from dpda_analysis.store import Telemetry
 
@@ -51,8 +51,8 @@ def export_table(tel: Telemetry, table: str, out: str | os.PathLike, *, allow_mi
     Refused when parts are missing by their numbers (`Telemetry.missing`) unless `allow_missing`:
     unlike a report, which says so beside its figures, the exported file is read later as the
     whole table, with nothing to say rows are absent."""
-    if table not in S.TABLES:
-        raise AnalysisError(f"export: unknown table {table!r} (one of {', '.join(S.TABLES)})")
+    if table not in schema.TABLES:
+        raise AnalysisError(f"export: unknown table {table!r} (one of {', '.join(schema.TABLES)})")
     if tel.missing and not allow_missing:
         more = f" (and {len(tel.missing) - 1} more run(s))" if len(tel.missing) > 1 else ""
         raise AnalysisError(f"{tel.missing[0]}{more}; not exported (--allow-missing-parts exports the rows that are there)")
@@ -62,9 +62,9 @@ def export_table(tel: Telemetry, table: str, out: str | os.PathLike, *, allow_mi
     _refuse_own_input(tel, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    columns = ", ".join(f.name for f in S.TABLES[table])
+    columns = ", ".join(f.name for f in schema.TABLES[table])
     order = f" ORDER BY {_ORDER[table]}" if _ORDER[table] else ""
-    meta = {S.META_VERSION_KEY: str(S.SCHEMA_VERSION), S.META_TABLE_KEY: table, META_RESOLVED_KEY: "true"}
+    meta = {schema.META_VERSION_KEY: str(schema.SCHEMA_VERSION), schema.META_TABLE_KEY: table, META_RESOLVED_KEY: "true"}
     kv = ", ".join(f"{_literal(k.decode())}: {_literal(v)}" for k, v in meta.items())
     try:
         tel.con.execute(f"COPY (SELECT {columns} FROM {table}{order}) TO {_literal(str(tmp))} "

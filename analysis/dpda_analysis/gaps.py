@@ -22,9 +22,9 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from dpda_analysis import schema as S
+from dpda_analysis import schema
 
-_PART = re.compile(rf"^(?P<run>.*)/{S.TELEMETRY_DIRNAME}/(?P<table>[^/]+)/{S.ATTEMPT_PREFIX}(?P<attempt>\d+)"
+_PART = re.compile(rf"^(?P<run>.*)/{schema.TELEMETRY_DIRNAME}/(?P<table>[^/]+)/{schema.ATTEMPT_PREFIX}(?P<attempt>\d+)"
                    r"/part-(?P<number>\d+)\.parquet$")
 _PAIRED = ("steps", "layers")  # written by one flush under one number, steps first
 
@@ -82,7 +82,7 @@ def describe(missing: Iterable[MissingPart]) -> list[str]:
     """One line per run naming its missing part numbers (and the table when only one lacks it)."""
     by_run: dict[str, list[str]] = {}
     for m in missing:
-        name = f"{S.ATTEMPT_PREFIX}{m.attempt} {S.part_name(m.number).removesuffix('.parquet')}"
+        name = f"{schema.ATTEMPT_PREFIX}{m.attempt} {schema.part_name(m.number).removesuffix('.parquet')}"
         by_run.setdefault(m.run, []).append(name + (f" ({m.table})" if m.table else ""))
     return [f"{run}: telemetry part(s) missing, deleted or never copied: {', '.join(parts)}; their rows are absent"
             for run, parts in by_run.items()]

@@ -8,7 +8,8 @@ Here every part's footer is read up front, in two DuckDB queries for all parts w
 whose import alone costs ~10 MB of RSS). A part whose footer cannot be read is left out with an
 `AnalysisWarning` naming it; a readable part of a newer schema version, without dpda metadata,
 or with a column missing or of another type is an `AnalysisError` naming the file and the
-column. Columns the schema does not know are allowed (adding one is a compatible change).
+column (a part of an older version may lack the columns added since: `schema.ADDED_IN`). Columns
+the schema does not know are allowed (adding one is a compatible change).
 """
 
 from __future__ import annotations
@@ -20,23 +21,23 @@ from collections.abc import Sequence
 import duckdb
 import pyarrow as pa
 
-from dpda_analysis import schema as S
+from dpda_analysis import schema
 from dpda_analysis.errors import AnalysisError, AnalysisWarning
 
 _EXPECTED: dict[str, dict[str, str]] = {}  # table -> column -> DuckDB type, computed once
 
 
-def plain_schema(schema: pa.Schema) -> pa.Schema:
+def plain_schema(table_schema: pa.Schema) -> pa.Schema:
     """Dictionary columns as plain strings (what DuckDB exposes them as)."""
     return pa.schema(
-        [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema]
+        [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in table_schema]
     )
 
 
 def expected_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
     """Column -> DuckDB type name that a part of `table` reads as (DuckDB's own mapping)."""
     if table not in _EXPECTED:
-        con.register("_dpda_expected", plain_schema(S.TABLES[table]).empty_table())
+        con.register("_dpda_expected", plain_schema(schema.TABLES[table]).empty_table())
         try:
             rows = con.execute("DESCRIBE SELECT * FROM _dpda_expected").fetchall()
         finally:
@@ -54,13 +55,15 @@ def _footers(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> tuple[list
     return meta, cols
 
 
-def check_parts(con: duckdb.DuckDBPyConnection, parts: dict[str, Sequence[str]]) -> list[str]:
-    """The part files (`parts`: table -> its files) that are left out because their footer
-    cannot be read, each with a warning; raises AnalysisError for a readable part that this
-    reader cannot interpret. Two queries for all parts unless one is unreadable."""
+def check_parts(con: duckdb.DuckDBPyConnection,
+                parts: dict[str, Sequence[str]]) -> tuple[list[str], dict[str, int]]:
+    """(the part files (`parts`: table -> its files) that are left out because their footer
+    cannot be read, each with a warning; each other part's schema version); raises AnalysisError
+    for a readable part that this reader cannot interpret. Two queries for all parts unless one
+    is unreadable."""
     files = [f for table_files in parts.values() for f in table_files]
     if not files:
-        return []
+        return [], {}
     skipped: list[str] = []
     try:
         meta, cols = _footers(con, files)
@@ -83,17 +86,20 @@ def check_parts(con: duckdb.DuckDBPyConnection, parts: dict[str, Sequence[str]])
     for path, name, kind in cols:
         found[path][name] = kind
     left_out = set(skipped)
+    versions: dict[str, int] = {}
     for table, table_files in parts.items():
         expected = expected_types(con, table)
         for path in table_files:
             if path not in left_out:
-                _check_version(path, kv[path])
-                _check_columns(path, table, found[path], expected)
-    return skipped
+                versions[path] = _check_version(path, kv[path])
+                _check_columns(path, table, found[path], expected, versions[path])
+    return skipped, versions
 
 
-def _check_columns(path: str, table: str, found: dict[str, str], expected: dict[str, str]) -> None:
+def _check_columns(path: str, table: str, found: dict[str, str], expected: dict[str, str], version: int) -> None:
     for name, kind in expected.items():
+        if name not in found and schema.ADDED_IN.get(name, 0) > version:
+            continue  # written before the column existed: the reader fills it in
         if name not in found:
             raise AnalysisError(f"{path}: no column {name!r}, which the {table} table needs")
         if found[name] != kind:
@@ -107,14 +113,15 @@ def _reason(exc: duckdb.Error, path: str) -> str:
     return line.replace(f" '{path}'", "").replace(f' "{path}"', "").strip()
 
 
-def _check_version(path: str, meta: dict[bytes, bytes]) -> None:
-    version = meta.get(S.META_VERSION_KEY)
+def _check_version(path: str, meta: dict[bytes, bytes]) -> int:
+    version = meta.get(schema.META_VERSION_KEY)
     if version is None:
-        raise AnalysisError(f"{path}: no {S.META_VERSION_KEY.decode()} metadata; not dpda telemetry")
+        raise AnalysisError(f"{path}: no {schema.META_VERSION_KEY.decode()} metadata; not dpda telemetry")
     if not version.isdigit():
         raise AnalysisError(f"{path}: schema version {version!r} in its metadata is not a number")
-    if int(version) > S.SCHEMA_VERSION:
+    if int(version) > schema.SCHEMA_VERSION:
         raise AnalysisError(
             f"{path}: telemetry schema version {int(version)} is newer than this reader "
-            f"({S.SCHEMA_VERSION}); upgrade dpda_analysis"
+            f"({schema.SCHEMA_VERSION}); upgrade dpda_analysis"
         )
+    return int(version)

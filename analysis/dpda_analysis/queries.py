@@ -11,7 +11,9 @@ Definitions (kept identical everywhere, and in the tests' direct pandas computat
   run up to and including it;
 - model dev EER = the dev EER of the model the trial saved (`model.pt`, the average of its best
   epochs; `summary.json`), with its bootstrap interval: what a user of that model gets;
-- status: `completed` (the Trainer finished: summary.json) or `stopped early` (ASHA, or killed).
+- status: `completed` (the Trainer finished: summary.json) or `stopped early` (ASHA, or killed);
+- variant: what trials are grouped and shown by, the alignment rule of a dual-path run, else its
+  augment mode (`dpda_analysis.variant`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ _LAYER_CONFLICT = """count(cos) AS rows, avg((cos < 0)::DOUBLE) AS conflict_frac
 _GROUPS = {
     "trial": ["run_id", "trial_id"],
     "rule": ["rule"],
+    "variant": ["variant"],
     "rawboost_algo": ["rawboost_algo"],
     "epoch": ["run_id", "trial_id", "epoch"],
 }
@@ -64,16 +67,19 @@ def conflict_fraction(tel: Telemetry) -> pd.DataFrame:
 
 
 def conflict_by(tel: Telemetry, by: str | list[str]) -> pd.DataFrame:
-    """Whole-model conflict fraction grouped by 'trial', 'rule', 'rawboost_algo', 'epoch' or columns.
+    """Whole-model conflict fraction grouped by 'trial', 'rule', 'variant', 'rawboost_algo', 'epoch'
+    or columns.
 
-    Trial-level groups also carry the trial's rule, strength and RawBoost algorithm.
+    Trial-level groups also carry the trial's rule, augment mode, variant, strength and RawBoost
+    algorithm.
     """
     cols = _GROUPS.get(by, [by]) if isinstance(by, str) else list(by)
     _check_columns(tel, "steps", cols)
     keys = ", ".join(cols)
     extra = ""
-    if "trial_id" in cols and "rule" not in cols:
-        extra = ", any_value(rule) AS rule, any_value(strength) AS strength, any_value(rawboost_algo) AS rawboost_algo"
+    if "trial_id" in cols and not {"rule", "variant"} & set(cols):
+        extra = (", any_value(rule) AS rule, any_value(augment_mode) AS augment_mode, any_value(variant) AS variant,"
+                 " any_value(strength) AS strength, any_value(rawboost_algo) AS rawboost_algo")
     trials = "" if "trial_id" in cols else ", count(DISTINCT (run_id, trial_id)) AS trials"
     return _with_fraction(tel.sql(
         f"SELECT {keys}{extra}{trials}, {_STEP_CONFLICT} FROM steps GROUP BY {keys} ORDER BY {keys}"
@@ -81,7 +87,7 @@ def conflict_by(tel: Telemetry, by: str | list[str]) -> pd.DataFrame:
 
 
 def conflict_across_trials(tel: Telemetry, by: list[str]) -> pd.DataFrame:
-    """Per group of trials (e.g. rule x RawBoost algorithm): the mean of the trials' conflict
+    """Per group of trials (e.g. variant x RawBoost algorithm): the mean of the trials' conflict
     fractions with a Student-t 95% interval across trials (the seeds' spread, NaN with one
     trial), beside the pooled fraction with its interval over steps."""
     per_trial = conflict_by(tel, "trial")
@@ -153,24 +159,25 @@ def module_of(name: str) -> str:
 
 
 def conflict_by_module_and_rule(tel: Telemetry) -> pd.DataFrame:
-    """Per-layer conflict pooled per (rule, module): rows, conflict fraction, mean cosine, the
-    number of tensors and the module's first layer index (its position in parameter order)."""
+    """Per-layer conflict pooled per (variant, module): rows, conflict fraction, mean cosine, the
+    number of tensors and the module's first layer index (its position in parameter order).
+    The variant is the rule of dual-path trials, else the augment mode (`dpda_analysis.variant`)."""
     per = conflict_by_layer(tel, per_trial=True)
     if per.empty:
-        return pd.DataFrame(columns=["rule", "module", "first_layer", "tensors", "rows", "conflict_fraction",
+        return pd.DataFrame(columns=["variant", "module", "first_layer", "tensors", "rows", "conflict_fraction",
                                      "mean_cos"])
-    rules = tel.trials[["run_id", "trial_id", "rule"]]
-    per = per.merge(rules, on=["run_id", "trial_id"], how="left")
-    per["rule"] = per["rule"].fillna("?").astype(str)
+    variants = tel.trials[["run_id", "trial_id", "variant"]]
+    per = per.merge(variants, on=["run_id", "trial_id"], how="left")
+    per["variant"] = per["variant"].fillna("?").astype(str)
     per["module"] = per["name"].fillna(per["layer"].astype(str)).map(module_of)
     per["neg"] = per["conflict_fraction"] * per["rows"]
     per["sum_cos"] = per["mean_cos"] * per["rows"]
-    out = per.groupby(["rule", "module"], sort=False).agg(
+    out = per.groupby(["variant", "module"], sort=False).agg(
         first_layer=("layer", "min"), tensors=("layer", "nunique"), rows=("rows", "sum"),
         neg=("neg", "sum"), sum_cos=("sum_cos", "sum")).reset_index()
     out["conflict_fraction"] = out["neg"] / out["rows"].where(out["rows"] > 0)
     out["mean_cos"] = out["sum_cos"] / out["rows"].where(out["rows"] > 0)
-    return out.drop(columns=["neg", "sum_cos"]).sort_values(["first_layer", "rule"]).reset_index(drop=True)
+    return out.drop(columns=["neg", "sum_cos"]).sort_values(["first_layer", "variant"]).reset_index(drop=True)
 
 
 def layer_names(tel: Telemetry) -> pd.DataFrame:
@@ -206,7 +213,7 @@ def layer_heatmap(
 
 
 def cosine_histogram(
-    tel: Telemetry, by: str = "rule", bins: int = 40, source: str = "steps"
+    tel: Telemetry, by: str = "variant", bins: int = 40, source: str = "steps"
 ) -> pd.DataFrame:
     """Histogram of cosines on [-1, 1] per group, computed in SQL.
 
@@ -254,7 +261,7 @@ def epoch_metrics(tel: Telemetry) -> pd.DataFrame:
 def trial_summary(tel: Telemetry) -> pd.DataFrame:
     """Per trial: settings, Tune params, conflict fraction (with its interval over steps), best
     epoch's dev EER, the saved model's dev EER (with its bootstrap interval) and the status."""
-    conflicts = conflict_by_trial(tel).drop(columns=["rule", "strength", "rawboost_algo"])
+    conflicts = conflict_by_trial(tel).drop(columns=["rule", "augment_mode", "variant", "strength", "rawboost_algo"])
     metrics = epoch_metrics(tel)
     best_rows = []
     for (run_id, trial_id), grp in metrics.groupby(["run_id", "trial_id"], sort=False):
@@ -276,7 +283,7 @@ def trial_summary(tel: Telemetry) -> pd.DataFrame:
     out = tel.trials.merge(conflicts, on=["run_id", "trial_id"], how="left")
     out = out.merge(best, on=["run_id", "trial_id"], how="left")
     out = out.merge(read_outcomes(tel.trials, tel.location), on=["run_id", "trial_id"], how="left")
-    front = ["run_id", "trial_id", "status", "rule", "strength", "rawboost_algo", "steps", "conflict_fraction",
+    front = ["run_id", "trial_id", "status", "variant", "rule", "augment_mode", "strength", "rawboost_algo", "steps", "conflict_fraction",
              "conflict_low", "conflict_high", "mean_cos", "model_dev_eer", "model_dev_eer_low", "model_dev_eer_high",
              "best_dev_eer", "best_epoch", "epochs_to_best", "last_epoch_dev_eer", "epochs"]
     rest = [c for c in out.columns if c not in front]
@@ -299,7 +306,7 @@ def eer_vs_conflict(tel: Telemetry) -> pd.DataFrame:
     trials (all trials when none has a status): a trial ASHA stopped after one epoch has a
     best EER of a different kind, and ranking it with the others would mix the two."""
     summary = trial_summary(tel)
-    cols = ["run_id", "trial_id", "status", "rule", "rawboost_algo", "strength", "conflict_fraction",
+    cols = ["run_id", "trial_id", "status", "variant", "rule", "augment_mode", "rawboost_algo", "strength", "conflict_fraction",
             "conflict_low", "conflict_high", "best_dev_eer", "best_epoch", "epochs_to_best", "epochs"]
     out = summary[cols].dropna(subset=["conflict_fraction", "best_dev_eer"]).reset_index(drop=True)
     done = out[out["status"] == COMPLETED] if (out["status"] == COMPLETED).any() else out

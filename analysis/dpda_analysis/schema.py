@@ -27,9 +27,18 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped on any incompatible change (a column removed, renamed or retyped, a changed meaning or
-layout). 2: epochs 1-based (were 0-based); attempt directories `attempt-<K>` (were `attempt=<K>`)."""
+layout). 2: epochs 1-based (were 0-based); attempt directories `attempt-<K>` (were `attempt=<K>`).
+3: `augment_mode` (steps, attempts) holds the run's `augment.mode` and `rule` only its alignment
+rule; version 2 wrote the mode into `rule` for runs that were not dual-path (readers derive the
+mode of those files: `dpda_analysis.variant`)."""
+
+AUGMENT_MODES = ("dual", "augmented", "none")
+"""`augment_mode` values: both paths (`dual`), the augmented copies only, no augmentation."""
+
+ADDED_IN: dict[str, int] = {"augment_mode": 3}
+"""Columns that parts of an older schema version lack, with the version that added them."""
 
 META_VERSION_KEY = b"dpda.telemetry.schema_version"
 META_TABLE_KEY = b"dpda.telemetry.table"
@@ -48,6 +57,7 @@ STEPS = pa.schema(
         pa.field("step", pa.int64(), nullable=False),  # 0-based global step index
         pa.field("world_size", pa.int16(), nullable=False),
         pa.field("rule", _ID, nullable=False),
+        pa.field("augment_mode", _ID, nullable=False),  # one of AUGMENT_MODES
         pa.field("strength", pa.float32()),
         pa.field("rawboost_algo", pa.int16()),
         pa.field("cos", pa.float64()),
@@ -121,6 +131,7 @@ ATTEMPTS = pa.schema(
         pa.field("resumed_from_step", pa.int64()),  # null for a fresh start
         pa.field("world_size", pa.int16(), nullable=False),
         pa.field("rule", pa.string(), nullable=False),
+        pa.field("augment_mode", pa.string(), nullable=False),
         pa.field("strength", pa.float32()),
         pa.field("rawboost_algo", pa.int16()),
         pa.field("n_layers", pa.int32(), nullable=False),

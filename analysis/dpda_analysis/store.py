@@ -27,12 +27,13 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from dpda_analysis import schema as S
+from dpda_analysis import schema
 from dpda_analysis.discover import RunDir, find_runs
 from dpda_analysis.errors import AnalysisError, MissingPartsWarning
 from dpda_analysis.gaps import describe, missing_parts
 from dpda_analysis.location import resolve
-from dpda_analysis.parts import check_parts, plain_schema
+from dpda_analysis.parts import check_parts, expected_types, plain_schema
+from dpda_analysis.variant import resolved_columns_sql, variant_sql
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 
@@ -41,8 +42,10 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _scan(patterns: list[str]) -> str:
-    return f"read_parquet([{', '.join(map(_sql_str, patterns))}], hive_partitioning = false)"
+def _scan(patterns: list[str], by_name: bool = False) -> str:
+    """`by_name`: files of different schema versions, matched by column name (union_by_name)."""
+    union = ", union_by_name = true" if by_name else ""
+    return f"read_parquet([{', '.join(map(_sql_str, patterns))}], hive_partitioning = false{union})"
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,10 @@ class _Branch:
     scan: str
     where: str  # SQL condition, "" for none
     consts: dict[str, str] | None  # column -> SQL literal, when one writer owns the files
+    absent: dict[str, str] | None = None  # column -> DuckDB type: no file has it (older schema), null
 
     def select(self, names: Sequence[str]) -> str:
-        consts = self.consts or {}
+        consts = {**{n: f"NULL::{kind}" for n, kind in (self.absent or {}).items()}, **(self.consts or {})}
         cols = ", ".join(f"{consts[n]} AS {n}" if n in consts else n for n in names)
         return f"SELECT {cols} FROM {self.scan}" + (f" WHERE {self.where}" if self.where else "")
 
@@ -89,15 +93,17 @@ class Telemetry:
             self.con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             self.con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
-        files = {t: [f for run in self.runs if run.parts(t) for f in self.location.glob(run.glob(t))] for t in S.TABLES}
-        self.skipped: list[str] = check_parts(self.con, files)  # parts left out: not readable Parquet
+        files = {t: [f for run in self.runs if run.parts(t) for f in self.location.glob(run.glob(t))] for t in schema.TABLES}
+        self._globbed: dict[str, list[str]] = {}
+        # parts left out (not readable Parquet), and each other part's schema version
+        self.skipped, self._versions = check_parts(self.con, files)
         listed = [self.location.fs_path(f) for table_files in files.values() for f in table_files]
         self.missing: list[str] = describe(missing_parts(listed, self._list_parts))  # one line per run
         for line in self.missing:
             warnings.warn(MissingPartsWarning(line), stacklevel=2)
         self._skip = set(self.skipped)
-        for table, schema in S.TABLES.items():
-            self._raw_view(table, schema)
+        for table, table_schema in schema.TABLES.items():
+            self._raw_view(table, table_schema)
         self._define_views()
         self.trials: pd.DataFrame = self._trials()
         self.tune_results: pd.DataFrame = self._tune_results()
@@ -120,34 +126,56 @@ class Telemetry:
     def _list_parts(self) -> list[str]:
         """Every part file of every run, as paths on the location's filesystem."""
         return [self.location.fs_path(f) for run in self.runs if run.telemetry is not None
-                for table in S.TABLES for f in self.location.glob(run.glob(table))]
+                for table in schema.TABLES for f in self.location.glob(run.glob(table))]
 
     def _parts(self, pattern: str) -> list[str]:
         """What to scan for the parts `pattern` matches: [pattern] itself, or when some were
         skipped the others by name; [] when none is left."""
-        files = self.location.glob(pattern)
+        files = self._glob(pattern)
         good = [f for f in files if f not in self._skip]
         return [pattern] if good and len(good) == len(files) else good
+
+    def _glob(self, pattern: str) -> list[str]:
+        if pattern not in self._globbed:
+            self._globbed[pattern] = self.location.glob(pattern)
+        return self._globbed[pattern]
+
+    def _source(self, patterns: list[str], table: str) -> tuple[str, dict[str, str]]:
+        """The scan of `patterns` (parts of `table`) and the columns none of its files has, with
+        their types: parts of an older schema lack the columns added since (`schema.ADDED_IN`).
+        Parts of different versions together are read by column name."""
+        added = {n: v for n, v in schema.ADDED_IN.items() if n in schema.TABLES[table].names}
+        if not added:
+            return _scan(patterns), {}
+        versions = {self._versions.get(f, schema.SCHEMA_VERSION) for p in patterns for f in self._glob(p)}
+        if not versions:
+            return _scan(patterns), {}
+        types = expected_types(self.con, table)
+        absent = {n: types[n] for n, v in added.items() if max(versions) < v}
+        mixed = any(min(versions) < v <= max(versions) for v in added.values())
+        return _scan(patterns, by_name=mixed), absent
 
     def _has(self, run: RunDir, table: str) -> bool:
         return run.parts(table) and bool(self._parts(run.glob(table)))
 
-    def _raw_view(self, table: str, schema: pa.Schema) -> None:
+    def _raw_view(self, table: str, table_schema: pa.Schema) -> None:
         globs = [p for run in self.runs if self._has(run, table) for p in self._parts(run.glob(table))]
         if globs:
-            source = _scan(globs)
+            scan, absent = self._source(globs, table)
+            source = f"(SELECT *{''.join(f', NULL::{kind} AS {n}' for n, kind in absent.items())} FROM {scan})"
         else:  # no run has this table yet: an empty relation with the right columns
             name = f"empty_{table}"
-            self.con.register(name, plain_schema(schema).empty_table())
+            self.con.register(name, plain_schema(table_schema).empty_table())
             source = name
         self.con.execute(f"CREATE VIEW raw_{table} AS SELECT * FROM {source}")
 
     def _define_views(self) -> None:
         con = self.con
         con.execute(
-            """CREATE VIEW attempts AS SELECT * FROM raw_attempts
-               QUALIFY row_number() OVER (PARTITION BY run_id, trial_id, attempt
-                                          ORDER BY started_at DESC) = 1"""
+            f"""CREATE VIEW attempts AS SELECT *, {variant_sql()} AS variant FROM (
+                  SELECT * REPLACE ({resolved_columns_sql()}) FROM raw_attempts
+                  QUALIFY row_number() OVER (PARTITION BY run_id, trial_id, attempt
+                                             ORDER BY started_at DESC) = 1)"""
         )
         cuts = con.execute(
             """SELECT a.run_id, a.trial_id, a.attempt, min(b.resumed_from_step) AS cut
@@ -163,7 +191,7 @@ class Telemetry:
         for table in ("steps", "layers", "epochs"):
             branches = [b for run in self.runs if self._has(run, table) for b in self._branches(run, table)]
             self._branch_list[table] = branches
-            names = [f.name for f in S.TABLES[table]]
+            names = [f.name for f in schema.TABLES[table]]
             source = (
                 " UNION ALL ".join(f"({b.select(names)})" for b in branches)
                 if branches else f"SELECT * FROM raw_{table}"
@@ -174,6 +202,9 @@ class Telemetry:
                 " ORDER BY attempt DESC, step DESC) = 1"
                 if table == "epochs" else ""
             )
+            if table == "steps":  # rule and augment_mode as schema 3 has them, and the variant label
+                source = (f"SELECT *, {variant_sql()} AS variant FROM "
+                          f"(SELECT * REPLACE ({resolved_columns_sql()}) FROM ({source}))")
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM ({source}){dedupe}")
         con.execute(
             """CREATE VIEW layer_names AS SELECT * FROM raw_layer_names
@@ -195,14 +226,14 @@ class Telemetry:
                 if (r, t) in pairs
             ]
             where = f"NOT ({' OR '.join(keep)})" if keep else ""
-            return [_Branch(_scan(self._parts(run.glob(table))), where, None)]
+            return [self._branch(self._parts(run.glob(table)), table, where, None)]
         run_id, trial_id = pairs[0]
         consts = {"run_id": _sql_str(run_id), "trial_id": _sql_str(trial_id)}
         plain, out = [], []
-        for directory in self.location.glob(self.location.duck(run.telemetry / table / S.ATTEMPT_GLOB)):
+        for directory in self.location.glob(self.location.duck(run.telemetry / table / schema.ATTEMPT_GLOB)):
             directory = self.location.path(self.location.fs_path(directory))
-            attempt = S.attempt_of_dir(directory.name)
-            parts = self._parts(self.location.duck(directory / S.PART_GLOB)) if attempt is not None else []
+            attempt = schema.attempt_of_dir(directory.name)
+            parts = self._parts(self.location.duck(directory / schema.PART_GLOB)) if attempt is not None else []
             if not parts:
                 continue
             cut = self._cut.get((run_id, trial_id, attempt))
@@ -212,10 +243,15 @@ class Telemetry:
             below, straddle = self._split_at(parts, cut)
             plain += below
             if straddle:
-                out.append(_Branch(_scan(straddle), f"step < {cut}", consts))
+                out.append(self._branch(straddle, table, f"step < {cut}", consts))
         if plain:
-            out.append(_Branch(_scan(plain), "", consts))
+            out.append(self._branch(plain, table, "", consts))
         return out
+
+    def _branch(self, patterns: list[str], table: str, where: str, consts: dict[str, str] | None) -> _Branch:
+        """The branch scanning the parts `patterns` of `table`."""
+        scan, absent = self._source(patterns, table)
+        return _Branch(scan, where, consts, absent)
 
     def _split_at(self, parts: list[str], cut: int) -> tuple[list[str], list[str]]:
         """Parts of a restarted attempt: (all steps < cut, some steps < cut); the rest are dropped.
@@ -243,7 +279,7 @@ class Telemetry:
         (~40% of a 100 M row scan); here each branch groups by `keys` alone and gets its ids as
         constants afterwards, and supersession stays a row-group-pruning filter.
         """
-        names = {f.name for f in S.TABLES[table]}
+        names = {f.name for f in schema.TABLES[table]}
         bad = [k for k in keys if k not in names or k in ("run_id", "trial_id")]
         if bad:
             raise AnalysisError(f"partial_aggregate: {bad[0]!r} is not a grouping column of {table}")
@@ -270,7 +306,7 @@ class Telemetry:
         sources = [p for r in self.runs if self._has(r, "attempts") for p in self._parts(r.glob("attempts"))]
         rows = self.con.execute(
             "SELECT DISTINCT filename, run_id, trial_id FROM read_parquet("
-            "?, filename = true, hive_partitioning = false)", [sources]
+            "?, filename = true, hive_partitioning = false, union_by_name = true)", [sources]
         ).fetchall() if sources else []
         by_run: dict[str, set[tuple[str, str]]] = {}
         for filename, run_id, trial_id in rows:
@@ -283,6 +319,7 @@ class Telemetry:
         ids = self._ids
         static = self.sql(
             """SELECT run_id, trial_id, count(*) AS attempts, arg_max(rule, attempt) AS rule,
+                      arg_max(augment_mode, attempt) AS augment_mode, arg_max(variant, attempt) AS variant,
                       arg_max(strength, attempt) AS strength,
                       arg_max(rawboost_algo, attempt) AS rawboost_algo,
                       arg_max(world_size, attempt) AS world_size,

@@ -81,7 +81,8 @@ class TelemetryWriter:
     Writes below `<uri_or_path>/telemetry/` (a local directory or a pyarrow.fs URI such as
     `s3://bucket/run`). `layer_names` fixes the order of the per-layer lists in the step stats.
     `resumed_from_step` is the first step index this attempt runs after restoring a checkpoint
-    (None for a fresh start); rows of earlier attempts at steps >= it are superseded.
+    (None for a fresh start); rows of earlier attempts at steps >= it are superseded. `rule` is the
+    alignment rule and `augment_mode` the run's `augment.mode` (`schema.AUGMENT_MODES`).
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class TelemetryWriter:
         *,
         world_size: int = 1,
         rule: str = "none",
+        augment_mode: str = "dual",
         strength: float | None = None,
         rawboost_algo: int | None = None,
         resumed_from_step: int | None = None,
@@ -106,11 +108,14 @@ class TelemetryWriter:
             raise ValueError("attempt and resumed_from_step must be >= 0")
         if flush_every < 1 or flush_seconds <= 0:
             raise ValueError("flush_every must be >= 1 and flush_seconds > 0")
+        if augment_mode not in S.AUGMENT_MODES:
+            raise ValueError(f"augment_mode must be one of {', '.join(S.AUGMENT_MODES)}, got {augment_mode!r}")
         self.run_id, self.trial_id, self.attempt = str(run_id), str(trial_id), int(attempt)
         self.layer_names = [str(n) for n in layer_names]
         self.static = {
             "world_size": int(world_size),
             "rule": str(rule),
+            "augment_mode": augment_mode,
             "strength": None if strength is None else float(strength),
             "rawboost_algo": None if rawboost_algo is None else int(rawboost_algo),
         }
@@ -123,7 +128,6 @@ class TelemetryWriter:
         for table in S.TABLES:
             self._sink.remove_temp_files(S.attempt_dir(table, self.attempt))
         self._buf = _Buffer(len(self.layer_names))
-        self._acc = EpochTally()
         self._last_flush = time.monotonic()
         self._error: BaseException | None = None
         self._closed = False
@@ -170,7 +174,6 @@ class TelemetryWriter:
         buf.epoch.append(epoch)
         buf.lr.append(lr)
         buf.wall_time.append(time.time())
-        self._acc.add(stats)
         if len(buf) >= self._flush_every or time.monotonic() - self._last_flush >= self._flush_seconds:
             self.flush()
 
@@ -179,6 +182,7 @@ class TelemetryWriter:
         epoch: int,
         step: int,
         *,
+        tally: EpochTally,
         dev_loss: float | None = None,
         dev_eer: float | None = None,
         lr: float | None = None,
@@ -187,19 +191,20 @@ class TelemetryWriter:
         """Record the end of (1-based) `epoch` (`step` = last step index run in it) and flush,
         waiting.
 
-        Train-loss means and the conflict fraction cover the non-skipped steps this writer
-        logged since the previous `log_epoch`. Extra keyword metrics go into `extra_json`.
+        `tally`: the caller's count of the epoch's steps (the steps it logged here), whose
+        train-loss means and conflict fraction the row stores; the caller keeps it because it
+        needs the same numbers with or without telemetry. Extra keyword metrics go into
+        `extra_json`.
         """
         if epoch < 1:
             raise ValueError(f"telemetry: epochs are 1-based (schema {S.SCHEMA_VERSION}), got epoch {epoch}")
-        acc, self._acc = self._acc, EpochTally()
         row = {
             "epoch": int(epoch),
             "step": int(step),
-            "n_steps": acc.n,
+            "n_steps": tally.n,
             "dev_loss": None if dev_loss is None else float(dev_loss),
             "dev_eer": None if dev_eer is None else float(dev_eer),
-            **acc.means(),
+            **tally.means(),
             "lr": None if lr is None else float(lr),
             "wall_time": time.time(),
             "extra_json": json.dumps(extra, default=float, sort_keys=True) if extra else None,
@@ -300,6 +305,7 @@ class TelemetryWriter:
             "step": pa.array(np.asarray(buf.step, np.int64)),
             "world_size": pa.array(np.full(n, self.static["world_size"], np.int16)),
             "rule": _dict_column(self.static["rule"], n),
+            "augment_mode": _dict_column(self.static["augment_mode"], n),
             "strength": pa.array([self.static["strength"]] * n, pa.float32()),
             "rawboost_algo": pa.array([self.static["rawboost_algo"]] * n, pa.int16()),
             **{k: self._numeric(v, fields[k]) for k, v in buf.stats.items()},
@@ -342,6 +348,7 @@ class TelemetryWriter:
             "resumed_from_step": [resumed_from_step],
             "world_size": [self.static["world_size"]],
             "rule": [self.static["rule"]],
+            "augment_mode": [self.static["augment_mode"]],
             "strength": [self.static["strength"]],
             "rawboost_algo": [self.static["rawboost_algo"]],
             "n_layers": [len(self.layer_names)],
@@ -370,7 +377,7 @@ class NullTelemetryWriter:
     def log_step(self, step: int, epoch: int, stats: Mapping[str, Any], lr: float) -> None:
         pass
 
-    def log_epoch(self, epoch: int, step: int, **metrics: Any) -> None:
+    def log_epoch(self, epoch: int, step: int, *, tally: EpochTally, **metrics: Any) -> None:
         pass
 
     def flush(self, wait: bool = False) -> None:

@@ -226,7 +226,8 @@ class Trainer:
         """The loader's augmented copies (`data.augment_before_crop`), else RawBoost on the device."""
         return aug if aug is not None else self.rawboost(wave, generator=generator)
 
-    def _train_epoch(self, epoch: int, telemetry) -> dict[str, float]:
+    def _train_epoch(self, epoch: int, telemetry) -> tuple[dict[str, float], EpochTally]:
+        """Run one epoch; its metrics, and the tally of its steps that the telemetry's epoch row stores."""
         cfg = self.cfg
         self.model.train()
         self.sampler.set_epoch(epoch)
@@ -252,13 +253,14 @@ class Trainer:
             telemetry.log_step(step=self.global_step, epoch=epoch + 1, stats=host, lr=lr)  # 1-based
             self.global_step += 1  # steps completed; also the 0-based index of the next step
         means = {k: float("nan") if v is None else v for k, v in tally.means().items()}
-        return {
+        metrics = {
             "train_loss": means["train_loss_orig"],
             "train_loss_aug": means["train_loss_aug"],
             "conflict_fraction": means["conflict_fraction"] if cfg.augment.mode == "dual" else float("nan"),
             "steps": tally.n,
             "skipped_steps": tally.n - tally.n_ok,
         }
+        return metrics, tally
 
     def _sync_buffers(self) -> None:
         """Average BatchNorm running statistics over ranks once per epoch: parameters are equal on
@@ -332,7 +334,7 @@ class Trainer:
             while self.epoch < cfg.optim.epochs and self.bad_epochs < cfg.optim.patience:
                 epoch = self.epoch
                 t0 = time.time()
-                train_metrics = self._train_epoch(epoch, telemetry)
+                train_metrics, tally = self._train_epoch(epoch, telemetry)
                 self._sync_buffers()
                 dev_metrics = self._evaluate_dev()
                 improved = self._keep_best(epoch, dev_metrics)
@@ -351,7 +353,7 @@ class Trainer:
                 self.history.append({"epoch": epoch, **dev_metrics, **train_metrics})
                 self.epoch = epoch + 1
                 telemetry.log_epoch(
-                    epoch + 1, self.global_step - 1, dev_loss=dev_metrics["dev_loss"],
+                    epoch + 1, self.global_step - 1, tally=tally, dev_loss=dev_metrics["dev_loss"],
                     dev_eer=dev_metrics["dev_eer"], lr=metrics["lr"],
                     best_dev_eer=metrics["best_dev_eer"], epochs_to_best=metrics["epochs_to_best"],
                 )
@@ -440,7 +442,8 @@ class Trainer:
             resumed_from_step=self.global_step if attempt > 0 else None,
             layer_names=self.layer_names,
             world_size=self.dist.world_size if self.dist else 1,
-            rule=self.cfg.align.rule if self.cfg.augment.mode == "dual" else self.cfg.augment.mode,
+            rule=self.cfg.align.rule,
+            augment_mode=self.cfg.augment.mode,
             strength=self.cfg.align.strength,
             rawboost_algo=self.cfg.augment.rawboost.algo if self.cfg.augment.mode != "none" else 0,
             config=self.cfg.to_dict(),

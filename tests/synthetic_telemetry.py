@@ -4,6 +4,8 @@ Why: the analysis package, the report and their tests need telemetry with known 
 (rules, RawBoost algorithms, restarts, dev EER per epoch) without training a model. Values are
 drawn from a seeded numpy Generator; the conflict rate falls over training and differs per rule,
 and a trial's dev EER grows with its conflict fraction, so the report shows real relations.
+A test helper, not part of the `dpda` package (pytest puts tests/ on sys.path:
+`import synthetic_telemetry`; docs/report_screenshots.py adds tests/ itself).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from dpda_analysis.conflict import conflict_fraction, step_counts
 from dpda_analysis.evaluation import SEARCH_SPACE_FILE
+from dpda.telemetry.tally import EpochTally
 from dpda.telemetry.writer import TelemetryWriter
 
 RULES = ("none", "pcgrad", "gradvac", "cagrad")
@@ -92,14 +95,17 @@ def _write_attempt(
         counted, conflicts = step_counts(stats["skipped"], stats["conflict"])
         conflict_frac = float(np.nan_to_num(conflict_fraction(conflicts, counted)))
         best = 1.0
+        tally = EpochTally()  # as the Trainer keeps one per epoch
         for i, step in enumerate(steps):
             epoch = int(step // steps_per_epoch) + 1  # 1-based, as the Trainer logs it
             writer.log_step(int(step), epoch, per_step[i], lr=1e-4 * (0.95 ** (epoch - 1)))
+            tally.add(per_step[i])
             if (step + 1) % steps_per_epoch == 0:
                 done = epoch - 1
                 eer = (0.02 + 0.25 * conflict_frac + 0.2 * np.exp(-done / (1 + 8 * conflict_frac))
                        + 0.002 * done + rng.normal(0, 0.004))
-                writer.log_epoch(epoch, int(step), dev_loss=float(eer * 2), dev_eer=float(eer), lr=1e-4)
+                writer.log_epoch(epoch, int(step), tally=tally, dev_loss=float(eer * 2), dev_eer=float(eer), lr=1e-4)
+                tally = EpochTally()
                 if superseded_from is None or step < superseded_from:
                     best = min(best, float(eer))
     return best

@@ -1,0 +1,116 @@
+"""The report's figures as one table: each entry is a figure's name, title and maker, in page order.
+
+Adding a figure is one entry here plus its drawing function beside those of its kind
+(`epochs`, `rules`, `layers`, `trials`, `evaluated`); `FIGURE_ORDER`, the titles and
+`build_figures` are all read from this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+
+from dpda_analysis import queries
+from dpda_analysis.report import epochs, evaluated, layers, rules, trials
+from dpda_analysis.report.inputs import ReportInputs, report_inputs
+from dpda_analysis.store import Telemetry
+
+
+@dataclass(frozen=True)
+class FigureContext:
+    """What every maker gets: the telemetry, the inputs shared with the page, the drawing options."""
+
+    tel: Telemetry
+    inputs: ReportInputs
+    heatmap_bins: int = 60
+    heatmap_trials: int = 8
+    hist_bins: int = 40
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the report: `make(context, title)` draws it under its `title`."""
+
+    name: str
+    title: str
+    make: Callable[[FigureContext, str], go.Figure]
+
+
+FIGURES: tuple[Figure, ...] = (
+    Figure(
+        "conflict_by_epoch",
+        "Conflict fraction per epoch (whole-model cos(g_orig, g_aug) < 0), 95% interval over steps",
+        lambda ctx, title: epochs.fig_conflict_by_epoch(
+            queries.conflict_by_epoch(ctx.tel), ctx.inputs.colors, ctx.inputs.multi_run, ctx.inputs.stopped,
+            title=title),
+    ),
+    Figure(
+        "dev_eer_by_epoch",
+        "Dev EER per epoch",
+        lambda ctx, title: epochs.fig_dev_eer_by_epoch(
+            queries.epoch_metrics(ctx.tel), ctx.inputs.variant_of, ctx.inputs.colors, ctx.inputs.multi_run,
+            ctx.inputs.stopped, title=title),
+    ),
+    Figure(
+        "conflict_by_rule_algo",
+        "Conflict fraction by alignment rule and RawBoost algorithm, with 95% intervals",
+        lambda ctx, title: rules.fig_conflict_by_rule_algo(
+            queries.conflict_across_trials(ctx.tel, ["variant", "rawboost_algo"]), title=title),
+    ),
+    Figure(
+        "layer_heatmap",
+        "Per-layer mean cosine over training (parameter tensors x step bins, grouped by module)",
+        lambda ctx, title: layers.fig_layer_heatmap(
+            ctx.tel, ctx.inputs.order, ctx.heatmap_bins, ctx.heatmap_trials, ctx.inputs.multi_run, title=title),
+    ),
+    Figure(
+        "layer_conflict",
+        "Per-layer conflict fraction per rule, by module",
+        lambda ctx, title: layers.fig_layer_conflict(queries.conflict_by_module_and_rule(ctx.tel), title=title),
+    ),
+    Figure(
+        "cosine_histogram",
+        "Distribution of cos(g_orig, g_aug) per rule",
+        lambda ctx, title: rules.fig_cosine_histogram(
+            queries.cosine_histogram(ctx.tel, by="variant", bins=ctx.hist_bins), ctx.inputs.colors, title=title),
+    ),
+    Figure(
+        "eer_vs_conflict",
+        "Best dev EER and epochs-to-best against conflict fraction (one point per trial)",
+        lambda ctx, title: trials.fig_eer_vs_conflict(
+            queries.eer_vs_conflict(ctx.tel), ctx.inputs.colors, ctx.inputs.multi_run, title=title),
+    ),
+    Figure(
+        "search_parcoords",
+        "Search: searched parameters against dev EER",
+        lambda ctx, title: trials.fig_search_parcoords(ctx.inputs.table, ctx.inputs.space, title=title),
+    ),
+    Figure(
+        "test_eer",
+        "Test-set EER of every evaluated model, with 95% bootstrap intervals",
+        lambda ctx, title: evaluated.fig_test_eer(ctx.inputs.tests, ctx.inputs.multi_run, title=title),
+    ),
+    Figure(
+        "test_eer_by_attack",
+        "Test-set EER per attack, with 95% bootstrap intervals",
+        lambda ctx, title: evaluated.fig_test_eer_by_attack(ctx.inputs.tests, ctx.inputs.multi_run, title=title),
+    ),
+)
+FIGURE_ORDER: tuple[str, ...] = tuple(figure.name for figure in FIGURES)
+EVALUATION_FIGURE = "evaluation"  # from an eval folder (`evaluation.fig_evaluation`), after FIGURE_ORDER
+
+
+def build_figures(tel: Telemetry, *, heatmap_bins: int = 60, heatmap_trials: int = 8,
+                  hist_bins: int = 40, on_figure: Callable[[str], None] | None = None,
+                  inputs: ReportInputs | None = None) -> dict[str, go.Figure]:
+    """All report figures, keyed as in `FIGURE_ORDER`; `on_figure(name)` is called as each one is
+    done (progress for large experiments, where each is a query over the telemetry)."""
+    ctx = FigureContext(tel, inputs or report_inputs(tel), heatmap_bins, heatmap_trials, hist_bins)
+    figures = {}
+    for figure in FIGURES:
+        figures[figure.name] = figure.make(ctx, figure.title)
+        if on_figure is not None:
+            on_figure(figure.name)
+    return figures
