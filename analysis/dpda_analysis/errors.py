@@ -8,3 +8,8 @@ class AnalysisError(ValueError):
 
 class AnalysisWarning(UserWarning):
     """Telemetry left out of an analysis (e.g. a part file cut short); the message names it."""
+
+
+class LocationError(AnalysisError):
+    """A location that cannot be resolved or reached (malformed URI, dead endpoint, bad
+    credentials, a bucket that does not exist); the message names the URI and the cause."""
