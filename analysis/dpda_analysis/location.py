@@ -252,7 +252,9 @@ def resolve(path: str | os.PathLike | Location, filesystem: pafs.FileSystem | No
         return Location(pafs.LocalFileSystem(), str(Path(text).expanduser().resolve()), text)
     try:
         fs, root = pafs.FileSystem.from_uri(text)
-    except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+    except OSError as exc:  # e.g. the bucket's region could not be looked up
+        raise LocationError(f"{display(text)}: cannot reach the storage: {_cause(exc)}") from None
+    except ValueError as exc:  # ArrowInvalid: not a URI pyarrow knows
         raise LocationError(f"{display(text)}: {_cause(exc)}") from None
     if isinstance(fs, pafs.LocalFileSystem):
         return Location(fs, str(Path(root).resolve()), text)
