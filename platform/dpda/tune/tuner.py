@@ -293,10 +293,12 @@ def run_search(
     TensorBoard/CSV/JSON logs per trial, each trial's run dir (telemetry, checkpoints, model.pt),
     the Optuna study (optuna.db) and TensorBoard HParams (hparams/), plus results.csv and
     best_config.yaml written at the end. `callbacks` are extra Tune callbacks.
-    `storage_filesystem` (a pyarrow filesystem, e.g. S3FileSystem(endpoint_override=...)) makes
-    `storage` a path on it, as in Ray's RunConfig. The corpora are checked here, once, before any
-    trial starts (unless the caller did: `checked`); trials and ranks reuse the verdicts
-    (dpda.data.check_cache).
+    `storage` is a local path, a URI (s3://bucket/x?endpoint_override=...) or a Location from
+    `storage_location` (already checked); a path or URI is resolved and checked here, a missing
+    bucket or a dead endpoint being one UserError. `storage_filesystem` (a pyarrow filesystem, e.g.
+    S3FileSystem(endpoint_override=...)) makes `storage` a path on it, as in Ray's RunConfig. The
+    corpora are checked here, once, before any trial starts (unless the caller did: `checked`);
+    trials and ranks reuse the verdicts (dpda.data.check_cache).
     """
     import optuna
     import ray
@@ -307,7 +309,7 @@ def run_search(
     problem = name_problem(name)
     if problem:
         raise UserError(f"experiment name {name!r}: {problem}")
-    store = storage_location(storage, storage_filesystem)
+    store = storage if isinstance(storage, Location) else storage_location(storage, storage_filesystem)
     exp = store.child(name)
     exp_path = _shown(exp)
     fs = _ray_filesystem(exp)
