@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dpda_analysis.conflict import conflict_fraction, step_counts
-from dpda_analysis.evaluation import SEARCH_SPACE_FILE
+from dpda_analysis.layout import RUN_EVAL_DIR, RUN_SUMMARY, SEARCH_SPACE_FILE
 from dpda.telemetry.tally import EpochTally
 from dpda.telemetry.writer import TelemetryWriter
 
@@ -132,8 +132,8 @@ def _write_outcome(trial: SyntheticTrial, rng: np.random.Generator, best_eer: fl
     final = best_eer + abs(rng.normal(0.01, 0.005))
     summary = {"run_id": trial.run_id, "final_dev_eer": final, "final_dev_eer_low": final * 0.8,
                "final_dev_eer_high": final * 1.25, "best_dev_eer": best_eer, "averaged_epochs": [1]}
-    (trial.run_dir / "summary.json").write_text(json.dumps(summary))
-    out = trial.run_dir / "eval"
+    (trial.run_dir / RUN_SUMMARY).write_text(json.dumps(summary))
+    out = trial.run_dir / RUN_EVAL_DIR
     out.mkdir(exist_ok=True)
     rows = []
     for name, shift, n in (("eval", 0.03, 4000), ("in_the_wild", 0.12, 2000)):

@@ -222,6 +222,19 @@ def test_tune_command_line_overrides_are_validated_like_the_file(tmp_path: Path,
     assert str(info.value) == message
 
 
+def test_options_held_as_values_give_the_space_the_command_line_gives(tmp_path: Path) -> None:
+    """What quickstart builds directly (no argv) equals what `dpda tune` parses."""
+    from dpda.cli import command_parser
+    from dpda.commands.tune import load_space, space_with_options
+
+    space = ROOT / "search_spaces/demo.yaml"
+    parsed = load_space(command_parser("tune").parse_args([
+        str(space), "--data", str(tmp_path), "--num-samples", "3", "--epochs", "2", "--set", "data.length=8000"]))
+    direct = space_with_options(space, data=tmp_path, sets=["data.length=8000"], epochs=2, num_samples=3)
+    assert direct == parsed
+    assert (direct.tune.num_samples, direct.tune.max_t, direct.base["data"]["length"]) == (3, 2, 8000)
+
+
 def test_tune_section_cross_checks_name_the_section(tmp_path: Path) -> None:
     doc = space_doc({"optim.lr": {"loguniform": [1e-5, 1e-3]}},
                     tune={"scheduler": {"grace_period": 3, "max_t": 2}})

@@ -4,7 +4,7 @@ Depends on pyarrow, DuckDB, pandas, SciPy and plotly only (never torch or Ray), 
 against a copied run or Tune experiment directory.
 """
 
-from dpda_analysis.errors import AnalysisError, AnalysisWarning
+from dpda_analysis.errors import AnalysisError, AnalysisWarning, LocationError
 from dpda_analysis.export import export_table
 from dpda_analysis.queries import (
     comparison_table,
@@ -34,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AnalysisError",
     "AnalysisWarning",
+    "LocationError",
     "Telemetry",
     "comparison_table",
     "conflict_across_trials",

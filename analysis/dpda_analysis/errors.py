@@ -12,3 +12,8 @@ class AnalysisWarning(UserWarning):
 
 class MissingPartsWarning(AnalysisWarning):
     """Part files absent from a run by their numbers (`dpda_analysis.gaps`); names the run and parts."""
+
+
+class LocationError(AnalysisError):
+    """A location that cannot be resolved or reached (malformed URI, dead endpoint, bad
+    credentials, a bucket that does not exist); the message names the URI and the cause."""

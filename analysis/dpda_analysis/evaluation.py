@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from dpda_analysis.discover import TUNE_PARAMS
+from dpda_analysis.layout import RUN_EVAL_DIR, RUN_SUMMARY, SEARCH_SPACE_FILE
 from dpda_analysis.location import Location
 
 if TYPE_CHECKING:
@@ -32,9 +33,6 @@ _GROUP_OF_FACTOR = {"family": "real set: per synthesizer family", "prompt_speake
 
 
 COMPLETED, STOPPED, UNFINISHED = "completed", "stopped early", "unfinished"
-SEARCH_SPACE_FILE = "search_space.json"  # `dpda tune`'s snapshot of the searched keys, in the experiment dir
-RUN_SUMMARY = "summary.json"  # the Trainer's, beside model.pt: the saved (averaged) model's dev EER
-RUN_EVAL_DIR = "eval"  # the Trainer's test-set scoring (data.eval): metrics.csv, <set>.breakdown.csv
 
 
 _LOCAL = Location(pafs.LocalFileSystem(), "/")

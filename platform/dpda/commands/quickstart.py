@@ -53,20 +53,13 @@ def _synth(data: Path, seed: int, sizes: list[int] | None) -> None:
 
 def _search(args: argparse.Namespace) -> dict:
     """Run, resume or reuse the demo search; returns {'experiment', 'best_model', ...}."""
-    from dpda.cli import command_parser
-    from dpda.commands import tune as tune_cmd
+    from dpda.commands.tune import space_with_options
+    from dpda.tune.session import init_ray, tune_verbosity
     from dpda.tune.tuner import experiment_path, run_search
 
-    # the tune command's own parser, so the search sees exactly what `dpda tune` would
-    argv = [str(args.space), "--data", str(args.data)]
-    if args.num_samples is not None:
-        argv += ["--num-samples", str(args.num_samples)]
-    if args.epochs is not None:
-        argv += ["--epochs", str(args.epochs)]
-    for item in args.set:
-        argv += ["--set", item]
-    ns = command_parser("tune").parse_args(argv)
-    space = tune_cmd.load_space(ns)
+    # what `dpda tune SPACE --data D [--num-samples N] [--epochs E] [--set K=V ...]` would search
+    space = space_with_options(args.space, data=args.data, sets=args.set, epochs=args.epochs,
+                               num_samples=args.num_samples)
     storage = str((args.out / "tune").resolve())
     exp = experiment_path(storage, space.name)
     done = Path(exp) / "quickstart_search.json"
@@ -78,8 +71,8 @@ def _search(args: argparse.Namespace) -> dict:
     resume = tune.Tuner.can_restore(exp)
     if resume:
         info(f"resuming the interrupted search in {exp}")
-    tune_cmd._init_ray(None)
-    outcome = run_search(space, storage=storage, resume=resume, verbose=min(1, tune_cmd.tune_verbosity()))
+    init_ray()
+    outcome = run_search(space, storage=storage, resume=resume, verbose=min(1, tune_verbosity()))
     if outcome.best_model is None:
         from dpda.errors import UserError
 

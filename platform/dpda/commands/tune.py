@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dpda.errors import UserError
 
@@ -42,19 +43,27 @@ _TUNE_OPTIONS = {"num_samples": "num_samples", "max_concurrent": "max_concurrent
 
 def load_space(args: argparse.Namespace):
     """The search space with the command line's overrides applied and validated."""
+    return space_with_options(args.search_space, data=args.data, sets=args.set, epochs=args.epochs,
+                              **{field: getattr(args, option) for field, option in _TUNE_OPTIONS.items()})
+
+
+def space_with_options(search_space: Path, *, data: Path | None = None, sets: Sequence[str] = (),
+                       epochs: int | None = None, **tune_options: Any):
+    """The search space with `dpda tune`'s options applied and validated, for callers that hold
+    the values rather than a command line (quickstart). `tune_options` are TuneSettings fields
+    (num_samples, workers, ...); None leaves one as the file sets it. Errors name the option."""
     from dpda.tune.search_space import load_search_space
     from dpda.yaml_io import parse_set
 
-    variables = {"DPDA_DATA": str(args.data.resolve())} if args.data else {}
-    overrides = parse_set(args.set)
-    if args.epochs is not None:
-        overrides["optim.epochs"] = args.epochs
-    space = load_search_space(args.search_space, variables=variables, overrides=overrides)
-    changes = {field: getattr(args, option) for field, option in _TUNE_OPTIONS.items()
-               if getattr(args, option) is not None}
-    if args.epochs is not None:
-        changes["max_t"] = args.epochs
-        changes["grace_period"] = min(space.tune.grace_period, args.epochs)
+    variables = {"DPDA_DATA": str(data.resolve())} if data else {}
+    overrides = parse_set(list(sets))
+    if epochs is not None:
+        overrides["optim.epochs"] = epochs
+    space = load_search_space(search_space, variables=variables, overrides=overrides)
+    changes = {field: value for field, value in tune_options.items() if value is not None}
+    if epochs is not None:
+        changes["max_t"] = epochs
+        changes["grace_period"] = min(space.tune.grace_period, epochs)
     if changes:
         options = {field: "--" + option.replace("_", "-") for field, option in _TUNE_OPTIONS.items()}
         space = dataclasses.replace(space, tune=space.tune.with_changes(
@@ -76,53 +85,40 @@ def check_corpus_paths(config: dict, source: str) -> None:
                             "--data or $DPDA_DATA sets ${DPDA_DATA})")
 
 
-def tune_verbosity() -> int:
-    """Tune's `verbose` for dpda's -q / default / -v: nothing, the status table, every trial event."""
-    from dpda.console import QUIET, VERBOSE, verbosity
+def check_name(name: str | None) -> None:
+    """--name follows the rule of a search space's `name:` (one folder inside --storage)."""
+    from dpda.tune.search_space import name_problem
 
-    return {QUIET: 0, VERBOSE: 2}.get(verbosity(), 1)
-
-
-def _init_ray(address: str | None) -> None:
-    import logging
-
-    import ray
-
-    from dpda.console import QUIET, info, verbosity
-
-    if ray.is_initialized():
-        return
-    quiet = verbosity() == QUIET
-    # under --quiet the workers' output stays in their log files (Tune still names failed trials)
-    context = ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=not quiet,
-                       logging_level=logging.WARNING if quiet else logging.INFO)
-    url = getattr(context, "dashboard_url", None)
-    if url:
-        info(f"Ray dashboard: http://{url}")
-    else:
-        info("Ray dashboard: not available (install ray[default] for it)")
+    problem = None if name is None else name_problem(name)
+    if problem:
+        raise UserError(f"--name {name}: {problem}")
 
 
 def run(args: argparse.Namespace) -> int:
-    # The base config and every distribution's end points are validated first: a bad config or
-    # search space is refused before Ray is even imported.
+    # The name, the base config and every distribution's end points are validated first: a bad
+    # config or search space is refused before Ray is even imported.
+    check_name(args.name)
     space = load_space(args)
-    check_corpus_paths(space.base, space.source)
+
+    from dpda_analysis.location import is_uri
 
     from dpda.console import info
+    from dpda.tune.session import init_ray, tune_verbosity
     from dpda.tune.study_files import HPARAMS_DIR, dashboard_command
-    from dpda.tune.tuner import check_corpora, experiment_path, format_outcome, run_search
+    from dpda.tune.tuner import check_corpora, experiment_path, format_outcome, run_search, storage_location
 
+    storage = storage_location(args.storage)  # reachable and writable, before anything slow
+    check_corpus_paths(space.base, space.source)
     checked = check_corpora(space)  # every corpus decoded once, here, before Ray starts
-    _init_ray(args.address)
+    init_ray(args.address)
     info(f"Search {space.source}: {len(space.params)} parameters, {space.tune.num_samples} trials, "
          f"metric {space.tune.metric} ({space.tune.mode}), {space.tune.workers} worker(s) per trial")
-    outcome = run_search(space, storage=args.storage, name=args.name, resume=args.resume, verbose=tune_verbosity(),
+    outcome = run_search(space, storage=storage, name=args.name, resume=args.resume, verbose=tune_verbosity(),
                          checked=checked)
     print(format_outcome(space, outcome), flush=True)
     info(f"TensorBoard: tensorboard --logdir {outcome.experiment_path} (HParams: --logdir "
          f"{experiment_path(outcome.experiment_path, HPARAMS_DIR)})")
-    if "://" not in outcome.experiment_path:
+    if not is_uri(outcome.experiment_path):
         info(f"Optuna dashboard: {dashboard_command(outcome.experiment_path)}")
     if outcome.best_config is None and not outcome.interrupted:
         raise UserError(f"{outcome.experiment_path}: no trial finished with a finite {space.tune.metric}; "

@@ -2,7 +2,7 @@
 
 Local paths: the file is written to a hidden `.part-N.parquet.tmp`, fsynced, then renamed
 (atomic on POSIX), so a reader globbing `part-*.parquet` sees either the whole part or nothing.
-Object stores (`s3://`, `gs://`, ... via `pyarrow.fs.FileSystem.from_uri`): the bytes are
+Object stores (`s3://`, `gs://`, ... via `dpda_analysis.location`): the bytes are
 uploaded in one stream, and an object only appears once its upload completes.
 """
 
@@ -14,6 +14,8 @@ import re
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from dpda_analysis.location import Location, resolve
 
 _PART_RE = re.compile(r"^part-(\d+)\.parquet$")
 
@@ -38,21 +40,12 @@ def parquet_options(schema: pa.Schema) -> dict[str, object]:
     }
 
 
-def resolve(uri_or_path: str | os.PathLike) -> tuple[pafs.FileSystem, str, bool]:
-    """(filesystem, root path inside it, is_local) for a local path or a filesystem URI."""
-    text = os.fspath(uri_or_path)
-    if "://" not in text or text.startswith("file://"):
-        local = text[len("file://") :] if text.startswith("file://") else text
-        return pafs.LocalFileSystem(), os.path.abspath(local), True
-    fs, root = pafs.FileSystem.from_uri(text)
-    return fs, root.rstrip("/"), isinstance(fs, pafs.LocalFileSystem)
-
-
 class PartSink:
     """Writes Parquet part files below one root directory (local or object store)."""
 
-    def __init__(self, uri_or_path: str | os.PathLike) -> None:
-        self.fs, self.root, self.local = resolve(uri_or_path)
+    def __init__(self, uri_or_path: str | os.PathLike | Location) -> None:
+        self.location = resolve(uri_or_path)
+        self.fs, self.root, self.local = self.location.fs, self.location.root, self.location.is_local
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts]) if not self.local else os.path.join(self.root, *parts)

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from dpda_analysis import schema as S
+from dpda_analysis.location import join
 from dpda.telemetry.sink import PartSink
 from dpda.telemetry.tally import EpochTally
 
@@ -64,11 +65,8 @@ class _Job:
 
 
 def telemetry_root(uri_or_path: str | os.PathLike) -> str:
-    """RUN_DIR/telemetry for a local path or a filesystem URI."""
-    text = os.fspath(uri_or_path)
-    if "://" in text:
-        return text.rstrip("/") + "/" + S.TELEMETRY_DIRNAME
-    return os.path.join(text, S.TELEMETRY_DIRNAME)
+    """RUN_DIR/telemetry for a local path or a filesystem URI (its query string kept at the end)."""
+    return join(uri_or_path, S.TELEMETRY_DIRNAME)
 
 
 def _dict_column(value: str, n: int) -> pa.DictionaryArray:

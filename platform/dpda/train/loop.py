@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dpda_analysis.layout import RUN_EVAL_DIR, RUN_SUMMARY
+
 from dpda.align import aligner_from_spec
 from dpda.augment import RawBoost
 from dpda.console import track
@@ -407,12 +409,12 @@ class Trainer:
         if self.cfg.data.eval:
             from dpda.train.evaluation import evaluate_sets
 
-            rows = evaluate_sets(model_file, self.cfg.data.eval, self.run_dir / "eval",
+            rows = evaluate_sets(model_file, self.cfg.data.eval, self.run_dir / RUN_EVAL_DIR,
                                  batch_size=max(self.cfg.optim.batch_size * 2, 8),
                                  num_workers=self.cfg.data.num_workers, device=str(self.device),
                                  check=self.cfg.data.check, interval_draws=DEFAULT_DRAWS)
             summary["eval_eer"] = {r["set"]: r["eer"] for r in rows}
-        write_json(self.run_dir / "summary.json", summary)
+        write_json(self.run_dir / RUN_SUMMARY, summary)
         print(f"[dpda] averaged epochs {summary['averaged_epochs']}: dev EER {100 * dev['dev_eer']:.2f}% "
               f"-> {model_file}", flush=True)
         return summary

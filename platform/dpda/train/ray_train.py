@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dpda_analysis.layout import RUN_SUMMARY
+
 from dpda.errors import UserError
 from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints
 
@@ -267,5 +269,5 @@ def _user_error(exc: BaseException) -> UserError | None:
 
 def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
     """The summary rank 0 wrote at the end (averaged model, final dev EER), if visible here."""
-    path = Path(run_dir) / "summary.json"
+    path = Path(run_dir) / RUN_SUMMARY
     return json.loads(path.read_text()) if path.exists() else None

@@ -55,6 +55,7 @@ from dpda.yaml_io import read_yaml
 
 TOP_KEYS = ("name", "base", "set", "search", "tune")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _PAIR = (re.compile(r"^min(.+)$"), re.compile(r"^(.+)min$"))
 
 
@@ -241,13 +242,23 @@ def parse_search_space(
     tune = _parse_tune(raw.get("tune") or {}, err)
 
     name = raw.get("name", Path(source).stem if source != "<search space>" else "dpda-search")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        err("name", "must be letters, digits, '_', '.', '-' (it names the experiment directory)")
+    problem = name_problem(name)
+    if problem:
+        err("name", problem)
     space = SearchSpace(source=source, name=name, base=full, params=tuple(params), tune=tune)
     if tune.max_t is None and not has_dotted(full, "optim.epochs"):
         err("tune.scheduler.max_t", "required: the base config has no optim.epochs")
     _probe(space, validate_config, err)
     return space
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` cannot name an experiment directory, None when it can. One rule for a search
+    space's `name:` and `dpda tune --name`: a single path segment, so the experiment stays
+    inside the storage (no '/', never '.' or '..')."""
+    if isinstance(name, str) and _NAME.fullmatch(name) and name not in (".", ".."):
+        return None
+    return "must be letters, digits, '_', '.', '-', and not '.' or '..' (it names the experiment directory)"
 
 
 def _train_config_validator(d: dict[str, Any], source: str) -> dict[str, Any]:

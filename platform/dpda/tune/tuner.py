@@ -27,11 +27,13 @@ from typing import Any
 import yaml
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from dpda_analysis.evaluation import SEARCH_SPACE_FILE
+from dpda_analysis.errors import LocationError
+from dpda_analysis.layout import SEARCH_SPACE_FILE
+from dpda_analysis.location import Location, is_uri, join, resolve
 
 from dpda.errors import UserError
 from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints
-from dpda.tune.search_space import SearchSpace
+from dpda.tune.search_space import SearchSpace, name_problem
 from dpda.tune.study_files import hparams_callback, optuna_storage
 
 TIME_ATTR = "epoch"
@@ -130,32 +132,45 @@ def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]
 
 # ----------------------------------------------------------------------------- driver side
 
+DEFAULT_STORAGE = "runs/tune"
+
+
 def experiment_path(storage: str, name: str) -> str:
-    return storage.rstrip("/") + "/" + name
+    """`storage/name` for a local path or a URI (a URI's query string stays at the end)."""
+    return join(storage, name)
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
+def storage_location(storage: str | os.PathLike | Location | None = None, filesystem: Any = None) -> Location:
+    """The search's storage (default runs/tune), resolved once and checked before Ray starts: a
+    missing bucket, bad credentials or a dead endpoint is one UserError naming the URI and the
+    cause. `filesystem` makes `storage` a path on it, as in Ray's RunConfig."""
+    try:
+        location = resolve(DEFAULT_STORAGE if storage is None else storage, filesystem)
+        location.check_writable()
+    except LocationError as exc:
+        raise UserError(f"storage {exc}") from None
+    return location
 
 
-def _storage(storage: str | os.PathLike | None, filesystem: Any = None) -> str:
-    if storage is None:
-        return str(Path("runs/tune").resolve())
-    storage = str(storage)
-    if filesystem is not None:  # a path on that filesystem (e.g. "bucket/results" on S3)
-        return storage
-    return storage if _is_uri(storage) else str(Path(storage).expanduser().resolve())
+def _shown(location: Location) -> str:
+    """How the search names a place in messages and its outcome: a local absolute path, or the
+    URI (as the user wrote it, joined) on another filesystem."""
+    return location.root if location.is_local else str(location)
 
 
-def _resolve(path: str, filesystem: Any = None):
-    """(pyarrow filesystem, path on it) for a local path, a storage URI, or a path on `filesystem`."""
-    import pyarrow.fs
+def _ray_filesystem(location: Location) -> Any:
+    """What Ray gets as storage_filesystem: None for a local path (Ray's own local handling),
+    else the resolved filesystem (its timeouts and retries, a URI's query parameters)."""
+    return None if location.is_local else location.fs
 
-    if filesystem is not None:
-        return filesystem, path
-    if _is_uri(path):
-        return pyarrow.fs.FileSystem.from_uri(path)
-    return pyarrow.fs.LocalFileSystem(), str(Path(path).resolve())
+
+def _below(experiment: Location, path: str) -> Location:
+    """A path Ray reported (a trial dir) as a location below the experiment, for display."""
+    sep = os.sep if experiment.is_local else "/"
+    prefix = experiment.root.rstrip(sep) + sep
+    if path.startswith(prefix):
+        return experiment.child(*path[len(prefix):].split(sep))
+    return resolve(path, None if is_uri(path) else _ray_filesystem(experiment))
 
 
 def _fingerprint(space: SearchSpace) -> dict[str, Any]:
@@ -165,38 +180,6 @@ def _fingerprint(space: SearchSpace) -> dict[str, Any]:
         "params": [dataclasses.asdict(p) for p in space.params],
         "metric": space.tune.metric, "mode": space.tune.mode, "workers": space.tune.workers,
     }, default=str))
-
-
-def _write_text(path: str, text: str, filesystem: Any = None) -> None:
-    """Write to a local path, a storage URI (s3://, gs://) or a path on `filesystem`."""
-    if not _is_uri(path) and filesystem is None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
-        return
-    fs, inner = _resolve(path, filesystem)
-    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(inner) as f:
-        f.write(text.encode())
-
-
-def _exists(path: str, filesystem: Any = None) -> bool:
-    """Whether a file exists at a local path, a storage URI or a path on `filesystem`."""
-    import pyarrow.fs
-
-    fs, inner = _resolve(path, filesystem)
-    return fs.get_file_info(inner).type == pyarrow.fs.FileType.File
-
-
-def _read_text(path: str, filesystem: Any = None) -> str | None:
-    if not _is_uri(path) and filesystem is None:
-        return Path(path).read_text() if Path(path).exists() else None
-    import pyarrow.fs
-
-    fs, inner = _resolve(path, filesystem)
-    if fs.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(inner) as f:
-        return f.read().decode()
 
 
 def check_corpora(space: SearchSpace) -> dict[str, dict[str, Any]]:
@@ -250,7 +233,7 @@ class FinishingASHA(ASHAScheduler):
         if self._replayed:
             return
         self._replayed = True
-        if not self._history_dir or _is_uri(self._history_dir) or len(self._brackets) != 1:
+        if not self._history_dir or is_uri(self._history_dir) or len(self._brackets) != 1:
             return
         bracket = self._brackets[0]
         for path in sorted(Path(self._history_dir).glob("trial_*/result.json")):
@@ -269,7 +252,7 @@ class _TrialRef:
     trial_id: str
 
 
-def _scheduler(space: SearchSpace, history_dir: str) -> FinishingASHA:
+def _scheduler(space: SearchSpace, history_dir: str | None) -> FinishingASHA:
     settings = space.tune
     return FinishingASHA(
         time_attr=TIME_ATTR, max_t=space.max_epochs(), grace_period=settings.grace_period,
@@ -296,7 +279,7 @@ def _callbacks(space: SearchSpace, exp_path: str, extra: Sequence[Any], remote: 
 def run_search(
     space: SearchSpace,
     *,
-    storage: str | os.PathLike | None = None,
+    storage: str | os.PathLike | Location | None = None,
     name: str | None = None,
     resume: bool = False,
     callbacks: Sequence[Any] = (),
@@ -310,54 +293,60 @@ def run_search(
     TensorBoard/CSV/JSON logs per trial, each trial's run dir (telemetry, checkpoints, model.pt),
     the Optuna study (optuna.db) and TensorBoard HParams (hparams/), plus results.csv and
     best_config.yaml written at the end. `callbacks` are extra Tune callbacks.
-    `storage_filesystem` (a pyarrow filesystem, e.g. S3FileSystem(endpoint_override=...)) makes
-    `storage` a path on it, as in Ray's RunConfig. The corpora are checked here, once, before any
-    trial starts (unless the caller did: `checked`); trials and ranks reuse the verdicts
-    (dpda.data.check_cache).
+    `storage` is a local path, a URI (s3://bucket/x?endpoint_override=...) or a Location from
+    `storage_location` (already checked); a path or URI is resolved and checked here, a missing
+    bucket or a dead endpoint being one UserError. `storage_filesystem` (a pyarrow filesystem, e.g.
+    S3FileSystem(endpoint_override=...)) makes `storage` a path on it, as in Ray's RunConfig. The
+    corpora are checked here, once, before any trial starts (unless the caller did: `checked`);
+    trials and ranks reuse the verdicts (dpda.data.check_cache).
     """
     import optuna
     import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    fs = storage_filesystem
-    storage_path = _storage(storage, fs)
     name = name or space.name
-    exp_path = experiment_path(storage_path, name)
-    remote = _is_uri(exp_path) or fs is not None  # object storage: no local study file, no HParams folder
+    problem = name_problem(name)
+    if problem:
+        raise UserError(f"experiment name {name!r}: {problem}")
+    store = storage if isinstance(storage, Location) else storage_location(storage, storage_filesystem)
+    exp = store.child(name)
+    exp_path = _shown(exp)
+    fs = _ray_filesystem(exp)
+    remote = not exp.is_local  # object storage: no local study file, no HParams folder
     layout = {
         "experiment": name,
         "cwd": os.getcwd(),
-        "train_storage": experiment_path(exp_path, TRAIN_RUNS),
+        "train_storage": exp.child(TRAIN_RUNS).root,
         "storage_filesystem": fs,
         "checked": checked if checked is not None else check_corpora(space),
     }
     trainable = _trainable(space, layout)
-    snapshot_path = experiment_path(exp_path, SPACE_SNAPSHOT)
-    exists = tune.Tuner.can_restore(exp_path, storage_filesystem=fs)
+    snapshot = exp.child(SPACE_SNAPSHOT)
+    exists = tune.Tuner.can_restore(exp.root, storage_filesystem=fs)
     if resume:
         if not exists:
             raise UserError(f"{exp_path}: no experiment to resume (run without --resume to start it)")
-        stored = _read_text(snapshot_path, fs)
+        stored = snapshot.read_text()
         if stored is not None and json.loads(stored) != _fingerprint(space):
             raise UserError(
                 f"{space.source}: the search space changed since {exp_path} was started; "
                 "resume with the original file or start a new experiment with --name"
             )
-        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+        tuner = tune.Tuner.restore(exp.root, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)
     else:
         if exists:
             raise UserError(f"{exp_path}: experiment exists; pass --resume to continue it or --name for a new one")
-        _write_text(snapshot_path, json.dumps(_fingerprint(space), indent=2), fs)
+        snapshot.write_text(json.dumps(_fingerprint(space), indent=2))
         settings = space.tune
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # metric/mode go to the searcher too: with a define-by-run space Tune does not pass them on
         # the study lives in EXPERIMENT/optuna.db (optuna-dashboard opens it), not only inside Ray
         searcher = OptunaSearch(space=space, metric=settings.metric, mode=settings.mode,
                                 sampler=optuna.samplers.TPESampler(seed=settings.seed),
-                                study_name=name, storage=optuna_storage(exp_path, remote))
-        scheduler = _scheduler(space, exp_path)
+                                study_name=name, storage=optuna_storage(exp.root, remote))
+        scheduler = _scheduler(space, None if remote else exp.root)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -368,15 +357,15 @@ def run_search(
                 reuse_actors=False,
             ),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage_path, storage_filesystem=fs,
-                callbacks=_callbacks(space, exp_path, callbacks, remote), verbose=verbose,
+                name=name, storage_path=store.root, storage_filesystem=fs,
+                callbacks=_callbacks(space, exp.root, callbacks, remote), verbose=verbose,
                 failure_config=tune.FailureConfig(max_failures=settings.max_failures if settings.workers == 1 else 0),
                 # None: dpda prunes the storage itself (an older folder may hold an n-best epoch)
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             ),
         )
     grid = tuner.fit()
-    return summarise(space, grid, exp_path, fs)
+    return summarise(space, grid, exp)
 
 
 def _status(result: Any, remote: bool = False) -> str:
@@ -387,7 +376,7 @@ def _status(result: Any, remote: bool = False) -> str:
         return "error"
     if not result.metrics or TIME_ATTR not in result.metrics:
         return "not started"
-    if remote or not result.path or _is_uri(result.path):
+    if remote or not result.path or is_uri(result.path):
         return "finished"
     return "completed" if (Path(result.path) / "model.pt").exists() else "stopped early"
 
@@ -433,11 +422,15 @@ def results_table(space: SearchSpace, grid: Any, states: dict[str, str] | None =
     return table
 
 
-def summarise(space: SearchSpace, grid: Any, exp_path: str, filesystem: Any = None) -> SearchOutcome:
-    """Table, best trial (best epoch of any trial by the tune metric), files in the experiment dir."""
-    states = _tune_states(exp_path, filesystem)
-    table = results_table(space, grid, states, remote=filesystem is not None)
-    _write_text(experiment_path(exp_path, RESULTS_CSV), table.to_csv(index=False), filesystem)
+def summarise(space: SearchSpace, grid: Any, experiment: str | os.PathLike | Location,
+              filesystem: Any = None) -> SearchOutcome:
+    """Table, best trial (best epoch of any trial by the tune metric), files in the experiment dir
+    (a local path, a URI, a Location, or a path on `filesystem`)."""
+    exp = resolve(experiment, filesystem)
+    exp_path = _shown(exp)
+    states = _tune_states(exp.root, _ray_filesystem(exp))
+    table = results_table(space, grid, states, remote=not exp.is_local)
+    exp.child(RESULTS_CSV).write_text(table.to_csv(index=False))
     unfinished = not table.empty and table["status"].isin(["interrupted", "not started"]).any()
     interrupted = bool(len(grid) < space.tune.num_samples or unfinished)
     try:
@@ -455,14 +448,13 @@ def summarise(space: SearchSpace, grid: Any, exp_path: str, filesystem: Any = No
     if not math.isfinite(value):  # a failed search must not look like a finished one
         return SearchOutcome(exp_path, table, None, None, None, None, interrupted)
     trial_id = best.metrics.get("trial_id")
-    model = str(Path(best.path) / "model.pt") if best.path else None
-    if model and not _exists(model, filesystem):
-        model = None
+    stored_model = _below(exp, best.path).child("model.pt") if best.path else None
+    model = _shown(stored_model) if stored_model is not None and stored_model.is_file() else None
     header = (
         f"# Best trial of {exp_path}: {trial_id}, {column} {value:.6g} ({space.tune.mode}).\n"
         f"# Train it again with: dpda train {BEST_CONFIG}\n"
     )
-    _write_text(experiment_path(exp_path, BEST_CONFIG), header + yaml.safe_dump(config, sort_keys=False), filesystem)
+    exp.child(BEST_CONFIG).write_text(header + yaml.safe_dump(config, sort_keys=False))
     return SearchOutcome(exp_path, table, trial_id, value, config, model, interrupted)
 
 
