@@ -40,7 +40,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError, model_validator
 
 from dpda.data.audio_file import MAX_PEAK, SAMPLE_RATE_RANGE
-from dpda.data.check import apply_policy, check_manifest
+from dpda.data.check import apply_policy, check_manifest, require_distinct_ids
+from dpda.errors import UserError
 
 CHECK_VERSION = 1  # bump when the check finds problems it did not find before
 _TRUSTED: dict[str, Verdict] = {}  # verdicts handed to this process by a driver
@@ -164,20 +165,44 @@ def checked_corpus(manifest: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, V
     return apply_policy(manifest, policy, verdict.bad_rows, verdict.report), verdict
 
 
-def check_config_corpora(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Check every corpus a training config names (train, dev, eval sets) once, here, and
-    return the verdicts (fingerprint -> dict) to hand to the trials and ranks. A corpus that
-    fails under `data.check: fail` raises UserError before anything starts."""
+def checked_set(specs: list[str], policy: str, what: str, keyed: bool = False) -> list[tuple[pd.DataFrame, Verdict]]:
+    """Each corpus of one set read and checked (`checked_corpus`), ids distinct across them.
+    `keyed`: `what` is the set's config key, and a corpus that cannot be read is named
+    `what[i]` (a typo in `data.eval` names its key and path, not only the path)."""
     from dpda.data.readers import load_corpus
 
+    out = []
+    for i, spec in enumerate(specs):
+        try:
+            corpus = load_corpus(spec)
+        except UserError as exc:
+            if not keyed:
+                raise
+            raise UserError(f"{what}[{i}]: {exc}") from None
+        out.append(checked_corpus(corpus, policy))
+    require_distinct_ids([manifest for manifest, _ in out], what)
+    return out
+
+
+def config_sets(config: dict[str, Any]) -> dict[str, list[str]]:
+    """The corpus sets a training config names, by config key: `data.train`, `data.dev` and
+    one `data.eval.<name>` per eval set (each scored into its own `<name>.*` files, so an id
+    may repeat across eval sets, not within one)."""
     data = config.get("data", {})
-    policy = data.get("check", "fail")
-    specs = list(data.get("train") or []) + list(data.get("dev") or [])
-    evals = data.get("eval") or {}
-    for value in (evals.values() if isinstance(evals, dict) else [evals]):
-        specs += list(value) if isinstance(value, (list, tuple)) else [value]
+    sets = {f"data.{key}": list(data.get(key) or []) for key in ("train", "dev")}
+    for name, specs in (data.get("eval") or {}).items():
+        sets[f"data.eval.{name}"] = list(specs) if isinstance(specs, (list, tuple)) else [specs]
+    return sets
+
+
+def check_config_corpora(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Check every corpus set a training config names (train, dev, each eval set) once, here,
+    as the run will (readers, audio, ids distinct within a set), and return the verdicts
+    (fingerprint -> dict) to hand to the trials and ranks. A set that fails raises UserError
+    naming its config key before anything starts."""
+    policy = config.get("data", {}).get("check", "fail")
     out = {}
-    for spec in dict.fromkeys(specs):
-        _, verdict = checked_corpus(load_corpus(spec), policy)
-        out[verdict.fingerprint] = verdict.to_dict()
+    for key, specs in config_sets(config).items():
+        for _, verdict in checked_set(specs, policy, key, keyed=True):
+            out[verdict.fingerprint] = verdict.to_dict()
     return out
