@@ -84,3 +84,60 @@ def test_crop_offset_random_in_range_and_deterministic():
     assert a == b and all(0 <= x <= 100_000 - 66_800 for x in a) and len(set(a)) > 40
     assert crop_offset(100_000, 66_800, None) == 0  # eval: always from the start
     assert crop_offset(50_000, 66_800, g1) == 0  # shorter than the crop: padded instead
+
+
+# ------------------------------------------------------------------------------ scoring reads a window
+LENGTH = 48_000  # samples at 16 kHz scored per file (3 s)
+
+
+class _ReadSpy:
+    """Records the frames each SoundFile.read returned (what a decode held in memory)."""
+
+    def __init__(self, monkeypatch):
+        self.rows: list[int] = []
+        real = sf.SoundFile.read
+
+        def read(fh, *args, **kwargs):
+            data = real(fh, *args, **kwargs)
+            self.rows.append(len(data))
+            return data
+
+        monkeypatch.setattr(sf.SoundFile, "read", read)
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 16000, 22050, 44100, 48000])
+@pytest.mark.parametrize("seconds", [1.0, 2.99, 3.5, 7.0])
+def test_a_scoring_window_read_alone_equals_the_window_of_the_whole_file(tmp_path, rate, seconds):
+    """Reading only what the window needs (then resampling that) changes no sample of it, for
+    files shorter than the window (tiled: the whole file is read), about as long, and longer."""
+    path = tmp_path / "a.wav"
+    noise = np.random.default_rng(rate).uniform(-0.5, 0.5, (int(rate * seconds), 2))
+    sf.write(path, noise, rate, subtype="PCM_24")
+    whole = fix_length(load_audio(path), LENGTH)
+    window = fix_length(load_audio(path, max_samples=LENGTH), LENGTH)
+    assert torch.equal(window, whole)
+
+
+def test_a_long_file_is_scored_from_a_bounded_read(tmp_path, monkeypatch):
+    """A 10-minute 48 kHz file: the eval dataset and `load_audio(max_samples=...)` decode about
+    the window (3 s) plus a 2 s margin at 48 kHz, not 28.8 million frames."""
+    from dpda.data.dataset import AudioDataset
+    from dpda.data.manifest import make_manifest
+
+    path = tmp_path / "long.wav"
+    block = np.random.default_rng(0).uniform(-0.3, 0.3, 48_000 * 10)
+    with sf.SoundFile(path, "w", 48_000, 1, subtype="PCM_16") as fh:
+        for _ in range(60):
+            fh.write(block)
+    bound = LENGTH * 3 + 2 * 48_000
+    spy = _ReadSpy(monkeypatch)
+    wave = load_audio(path, max_samples=LENGTH)
+    assert spy.rows == [bound] and wave.shape[-1] >= LENGTH
+    manifest = make_manifest({"utt": ["u"], "path": [str(path)], "label": ["spoof"], "corpus": ["c"], "subset": ["eval"],
+                              "source_file": ["list.csv"], "source_line": [2]})
+    wave, _, _ = AudioDataset(manifest, length=LENGTH, train=False)[0]
+    assert spy.rows == [bound, bound] and wave.shape == (LENGTH,)
+    # the window is what the whole file's first 3 s give
+    head = tmp_path / "head.wav"
+    sf.write(head, sf.read(path, frames=bound, dtype="float32")[0], 48_000, subtype="PCM_16")
+    assert torch.equal(wave, fix_length(load_audio(head), LENGTH))

@@ -230,3 +230,35 @@ def test_repository_root_does_not_shadow_stdlib_platform():
                          capture_output=True, text=True, cwd=root)
     assert out.returncode == 0, out.stderr
     assert out.stdout == expected and out.stdout.strip()
+
+
+def test_csv_ids_derived_from_paths_with_spaces_are_score_file_ids(tmp_path):
+    """Score files are `UTT SCORE` lines: an id made from a path with spaces passed the check and
+    training, then `dpda eval` refused it. Ids derived from paths replace whitespace with `_`."""
+    from dpda.metrics.scores import read_scores, write_scores
+
+    csv_path = _write(tmp_path / "c.csv", "path,label,utt\nmy dir/a b.wav,bonafide,\nc\td.wav,spoof,u2\n")
+    # a tab inside a path: quoted by the csv module only when needed; here it is a plain field
+    m = load_corpus(str(csv_path))
+    assert m["utt"].tolist() == ["my_dir/a_b", "u2"]
+    assert m["path"].tolist() == [str(tmp_path / "my dir" / "a b.wav"), str(tmp_path / "c\td.wav")]
+    scores = read_scores(write_scores(tmp_path / "s.txt", m["utt"], [0.5, -1.0]))
+    assert scores.to_dict() == {"my_dir/a_b": 0.5, "u2": -1.0}
+
+
+def test_csv_path_derived_ids_stay_unique_after_cleaning(tmp_path):
+    """`a b.wav` and `a_b.wav` both become `a_b`: the check names both lines, as for any repeat."""
+    from dpda.data.check import check_manifest
+
+    csv_path = _write(tmp_path / "c.csv", "path,label\na b.wav,bonafide\na_b.wav,spoof\n")
+    with pytest.raises(UserError, match=rf"{csv_path}:3: duplicate_utt: utt 'a_b' already at {csv_path}:2"):
+        check_manifest(load_corpus(str(csv_path)), policy="fail", decode="none")
+
+
+@pytest.mark.parametrize("utt", ["a b", "a\tb", "a\u00a0b"])
+def test_csv_explicit_ids_with_whitespace_are_refused_naming_the_line(tmp_path, utt):
+    csv_path = _write(tmp_path / "c.csv", f'path,label,utt\nx.wav,spoof,u1\ny.wav,bonafide,"{utt}"\n')
+    with pytest.raises(UserError) as err:
+        load_corpus(str(csv_path))
+    assert str(err.value) == (f"{csv_path}:3: utt {utt!r} contains whitespace (score files are "
+                              "'UTT SCORE' lines); use an id without spaces or leave utt empty")

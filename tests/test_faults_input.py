@@ -164,9 +164,9 @@ def test_empty_corpus_is_an_error_naming_spec_and_file(tmp_path: Path, make, cap
     assert str(err.value) == message
 
 
-def _demo_config(tmp_path: Path, train: list[str], dev: list[str]) -> Path:
+def _demo_config(tmp_path: Path, train: list[str], dev: list[str], evals: dict | None = None) -> Path:
     raw = yaml.safe_load(Path(__file__).parents[1].joinpath("configs/demo.yaml").read_text())
-    raw["data"].update(train=train, dev=dev, eval={}, num_workers=0)
+    raw["data"].update(train=train, dev=dev, eval=evals or {}, num_workers=0)
     raw["device"] = "cpu"
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -187,7 +187,7 @@ def test_train_stops_on_an_empty_corpus_and_writes_nothing(tmp_path: Path, capsy
     spec, source = _empty_csv(tmp_path)
     run = tmp_path / "run"
     assert main(["-q", "train", str(_demo_config(tmp_path, [f"csv:{a}"], [spec])), "-o", str(run)]) == 2
-    assert capsys.readouterr().err == f"dpda train: error: corpus {spec}: no trials in {source}\n"
+    assert capsys.readouterr().err == f"dpda train: error: data.dev[0]: corpus {spec}: no trials in {source}\n"
     assert not run.exists()
 
 
@@ -229,9 +229,60 @@ def test_train_stops_on_a_corpus_listed_twice_and_writes_nothing(tmp_path: Path,
     cfg = _demo_config(tmp_path, [f"csv:{a}", f"csv:{a}"], [f"csv:{b}"])
     assert main(["-q", "train", str(cfg), "-o", str(run)]) == 2
     assert capsys.readouterr().err == (
-        f"dpda train: error: train: 2 utterance id(s) in more than one corpus, the first 'u1' in "
+        f"dpda train: error: data.train: 2 utterance id(s) in more than one corpus, the first 'u1' in "
         f"csv:{a} ({a}:2) and csv:{a} ({a}:2)\n")
     assert not run.exists()
+
+
+# ------------------------------------------------------------------------------ data.eval, before training
+def _no_training_step(monkeypatch) -> None:
+    from dpda.train.loop import Trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a training step ran before data.eval was checked")
+
+    monkeypatch.setattr(Trainer, "_train_epoch", refuse)
+
+
+def test_train_stops_on_a_typo_in_a_data_eval_path_before_the_first_step(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The eval sets are scored after the last epoch; a typo there must not wait for it."""
+    _no_training_step(monkeypatch)
+    a, b = _two_corpora(tmp_path)
+    typo = tmp_path / "evl.csv"
+    run = tmp_path / "run"
+    cfg = _demo_config(tmp_path, [f"csv:{a}"], [f"csv:{b}"], {"mine": [f"csv:{a}"], "other": [f"csv:{a}", f"csv:{typo}"]})
+    assert main(["-q", "train", str(cfg), "-o", str(run)]) == 2
+    assert capsys.readouterr().err == f"dpda train: error: data.eval.other[1]: {typo}: CSV file not found\n"
+    assert not run.exists()
+
+
+def test_train_stops_on_ids_shared_by_the_corpora_of_one_eval_set(tmp_path: Path, capsys, monkeypatch) -> None:
+    _no_training_step(monkeypatch)
+    a, b = _two_corpora(tmp_path)
+    run = tmp_path / "run"
+    cfg = _demo_config(tmp_path, [f"csv:{a}"], [f"csv:{b}"], {"both": [f"csv:{a}", f"csv:{b}"]})
+    assert main(["-q", "train", str(cfg), "-o", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"dpda train: error: data.eval.both: 2 utterance id(s) in more than one corpus, the first 'u2' in "
+        f"csv:{a} ({a}:3) and csv:{b} ({b}:3)\n")
+    assert not run.exists()
+
+
+def test_the_search_pre_flight_checks_every_eval_set(tmp_path: Path) -> None:
+    """What a search's driver (and a multi-worker run) checks before any trial: the same lines."""
+    from dpda.data.check_cache import check_config_corpora
+
+    a, b = _two_corpora(tmp_path)
+    typo = tmp_path / "evl.csv"
+    data = {"train": [f"csv:{a}"], "dev": [f"csv:{b}"], "check": "fail"}
+    with pytest.raises(UserError) as err:
+        check_config_corpora({"data": {**data, "eval": {"mine": [f"csv:{typo}"]}}})
+    assert str(err.value) == f"data.eval.mine[0]: {typo}: CSV file not found"
+    with pytest.raises(UserError, match=r"^data\.eval\.both: 2 utterance id\(s\) in more than one corpus"):
+        check_config_corpora({"data": {**data, "eval": {"both": [f"csv:{a}", f"csv:{b}"]}}})
+    # one id in two sets is fine: each set has its own score file (<name>.scores.txt)
+    verdicts = check_config_corpora({"data": {**data, "eval": {"x": [f"csv:{a}"], "y": [f"csv:{a}"]}}})
+    assert len(verdicts) == 2
 
 
 # ------------------------------------------------------------------------------ dpda report: bad parts

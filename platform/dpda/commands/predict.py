@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     threshold, source = given or saved_threshold(args.model, state)
     cfg = config_from_dict(state["config"], source=str(args.model))
     length = cfg.scoring_length
-    batch = torch.stack([fix_length(load_audio(f), length) for f in args.files]).to(device)
+    batch = torch.stack([fix_length(load_audio(f, max_samples=length), length) for f in args.files]).to(device)
     with torch.no_grad():
         logits = model(batch).float()
     scores = score_from_logits(logits, cfg.eval.score).cpu().tolist()  # as the dev threshold was

@@ -26,12 +26,15 @@ class AudioReadError(UserError):
     """An audio file that cannot be used: unreadable, empty, or with NaN/Inf samples."""
 
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+def read_audio(path: str | os.PathLike, max_samples: int | None = None,
+               sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, int]:
     """(float32 array (frames, channels), sample rate) decoded by libsndfile, any bit depth.
 
-    Raises AudioReadError for unreadable, zero-length or non-finite audio, for a path that is
-    not a regular file (never opened: a FIFO would block) and for a sample rate outside
-    `SAMPLE_RATE_RANGE` (checked before decoding), so callers handle one exception type.
+    `max_samples`: only the frames the first `max_samples` samples at `sample_rate` need
+    (`window_frames`), whatever the file's length; None: the whole file.
+    Raises AudioReadError for unreadable, zero-length or non-finite audio (in what was read),
+    for a path that is not a regular file (never opened: a FIFO would block) and for a sample
+    rate outside `SAMPLE_RATE_RANGE` (checked before decoding), so callers handle one exception type.
     """
     try:
         special = not_regular(path)
@@ -42,7 +45,8 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
             if bad_rate is not None:
                 raise AudioReadError(f"{path}: {bad_rate}")
             rate = fh.samplerate
-            data = fh.read(dtype="float32", always_2d=True)
+            frames = -1 if max_samples is None else window_frames(max_samples, sample_rate, rate)
+            data = fh.read(frames=frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         raise AudioReadError(f"{path}: cannot read audio ({exc})") from None
     if data.shape[0] == 0 or data.shape[1] == 0:
@@ -52,9 +56,24 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return data, int(rate)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """Mono float32 waveform `(time,)` at `sample_rate` (channels averaged, resampled if needed)."""
-    data, rate = read_audio(path)
+def window_frames(samples: int, sample_rate: int, file_rate: int) -> int:
+    """Frames at `file_rate` to read so that the first `samples` samples resampled to
+    `sample_rate` are exactly those of the whole file: the window's own frames plus 2 s.
+
+    Why the margin: resampled sample i depends on the input up to the sinc filter's reach past
+    it, at most one block of file_rate/gcd frames (1 s) plus the filter's width (6 zero crossings,
+    under 1 ms); tests/test_data_audio.py checks equality at common and odd rates."""
+    return -(-samples * file_rate // sample_rate) + 2 * file_rate
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
+               max_samples: int | None = None) -> torch.Tensor:
+    """Mono float32 waveform `(time,)` at `sample_rate` (channels averaged, resampled if needed).
+
+    `max_samples` (scoring: the window from the file's start): decode only what the first
+    `max_samples` output samples need, so memory is bounded for any file length; the result
+    then holds at least those samples (all of a shorter file), equal to the whole file's."""
+    data, rate = read_audio(path, max_samples, sample_rate)
     wave = torch.from_numpy(data).mean(dim=1)
     if rate != sample_rate:
         wave = AF.resample(wave, orig_freq=rate, new_freq=sample_rate)

@@ -256,6 +256,18 @@ def duplicates_across(manifests: Sequence[pd.DataFrame], limit: int = 20) -> tup
     return shared, int(repeated.sum())
 
 
+def require_distinct_ids(manifests: Sequence[pd.DataFrame], what: str) -> None:
+    """Refuse, in one line naming the set `what`, an id held by two corpora of one set (in any
+    policy: dropping either copy would be a guess, keeping both counts the trial twice)."""
+    shared, total = duplicates_across(manifests, limit=1)
+    if shared:
+        s = shared[0]
+        raise UserError(
+            f"{what}: {total} utterance id(s) in more than one corpus, the first {s.utt!r} in "
+            f"{s.first_spec} ({s.first_where}) and {s.spec} ({s.where})"
+        )
+
+
 def check_manifest(
     manifest: pd.DataFrame,
     root: str | os.PathLike | None = None,

@@ -9,17 +9,23 @@ fingerprint and trust the verdict instead of decoding again.
 The fingerprint (sha256) covers what a verdict depends on: the check's settings (policy, decode
 mode, sample-rate range, peak limit, `CHECK_VERSION`; not the fail/skip policy, which is
 applied to the verdict), the corpus spec and root, every manifest
-row's path, label and id, and each file's size, modification time, mode (`os.stat`, no
-read: a file made unreadable is checked again) and symlink-resolved path (a file swapped for a
-link to a copy outside the root, same size and time, is checked again). A
-corpus whose files are replaced, re-encoded or truncated gets a new fingerprint and is checked
-again; an unchanged one is not, in this process or a later one.
+row's path, label and id, and each file's size, modification time, change time, inode, mode
+(`os.stat`, no read: a file made unreadable is checked again) and symlink-resolved path (a file
+swapped for a link to a copy outside the root, same size and time, is checked again). The change
+time is there because `touch -d` sets the modification time back and nothing but the kernel sets
+the change time: a file rewritten at the same size and touched back to its old time is checked
+again. A corpus whose files are replaced, re-encoded or truncated gets a new fingerprint and is
+checked again; an unchanged one is not, in this process or a later one. (A copy of a corpus has
+other change times and inodes, so each copy is checked once; on a cluster the corpora live on
+one shared volume, whose times and inodes every node sees alike.)
 
 Verdicts are also kept on disk, one JSON file per fingerprint in `cache_dir()`:
 `$DPDA_CACHE_DIR/corpus_checks` if set, else `$XDG_CACHE_HOME/dpda/corpus_checks`, else
 `~/.cache/dpda/corpus_checks`. So a second `dpda train` or `dpda tune` on the same corpus does
 not decode it again either. The disk cache is local to each machine; on a cluster the verdicts
-travel with the trials' parameters, so nodes need no shared cache directory.
+travel with the trials' parameters, so nodes need no shared cache directory. An entry that is
+not a valid verdict of this corpus (cut short, edited, of another version: wrong types, rows out
+of range, another fingerprint) is a miss: the corpus is checked again and the entry overwritten.
 """
 
 from __future__ import annotations
@@ -27,38 +33,52 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError, model_validator
 
 from dpda.data.audio_file import MAX_PEAK, SAMPLE_RATE_RANGE
-from dpda.data.check import apply_policy, check_manifest
+from dpda.data.check import apply_policy, check_manifest, require_distinct_ids
+from dpda.errors import UserError
 
 CHECK_VERSION = 1  # bump when the check finds problems it did not find before
 _TRUSTED: dict[str, Verdict] = {}  # verdicts handed to this process by a driver
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """What one check of one corpus concluded: the bad rows and the report `fail` would raise."""
+class Verdict(BaseModel):
+    """What one check of one corpus concluded: the bad rows and the report `fail` would raise.
+
+    Strict (no coercion, no unknown keys): a disk entry or a driver's dict that is not exactly
+    this shape is refused by `parse`, and the corpus is checked again."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
     fingerprint: str
     spec: str
-    total: int
-    bad_rows: tuple[int, ...]
-    counts: dict[str, int]
+    total: NonNegativeInt
+    bad_rows: tuple[NonNegativeInt, ...]
+    counts: dict[str, NonNegativeInt]
     report: str  # CheckResult.format_problems(); "" when no row is bad
+
+    @model_validator(mode="after")
+    def _rows_in_range(self) -> Verdict:
+        if any(row >= self.total for row in self.bad_rows):
+            raise ValueError(f"bad_rows: a row index >= total {self.total}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (the disk cache's format, and what travels to trials)."""
-        return {**asdict(self), "bad_rows": list(self.bad_rows)}
+        return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Verdict:
-        return cls(raw["fingerprint"], raw["spec"], int(raw["total"]), tuple(int(r) for r in raw["bad_rows"]),
-                   {str(k): int(v) for k, v in raw["counts"].items()}, str(raw["report"]))
+    def parse(cls, text: str | bytes) -> Verdict | None:
+        """The verdict a JSON text holds, or None for anything else (then: check again)."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError:  # not JSON, not UTF-8, wrong types or shape
+            return None
 
 
 def cache_dir() -> Path:
@@ -70,7 +90,7 @@ def cache_dir() -> Path:
 
 
 def fingerprint(manifest: pd.DataFrame) -> str:
-    """sha256 of the check settings, the corpus and its files' sizes, mtimes and modes."""
+    """sha256 of the check settings, the corpus and its files' stat stamps (module docstring)."""
     h = hashlib.sha256()
     settings = {"version": CHECK_VERSION, "decode": "all", "rates": list(SAMPLE_RATE_RANGE),
                 "max_peak": MAX_PEAK, "spec": manifest.attrs.get("spec"), "root": manifest.attrs.get("root")}
@@ -80,7 +100,9 @@ def fingerprint(manifest: pd.DataFrame) -> str:
         try:
             st = os.stat(path)
             # where a symlink leads: the check refuses files outside the root, and os.stat follows links
-            stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}:{os.path.realpath(path)}"
+            # the change time and inode: `touch -d` sets the mtime back, not these
+            stamp = (f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode:o}:"
+                     f"{os.path.realpath(path)}")
         except OSError:
             stamp = "missing"
         h.update(f"{path}\0{label}\0{utt}\0{stamp}\n".encode())
@@ -88,19 +110,25 @@ def fingerprint(manifest: pd.DataFrame) -> str:
 
 
 def trust(verdicts: dict[str, dict[str, Any]] | None) -> None:
-    """Accept verdicts a driver computed (fingerprint -> Verdict.to_dict()) for this process."""
+    """Accept verdicts a driver computed (fingerprint -> Verdict.to_dict()) for this process;
+    one that is not a valid verdict is left out (its corpus is checked again here)."""
     for key, raw in (verdicts or {}).items():
-        _TRUSTED[key] = Verdict.from_dict(raw)
+        verdict = Verdict.parse(json.dumps(raw))
+        if verdict is not None and verdict.fingerprint == key:
+            _TRUSTED[key] = verdict
 
 
-def _load(key: str) -> Verdict | None:
-    if key in _TRUSTED:
-        return _TRUSTED[key]
-    path = cache_dir() / f"{key}.json"
-    try:
-        return Verdict.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError):  # absent, or a file cut short: check again
+def _load(key: str, total: int) -> Verdict | None:
+    """A known verdict of the corpus with fingerprint `key` and `total` rows, else None."""
+    verdict = _TRUSTED.get(key)
+    if verdict is None:
+        try:
+            verdict = Verdict.parse((cache_dir() / f"{key}.json").read_bytes())
+        except OSError:  # absent or unreadable: check again
+            return None
+    if verdict is None or verdict.fingerprint != key or verdict.total != total:
         return None
+    return verdict
 
 
 def _store(verdict: Verdict) -> None:
@@ -119,12 +147,14 @@ def verdict_for(manifest: pd.DataFrame) -> Verdict:
     """The corpus's verdict: trusted or cached if its fingerprint is known, else checked now
     (every file decoded) and cached."""
     key = fingerprint(manifest)
-    known = _load(key)
+    known = _load(key, len(manifest))
     if known is not None:
         return known
     result = check_manifest(manifest, policy="skip")  # the verdict; the policy is applied by the caller
-    verdict = Verdict(key, str(manifest.attrs.get("spec", "manifest")), result.total, tuple(result.bad_rows),
-                      {k: v for k, v in result.counts.items() if v}, "" if result.ok else result.format_problems())
+    verdict = Verdict(fingerprint=key, spec=str(manifest.attrs.get("spec", "manifest")), total=int(result.total),
+                      bad_rows=tuple(int(r) for r in result.bad_rows),
+                      counts={str(k): int(v) for k, v in result.counts.items() if v},
+                      report="" if result.ok else result.format_problems())
     _store(verdict)
     return verdict
 
@@ -135,20 +165,44 @@ def checked_corpus(manifest: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, V
     return apply_policy(manifest, policy, verdict.bad_rows, verdict.report), verdict
 
 
-def check_config_corpora(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Check every corpus a training config names (train, dev, eval sets) once, here, and
-    return the verdicts (fingerprint -> dict) to hand to the trials and ranks. A corpus that
-    fails under `data.check: fail` raises UserError before anything starts."""
+def checked_set(specs: list[str], policy: str, what: str, keyed: bool = False) -> list[tuple[pd.DataFrame, Verdict]]:
+    """Each corpus of one set read and checked (`checked_corpus`), ids distinct across them.
+    `keyed`: `what` is the set's config key, and a corpus that cannot be read is named
+    `what[i]` (a typo in `data.eval` names its key and path, not only the path)."""
     from dpda.data.readers import load_corpus
 
+    out = []
+    for i, spec in enumerate(specs):
+        try:
+            corpus = load_corpus(spec)
+        except UserError as exc:
+            if not keyed:
+                raise
+            raise UserError(f"{what}[{i}]: {exc}") from None
+        out.append(checked_corpus(corpus, policy))
+    require_distinct_ids([manifest for manifest, _ in out], what)
+    return out
+
+
+def config_sets(config: dict[str, Any]) -> dict[str, list[str]]:
+    """The corpus sets a training config names, by config key: `data.train`, `data.dev` and
+    one `data.eval.<name>` per eval set (each scored into its own `<name>.*` files, so an id
+    may repeat across eval sets, not within one)."""
     data = config.get("data", {})
-    policy = data.get("check", "fail")
-    specs = list(data.get("train") or []) + list(data.get("dev") or [])
-    evals = data.get("eval") or {}
-    for value in (evals.values() if isinstance(evals, dict) else [evals]):
-        specs += list(value) if isinstance(value, (list, tuple)) else [value]
+    sets = {f"data.{key}": list(data.get(key) or []) for key in ("train", "dev")}
+    for name, specs in (data.get("eval") or {}).items():
+        sets[f"data.eval.{name}"] = list(specs) if isinstance(specs, (list, tuple)) else [specs]
+    return sets
+
+
+def check_config_corpora(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Check every corpus set a training config names (train, dev, each eval set) once, here,
+    as the run will (readers, audio, ids distinct within a set), and return the verdicts
+    (fingerprint -> dict) to hand to the trials and ranks. A set that fails raises UserError
+    naming its config key before anything starts."""
+    policy = config.get("data", {}).get("check", "fail")
     out = {}
-    for spec in dict.fromkeys(specs):
-        _, verdict = checked_corpus(load_corpus(spec), policy)
-        out[verdict.fingerprint] = verdict.to_dict()
+    for key, specs in config_sets(config).items():
+        for _, verdict in checked_set(specs, policy, key, keyed=True):
+            out[verdict.fingerprint] = verdict.to_dict()
     return out

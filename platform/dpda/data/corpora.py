@@ -9,36 +9,28 @@ from __future__ import annotations
 import pandas as pd
 
 from dpda.console import info
-from dpda.data.check import duplicates_across
-from dpda.data.check_cache import checked_corpus
+from dpda.data.check_cache import checked_set
 from dpda.data.manifest import concat_manifests
-from dpda.data.readers import load_corpus
 from dpda.errors import UserError
 
 
-def load_manifest(specs: list[str], policy: str, what: str) -> pd.DataFrame:
+def load_manifest(specs: list[str], policy: str, what: str, keyed: bool = False) -> pd.DataFrame:
     """Read and check corpora before any GPU time is spent; skip mode drops and counts bad rows.
 
     Each corpus is checked on its own so paths are bounded by that corpus's root. An utterance
     id in two corpora of the set (or one corpus listed twice) fails in either mode: dropping
-    either copy would be a guess, and keeping both counts the trial twice.
+    either copy would be a guess, and keeping both counts the trial twice. `keyed`: `what` is
+    the set's config key (`data.eval.la21`), and a corpus that cannot be read is named by it
+    (`data.eval.la21[0]: ...`).
 
     A corpus whose verdict is already known (checked by a search's driver, or earlier on this
     machine, with the same files) is not decoded again (dpda.data.check_cache)."""
     frames = []
-    for spec in specs:
-        manifest, verdict = checked_corpus(load_corpus(spec), policy)
+    for spec, (manifest, verdict) in zip(specs, checked_set(specs, policy, what, keyed)):
         if verdict.bad_rows:
             counts = ", ".join(f"{k}: {v}" for k, v in verdict.counts.items() if v)
             info(f"[dpda] {what} {spec}: skipped {len(verdict.bad_rows)} bad rows ({counts})")
         frames.append(manifest)
-    shared, total = duplicates_across(frames, limit=1)
-    if shared:
-        s = shared[0]
-        raise UserError(
-            f"{what}: {total} utterance id(s) in more than one corpus, the first {s.utt!r} in "
-            f"{s.first_spec} ({s.first_where}) and {s.spec} ({s.where})"
-        )
     return concat_manifests(frames).reset_index(drop=True)
 
 

@@ -87,7 +87,8 @@ class AudioDataset(Dataset):
 
     def _load(self, index: int) -> tuple[torch.Tensor, ...]:
         """The cropped wave, and with `augment` its augmented copy (same offset)."""
-        wave = load_audio(self.paths[index], self.sample_rate)
+        # scoring reads only its window (from the start); training crops anywhere and augments whole files
+        wave = load_audio(self.paths[index], self.sample_rate, max_samples=None if self.train else self.length)
         gen = item_generator(self.seed, self.epoch, index) if self.train else None
         offset = crop_offset(wave.shape[-1], self.length, gen if self.crop == "random" else None)
         cropped = fix_length(wave, self.length, offset)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,9 +309,16 @@ def read_itw(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
     return _typed(make_manifest(cols), meta), root
 
 
+_WHITESPACE = re.compile(r"\s+")  # what splits a score file's line into fields
+
+
 def read_csv_corpus(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
     """Generic `path,label[,utt,speaker,attack,...]` CSV; relative paths are resolved against the
-    CSV's folder, extra columns are kept as conditions, a `subset` column is filtered by SUBSET."""
+    CSV's folder, extra columns are kept as conditions, a `subset` column is filtered by SUBSET.
+
+    Ids must fit score files' `UTT SCORE` lines: an id made from the path (no `utt` given) has
+    its whitespace replaced by `_` (repeats that makes are the check's duplicate ids); a `utt`
+    written with whitespace is refused naming the line."""
     if not path.is_file():
         raise UserError(f"{path}: CSV file not found")
     root = path.parent
@@ -318,8 +326,12 @@ def read_csv_corpus(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]
     for number, row in _csv_rows(path, ("path", "label")):
         audio = Path(row.pop("path")).expanduser()
         label = normalize_label(row.pop("label"))
+        utt = row.pop("utt", "")
+        if _WHITESPACE.search(utt):
+            raise UserError(f"{path}:{number}: utt {utt!r} contains whitespace (score files are 'UTT SCORE' "
+                            "lines); use an id without spaces or leave utt empty")
         rec: dict[str, object] = {
-            "utt": row.pop("utt", "") or str(audio.with_suffix("")),
+            "utt": utt or _WHITESPACE.sub("_", str(audio.with_suffix(""))),
             "path": _abs(audio if audio.is_absolute() else root / audio),
             "label": label,
             "speaker": row.pop("speaker", "") or NOT_APPLICABLE,

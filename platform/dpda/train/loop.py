@@ -105,10 +105,13 @@ class Trainer:
             if not getattr(cfg.data, section):  # dev drives early stopping and model selection
                 raise UserError(f"data.{section}: no corpora given (a list of KIND:PATH[:SUBSET] specs)")
         held_out = cfg.data.held_out_attacks
-        self.train_manifest = without_attacks(load_manifest(cfg.data.train, cfg.data.check, "train"), held_out,
-                                              "data.held_out_attacks", required=True)
-        self.dev_manifest = without_attacks(load_manifest(cfg.data.dev, cfg.data.check, "dev"), held_out,
-                                            "data.held_out_attacks", required=False)
+        self.train_manifest = without_attacks(load_manifest(cfg.data.train, cfg.data.check, "data.train", keyed=True),
+                                              held_out, "data.held_out_attacks", required=True)
+        self.dev_manifest = without_attacks(load_manifest(cfg.data.dev, cfg.data.check, "data.dev", keyed=True),
+                                            held_out, "data.held_out_attacks", required=False)
+        if self.is_main:  # the eval sets are scored after the last epoch: a bad one fails now
+            for name, specs in cfg.data.eval.items():
+                load_manifest(specs, cfg.data.check, f"data.eval.{name}", keyed=True)
         # the published pipeline augments whole utterances in the loader; dpda's the cropped batch
         loader_augment = cfg.data.augment_before_crop and cfg.augment.mode != "none"
         self.train_set = AudioDataset(
