@@ -106,7 +106,7 @@ def _init_ray(address: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     from dpda.console import info
     from dpda.tune.study_files import HPARAMS_DIR, dashboard_command
-    from dpda.tune.tuner import check_corpora, experiment_path, format_outcome, run_search
+    from dpda.tune.tuner import check_corpora, experiment_path, format_outcome, run_search, unfinished_message
 
     space = load_space(args)
     check_corpus_paths(space.base, space.source)
@@ -121,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
          f"{experiment_path(outcome.experiment_path, HPARAMS_DIR)})")
     if "://" not in outcome.experiment_path:
         info(f"Optuna dashboard: {dashboard_command(outcome.experiment_path)}")
+    unfinished = unfinished_message(outcome)
+    if unfinished:  # an interrupted or partly failed search is not a result: non-zero exit
+        raise UserError(unfinished)
     if outcome.best_config is None and not outcome.interrupted:
         raise UserError(f"{outcome.experiment_path}: no trial finished with a finite {space.tune.metric}; "
                         "each trial's error is in its folder there (error.txt)")
