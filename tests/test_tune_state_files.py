@@ -224,15 +224,18 @@ def test_leftovers_of_the_recorded_session_are_ended_and_nothing_else(tmp_path: 
             proc.wait()
 
 
-def test_fault_spec_parsing(monkeypatch) -> None:
+def test_fault_spec_parsing(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv(faults.ENV, raising=False)
     assert faults.armed() is None
-    faults.hit("last_epoch", "x_00000")  # unarmed: nothing happens
+    faults.hit("last_epoch", "aa", tmp_path)  # unarmed: nothing happens, nothing registered
+    assert not (tmp_path / faults.REGISTRY).exists()
     monkeypatch.setenv(faults.ENV, "last_epoch@2")
     assert faults.armed() == ("last_epoch", 2)
-    assert faults.trial_index("3f2a1_00002") == 2
-    faults.hit("last_epoch", "x_00001")  # another trial: nothing happens
-    faults.hit("mid_epoch", "x_00002")  # another phase: nothing happens
+    assert [faults.trial_index(t, tmp_path) for t in ("cc", "aa", "cc", "bb", "aa")] == [0, 1, 0, 2, 1]
+    faults.hit("last_epoch", "aa", tmp_path)  # another trial: nothing happens
+    faults.hit("mid_epoch", "bb", tmp_path)  # another phase: nothing happens
+    monkeypatch.setenv(faults.ENV, "mid_epoch")
+    assert faults.armed() == ("mid_epoch", None)
     monkeypatch.setenv(faults.ENV, "nonsense")
     with pytest.raises(ValueError, match="PHASE"):
         faults.armed()
@@ -240,8 +243,13 @@ def test_fault_spec_parsing(monkeypatch) -> None:
 
 def test_a_fault_kills_the_named_process(tmp_path: Path) -> None:
     code = ("import sys; sys.path[:0] = ['platform', 'analysis']\n"
-            "from dpda.tune import faults\nfaults.hit('between_trials', 'x_00001')\nprint('survived')")
-    env = {**os.environ, faults.ENV: "between_trials@1"}
+            f"from dpda.tune import faults\nfaults.hit('between_trials', 'b', {str(tmp_path)!r})\n"
+            f"faults.hit('between_trials', 'a', {str(tmp_path)!r})\nprint('survived')")
+    (tmp_path / faults.REGISTRY).write_text("a\nb\n")
+    env = {**os.environ, faults.ENV: "between_trials@0"}
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == -signal.SIGKILL and "survived" not in done.stdout
+    again = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 0 and "survived" in again.stdout  # once per experiment

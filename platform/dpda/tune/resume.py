@@ -35,7 +35,12 @@ log = logging.getLogger(__name__)
 
 class SignedOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch with a signed state file, reconciled with the Optuna study on restore,
-    and tolerant of results for trials Optuna has already finished (or never saw)."""
+    and tolerant of results for trials Optuna has already finished (or never saw). `exp_dir`: the
+    local experiment folder, for fault injection (dpda.tune.faults) only."""
+
+    def __init__(self, *args: Any, exp_dir: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.exp_dir = exp_dir
 
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
@@ -58,10 +63,12 @@ class SignedOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if self._known(trial_id):
             super().on_trial_complete(trial_id, result=result, error=error)
+            self.__dict__.setdefault("_completed_here", []).append(trial_id)
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
-        for trial_id in sorted(self._completed_trials):  # Tune's state file is written by now, ours not
-            faults.hit("checkpoint_upload", trial_id)
+        # trials completed by this driver; Tune's state file is written by now, ours not yet
+        for trial_id in self.__dict__.get("_completed_here", []):
+            faults.hit("checkpoint_upload", trial_id, getattr(self, "exp_dir", None))
         super().save_to_dir(checkpoint_dir, session_str)
 
     def save(self, checkpoint_path: str) -> None:
@@ -73,6 +80,7 @@ class SignedOptunaSearch(OptunaSearch):
         if not isinstance(state, dict):
             raise UserError(f"{checkpoint_path}: not a searcher state")
         self.__dict__.update(state)
+        self._completed_here = []
         reconcile(self)
 
 

@@ -66,13 +66,14 @@ def trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _tune_report(metrics: dict[str, Any], update: CheckpointUpdate | None, driver_pid: int | None = None) -> None:
+def _tune_report(metrics: dict[str, Any], update: CheckpointUpdate | None, driver_pid: int | None = None,
+                 fault_dir: str | None = None) -> None:
     """Report an epoch to Tune with only the files it changed, then prune the trial's storage
     to last.pt + the n best epochs (dpda.train.checkpoint_store)."""
     import ray.tune
 
     if metrics.get(TIME_ATTR) == 1:
-        faults.hit("mid_epoch", ray.tune.get_context().get_trial_id(), driver_pid)
+        faults.hit("mid_epoch", ray.tune.get_context().get_trial_id(), fault_dir, driver_pid)
     checkpoint = ray.tune.Checkpoint.from_directory(str(update.directory)) if update else None
     ray.tune.report(dict(metrics), checkpoint=checkpoint)
     if update is not None:
@@ -101,7 +102,7 @@ def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]
 
     ctx = ray.tune.get_context()
     trial_id = ctx.get_trial_id()
-    faults.hit("trial_start", trial_id, layout.get("driver_pid"))
+    faults.hit("trial_start", trial_id, layout.get("fault_dir"), layout.get("driver_pid"))
     # The trial dir is the Trainer's run dir: Tune's params.json/result.json sit beside the
     # telemetry, so dpda_analysis sees one run per trial.
     run_dir = Path(ctx.get_trial_dir())
@@ -113,7 +114,8 @@ def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]
         scratch = Path(tempfile.mkdtemp(prefix=f"dpda-{trial_id}-"))  # working copies, node-local
         try:
             resume = _restore_tune_checkpoint(scratch / "restored")
-            report = functools.partial(_tune_report, driver_pid=layout.get("driver_pid"))
+            report = functools.partial(_tune_report, driver_pid=layout.get("driver_pid"),
+                                       fault_dir=layout.get("fault_dir"))
             Trainer(cfg, run_dir, report_fn=report, run_id=layout["experiment"], trial_id=trial_id,
                     resume_from=resume, progress=False, checkpoint_dir=scratch / "checkpoints",
                     checked=layout.get("checked")).fit()
@@ -300,7 +302,7 @@ def _trainable(space: SearchSpace, layout: dict[str, Any]):
 def _callbacks(space: SearchSpace, exp_path: str, extra: Sequence[Any], remote: bool) -> list[Any]:
     """The caller's Tune callbacks, plus TensorBoard HParams per trial in a local experiment dir
     (and the driver's fault injection when $DPDA_TUNE_FAULT arms it)."""
-    fault = faults.driver_callback()
+    fault = None if remote else faults.driver_callback(exp_path)
     return [*extra, *([] if remote else [hparams_callback(space, exp_path)]), *([fault] if fault else [])]
 
 
@@ -379,6 +381,7 @@ def _run_search(space: SearchSpace, storage_path: str, name: str, exp_path: str,
 
     layout = {
         "driver_pid": os.getpid(),
+        "fault_dir": None if remote else exp_path,  # fault injection's trial order (tests)
         "experiment": name,
         "cwd": os.getcwd(),
         "train_storage": experiment_path(exp_path, TRAIN_RUNS),
@@ -412,7 +415,8 @@ def _run_search(space: SearchSpace, storage_path: str, name: str, exp_path: str,
         # the study lives in EXPERIMENT/optuna.db (optuna-dashboard opens it), not only inside Ray
         searcher = resumption.SignedOptunaSearch(space=space, metric=settings.metric, mode=settings.mode,
                                 sampler=optuna.samplers.TPESampler(seed=settings.seed),
-                                study_name=name, storage=optuna_storage(exp_path, remote))
+                                study_name=name, storage=optuna_storage(exp_path, remote),
+                                exp_dir=None if remote else exp_path)
         scheduler = _scheduler(space, exp_path)
         tuner = tune.Tuner(
             trainable,
