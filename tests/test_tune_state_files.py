@@ -116,6 +116,9 @@ def test_a_payload_pickle_in_place_of_the_searcher_state_is_not_run(tmp_path: Pa
     with pytest.raises(UserError) as err:
         _searcher(tmp_path).restore_from_dir(str(tmp_path))
     assert "not a file dpda signed" in str(err.value) and "\n" not in str(err.value)
+    import pyarrow.fs  # the check run_search makes before Tune.restore (which would swallow the error)
+    with pytest.raises(UserError, match="not a file dpda signed"):
+        resume.verify_searcher_state(pyarrow.fs.LocalFileSystem(), str(tmp_path))
     assert not marker.exists()
     # a payload behind a copied valid header is refused too
     _state_file(tmp_path).write_bytes(trust.sign(b"x")[:len(trust.MAGIC) + 65] + pickle.dumps(_Payload(marker)))
@@ -253,3 +256,38 @@ def test_a_fault_kills_the_named_process(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], env=env, capture_output=True,
                            text=True, timeout=60)
     assert again.returncode == 0 and "survived" in again.stdout  # once per experiment
+
+
+@pytest.mark.parametrize("statuses, interrupted, failed", [
+    (["completed", "interrupted"], True, 0),  # Ctrl-C / SIGTERM: a trial was running
+    (["completed"], True, 0),  # fewer trials than num_samples
+    (["completed", "error"], False, 1),  # a trial failed: --resume reruns it
+    (["completed", "stopped early"], False, 0),
+])
+def test_best_config_only_for_a_search_that_ended(tmp_path: Path, monkeypatch, statuses, interrupted, failed) -> None:
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from dpda.tune import tuner
+
+    class Grid:
+        def __len__(self):
+            return len(statuses)
+
+        def get_best_result(self, **kw):
+            return SimpleNamespace(metrics={"dev_eer": 0.1, "trial_id": "t0"}, config={"x": 1},
+                                   metrics_dataframe=pd.DataFrame({"dev_eer": [0.2, 0.1]}), path=None)
+
+    space = SimpleNamespace(tune=SimpleNamespace(metric="dev_eer", mode="min", num_samples=2),
+                            trial_config=lambda c: c, params=())
+    monkeypatch.setattr(tuner, "_tune_states", lambda path, filesystem=None: {})
+    monkeypatch.setattr(tuner, "results_table",
+                        lambda space, grid, states, remote=False: pd.DataFrame({"status": statuses}))
+    outcome = tuner.summarise(space, Grid(), str(tmp_path))
+    assert (outcome.interrupted, outcome.failed, outcome.best_metric) == (interrupted, failed, 0.1)
+    ended = not interrupted and not failed
+    assert (tmp_path / tuner.BEST_CONFIG).exists() == ended
+    message = tuner.unfinished_message(outcome)
+    assert (message is None) == ended
+    assert ("Best config:" in tuner.format_outcome(space, outcome)) == ended

@@ -144,3 +144,18 @@ def verify_tuner_state(exp_dir: Path) -> None:
 
 def _digest(path: Path) -> bytes:
     return hashlib.sha256(path.read_bytes()).hexdigest().encode()
+
+
+def verify_searcher_state(fs: Any, exp_dir: str) -> None:
+    """Check the searcher state that Tune will restore (the newest searcher-state-*.pkl) before
+    Tune.restore: Tune catches any error of the restore itself and silently starts the experiment
+    over, so a refused file must stop the search here, in one line."""
+    import pyarrow.fs
+
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(exp_dir, allow_not_found=True))
+    states = sorted(i.path for i in infos if i.type == pyarrow.fs.FileType.File
+                    and i.base_name.startswith("searcher-state-") and i.base_name.endswith(".pkl"))
+    if not states:
+        return
+    with fs.open_input_stream(states[-1]) as f:
+        trust.verify(f.read(), states[-1])

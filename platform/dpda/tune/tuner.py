@@ -403,6 +403,7 @@ def _run_search(space: SearchSpace, storage_path: str, name: str, exp_path: str,
         if not remote:  # before Tune or Optuna read anything of it
             resumption.check_study_file(Path(exp_path, STUDY_FILE))
             resumption.verify_tuner_state(Path(exp_path))
+        resumption.verify_searcher_state(*_resolve(exp_path, fs))
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)
     else:
