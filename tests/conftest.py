@@ -28,6 +28,22 @@ def corpus_check_cache(tmp_path_factory) -> Path:
         os.environ["DPDA_CACHE_DIR"] = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signing_key_dir(tmp_path_factory) -> Path:
+    """The key that signs experiment files (dpda.tune.trust) lives in a folder of this test
+    session, not in the user's ~/.config; subprocesses and Ray workers inherit the variable."""
+    import os
+
+    path = tmp_path_factory.mktemp("dpda_config")
+    saved = os.environ.get("DPDA_CONFIG_DIR")
+    os.environ["DPDA_CONFIG_DIR"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("DPDA_CONFIG_DIR", None)
+    else:
+        os.environ["DPDA_CONFIG_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def synth_corpus(tmp_path_factory) -> dict:
     """Tiny synthetic corpus: {'root': Path, 'specs': {split: spec}, 'counts': {split: {attack: n}},

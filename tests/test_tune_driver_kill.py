@@ -99,3 +99,87 @@ def test_sigkill_of_the_tune_driver_then_resume(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def _run(cmd: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _last_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1] if stderr.strip() else ""
+
+
+def test_driver_killed_at_every_phase_then_resumed(tmp_path: Path) -> None:
+    """The driver SIGKILLs itself at each named phase in turn (dpda.tune.faults), each time on a
+    --resume of the same experiment; a swapped-in payload pickle and a truncated searcher state
+    are refused in one line; SIGTERM ends the search with rc != 0 and no best_config; the last
+    --resume finishes it: every trial once in Optuna and in Tune, no Ray process of the killed
+    drivers left."""
+    import json
+    import sqlite3
+
+    from dpda.tune import faults, leftovers
+
+    corpus = write_tiny_corpus(tmp_path / "corpus", n_train=16, n_dev=16)
+    storage = tmp_path / "results"
+    exp = storage / "demo"
+    base = {k: v for k, v in os.environ.items() if k != faults.ENV} | {"RAY_DEDUP_LOGS": "0"}
+    cmd = [*_tune(corpus, storage), "--epochs", "2"]  # the last --epochs wins: mid_epoch needs 2
+    sessions = []
+    for i, fault in enumerate(("mid_epoch", "last_epoch", "checkpoint_upload", "between_trials")):
+        done = _run(cmd + (["--resume"] if i else []), base | {faults.ENV: fault})
+        assert done.returncode == -signal.SIGKILL, (fault, done.returncode, done.stderr[-3000:])
+        assert not (exp / "best_config.yaml").exists()
+        sessions.append(json.loads((exp / leftovers.SESSION_FILE).read_text())["session_dir"])
+        if fault == "last_epoch":  # the case that failed every later resume: Optuna has the trial COMPLETE
+            with sqlite3.connect(exp / "optuna.db") as db:
+                assert ("COMPLETE",) in db.execute("select state from trials").fetchall()
+
+    # a payload pickle in place of the searcher state is refused, and not run
+    state = max(exp.glob("searcher-state-*.pkl"))
+    original = state.read_bytes()
+    marker = tmp_path / "pwned"
+    state.write_bytes(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    done = _run(cmd + ["--resume"], base)
+    assert done.returncode == 2 and not marker.exists(), done.stderr[-3000:]
+    assert _last_line(done.stderr) == f"dpda tune: error: {state}: not a file dpda signed (foreign or damaged); refusing to load it"
+    state.write_bytes(original[: len(original) // 2])  # a truncated upload: one line, no hang
+    done = _run(cmd + ["--resume"], base, timeout=300)
+    assert done.returncode == 2 and "signature does not match" in _last_line(done.stderr), done.stderr[-3000:]
+    state.write_bytes(original)
+
+    done = _run(cmd + ["--resume"], base | {faults.ENV: "trial_start"})
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    sessions.append(json.loads((exp / leftovers.SESSION_FILE).read_text())["session_dir"])
+
+    # SIGTERM while a trial runs (its first epoch reported): Tune saves and returns; rc 2, no best_config
+    lines = {p: p.stat().st_size for p in exp.glob("trial_*/result.json")}
+    driver = subprocess.Popen(cmd + ["--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=base)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(p.stat().st_size > lines.get(p, 0) for p in exp.glob("trial_*/result.json")):
+            assert driver.poll() is None, driver.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no trial reported in time"
+            time.sleep(0.5)
+        driver.send_signal(signal.SIGTERM)
+        stderr = driver.communicate(timeout=300)[1]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 2, stderr[-3000:]
+    assert "interrupted" in _last_line(stderr) and "--resume" in _last_line(stderr)
+    assert not (exp / "best_config.yaml").exists()
+
+    done = _run(cmd + ["--resume"], base)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(exp / "results.csv")
+    assert len(table) == 3 and table["trial_id"].is_unique
+    assert set(table["status"]) <= {"completed", "stopped early"}, table
+    assert (exp / "best_config.yaml").exists()
+    with sqlite3.connect(exp / "optuna.db") as db:
+        rows = db.execute("select t.state, a.value_json from trials t join trial_user_attributes a "
+                          "using (trial_id) where a.key = 'tune_trial_id'").fetchall()
+    finished = sorted(json.loads(v) for s, v in rows if s in ("COMPLETE", "PRUNED"))
+    assert finished == sorted(table["trial_id"]), rows
+    for session in sessions:  # the killed drivers' Ray sessions were ended by the next start
+        assert not leftovers._session_processes(session), session

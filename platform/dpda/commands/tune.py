@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     from dpda.console import info
     from dpda.tune.session import init_ray, tune_verbosity
     from dpda.tune.study_files import HPARAMS_DIR, dashboard_command
-    from dpda.tune.tuner import check_corpora, experiment_path, format_outcome, run_search, storage_location
+    from dpda.tune.tuner import (check_corpora, experiment_path, format_outcome, run_search, storage_location,
+                                 unfinished_message)
 
     storage = storage_location(args.storage)  # reachable and writable, before anything slow
     check_corpus_paths(space.base, space.source)
@@ -120,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
          f"{experiment_path(outcome.experiment_path, HPARAMS_DIR)})")
     if not is_uri(outcome.experiment_path):
         info(f"Optuna dashboard: {dashboard_command(outcome.experiment_path)}")
+    unfinished = unfinished_message(outcome)
+    if unfinished:  # an interrupted or partly failed search is not a result: non-zero exit
+        raise UserError(unfinished)
     if outcome.best_config is None and not outcome.interrupted:
         raise UserError(f"{outcome.experiment_path}: no trial finished with a finite {space.tune.metric}; "
                         "each trial's error is in its folder there (error.txt)")

@@ -14,12 +14,15 @@ resumed from a checkpoint keeps counting epochs where it left off.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Sequence
+from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from dpda_analysis.location import Location, is_uri, join, resolve
 
 from dpda.errors import UserError
 from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints
+from dpda.tune import faults
 from dpda.tune.search_space import SearchSpace, name_problem
 from dpda.tune.study_files import hparams_callback, optuna_storage
 
@@ -54,6 +58,7 @@ class SearchOutcome:
     best_config: dict[str, Any] | None
     best_model: str | None
     interrupted: bool
+    failed: int = 0  # trials that ended in an error (--resume runs them again)
 
 
 # ----------------------------------------------------------------------------- trial side
@@ -63,11 +68,14 @@ def trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _tune_report(metrics: dict[str, Any], update: CheckpointUpdate | None) -> None:
+def _tune_report(metrics: dict[str, Any], update: CheckpointUpdate | None, driver_pid: int | None = None,
+                 fault_dir: str | None = None) -> None:
     """Report an epoch to Tune with only the files it changed, then prune the trial's storage
     to last.pt + the n best epochs (dpda.train.checkpoint_store)."""
     import ray.tune
 
+    if metrics.get(TIME_ATTR) == 1:
+        faults.hit("mid_epoch", ray.tune.get_context().get_trial_id(), fault_dir, driver_pid)
     checkpoint = ray.tune.Checkpoint.from_directory(str(update.directory)) if update else None
     ray.tune.report(dict(metrics), checkpoint=checkpoint)
     if update is not None:
@@ -96,6 +104,7 @@ def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]
 
     ctx = ray.tune.get_context()
     trial_id = ctx.get_trial_id()
+    faults.hit("trial_start", trial_id, layout.get("fault_dir"), layout.get("driver_pid"))
     # The trial dir is the Trainer's run dir: Tune's params.json/result.json sit beside the
     # telemetry, so dpda_analysis sees one run per trial.
     run_dir = Path(ctx.get_trial_dir())
@@ -107,7 +116,9 @@ def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]
         scratch = Path(tempfile.mkdtemp(prefix=f"dpda-{trial_id}-"))  # working copies, node-local
         try:
             resume = _restore_tune_checkpoint(scratch / "restored")
-            Trainer(cfg, run_dir, report_fn=_tune_report, run_id=layout["experiment"], trial_id=trial_id,
+            report = functools.partial(_tune_report, driver_pid=layout.get("driver_pid"),
+                                       fault_dir=layout.get("fault_dir"))
+            Trainer(cfg, run_dir, report_fn=report, run_id=layout["experiment"], trial_id=trial_id,
                     resume_from=resume, progress=False, checkpoint_dir=scratch / "checkpoints",
                     checked=layout.get("checked")).fit()
         finally:
@@ -272,8 +283,26 @@ def _trainable(space: SearchSpace, layout: dict[str, Any]):
 
 
 def _callbacks(space: SearchSpace, exp_path: str, extra: Sequence[Any], remote: bool) -> list[Any]:
-    """The caller's Tune callbacks, plus TensorBoard HParams per trial in a local experiment dir."""
-    return [*extra, *([] if remote else [hparams_callback(space, exp_path)])]
+    """The caller's Tune callbacks, plus TensorBoard HParams per trial in a local experiment dir
+    (and the driver's fault injection when $DPDA_TUNE_FAULT arms it)."""
+    fault = None if remote else faults.driver_callback(exp_path)
+    return [*extra, *([] if remote else [hparams_callback(space, exp_path)]), *([fault] if fault else [])]
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops the search as Ctrl-C does (Tune saves its state and returns) rather than
+    killing the driver mid-save: it is passed on as SIGUSR1, Tune's other stop signal."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGUSR1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_search(
@@ -300,21 +329,48 @@ def run_search(
     corpora are checked here, once, before any trial starts (unless the caller did: `checked`);
     trials and ranks reuse the verdicts (dpda.data.check_cache).
     """
-    import optuna
-    import ray
-    from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
-
     name = name or space.name
     problem = name_problem(name)
     if problem:
         raise UserError(f"experiment name {name!r}: {problem}")
     store = storage if isinstance(storage, Location) else storage_location(storage, storage_filesystem)
     exp = store.child(name)
+    remote = not exp.is_local  # object storage: no local study file, no HParams folder, no lock
+    with ExitStack() as held:
+        if not remote:
+            held.enter_context(_guard_local_experiment(Path(exp.root)))
+        return _run_search(space, store, exp, name, remote, resume, callbacks, verbose, checked)
+
+
+@contextmanager
+def _guard_local_experiment(exp_dir: Path) -> Iterator[None]:
+    """Hold the experiment's lock for the whole search, and end the Ray processes that a killed
+    driver of this experiment left behind (dpda.tune.lock, dpda.tune.leftovers)."""
+    from dpda.tune.leftovers import clean_and_record
+    from dpda.tune.lock import lock_experiment
+
+    lock = lock_experiment(exp_dir)
+    try:
+        clean_and_record(exp_dir)
+        yield
+    finally:
+        lock.release()
+
+
+def _run_search(space: SearchSpace, store: Location, exp: Location, name: str, remote: bool, resume: bool,
+                callbacks: Sequence[Any], verbose: int, checked: dict | None) -> SearchOutcome:
+    import optuna
+    import ray
+    from ray import tune
+
+    from dpda.tune import resume as resumption
+    from dpda.tune.study_files import STUDY_FILE
+
     exp_path = _shown(exp)
     fs = _ray_filesystem(exp)
-    remote = not exp.is_local  # object storage: no local study file, no HParams folder
     layout = {
+        "driver_pid": os.getpid(),
+        "fault_dir": None if remote else exp.root,  # fault injection's trial order (tests)
         "experiment": name,
         "cwd": os.getcwd(),
         "train_storage": exp.child(TRAIN_RUNS).root,
@@ -333,6 +389,10 @@ def run_search(
                 f"{space.source}: the search space changed since {exp_path} was started; "
                 "resume with the original file or start a new experiment with --name"
             )
+        if not remote:  # before Tune or Optuna read anything of it
+            resumption.check_study_file(Path(exp.root, STUDY_FILE))
+            resumption.verify_tuner_state(Path(exp.root))
+        resumption.verify_searcher_state(exp.fs, exp.root)
         tuner = tune.Tuner.restore(exp.root, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)
     else:
@@ -343,9 +403,10 @@ def run_search(
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # metric/mode go to the searcher too: with a define-by-run space Tune does not pass them on
         # the study lives in EXPERIMENT/optuna.db (optuna-dashboard opens it), not only inside Ray
-        searcher = OptunaSearch(space=space, metric=settings.metric, mode=settings.mode,
+        searcher = resumption.SignedOptunaSearch(space=space, metric=settings.metric, mode=settings.mode,
                                 sampler=optuna.samplers.TPESampler(seed=settings.seed),
-                                study_name=name, storage=optuna_storage(exp.root, remote))
+                                study_name=name, storage=optuna_storage(exp.root, remote),
+                                exp_dir=None if remote else exp.root)
         scheduler = _scheduler(space, None if remote else exp.root)
         tuner = tune.Tuner(
             trainable,
@@ -364,7 +425,10 @@ def run_search(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             ),
         )
-    grid = tuner.fit()
+    if not remote:
+        resumption.sign_tuner_state(Path(exp.root))
+    with _sigterm_interrupts():
+        grid = tuner.fit()
     return summarise(space, grid, exp)
 
 
@@ -433,29 +497,33 @@ def summarise(space: SearchSpace, grid: Any, experiment: str | os.PathLike | Loc
     exp.child(RESULTS_CSV).write_text(table.to_csv(index=False))
     unfinished = not table.empty and table["status"].isin(["interrupted", "not started"]).any()
     interrupted = bool(len(grid) < space.tune.num_samples or unfinished)
+    failed = int((table["status"] == "error").sum()) if not table.empty else 0
     try:
         best = grid.get_best_result(metric=space.tune.metric, mode=space.tune.mode, scope="all",
                                     filter_nan_and_inf=True)
     except (RuntimeError, KeyError, ValueError):
         best = None
     if best is None or not best.metrics:
-        return SearchOutcome(exp_path, table, None, None, None, None, interrupted)
+        return SearchOutcome(exp_path, table, None, None, None, None, interrupted, failed)
     config = space.trial_config(best.config)
     history = best.metrics_dataframe
     column = space.tune.metric
     value = float(history[column].min() if space.tune.mode == "min" else history[column].max()) \
         if history is not None and column in history else float(best.metrics.get(column, math.nan))
     if not math.isfinite(value):  # a failed search must not look like a finished one
-        return SearchOutcome(exp_path, table, None, None, None, None, interrupted)
+        return SearchOutcome(exp_path, table, None, None, None, None, interrupted, failed)
     trial_id = best.metrics.get("trial_id")
     stored_model = _below(exp, best.path).child("model.pt") if best.path else None
     model = _shown(stored_model) if stored_model is not None and stored_model.is_file() else None
+    outcome = SearchOutcome(exp_path, table, trial_id, value, config, model, interrupted, failed)
+    if interrupted or failed:  # best so far, not the search's answer: no best_config.yaml until it ends
+        return outcome
     header = (
         f"# Best trial of {exp_path}: {trial_id}, {column} {value:.6g} ({space.tune.mode}).\n"
         f"# Train it again with: dpda train {BEST_CONFIG}\n"
     )
     exp.child(BEST_CONFIG).write_text(header + yaml.safe_dump(config, sort_keys=False))
-    return SearchOutcome(exp_path, table, trial_id, value, config, model, interrupted)
+    return outcome
 
 
 def format_outcome(space: SearchSpace, outcome: SearchOutcome) -> str:
@@ -469,15 +537,27 @@ def format_outcome(space: SearchSpace, outcome: SearchOutcome) -> str:
     if outcome.best_config is None:
         lines.append("No trial reported a finite " + space.tune.metric + ".")
         return "\n".join(lines)
-    lines.append(f"Best trial {outcome.best_trial_id}: {space.tune.metric} = {outcome.best_metric:.4g}")
+    unfinished = outcome.interrupted or outcome.failed
+    lines.append(f"Best trial{' so far' if unfinished else ''} {outcome.best_trial_id}: "
+                 f"{space.tune.metric} = {outcome.best_metric:.4g}")
     from dpda.dotted import get_dotted, has_dotted
 
     for p in space.params:
         if has_dotted(outcome.best_config, p.key):
             lines.append(f"  {p.key}: {get_dotted(outcome.best_config, p.key)}")
-    lines.append(f"Best config: {experiment_path(outcome.experiment_path, BEST_CONFIG)}")
+    if not unfinished:
+        lines.append(f"Best config: {experiment_path(outcome.experiment_path, BEST_CONFIG)}")
     if outcome.best_model:
         lines.append(f"Best model:  {outcome.best_model}")
-    if outcome.interrupted:
-        lines.append("The search was interrupted; continue it with --resume.")
     return "\n".join(lines)
+
+
+def unfinished_message(outcome: SearchOutcome) -> str | None:
+    """Why the search is not done (interrupted, or trials that failed), or None when it is."""
+    if outcome.interrupted:
+        return (f"{outcome.experiment_path}: the search was interrupted before its last trial ended; "
+                "no best_config.yaml written; continue it with --resume")
+    if outcome.failed and outcome.best_config is not None:
+        return (f"{outcome.experiment_path}: {outcome.failed} trial(s) failed (error.txt in their folders); "
+                "no best_config.yaml written; --resume runs them again")
+    return None
