@@ -109,6 +109,7 @@ def test_search_files_reach_object_storage(ray_local, store: LocalS3, tmp_path: 
                          callbacks=[check], verbose=0)
     searched = time.monotonic() - started
     assert len(outcome.table) == TRIALS and (outcome.table["epochs"] == EPOCHS).all(), outcome.table
+    assert outcome.best_model == f"{exp}/trial_{outcome.best_trial_id}/model.pt"  # found in the storage
 
     # ---- what a trial reported was in the storage when the driver received it
     assert len(seen) == TRIALS * EPOCHS, seen
