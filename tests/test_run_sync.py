@@ -4,7 +4,8 @@ HTTP by pyarrow's S3 client), checked against the server's own byte count per ke
   when rewritten; a restarted mirror re-uploads no part already stored;
 - half-written files (the writers' hidden temporaries) and the run dir lock never go up;
 - what is stored reads back through dpda_analysis exactly as the local run dir does;
-- on a filesystem without atomic writes, every file is written under a hidden name and moved.
+- on a filesystem without atomic writes, every file is written under a hidden name and moved;
+- a restart on another node (empty run dir) numbers a new attempt instead of overwriting parts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 
 import dpda_analysis as A
 from dpda.telemetry.synthetic import layer_names, step_stats
-from dpda.telemetry.writer import TelemetryWriter
+from dpda.telemetry.writer import TelemetryWriter, next_attempt
 from dpda.train.run_dir import RunDirLock, write_json
 from dpda.train.run_sync import Destination, RunMirror, is_telemetry_part, mirrored
 
@@ -172,3 +173,35 @@ def test_non_atomic_filesystem_writes_hidden_then_moves(tmp_path: Path) -> None:
     assert (target / "telemetry" / "steps" / "part-00000.parquet").read_bytes() == b"a part"
     assert json.loads((target / "summary.json").read_text()) == {"ok": True}
     assert sorted(p.name for p in target.rglob("*") if p.is_file()) == ["part-00000.parquet", "summary.json"]
+
+
+def test_restart_on_another_node_numbers_a_new_attempt(store: LocalS3, tmp_path: Path) -> None:
+    """A restart whose run dir is empty (another node) fetches the stored attempts table first:
+    its telemetry is attempt 1, resumed from its checkpoint's step, and no stored part of the
+    first start is written again; the reader supersedes the first start's rows after it."""
+    dest = Destination(store.filesystem(), f"{BUCKET}/exp/trial_c")
+    prefix = f"{BUCKET}/exp/trial_c/"
+    rng = np.random.default_rng(1)
+    node_a = tmp_path / "node_a" / "trial_c"
+    with mirrored(RunMirror(node_a, dest)) as mirror:
+        with TelemetryWriter(node_a, "run", "c", next_attempt(node_a), layer_names(N_LAYERS), flush_every=4) as writer:
+            log_epoch(writer, 1, rng)
+            log_epoch(writer, 2, rng)  # killed after this epoch; its checkpoint was epoch 1's
+            mirror.sync()
+    first_start = set(store.files(dest.path))
+
+    node_b = tmp_path / "node_b" / "trial_c"
+    before = store.written.copy()
+    with mirrored(RunMirror(node_b, dest)) as mirror:
+        attempt = next_attempt(node_b)
+        assert attempt == 1
+        with TelemetryWriter(node_b, "run", "c", attempt, layer_names(N_LAYERS), flush_every=4,
+                             resumed_from_step=STEPS_PER_EPOCH) as writer:
+            log_epoch(writer, 2, rng)
+            mirror.sync()
+    rewritten = [k for k in written_since(store, before, prefix) if f"{prefix}{k}" in first_start]
+    assert rewritten == []
+    with A.open_telemetry(store.uri(dest.path)) as there:
+        steps = there.sql("select step, attempt from steps order by step")
+        assert list(steps["step"]) == list(range(2 * STEPS_PER_EPOCH))
+        assert list(steps["attempt"]) == [0] * STEPS_PER_EPOCH + [1] * STEPS_PER_EPOCH

@@ -18,6 +18,12 @@ only whole files are uploaded. On object stores (S3, GCS, Azure) an object appea
 PUT completes; on any other filesystem a file is written under a hidden temporary name and
 moved into place. A reader never sees a half-written file.
 
+A trial restarted on another node starts with an empty run dir, where the telemetry would
+number its attempt 0 again (`dpda.telemetry.next_attempt` counts the run dir's attempts) and
+overwrite the stored parts of the first start. So `mirrored` first fetches the stored attempts
+table (one small part per start) into the run dir: the restart gets a new attempt number, and
+its rows supersede the earlier starts' as on one node.
+
 Layout: `<destination>/<path relative to the run dir>`, i.e. the trial's folder in Tune's
 storage, beside its params.json / result.json, which is what dpda_analysis.discover reads.
 """
@@ -99,6 +105,25 @@ class RunMirror:
             uploaded.append(relpath)
         return uploaded
 
+    def fetch(self, reldir: str) -> list[str]:
+        """Download the stored files below `reldir` that the run dir lacks (hidden ones too are
+        skipped); returns their relative paths."""
+        fs, root = self.destination.filesystem, self.destination.path.rstrip("/")
+        selector = pafs.FileSelector(f"{root}/{reldir}", recursive=True, allow_not_found=True)
+        fetched = []
+        for info in fs.get_file_info(selector):
+            relpath = info.path[len(root) + 1:]
+            local = self.run_dir / relpath
+            if info.type != pafs.FileType.File or info.base_name.startswith(".") or local.exists():
+                continue
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f".{local.name}.fetch-{os.getpid()}")
+            with fs.open_input_stream(info.path) as source, open(tmp, "wb") as sink:
+                shutil.copyfileobj(source, sink, _CHUNK)
+            os.replace(tmp, local)
+            fetched.append(relpath)
+        return fetched
+
     def _files(self) -> Iterator[tuple[str, Path]]:
         """(relative POSIX path, local path) of every visible file, in a stable order."""
         for dirpath, dirnames, filenames in os.walk(self.run_dir):
@@ -137,10 +162,17 @@ class RunMirror:
         return stat.st_size, stat.st_mtime_ns
 
 
+ATTEMPTS_DIR = f"{S.TELEMETRY_DIRNAME}/attempts"  # one part per start of the run: what next_attempt counts
+
+
 @contextmanager
 def mirrored(mirror: RunMirror | None) -> Iterator[RunMirror | None]:
-    """Sync once more when the block ends, so the final files (model.pt, summary.json, eval)
-    reach the storage; after a failure too (the telemetry up to it), without hiding the error."""
+    """Around a mirrored run: first fetch the stored attempts table (a restart on another node
+    numbers its attempt after the earlier starts); when the block ends, sync once more, so the
+    final files (model.pt, summary.json, eval) reach the storage, also after a failure (the
+    telemetry up to it), without hiding the error."""
+    if mirror is not None:
+        mirror.fetch(ATTEMPTS_DIR)
     try:
         yield mirror
     except BaseException:
