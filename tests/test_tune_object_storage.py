@@ -1,5 +1,7 @@
 """A tiny search with its storage in an S3 object store on 127.0.0.1 (moto's S3 server): every
 file of each trial's run dir reaches the storage, and what was reported is there by the report.
+A multi-worker run (Ray Train, as a trial with tune.resources.workers > 1 runs) mirrors its
+rank 0's run dir the same way.
 
 - At each trial result the driver receives (a Tune callback), the trial's telemetry in the
   storage already holds that epoch's row and its steps (the trial uploads before reporting).
@@ -18,6 +20,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -142,3 +146,31 @@ def test_search_files_reach_object_storage(ray_local, store: LocalS3, tmp_path: 
         assert set(epochs["n"]) == {EPOCHS}
     sys.__stdout__.write(f"[timing] search of {TRIALS} trials x {EPOCHS} epochs on S3: {searched:.1f} s; "
                          f"whole test {time.monotonic() - started:.1f} s\n")
+
+
+def test_two_worker_run_mirrors_rank0_run_dir(ray_local, store: LocalS3, tmp_path: Path) -> None:
+    from dpda.train.ray_train import WorkerPlan, run_distributed
+    from dpda.train.run_sync import Destination
+
+    started = time.monotonic()
+    corpus = write_tiny_corpus(tmp_path / "corpus", n_train=16, n_dev=16)
+    raw = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    raw["device"] = "cpu"
+    raw["data"].update(train=[f"asvspoof2019:{corpus}/LA:train"], dev=[f"asvspoof2019:{corpus}/LA:dev"],
+                       eval={}, length=8000, num_workers=0)
+    raw["optim"].update(batch_size=2, epochs=EPOCHS, patience=10, max_steps_per_epoch=STEPS)
+    raw["telemetry"]["flush_every"] = 1
+    run_dir = tmp_path / "run"
+    target = f"{BUCKET}/train/run"
+    result = run_distributed(raw, run_dir, plan=WorkerPlan(workers=2), storage_path=f"{BUCKET}/train/ray",
+                             storage_filesystem=store.filesystem(), run_id="dist", trial_id="t0",
+                             mirror=Destination(store.filesystem(), target))
+    assert result.metrics["epoch"] == EPOCHS
+    shutil.rmtree(run_dir)  # rank 0's node goes away
+    names = {p.removeprefix(target + "/") for p in store.files(target)}
+    assert {"model.pt", "summary.json", "config.json"} <= names, sorted(names)
+    with A.open_telemetry(store.uri(target)) as tel:
+        steps = tel.sql("select epoch, count(*) n from steps group by epoch order by epoch")
+        assert steps["epoch"].tolist() == list(range(1, EPOCHS + 1)) and set(steps["n"]) == {STEPS}
+        assert A.trial_summary(tel)["status"].tolist() == ["completed"]
+    sys.__stdout__.write(f"[timing] 2-worker run of {EPOCHS} epochs on S3: {time.monotonic() - started:.1f} s\n")
