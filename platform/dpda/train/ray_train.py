@@ -21,6 +21,7 @@ The command line for it is `dpda train CONFIG --workers N` (`dpda tune` runs it 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ from dpda_analysis.layout import RUN_SUMMARY
 
 from dpda.errors import UserError
 from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints
+from dpda.train.run_sync import Destination, RunMirror, mirrored
 
 TRAIN_STORAGE_DIR = "ray_train"  # under the run dir, unless a storage path is given
 
@@ -98,11 +100,14 @@ def dist_context():
     )
 
 
-def report_epoch(metrics: dict[str, Any], update: CheckpointUpdate | None) -> None:
+def report_epoch(metrics: dict[str, Any], update: CheckpointUpdate | None, mirror: RunMirror | None = None) -> None:
     """Trainer report_fn under Ray Train: called on every rank (report is a barrier); rank 0
-    passes what the epoch changed, which Ray persists to the run's storage, then prunes it."""
+    passes what the epoch changed, which Ray persists to the run's storage, then prunes it.
+    Rank 0 first uploads the run dir's new files, when it has a `mirror` (dpda.train.run_sync)."""
     import ray.train
 
+    if mirror is not None:
+        mirror.sync()
     checkpoint = ray.train.Checkpoint.from_directory(str(update.directory)) if update else None
     ray.train.report(_finite(metrics), checkpoint=checkpoint)
     if update is not None:
@@ -137,16 +142,19 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     cfg = config_from_dict(loop_config["config"], source=loop_config.get("source", "<distributed run>"))
     ctx = dist_context()
     run_dir = Path(loop_config["run_dir"])
+    destination = loop_config.get("mirror")
+    mirror = RunMirror(run_dir, destination) if destination is not None and ctx.rank == 0 else None
     scratch = Path(tempfile.mkdtemp(prefix=f"dpda-rank{ctx.rank}-"))  # node-local working copies
     try:
         resume = restore_checkpoint(scratch, ctx.rank)
         if resume is None:
             resume = _existing_run(run_dir, ctx)
-        Trainer(
-            cfg, run_dir, dist=ctx, report_fn=report_epoch, run_id=loop_config.get("run_id"),
-            trial_id=loop_config.get("trial_id"), resume_from=resume, progress=False,
-            checkpoint_dir=scratch / "checkpoints", checked=loop_config.get("checked"),
-        ).fit()
+        with mirrored(mirror):
+            Trainer(
+                cfg, run_dir, dist=ctx, report_fn=functools.partial(report_epoch, mirror=mirror),
+                run_id=loop_config.get("run_id"), trial_id=loop_config.get("trial_id"), resume_from=resume,
+                progress=False, checkpoint_dir=scratch / "checkpoints", checked=loop_config.get("checked"),
+            ).fit()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -197,6 +205,7 @@ def run_distributed(
     run_id: str | None = None,
     trial_id: str | None = None,
     callbacks: Sequence[Any] = (),
+    mirror: Destination | None = None,
     worker_fn: Callable[[dict[str, Any]], None] = train_worker,
     source: str = "<distributed run>",
     checked: Any = None,
@@ -204,12 +213,14 @@ def run_distributed(
     """Train `config` (TrainConfig or nested dict) on `plan.workers` Ray Train workers.
 
     `run_dir` must be reachable at the same path from the node running rank 0 (shared storage on
-    a multi-node cluster). Ray's checkpoints go to `storage_path/name` (default: run_dir/ray_train);
+    a multi-node cluster), unless `mirror` is given (rank 0 then uploads it there). Ray's checkpoints go to `storage_path/name` (default: run_dir/ray_train);
     a rerun with the same storage and name resumes; the storage keeps last.pt + the n best epochs
     (`storage_filesystem`: a pyarrow filesystem `storage_path` is on, as in Ray's RunConfig).
     `checked`: corpus-check verdicts from the driver (dpda.data.check_cache), or None to check
     here, once, before the workers start. `callbacks` are Ray Train UserCallbacks (the
-    Tune integration passes TuneReportCallback). Returns the ray.train.Result; a UserError raised
+    Tune integration passes TuneReportCallback). `mirror`: where rank 0 uploads the run dir's
+    files at each report and at the end (dpda.train.run_sync; a Tune trial's folder in object
+    storage). Returns the ray.train.Result; a UserError raised
     in any worker (bad data, bad config) is re-raised here as UserError.
     """
     import ray
@@ -227,7 +238,7 @@ def run_distributed(
         checked = check_config_corpora(cfg_dict)
     loop_config = {
         "config": cfg_dict, "run_dir": str(run_dir), "run_id": run_id, "trial_id": trial_id,
-        "cwd": os.getcwd(), "source": source, "checked": checked,
+        "cwd": os.getcwd(), "source": source, "checked": checked, "mirror": mirror,
     }
     trainer = TorchTrainer(
         worker_fn,

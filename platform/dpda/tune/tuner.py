@@ -36,6 +36,7 @@ from dpda_analysis.location import Location, is_uri, join, resolve
 
 from dpda.errors import UserError
 from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints
+from dpda.train.run_sync import RunMirror, mirrored, trial_destination
 from dpda.tune import faults
 from dpda.tune.search_space import SearchSpace, name_problem
 from dpda.tune.study_files import hparams_callback, optuna_storage
@@ -68,14 +69,17 @@ def trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _tune_report(metrics: dict[str, Any], update: CheckpointUpdate | None, driver_pid: int | None = None,
-                 fault_dir: str | None = None) -> None:
+def _tune_report(metrics: dict[str, Any], update: CheckpointUpdate | None, mirror: RunMirror | None = None,
+                 driver_pid: int | None = None, fault_dir: str | None = None) -> None:
     """Report an epoch to Tune with only the files it changed, then prune the trial's storage
-    to last.pt + the n best epochs (dpda.train.checkpoint_store)."""
+    to last.pt + the n best epochs (dpda.train.checkpoint_store). With object storage the run
+    dir's new files are uploaded first (dpda.train.run_sync): what is reported is stored."""
     import ray.tune
 
     if metrics.get(TIME_ATTR) == 1:
         faults.hit("mid_epoch", ray.tune.get_context().get_trial_id(), fault_dir, driver_pid)
+    if mirror is not None:
+        mirror.sync()
     checkpoint = ray.tune.Checkpoint.from_directory(str(update.directory)) if update else None
     ray.tune.report(dict(metrics), checkpoint=checkpoint)
     if update is not None:
@@ -106,21 +110,26 @@ def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]
     trial_id = ctx.get_trial_id()
     faults.hit("trial_start", trial_id, layout.get("fault_dir"), layout.get("driver_pid"))
     # The trial dir is the Trainer's run dir: Tune's params.json/result.json sit beside the
-    # telemetry, so dpda_analysis sees one run per trial.
-    run_dir = Path(ctx.get_trial_dir())
+    # telemetry, so dpda_analysis sees one run per trial. With object storage the run dir is
+    # node-local scratch that the trial mirrors to its folder there (dpda.train.run_sync); Tune
+    # itself syncs only the driver's trial dirs (and all of them again at each sync).
+    destination = trial_destination(ctx.get_storage())
+    run_dir = Path(ctx.get_storage().trial_working_directory if destination else ctx.get_trial_dir())
     _enter_workdir(layout.get("cwd"))
     source = f"{space.source} (trial {trial_id})"
     cfg = config_from_dict(space.trial_config(params), source=source)
     settings = space.tune
     if settings.workers == 1:
         scratch = Path(tempfile.mkdtemp(prefix=f"dpda-{trial_id}-"))  # working copies, node-local
+        mirror = RunMirror(run_dir, destination) if destination else None
         try:
             resume = _restore_tune_checkpoint(scratch / "restored")
-            report = functools.partial(_tune_report, driver_pid=layout.get("driver_pid"),
+            report = functools.partial(_tune_report, mirror=mirror, driver_pid=layout.get("driver_pid"),
                                        fault_dir=layout.get("fault_dir"))
-            Trainer(cfg, run_dir, report_fn=report, run_id=layout["experiment"], trial_id=trial_id,
-                    resume_from=resume, progress=False, checkpoint_dir=scratch / "checkpoints",
-                    checked=layout.get("checked")).fit()
+            with mirrored(mirror):
+                Trainer(cfg, run_dir, report_fn=report, run_id=layout["experiment"], trial_id=trial_id,
+                        resume_from=resume, progress=False, checkpoint_dir=scratch / "checkpoints",
+                        checked=layout.get("checked")).fit()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return
@@ -136,6 +145,7 @@ def run_trial(params: dict[str, Any], space: SearchSpace, layout: dict[str, Any]
         run_id=layout["experiment"],
         trial_id=trial_id,
         callbacks=[TuneReportCallback()],
+        mirror=destination,
         source=source,
         checked=layout.get("checked"),
     )
