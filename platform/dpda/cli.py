@@ -22,6 +22,7 @@ from dpda.errors import UserError
 # name -> (module under dpda.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "write the synthetic ASVspoof-style corpus"),
+    "banks": ("banks", "write small offline noise (MUSAN layout) and impulse-response (RIRS_NOISES layout) banks"),
     "realset": ("realset", "build the real-audio set (real speech vs real synthesizers) from installed packages"),
     "check": ("check", "validate corpora before training"),
     "train": ("train", "train a detector from a YAML config"),

@@ -1,6 +1,8 @@
 """`dpda check CORPUS...`: validate corpora before training (missing, special, unreadable,
 truncated, empty, non-finite or far too loud audio, implausible sample rates, unknown labels,
-duplicate ids within a corpus and across the corpora given, paths escaping the corpus root)."""
+duplicate ids within a corpus and across the corpora given, paths escaping the corpus root).
+Noise and RIR banks (`musan:`, `rirs:`, `csv:` without a label column; `dpda.data.banks`) get
+the same checks, at 16 kHz only."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from dpda.data.audio_file import MAX_PEAK, SAMPLE_RATE_RANGE
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpora", nargs="+", metavar="CORPUS",
                         help="corpus spec KIND:PATH[:SUBSET] (KIND: asvspoof2019, asvspoof2021la, "
-                             "asvspoof2021df, itw, for, csv) or a path to a .csv")
+                             "asvspoof2021df, itw, for, csv) or a path to a .csv; or a bank spec musan:PATH, "
+                             "rirs:PATH, csv:FILE (path[,category], no label column), checked at 16 kHz only")
     parser.add_argument("--policy", choices=("fail", "skip"), default="fail",
                         help="fail: exit non-zero on any problem; skip: report and drop bad rows")
     parser.add_argument("--decode", choices=("all", "float", "none"), default="all",
@@ -23,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_deprecated(parser, "--workers", "--threads", "threads", type=int)
     parser.add_argument("--max-problems", type=int, default=20, help="problems listed per corpus")
     parser.add_argument("--sample-rates", metavar="MIN-MAX", default="{}-{}".format(*SAMPLE_RATE_RANGE),
-                        help="sample rates (Hz) accepted in headers (default: %(default)s)")
+                        help="sample rates (Hz) accepted in corpus headers (default: %(default)s; banks: 16000 only)")
     parser.add_argument("--max-peak", type=float, default=MAX_PEAK, metavar="X",
                         help="largest accepted |sample| of float audio; full scale is 1.0 (default: %(default)g)")
 
@@ -40,6 +43,7 @@ def summary_table(manifest) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from dpda.data.audio_file import parse_rate_range
+    from dpda.data.banks import BANK_RATES, category_counts, index_bank, is_bank_spec
     from dpda.data.check import duplicates_across, inspect_manifest
     from dpda.data.readers import load_corpus
     from dpda.errors import UserError
@@ -51,19 +55,24 @@ def run(args: argparse.Namespace) -> int:
     loaded = []
     for spec in args.corpora:
         print(f"== {spec}")
+        bank = is_bank_spec(spec)
         try:
-            manifest = load_corpus(spec)
+            manifest = index_bank(spec, args.threads) if bank else load_corpus(spec)
             result = inspect_manifest(manifest, num_workers=args.threads, decode=args.decode,
-                                      sample_rates=rates, max_peak=args.max_peak)
+                                      sample_rates=BANK_RATES if bank else rates, max_peak=args.max_peak)
         except UserError as exc:
             print(f"  error: {exc}")
             status = max(status, 2)
             continue
-        loaded.append(manifest)
+        if not bank:  # a bank is not part of a set of trials: its ids may repeat a corpus's
+            loaded.append(manifest)
         rates_seen = ", ".join(f"{r} Hz: {n}" for r, n in result.audio.get("sample_rates", {}).items())
-        print(f"  {result.total} rows, root {manifest.attrs.get('root')}, "
+        print(f"  {result.total} {'files' if bank else 'rows'}, root {manifest.attrs.get('root')}, "
               f"{float(result.audio.get('seconds', 0.0)) / 3600:.2f} h readable audio ({rates_seen or 'none'})")
-        print(summary_table(manifest))
+        if bank:
+            print("  " + ", ".join(f"{k}: {v}" for k, v in category_counts(manifest).items()))
+        else:
+            print(summary_table(manifest))
         if result.ok:
             print("  ok: no problems")
             continue

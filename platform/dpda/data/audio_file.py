@@ -58,6 +58,8 @@ def rate_problem(rate: int, accepted: RateRange = SAMPLE_RATE_RANGE) -> str | No
     low, high = accepted
     if low <= rate <= high:
         return None
+    if low == high:  # one accepted rate (noise and RIR banks: 16 kHz)
+        return f"sample rate {rate} Hz, expected {low} Hz"
     return f"sample rate {rate} Hz is outside the accepted {low}-{high} Hz"
 
 

@@ -39,7 +39,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError, model_validator
 
-from dpda.data.audio_file import MAX_PEAK, SAMPLE_RATE_RANGE
+from dpda.data.audio_file import MAX_PEAK, SAMPLE_RATE_RANGE, RateRange
 from dpda.data.check import apply_policy, check_manifest, require_distinct_ids
 from dpda.errors import UserError
 
@@ -89,10 +89,11 @@ def cache_dir() -> Path:
     return base / "dpda" / "corpus_checks"
 
 
-def fingerprint(manifest: pd.DataFrame) -> str:
-    """sha256 of the check settings, the corpus and its files' stat stamps (module docstring)."""
+def fingerprint(manifest: pd.DataFrame, sample_rates: RateRange = SAMPLE_RATE_RANGE) -> str:
+    """sha256 of the check settings, the corpus and its files' stat stamps (module docstring).
+    `sample_rates`: the accepted range (noise and RIR banks accept 16 kHz only, corpora 8-48 kHz)."""
     h = hashlib.sha256()
-    settings = {"version": CHECK_VERSION, "decode": "all", "rates": list(SAMPLE_RATE_RANGE),
+    settings = {"version": CHECK_VERSION, "decode": "all", "rates": list(sample_rates),
                 "max_peak": MAX_PEAK, "spec": manifest.attrs.get("spec"), "root": manifest.attrs.get("root")}
     h.update(json.dumps(settings, sort_keys=True).encode())
     frame = manifest.reset_index(drop=True)
@@ -143,14 +144,14 @@ def _store(verdict: Verdict) -> None:
         pass
 
 
-def verdict_for(manifest: pd.DataFrame) -> Verdict:
+def verdict_for(manifest: pd.DataFrame, sample_rates: RateRange = SAMPLE_RATE_RANGE) -> Verdict:
     """The corpus's verdict: trusted or cached if its fingerprint is known, else checked now
-    (every file decoded) and cached."""
-    key = fingerprint(manifest)
+    (every file decoded, headers' rates within `sample_rates`) and cached."""
+    key = fingerprint(manifest, sample_rates)
     known = _load(key, len(manifest))
     if known is not None:
         return known
-    result = check_manifest(manifest, policy="skip")  # the verdict; the policy is applied by the caller
+    result = check_manifest(manifest, policy="skip", sample_rates=sample_rates)  # the verdict; the policy is applied by the caller
     verdict = Verdict(fingerprint=key, spec=str(manifest.attrs.get("spec", "manifest")), total=int(result.total),
                       bad_rows=tuple(int(r) for r in result.bad_rows),
                       counts={str(k): int(v) for k, v in result.counts.items() if v},
@@ -159,9 +160,10 @@ def verdict_for(manifest: pd.DataFrame) -> Verdict:
     return verdict
 
 
-def checked_corpus(manifest: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, Verdict]:
+def checked_corpus(manifest: pd.DataFrame, policy: str,
+                   sample_rates: RateRange = SAMPLE_RATE_RANGE) -> tuple[pd.DataFrame, Verdict]:
     """(the manifest as the policy leaves it, the verdict); `fail` with bad rows raises."""
-    verdict = verdict_for(manifest)
+    verdict = verdict_for(manifest, sample_rates)
     return apply_policy(manifest, policy, verdict.bad_rows, verdict.report), verdict
 
 
