@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from scipy.io import wavfile
 
 from dpda import SAMPLE_RATE
 from dpda.data.bank_config import BankSizes
@@ -151,8 +152,13 @@ def write_banks(out_dir: str | Path, sizes: BankSizes = BankSizes(), overwrite: 
 
 
 def _write(path: Path, wave: np.ndarray, subtype: str) -> None:
+    """16-bit PCM through libsndfile; 32-bit float through scipy, whose WAV has no PEAK chunk
+    (libsndfile's carries a timestamp: the same RIR would not be the same bytes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, wave, SAMPLE_RATE, subtype=subtype)
+    if subtype == "FLOAT":
+        wavfile.write(path, SAMPLE_RATE, wave.astype(np.float32))
+    else:
+        sf.write(path, wave, SAMPLE_RATE, subtype=subtype)
 
 
 def _readme(sizes: BankSizes, specs: dict[str, str]) -> str:
