@@ -256,3 +256,17 @@ def test_a_10000_file_bank_is_indexed_and_sampled_without_loading_it(tmp_path, m
     assert noise.shape == (32, 64_000)
     assert len(frames) == 32 and sum(frames) == 32 * 200  # each drawn file read once, whole (tiled)
     assert peak < 3 * noise.numel() * 4  # the batch and its per-utterance rows, not the bank (2 MB of audio)
+
+
+def test_dpda_banks_writes_checkable_banks_and_prints_their_specs(tmp_path, capsys):
+    sizes = ["--noise", "2", "--music", "1", "--speech", "1", "--rooms", "1", "--rirs-per-room", "1",
+             "--min-seconds", "1", "--max-seconds", "1"]
+    assert main(["-q", "banks", str(tmp_path), *sizes]) == 0
+    out = capsys.readouterr().out
+    specs = [line.split()[1] for line in out.splitlines()]
+    assert specs == [f"musan:{tmp_path / 'musan'}", f"rirs:{tmp_path / 'RIRS_NOISES'}"]
+    assert main(["check", *specs]) == 0
+    out = capsys.readouterr().out
+    assert "noise: 2, music: 1, speech: 1" in out and "smallroom: 1, mediumroom: 1, largeroom: 1" in out
+    assert main(["banks", str(tmp_path / "x"), "--noise", "-1"]) != 0
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--noise: must be >= 0, got -1")
