@@ -220,3 +220,18 @@ def test_dual_path_training_with_a_chain_and_one_of_pipeline(tmp_path: Path, bef
         assert trainer.augment_mask is None  # the loader augmented
     else:
         assert trainer.augment_mask.shape == (8,) and (trainer.augment_mask < 1 << 5).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_device_and_cpu_results_agree_given_the_same_draws() -> None:
+    """The same draws (from one CPU generator, moved) applied on CUDA and on the CPU agree."""
+    # the codecs first: quantising a 1-ulp difference could move a sample by a whole code step
+    tree = {"steps": [{"one_of": {"steps": [
+        {"codec": {"kind": "mulaw"}}, {"codec": {"kind": "alaw"}}, {"speed": {"range": [0.9, 1.1]}},
+        {"band_drop": {}}, {"rawboost": {"algo": 4}}]}}, {"gain": {"p": 0.7}}, {"clip": {"fraction": [0.5, 1.0]}}]}
+    x = _batch(32, 16000)
+    cpu, gpu = Pipeline(parse_pipeline(tree)), Pipeline(parse_pipeline(tree))
+    y_cpu, m_cpu = cpu.apply(x, cpu.draw(32, 16000, torch.Generator().manual_seed(1), "cpu"))
+    y_gpu, m_gpu = gpu.apply(x.cuda(), gpu.draw(32, 16000, torch.Generator().manual_seed(1), "cuda"))
+    assert y_gpu.device.type == "cuda" and torch.equal(m_gpu.cpu(), m_cpu)
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-4, atol=1e-4)
