@@ -5,6 +5,7 @@ order, seed determinism, the loader path, and a tiny dual-path training run."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pandas as pd
@@ -190,6 +191,11 @@ def test_loader_path_runs_cpu_codecs_per_utterance_deterministically(tmp_path: P
     wave, aug, _, _ = item(5)
     assert aug.shape == wave.shape and not torch.equal(aug, wave)
     assert all(torch.equal(a, b) for a, b in zip(item(5), item(5)))
+    # DataLoader workers get a pickled copy: it augments the same
+    pipeline = Pipeline(cfg.augment.transforms)
+    x = _batch(1, 4000)[0]
+    copy = pickle.loads(pickle.dumps(pipeline))
+    assert torch.equal(copy(x, torch.Generator().manual_seed(2)), pipeline(x, torch.Generator().manual_seed(2)))
 
 
 # ------------------------------------------------------------------------------------ training
