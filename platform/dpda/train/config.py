@@ -11,14 +11,17 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_serializer, field_validator, model_validator
+from pydantic import (ConfigDict, Field, SerializerFunctionWrapHandler, field_serializer, field_validator,
+                      model_serializer, model_validator)
 
 from dpda.align.aligner import AlignerSpec
 from dpda.augment.params import RawBoostParams
+from dpda.augment.registry import TRANSFORMS
+from dpda.augment.spec import Compose, parse_pipeline, single_step
 from dpda.dotted import set_dotted
 from dpda.errors import UserError
 from dpda.train.checkpoint import AverageFormula
-from dpda.typed import Settings, parse
+from dpda.typed import Settings, parse, relation_error
 from dpda.yaml_io import read_yaml
 
 Positive = Annotated[int, Field(gt=0)]
@@ -73,13 +76,19 @@ class ModelConfig(Settings):
 
 
 class AugmentConfig(Settings):
-    """`none`: originals only; `augmented`: RawBoost copies only (single-path RawBoost); `dual`:
-    both paths (the published DPDA baseline is `dual` with rule `none` and a joint forward).
-    `rawboost`: the RawBoost parameters (published names), validated once here; dumps hold the
-    keys given, as written."""
+    """`none`: originals only; `augmented`: augmented copies only (single path); `dual`: both paths
+    (the published DPDA baseline is `dual` with rule `none` and a joint forward).
+    What the augmented path is: `pipeline`, transforms composed by `chain` / `one_of`
+    (`dpda.augment.spec`, docs/augmentation.md), or, without it, `rawboost` alone: the RawBoost
+    parameters (published names), i.e. a one-transform pipeline. Giving both is an error. Both are
+    validated once here; dumps hold the keys given, as written (and no `pipeline` key without one,
+    so configs from before pipelines dump unchanged)."""
+
+    model_config = ConfigDict(**Settings.model_config, arbitrary_types_allowed=True)
 
     mode: Literal["none", "augmented", "dual"] = "dual"
     rawboost: RawBoostParams = Field(default_factory=RawBoostParams.default)
+    pipeline: Compose | None = None
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -90,9 +99,49 @@ class AugmentConfig(Settings):
             return "augmented"
         return mode
 
+    @field_validator("pipeline", mode="before")
+    @classmethod
+    def _parse_pipeline(cls, raw: Any) -> Any:
+        """The YAML tree -> `Compose` (a UserError naming `augment.pipeline....` on any problem)."""
+        if raw is None or isinstance(raw, Compose):
+            return raw
+        return parse_pipeline(raw, "augment.pipeline")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AugmentConfig:
+        if self.pipeline is not None and "rawboost" in self.model_fields_set:
+            raise relation_error("rawboost", "give augment.rawboost or augment.pipeline, not both "
+                                 "(RawBoost in a pipeline is a step: - rawboost: {algo: 4})")
+        return self
+
+    @property
+    def transforms(self) -> Compose:
+        """The augmented path as a pipeline tree: `pipeline`, else one RawBoost step with p = 1."""
+        return self.pipeline if self.pipeline is not None else single_step("rawboost", self.rawboost, "augment.rawboost")
+
+    @property
+    def rawboost_algo(self) -> int | None:
+        """Telemetry's `rawboost_algo`: 0 without augmentation, None for a pipeline."""
+        if self.mode == "none":
+            return 0
+        return self.rawboost.algo if self.pipeline is None else None
+
     @field_serializer("rawboost")
     def _given_rawboost(self, params: RawBoostParams) -> dict[str, Any]:
         return params.model_dump(exclude_unset=True)
+
+    @field_serializer("pipeline")
+    def _given_pipeline(self, root: Compose | None) -> dict[str, Any] | None:
+        return None if root is None else root.dump_body()
+
+    @model_serializer(mode="wrap")
+    def _given_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.pipeline is None:
+            data.pop("pipeline", None)
+        elif "rawboost" not in self.model_fields_set:
+            data.pop("rawboost", None)
+        return data
 
 
 class AlignConfig(AlignerSpec):
@@ -181,6 +230,17 @@ class TrainConfig(Settings):
     def _dev_for_dual(self) -> TrainConfig:
         if self.augment.mode == "dual" and self.data.train and not self.data.dev:
             raise UserError("data.dev: a dev set is needed for early stopping and model selection")
+        return self
+
+    @model_validator(mode="after")
+    def _loader_transforms(self) -> TrainConfig:
+        """Transforms on CPU arrays run in the DataLoader: only where the loader augments."""
+        if self.augment.mode == "none" or self.data.augment_before_crop:
+            return self
+        for leaf in self.augment.transforms.leaves():
+            if TRANSFORMS[leaf.name].where(leaf.params) == "loader":
+                raise UserError(f"{leaf.where}: runs on CPU arrays in the DataLoader workers: "
+                                "set data.augment_before_crop: true (or use a device transform)")
         return self
 
     @property

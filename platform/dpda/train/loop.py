@@ -25,7 +25,7 @@ import torch
 from dpda_analysis.layout import RUN_EVAL_DIR, RUN_SUMMARY
 
 from dpda.align import aligner_from_spec
-from dpda.augment import RawBoost
+from dpda.augment.pipeline import Pipeline
 from dpda.console import track
 from dpda.data.check_cache import trust as trust_checks
 from dpda.data.corpora import load_manifest, without_attacks
@@ -116,7 +116,7 @@ class Trainer:
         loader_augment = cfg.data.augment_before_crop and cfg.augment.mode != "none"
         self.train_set = AudioDataset(
             self.train_manifest, length=cfg.data.length, train=True, seed=cfg.seed, crop=cfg.data.crop,
-            augment=RawBoost(cfg.augment.rawboost) if loader_augment else None,
+            augment=Pipeline(cfg.augment.transforms) if loader_augment else None,
         )
         # A DistributedSampler even in one process: its order depends only on (seed, epoch), so an
         # epoch-boundary resume sees exactly the batches the uninterrupted run saw.
@@ -138,7 +138,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.class_weights = torch.tensor(cfg.loss.class_weights, dtype=torch.float32, device=self.device)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=self.class_weights)
-        self.rawboost = RawBoost(cfg.augment.rawboost).to(self.device)
+        self.augmenter = Pipeline(cfg.augment.transforms)
+        self.augment_mask: torch.Tensor | None = None  # the last batch's applied transforms (Pipeline.leaf_names)
         self.aligner = aligner_from_spec(cfg.align)
         use_amp = cfg.optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_amp else None
@@ -149,7 +150,7 @@ class Trainer:
 
     def _make_train_step(self) -> Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Generator], StepStats]:
         """The step of this run's `augment.mode`, chosen once: (wave, augmented wave or None,
-        target, generator) -> stats. None: the loader did not augment; RawBoost the batch here."""
+        target, generator) -> stats. None: the loader did not augment; augment the batch here."""
         cfg = self.cfg
         if cfg.augment.mode == "dual":
             dual = DualPathStep(
@@ -228,8 +229,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- training
     def _augment(self, wave: torch.Tensor, aug: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-        """The loader's augmented copies (`data.augment_before_crop`), else RawBoost on the device."""
-        return aug if aug is not None else self.rawboost(wave, generator=generator)
+        """The loader's augmented copies (`data.augment_before_crop`), else the pipeline on the
+        device; keeps the batch's applied-transforms mask (None when the loader augmented)."""
+        if aug is not None:
+            self.augment_mask = None
+            return aug
+        aug, self.augment_mask = self.augmenter.augment(wave, generator)
+        return aug
 
     def _train_epoch(self, epoch: int, telemetry) -> tuple[dict[str, float], EpochTally]:
         """Run one epoch; its metrics, and the tally of its steps that the telemetry's epoch row stores."""
@@ -450,7 +456,7 @@ class Trainer:
             rule=self.cfg.align.rule,
             augment_mode=self.cfg.augment.mode,
             strength=self.cfg.align.strength,
-            rawboost_algo=self.cfg.augment.rawboost.algo if self.cfg.augment.mode != "none" else 0,
+            rawboost_algo=self.cfg.augment.rawboost_algo,
             config=self.cfg.to_dict(),
             flush_every=self.cfg.telemetry.flush_every,
         )
