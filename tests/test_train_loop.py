@@ -223,6 +223,23 @@ def test_telemetry_records_every_step(trained) -> None:
 
 
 
+@pytest.mark.parametrize("mode", ["augmented", "none"])
+def test_a_run_without_a_dual_path_writes_rule_none(corpus: Path, tmp_path: Path, mode: str) -> None:
+    """Without a dual path no rule aligns anything: the `rule` column says `none` whatever
+    `align.rule` holds (as schema-2 files read), and the variant is the augment mode."""
+    from dpda_analysis import open_telemetry
+
+    raw = demo_dict(corpus, epochs=1, max_steps_per_epoch=2)
+    raw["augment"]["mode"] = mode
+    assert raw["align"]["rule"] != "none"
+    Trainer(config_from_dict(raw), tmp_path / mode, progress=False).fit()
+    with open_telemetry(tmp_path / mode) as tel:
+        written = tel.sql("SELECT DISTINCT rule, augment_mode, variant FROM steps").values.tolist()
+        attempts = tel.sql("SELECT rule, augment_mode FROM attempts").values.tolist()
+    label = {"augmented": "augmented", "none": "no augmentation"}[mode]
+    assert written == [["none", mode, label]] and attempts == [["none", mode]]
+
+
 def test_batched_mode_trains_and_refuses_a_model_it_cannot_run(corpus: Path, tmp_path: Path) -> None:
     """`align.mode: batched` through the Trainer: the demo's tiny LCNN trains (finite losses, one
     telemetry row per step); RawNet2 (a GRU) is refused when the run builds its step, naming the key."""

@@ -138,3 +138,20 @@ class StoredCheckpoints:
         for name, path in newest.items():
             pafs.copy_files(path, str(target / name), source_filesystem=self.fs, destination_filesystem=local)
         return target
+
+
+def report_and_prune(ray_api: Any, metrics: dict[str, Any], update: CheckpointUpdate | None,
+                     mirror: Any = None, *, storage_path: str) -> None:
+    """One epoch's report to Ray, the same under Ray Train and Ray Tune (`ray_api` is `ray.train`
+    or `ray.tune`): upload the run dir's new files first when there is a `mirror`
+    (dpda.train.run_sync: what is reported is stored), report with only the files the epoch
+    changed, then prune the stored checkpoints below `storage_path` (an attribute of Ray's
+    storage context: `experiment_fs_path` for a Train run, `trial_fs_path` for a Tune trial) to
+    last.pt + the n best epochs."""
+    if mirror is not None:
+        mirror.sync()
+    checkpoint = ray_api.Checkpoint.from_directory(str(update.directory)) if update else None
+    ray_api.report(metrics, checkpoint=checkpoint)
+    if update is not None:
+        storage = ray_api.get_context().get_storage()
+        StoredCheckpoints(storage.storage_filesystem, getattr(storage, storage_path)).prune(update.keep)

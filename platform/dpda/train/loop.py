@@ -453,7 +453,8 @@ class Trainer:
             resumed_from_step=self.global_step if attempt > 0 else None,
             layer_names=self.layer_names,
             world_size=self.dist.world_size if self.dist else 1,
-            rule=self.cfg.align.rule,
+            # the rule that aligns the step: none without a dual path (the align section is unused)
+            rule=self.cfg.align.rule if self.cfg.augment.mode == "dual" else "none",
             augment_mode=self.cfg.augment.mode,
             strength=self.cfg.align.strength,
             rawboost_algo=self.cfg.augment.rawboost_algo,

@@ -34,7 +34,7 @@ from typing import Any
 from dpda_analysis.layout import RUN_SUMMARY
 
 from dpda.errors import UserError
-from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints
+from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints, report_and_prune
 from dpda.train.run_sync import Destination, RunMirror, mirrored
 
 TRAIN_STORAGE_DIR = "ray_train"  # under the run dir, unless a storage path is given
@@ -106,13 +106,7 @@ def report_epoch(metrics: dict[str, Any], update: CheckpointUpdate | None, mirro
     Rank 0 first uploads the run dir's new files, when it has a `mirror` (dpda.train.run_sync)."""
     import ray.train
 
-    if mirror is not None:
-        mirror.sync()
-    checkpoint = ray.train.Checkpoint.from_directory(str(update.directory)) if update else None
-    ray.train.report(_finite(metrics), checkpoint=checkpoint)
-    if update is not None:
-        storage = ray.train.get_context().get_storage()
-        StoredCheckpoints(storage.storage_filesystem, storage.experiment_fs_path).prune(update.keep)
+    report_and_prune(ray.train, _finite(metrics), update, mirror, storage_path="experiment_fs_path")
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from dpda_analysis.layout import SEARCH_SPACE_FILE
 from dpda_analysis.location import Location, is_uri, join, resolve
 
 from dpda.errors import UserError
-from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints
+from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints, report_and_prune
 from dpda.train.run_sync import RunMirror, mirrored, trial_destination
 from dpda.tune import faults
 from dpda.tune.search_space import SearchSpace, name_problem
@@ -78,13 +78,7 @@ def _tune_report(metrics: dict[str, Any], update: CheckpointUpdate | None, mirro
 
     if metrics.get(TIME_ATTR) == 1:
         faults.hit("mid_epoch", ray.tune.get_context().get_trial_id(), fault_dir, driver_pid)
-    if mirror is not None:
-        mirror.sync()
-    checkpoint = ray.tune.Checkpoint.from_directory(str(update.directory)) if update else None
-    ray.tune.report(dict(metrics), checkpoint=checkpoint)
-    if update is not None:
-        storage = ray.tune.get_context().get_storage()
-        StoredCheckpoints(storage.storage_filesystem, storage.trial_fs_path).prune(update.keep)
+    report_and_prune(ray.tune, dict(metrics), update, mirror, storage_path="trial_fs_path")
 
 
 def _restore_tune_checkpoint(target: Path) -> Path | None:
