@@ -22,7 +22,6 @@ torch's CPU generator), so the same seed and sizes give the same bytes.
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,8 +32,7 @@ from scipy.io import wavfile
 
 from dpda import SAMPLE_RATE
 from dpda.data.bank_config import BankSizes
-from dpda.data.synth import draw_speakers, draw_utterances, render
-from dpda.errors import UserError
+from dpda.data.synth import clear_output_folders, draw_speakers, draw_utterances, render
 
 SPEED_OF_SOUND = 343.0  # m/s
 ROOMS: dict[str, dict[str, tuple[float, float]]] = {  # per size: RT60 (s), source distance (m)
@@ -122,11 +120,7 @@ def write_banks(out_dir: str | Path, sizes: BankSizes = BankSizes(), overwrite: 
     """Write `OUT/musan`, `OUT/RIRS_NOISES` and `OUT/README.txt`; return the bank specs."""
     root = Path(out_dir)
     musan, rirs = root / "musan", root / "RIRS_NOISES"
-    for folder in (musan, rirs):
-        if folder.exists():
-            if not overwrite:
-                raise UserError(f"{folder}: already exists (use --overwrite to replace it)")
-            shutil.rmtree(folder)
+    clear_output_folders((musan, rirs), overwrite)
     rng = _rng(sizes.seed, 1)
     for category, count, make in (("noise", sizes.noise, coloured_noise), ("music", sizes.music, music)):
         for i, n in enumerate(_lengths(rng, count, sizes)):

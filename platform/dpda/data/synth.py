@@ -26,7 +26,7 @@ import multiprocessing
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -638,6 +638,16 @@ def _with_threads(fn):
 
 
 @_with_threads
+def clear_output_folders(folders: Iterable[Path], overwrite: bool) -> None:
+    """A generator's output folders: an existing one is an error unless `overwrite` (then it is
+    removed), so a second run never mixes old and new files."""
+    for folder in folders:
+        if folder.exists():
+            if not overwrite:
+                raise UserError(f"{folder}: already exists (use --overwrite to replace it)")
+            shutil.rmtree(folder)
+
+
 def write_synthetic_corpus(
     out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), overwrite: bool = False, workers: int | None = None
 ) -> SynthResult:
@@ -648,11 +658,7 @@ def write_synthetic_corpus(
     """
     root = Path(out_dir)
     la, itw_dir = root / "LA", root / "itw"
-    for d in (la, itw_dir):
-        if d.exists():
-            if not overwrite:
-                raise UserError(f"{d}: already exists (use --overwrite to replace it)")
-            shutil.rmtree(d)
+    clear_output_folders((la, itw_dir), overwrite)
     sizes = {"train": cfg.train, "dev": cfg.dev, "eval": cfg.eval, "itw": cfg.itw}
     n_spk = {"train": cfg.speakers_train, "dev": cfg.speakers_dev, "eval": cfg.speakers_eval, "itw": cfg.speakers_itw}
     plans: dict[str, list[Utterance]] = {}
