@@ -201,7 +201,7 @@ def test_resume_refuses_each_state_file_it_cannot_trust_without_running_it(tmp_p
         state_manifest.verify_experiment(_localfs(), str(exp))
     (exp / "experiment_state-2099-01-01_00-00-00.json").unlink()
     (exp / state_manifest.MANIFEST).unlink()  # no manifest: nothing is vouched for
-    with pytest.raises(UserError, match=r"tuner\.pkl: no readable \.dpda-state-manifest\.json"):
+    with pytest.raises(UserError, match=r"tuner\.pkl: no readable \.dpda-state-manifest beside it"):
         state_manifest.verify_experiment(_localfs(), str(exp))
     assert not marker.exists()
 
@@ -223,6 +223,20 @@ def test_the_manifest_keeps_the_last_contents_of_each_file(tmp_path: Path) -> No
     entries = state_manifest._read_manifest(fs, str(tmp_path))
     assert {k: len(v) for k, v in entries.items()} == {name: state_manifest.KEEP, "other.pkl": state_manifest.KEEP}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_dpda_records_are_not_copied_back_by_tunes_syncs() -> None:
+    """Tune's restore copies the experiment folder's *.json / *.pkl into its staging folder and
+    every later sync copies the staging folder back: a record so named is overwritten by its stale
+    copy (the manifest lost its tags, the session record its session, after a resume)."""
+    import inspect
+
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    source = inspect.getsource(_ExperimentCheckpointManager.sync_down_experiment_state)
+    assert 'path.endswith(".json") or path.endswith(".pkl")' in source  # Ray 2.60's filter
+    for name in (state_manifest.MANIFEST, leftovers.SESSION_FILE, lock.LOCK_FILE):
+        assert not name.endswith((".json", ".pkl")), name
 
 
 def test_a_tuner_made_while_tagging_writes_a_vouched_tuner_pkl(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-SESSION_FILE = ".dpda-ray-session.json"
+# not *.json: Tune's restore copies those into its staging folder and its syncs copy them back,
+# which put the previous session's record over the current one
+SESSION_FILE = ".dpda-ray-session"
 
 
 def _session_processes(session_dir: str) -> list[int]:

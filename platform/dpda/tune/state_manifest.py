@@ -1,5 +1,5 @@
 """The experiment files that `Tuner.restore` deserializes (pickle / cloudpickle) are trusted only
-through one manifest: EXPERIMENT/.dpda-state-manifest.json holds, for each such file name, the
+through one manifest: EXPERIMENT/.dpda-state-manifest (JSON) holds, for each such file name, the
 HMAC (dpda.tune.trust's per-user key) of the last few contents dpda's driver produced under that
 name. Before Tune restores, every file it will deserialize must match one of them, else one line
 naming the file and nothing of it is unpickled.
@@ -43,7 +43,9 @@ import pyarrow.fs as pafs
 from dpda.errors import UserError
 from dpda.tune import trust
 
-MANIFEST = ".dpda-state-manifest.json"
+# not *.json / *.pkl: Tune's restore copies those from the experiment folder into its staging
+# folder, and every later sync copies them back, which would put a stale manifest over the live one
+MANIFEST = ".dpda-state-manifest"
 KEEP = 8  # tags kept per file name: Tune saves every >= 10 s, its copy takes milliseconds
 TUNER_PKL = "tuner.pkl"  # written once when the Tuner is made; Tuner.can_restore looks for it
 # what Tune loads on restore: the newest file of each family (by name; the session is a timestamp)
