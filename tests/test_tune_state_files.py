@@ -1,7 +1,8 @@
-"""The files a search keeps, without a Ray cluster: the searcher's state is signed (a swapped-in
-or truncated pickle is refused in one line, never unpickled) and reconciled with the Optuna study
-on restore; one writer per experiment; a damaged study file is one line; leftovers of a killed
-driver's Ray session are ended, and nothing else; fault injection parses its phases."""
+"""The files a search keeps, without a Ray cluster: every file that resume unpickles must be
+vouched for by the state manifest (a swapped-in or truncated pickle is refused in one line naming
+it, never unpickled); the searcher's state is reconciled with the Optuna study on restore; one
+writer per experiment, locked before Ray starts; a damaged study file is one line; leftovers of a
+killed driver's Ray session are ended, and nothing else; fault injection parses its phases."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ import optuna
 import pytest
 
 from dpda.errors import UserError
-from dpda.tune import faults, leftovers, lock, resume, trust
+from dpda.tune import faults, leftovers, lock, resume, state_manifest, trust
+from support import write_tiny_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -27,7 +31,7 @@ def _space(trial) -> None:
     trial.suggest_float("lr", 1e-3, 1e-1, log=True)
 
 
-def _searcher(tmp_path: Path, cls=resume.SignedOptunaSearch):
+def _searcher(tmp_path: Path, cls=resume.ReconciledOptunaSearch):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     return cls(space=_space, metric="loss", mode="min", study_name="s", storage=storage,
                sampler=optuna.samplers.TPESampler(seed=0))
@@ -37,25 +41,14 @@ def _result(value: float, it: int) -> dict:
     return {"loss": value, "training_iteration": it}
 
 
-def _state_file(folder: Path) -> Path:
-    return next(folder.glob("searcher-state-*.pkl"))
-
-
-def test_signed_round_trip_and_refusals(tmp_path: Path) -> None:
-    data = trust.sign(b"payload")
-    assert trust.verify(data, "f") == b"payload"
+def test_tags_name_the_file_and_need_the_key(tmp_path: Path, monkeypatch) -> None:
+    tag = state_manifest.tag("a.pkl", b"payload")
     assert (Path(os.environ["DPDA_CONFIG_DIR"]) / trust.KEY_FILE).stat().st_mode & 0o777 == 0o600
-    for bad in (data[:-1], data + b"x", data.replace(b"payload", b"paylOad"), b"payload", b""):
-        with pytest.raises(UserError) as err:
-            trust.verify(bad, "x.pkl")
-        assert str(err.value).startswith("x.pkl: ") and "\n" not in str(err.value)
-
-
-def test_a_tag_made_with_another_key_is_refused(tmp_path: Path, monkeypatch) -> None:
-    data = trust.sign(b"state")
+    assert tag == state_manifest.tag("a.pkl", b"payload")
+    assert tag not in (state_manifest.tag("b.pkl", b"payload"), state_manifest.tag("a.pkl", b"paylOad"),
+                       state_manifest.tag("a.pk", b"lpayload"))  # the name/content boundary is fixed
     monkeypatch.setenv("DPDA_CONFIG_DIR", str(tmp_path / "other"))
-    with pytest.raises(UserError, match="signature does not match"):
-        trust.verify(data, "f")
+    assert state_manifest.tag("a.pkl", b"payload") != tag
 
 
 def test_resume_after_optuna_finished_a_trial_that_the_saved_state_has_running(tmp_path: Path) -> None:
@@ -64,7 +57,7 @@ def test_resume_after_optuna_finished_a_trial_that_the_saved_state_has_running(t
     completed and ignores the re-reported results; Optuna keeps one COMPLETE trial with its value."""
     from ray.tune.search.optuna import OptunaSearch
 
-    for cls, folder in ((OptunaSearch, tmp_path / "ray"), (resume.SignedOptunaSearch, tmp_path / "dpda")):
+    for cls, folder in ((OptunaSearch, tmp_path / "ray"), (resume.ReconciledOptunaSearch, tmp_path / "dpda")):
         folder.mkdir()
         first = _searcher(folder, cls)
         first.suggest("t_00000")
@@ -108,45 +101,176 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_a_payload_pickle_in_place_of_the_searcher_state_is_not_run(tmp_path: Path) -> None:
-    searcher = _searcher(tmp_path)
-    searcher.save_to_dir(str(tmp_path), "a")
+SESSION = "2024-01-01_00-00-00"
+
+
+def _genuine_experiment(exp: Path) -> dict[str, bytes]:
+    """An experiment folder as dpda's driver leaves it: Tune's state files, each tagged in the
+    manifest when it was produced (what `state_manifest.tagging` does during a search)."""
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+    import json
+
+    exp.mkdir(parents=True, exist_ok=True)
+    files = {
+        state_manifest.TUNER_PKL: pickle.dumps({"_run_config": None}),
+        f"experiment_state-{SESSION}.json": json.dumps({"runner_data": {"fn": len}, "trial_data": []},
+                                                       cls=TuneFunctionEncoder).encode(),
+        f"search_gen_state-{SESSION}.json": pickle.dumps({"_counter": 3}),
+        f"searcher-state-{SESSION}.pkl": pickle.dumps({"_ot_trials": {}}),
+        f"callback-states-{SESSION}.pkl": pickle.dumps({"callbacks": []}),
+    }
+    state_manifest.record(_localfs(), str(exp), files)
+    for name, content in files.items():
+        (exp / name).write_bytes(content)
+    return files
+
+
+def _localfs():
+    import pyarrow.fs
+
+    return pyarrow.fs.LocalFileSystem()
+
+
+def _payloads(marker: Path) -> dict[str, bytes]:
+    """A payload that runs code when Tune deserializes the file, in each file's own format."""
+    import json
+
+    blob = {"_type": "CLOUDPICKLE_FALLBACK", "value": pickle.dumps(_Payload(marker)).hex()}
+    return {
+        f"experiment_state-{SESSION}.json": json.dumps({"runner_data": blob, "trial_data": []}).encode(),
+        f"search_gen_state-{SESSION}.json": pickle.dumps(_Payload(marker)),
+        f"callback-states-{SESSION}.pkl": pickle.dumps(_Payload(marker)),
+        f"searcher-state-{SESSION}.pkl": pickle.dumps(_Payload(marker)),
+        state_manifest.TUNER_PKL: pickle.dumps(_Payload(marker)),
+    }
+
+
+def test_the_payloads_would_run_if_tune_loaded_them(tmp_path: Path) -> None:
+    """What the refusals below prevent: Ray's own loaders execute these files."""
+    import ray.cloudpickle
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
     marker = tmp_path / "pwned"
-    _state_file(tmp_path).write_bytes(pickle.dumps(_Payload(marker)))
-    with pytest.raises(UserError) as err:
-        _searcher(tmp_path).restore_from_dir(str(tmp_path))
-    assert "not a file dpda signed" in str(err.value) and "\n" not in str(err.value)
-    import pyarrow.fs  # the check run_search makes before Tune.restore (which would swallow the error)
-    with pytest.raises(UserError, match="not a file dpda signed"):
-        resume.verify_searcher_state(pyarrow.fs.LocalFileSystem(), str(tmp_path))
+    for name, data in _payloads(marker).items():
+        (_loads_with_cloudpickle if name.endswith(".json") and name.startswith("experiment_state")
+         else ray.cloudpickle.loads)(data)
+        assert marker.exists(), name
+        marker.unlink()
+
+
+def _tune_cli(corpus: Path, storage: Path, *extra: str) -> list[str]:
+    return ["-q", "tune", str(ROOT / "search_spaces/demo.yaml"), "--data", str(corpus), "--storage", str(storage),
+            *extra]
+
+
+@pytest.fixture()
+def no_ray(monkeypatch):
+    """`dpda tune` in this process, with Ray's start and the corpus decode made to fail loudly."""
+    from dpda.tune import session, tuner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started (or the corpus decoded) before the refusal")
+
+    monkeypatch.setattr(session, "init_ray", refuse)
+    monkeypatch.setattr(tuner, "check_corpora", refuse)
+
+
+def test_resume_refuses_each_state_file_it_cannot_trust_without_running_it(tmp_path: Path, capsys, no_ray) -> None:
+    from dpda.cli import main
+
+    corpus = write_tiny_corpus(tmp_path / "corpus", n_train=4, n_dev=4)
+    exp = tmp_path / "results" / "demo"
+    marker = tmp_path / "pwned"
+    genuine = _genuine_experiment(exp)
+    state_manifest.verify_experiment(_localfs(), str(exp))  # as written: vouched for
+    for name, payload in _payloads(marker).items():
+        (exp / name).write_bytes(payload)
+        capsys.readouterr()
+        assert main(_tune_cli(corpus, tmp_path / "results", "--resume")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"dpda tune: error: {exp / name}: content not in {state_manifest.MANIFEST} (altered, "
+                       f"truncated, or written by another user or key than {trust.key_path()}); refusing to unpickle it"]
+        assert not marker.exists()
+        (exp / name).write_bytes(genuine[name][: len(genuine[name]) // 2])  # a truncated copy: refused too
+        with pytest.raises(UserError, match=f"{name}: content not in"):
+            state_manifest.verify_experiment(_localfs(), str(exp))
+        (exp / name).write_bytes(genuine[name])
+    # a newer file that Tune would pick instead, planted beside the genuine ones
+    (exp / "experiment_state-2099-01-01_00-00-00.json").write_bytes(_payloads(marker)[f"experiment_state-{SESSION}.json"])
+    with pytest.raises(UserError, match="experiment_state-2099-01-01_00-00-00.json: content not in"):
+        state_manifest.verify_experiment(_localfs(), str(exp))
+    (exp / "experiment_state-2099-01-01_00-00-00.json").unlink()
+    (exp / state_manifest.MANIFEST).unlink()  # no manifest: nothing is vouched for
+    with pytest.raises(UserError, match=r"tuner\.pkl: no readable \.dpda-state-manifest beside it"):
+        state_manifest.verify_experiment(_localfs(), str(exp))
     assert not marker.exists()
-    # a payload behind a copied valid header is refused too
-    _state_file(tmp_path).write_bytes(trust.sign(b"x")[:len(trust.MAGIC) + 65] + pickle.dumps(_Payload(marker)))
-    with pytest.raises(UserError, match="signature does not match"):
-        _searcher(tmp_path).restore_from_dir(str(tmp_path))
-    assert not marker.exists()
 
 
-def test_a_truncated_searcher_state_is_one_line(tmp_path: Path) -> None:
-    searcher = _searcher(tmp_path)
-    searcher.suggest("t_00000")
-    searcher.save_to_dir(str(tmp_path), "a")
-    path = _state_file(tmp_path)
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(UserError, match=r"searcher-state-a\.pkl: signature does not match"):
-        _searcher(tmp_path).restore_from_dir(str(tmp_path))
+def test_the_manifest_keeps_the_last_contents_of_each_file(tmp_path: Path) -> None:
+    """A kill during Tune's file-by-file copy leaves old and new files side by side: both verify;
+    a content older than the last KEEP saves does not."""
+    fs, name = _localfs(), f"experiment_state-{SESSION}.json"
+    versions = [f"save {i}".encode() for i in range(state_manifest.KEEP + 1)]
+    for version in versions:
+        state_manifest.record(fs, str(tmp_path), {name: version, "other.pkl": version})
+    for i, version in enumerate(versions):
+        (tmp_path / name).write_bytes(version)
+        if i == 0:
+            with pytest.raises(UserError, match="content not in"):
+                state_manifest.verify_experiment(fs, str(tmp_path))
+        else:
+            state_manifest.verify_experiment(fs, str(tmp_path))
+    entries = state_manifest._read_manifest(fs, str(tmp_path))
+    assert {k: len(v) for k, v in entries.items()} == {name: state_manifest.KEEP, "other.pkl": state_manifest.KEEP}
+    assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_tuner_pickle_is_verified_against_its_signature(tmp_path: Path) -> None:
-    pkl = tmp_path / resume.TUNER_PKL
-    pkl.write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(UserError, match="no signature"):
-        resume.verify_tuner_state(tmp_path)
-    resume.sign_tuner_state(tmp_path)
-    resume.verify_tuner_state(tmp_path)
-    pkl.write_bytes(pickle.dumps(_Payload(tmp_path / "pwned")))
-    with pytest.raises(UserError, match="does not match its signature"):
-        resume.verify_tuner_state(tmp_path)
+def test_dpda_records_are_not_copied_back_by_tunes_syncs() -> None:
+    """Tune's restore copies the experiment folder's *.json / *.pkl into its staging folder and
+    every later sync copies the staging folder back: a record so named is overwritten by its stale
+    copy (the manifest lost its tags, the session record its session, after a resume)."""
+    import inspect
+
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    source = inspect.getsource(_ExperimentCheckpointManager.sync_down_experiment_state)
+    assert 'path.endswith(".json") or path.endswith(".pkl")' in source  # Ray 2.60's filter
+    for name in (state_manifest.MANIFEST, leftovers.SESSION_FILE, lock.LOCK_FILE):
+        assert not name.endswith((".json", ".pkl")), name
+
+
+def test_a_tuner_made_while_tagging_writes_a_vouched_tuner_pkl(tmp_path: Path) -> None:
+    """Tune's own Tuner (no Ray cluster needed to make one): its tuner.pkl is tagged between
+    Tune's pickling and its write; outside `tagging` nothing is tagged and Ray's module is as it was."""
+    from ray import tune
+    from ray.tune.impl import tuner_internal
+
+    original = tuner_internal.pickle
+    exp = tmp_path / "exp"
+    with state_manifest.tagging(_localfs(), str(exp)):
+        tune.Tuner(lambda config: None, run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path)))
+    assert tuner_internal.pickle is original
+    state_manifest.verify_experiment(_localfs(), str(exp))
+    tune.Tuner(lambda config: None, run_config=tune.RunConfig(name="untagged", storage_path=str(tmp_path)))
+    with pytest.raises(UserError, match="untagged/tuner.pkl: no readable"):
+        state_manifest.verify_experiment(_localfs(), str(tmp_path / "untagged"))
+
+
+def test_a_second_driver_is_refused_before_ray_starts(tmp_path: Path, capsys, no_ray) -> None:
+    from dpda.cli import main
+
+    corpus = write_tiny_corpus(tmp_path / "corpus", n_train=4, n_dev=4)
+    exp = tmp_path / "results" / "demo"
+    held = lock.lock_experiment(exp)
+    try:
+        for extra in ((), ("--resume",)):
+            capsys.readouterr()
+            assert main(_tune_cli(corpus, tmp_path / "results", *extra)) == 2
+            assert capsys.readouterr().err.strip().splitlines() == [
+                f"dpda tune: error: {exp}: another `dpda tune` is running this experiment (it holds "
+                f"{lock.LOCK_FILE}); wait for it to end or stop it first"]
+    finally:
+        held.release()
 
 
 def test_damaged_study_file_is_one_line(tmp_path: Path) -> None:

@@ -105,17 +105,22 @@ def run(args: argparse.Namespace) -> int:
     from dpda.console import info
     from dpda.tune.session import init_ray, tune_verbosity
     from dpda.tune.study_files import HPARAMS_DIR, dashboard_command
-    from dpda.tune.tuner import (check_corpora, experiment_path, format_outcome, run_search, storage_location,
-                                 unfinished_message)
+    from dpda.tune.tuner import (check_corpora, check_experiment, experiment_location, experiment_path,
+                                 format_outcome, hold_experiment, run_search, storage_location, unfinished_message)
 
     storage = storage_location(args.storage)  # reachable and writable, before anything slow
     check_corpus_paths(space.base, space.source)
-    checked = check_corpora(space)  # every corpus decoded once, here, before Ray starts
-    init_ray(args.address)
-    info(f"Search {space.source}: {len(space.params)} parameters, {space.tune.num_samples} trials, "
-         f"metric {space.tune.metric} ({space.tune.mode}), {space.tune.workers} worker(s) per trial")
-    outcome = run_search(space, storage=storage, name=args.name, resume=args.resume, verbose=tune_verbosity(),
-                         checked=checked)
+    exp = experiment_location(space, storage, args.name)
+    # one driver per experiment, and a resumed one's files vouched for, before Ray starts: a
+    # refused driver pays neither Ray's start nor the corpus check
+    with hold_experiment(exp):
+        check_experiment(space, exp, args.resume)
+        checked = check_corpora(space)  # every corpus decoded once, here, before Ray starts
+        init_ray(args.address)
+        info(f"Search {space.source}: {len(space.params)} parameters, {space.tune.num_samples} trials, "
+             f"metric {space.tune.metric} ({space.tune.mode}), {space.tune.workers} worker(s) per trial")
+        outcome = run_search(space, storage=storage, name=args.name, resume=args.resume, verbose=tune_verbosity(),
+                             checked=checked, locked=True)
     print(format_outcome(space, outcome), flush=True)
     info(f"TensorBoard: tensorboard --logdir {outcome.experiment_path} (HParams: --logdir "
          f"{experiment_path(outcome.experiment_path, HPARAMS_DIR)})")

@@ -15,10 +15,13 @@ import os
 import re
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
-SESSION_FILE = ".dpda-ray-session.json"
+# not *.json: Tune's restore copies those into its staging folder and its syncs copy them back,
+# which put the previous session's record over the current one
+SESSION_FILE = ".dpda-ray-session"
 
 
 def _session_processes(session_dir: str) -> list[int]:
@@ -60,7 +63,10 @@ def end_session(session_dir: str, grace_s: float = 5.0) -> list[int]:
 
 
 def current_session() -> str | None:
-    """The session dir of the Ray cluster this driver started itself; None when it joined one."""
+    """The session dir of the Ray cluster this driver started itself; None when it joined one, or
+    before it started Ray (a driver that has not imported Ray has no cluster: nothing is imported)."""
+    if "ray" not in sys.modules:
+        return None
     import ray
 
     node = getattr(ray._private.worker, "_global_node", None)
@@ -69,22 +75,33 @@ def current_session() -> str | None:
     return node.get_session_dir_path()
 
 
-def clean_and_record(exp_dir: Path) -> list[int]:
-    """End the leftovers of the session recorded in `exp_dir` (if not the current one), then record
-    the current session. Call it holding the experiment lock."""
-    record = exp_dir / SESSION_FILE
-    ended: list[int] = []
-    current = current_session()
+def end_previous(exp_dir: Path) -> list[int]:
+    """End the leftovers of the session recorded in `exp_dir`, unless it is this driver's own. Call
+    it holding the experiment lock, best before Ray starts (then a new driver never joins them)."""
     try:
-        previous = json.loads(record.read_text())
+        previous = json.loads((exp_dir / SESSION_FILE).read_text())
     except (OSError, ValueError):
-        previous = None
+        return []
     if (isinstance(previous, dict) and previous.get("host") == socket.gethostname()
             and isinstance(previous.get("session_dir"), str) and "/session_" in previous["session_dir"]
-            and previous["session_dir"] != current):
-        ended = end_session(previous["session_dir"])
+            and previous["session_dir"] != current_session()):
+        return end_session(previous["session_dir"])
+    return []
+
+
+def record_current(exp_dir: Path) -> None:
+    """Record the session of the Ray cluster this driver started (for the next start to end its
+    leftovers), or none when it joined a cluster. Call it holding the lock, once Ray is up."""
+    record = exp_dir / SESSION_FILE
+    current = current_session()
     if current is not None:
         record.write_text(json.dumps({"session_dir": current, "host": socket.gethostname(), "driver_pid": os.getpid()}))
     else:
         record.unlink(missing_ok=True)
+
+
+def clean_and_record(exp_dir: Path) -> list[int]:
+    """`end_previous` then `record_current` (a caller whose Ray is already up)."""
+    ended = end_previous(exp_dir)
+    record_current(exp_dir)
     return ended

@@ -1,6 +1,6 @@
-"""What makes an interrupted search resumable, whenever the driver died: the searcher's state is a
-signed pickle (dpda.tune.trust) and, on restore, agrees with the Optuna study; the study file and
-Tune's tuner.pkl are checked before Tune reads anything.
+"""What makes an interrupted search resumable, whenever the driver died: the searcher's state, on
+restore, agrees with the Optuna study; the study file is checked before Optuna reads it. (Which
+files resume may unpickle at all: dpda.tune.state_manifest.)
 
 Why reconcile: Optuna's study (optuna.db) is written at once, Tune's saved state only every few
 seconds. A driver killed after a trial's last result has the trial COMPLETE in Optuna but running in
@@ -13,9 +13,7 @@ older pickle did not know yet.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import pickle
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -24,18 +22,15 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from dpda.errors import UserError
-from dpda.tune import faults, trust
+from dpda.tune import faults
 
 TUNE_TRIAL_ATTR = "tune_trial_id"
-TUNER_PKL = "tuner.pkl"  # Tune's own pickle of the Tuner, unpickled by Tuner.restore
-SIGNATURE_SUFFIX = ".sig"
 
 log = logging.getLogger(__name__)
 
 
-class SignedOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch with a signed state file, reconciled with the Optuna study on restore,
-    and tolerant of results for trials Optuna has already finished (or never saw). `exp_dir`: the
+class ReconciledOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch reconciled with the Optuna study on restore, and tolerant of results for trials Optuna has already finished (or never saw). `exp_dir`: the
     local experiment folder, for fault injection (dpda.tune.faults) only."""
 
     def __init__(self, *args: Any, exp_dir: str | None = None, **kwargs: Any) -> None:
@@ -71,15 +66,10 @@ class SignedOptunaSearch(OptunaSearch):
             faults.hit("checkpoint_upload", trial_id, getattr(self, "exp_dir", None))
         super().save_to_dir(checkpoint_dir, session_str)
 
-    def save(self, checkpoint_path: str) -> None:
-        Path(checkpoint_path).write_bytes(trust.sign(pickle.dumps(self.__dict__.copy())))
-
     def restore(self, checkpoint_path: str) -> None:
-        payload = trust.verify(Path(checkpoint_path).read_bytes(), checkpoint_path)
-        state = pickle.loads(payload)
-        if not isinstance(state, dict):
-            raise UserError(f"{checkpoint_path}: not a searcher state")
-        self.__dict__.update(state)
+        """Ray's restore (a pickle: run_search has checked it against the state manifest), then
+        agree with the study."""
+        super().restore(checkpoint_path)
         self._completed_here = []
         reconcile(self)
 
@@ -121,41 +111,3 @@ def check_study_file(path: Path) -> None:
     if not verdict or verdict[0] != "ok":
         raise UserError(f"{path}: Optuna study fails SQLite's integrity check ({verdict and verdict[0]}); "
                         "restore it from a copy or start a new experiment with --name")
-
-
-def sign_tuner_state(exp_dir: Path) -> None:
-    """Sign Tune's tuner.pkl (written once when the Tuner is made) beside it."""
-    pkl = exp_dir / TUNER_PKL
-    if pkl.exists():
-        Path(str(pkl) + SIGNATURE_SUFFIX).write_bytes(trust.sign(_digest(pkl)))
-
-
-def verify_tuner_state(exp_dir: Path) -> None:
-    """Refuse (one line) a tuner.pkl that this user's key did not sign, before Tune unpickles it."""
-    pkl = exp_dir / TUNER_PKL
-    sig = Path(str(pkl) + SIGNATURE_SUFFIX)
-    if not sig.exists():
-        raise UserError(f"{pkl}: no signature ({sig.name}); refusing to unpickle an unsigned experiment file")
-    expected = trust.verify(sig.read_bytes(), str(sig))
-    if not pkl.exists() or expected != _digest(pkl):
-        raise UserError(f"{pkl}: does not match its signature {sig.name} (altered or truncated); "
-                        "refusing to unpickle it")
-
-
-def _digest(path: Path) -> bytes:
-    return hashlib.sha256(path.read_bytes()).hexdigest().encode()
-
-
-def verify_searcher_state(fs: Any, exp_dir: str) -> None:
-    """Check the searcher state that Tune will restore (the newest searcher-state-*.pkl) before
-    Tune.restore: Tune catches any error of the restore itself and silently starts the experiment
-    over, so a refused file must stop the search here, in one line."""
-    import pyarrow.fs
-
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(exp_dir, allow_not_found=True))
-    states = sorted(i.path for i in infos if i.type == pyarrow.fs.FileType.File
-                    and i.base_name.startswith("searcher-state-") and i.base_name.endswith(".pkl"))
-    if not states:
-        return
-    with fs.open_input_stream(states[-1]) as f:
-        trust.verify(f.read(), states[-1])

@@ -1,6 +1,6 @@
-"""Signed experiment files: a file that resume unpickles carries an HMAC-SHA256 tag made with a
-per-user key that is not stored in the experiment folder, so a pickle that someone swapped in (or
-a truncated upload) is refused in one line before any byte of it is unpickled.
+"""The per-user key behind dpda.tune.state_manifest: every file that resume unpickles must match an
+HMAC-SHA256 tag made with this key, which is not stored in the experiment folder, so a pickle that
+someone swapped in (or a truncated upload) is refused in one line before any byte of it is unpickled.
 
 The key: `$DPDA_CONFIG_DIR/tune.key`, else `$XDG_CONFIG_HOME/dpda/tune.key`, else
 `~/.config/dpda/tune.key`; 32 random bytes, created 0600 on first use. On a cluster the driver runs
@@ -11,17 +11,13 @@ experiment's signed files cannot be resumed, by design.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import secrets
 from pathlib import Path
 
 from dpda.errors import UserError
 
-MAGIC = b"DPDA-HMAC-SHA256\n"
 KEY_FILE = "tune.key"
-_TAG_LEN = 64  # hex digits of a SHA-256 digest
 
 
 def key_path() -> Path:
@@ -47,24 +43,3 @@ def key() -> bytes:
         raise UserError(f"{path}: signing key shorter than 32 bytes (delete it to make a new one; "
                         "experiments signed with the old key can then not be resumed)")
     return data
-
-
-def _tag(payload: bytes) -> bytes:
-    return hmac.new(key(), payload, hashlib.sha256).hexdigest().encode()
-
-
-def sign(payload: bytes) -> bytes:
-    """The bytes to write: magic line, tag line, payload."""
-    return MAGIC + _tag(payload) + b"\n" + payload
-
-
-def verify(data: bytes, source: str) -> bytes:
-    """The payload of a signed file, or a one-line UserError naming `source` (nothing unpickled)."""
-    head = len(MAGIC)
-    if not data.startswith(MAGIC) or len(data) < head + _TAG_LEN + 1 or data[head + _TAG_LEN:head + _TAG_LEN + 1] != b"\n":
-        raise UserError(f"{source}: not a file dpda signed (foreign or damaged); refusing to load it")
-    tag, payload = data[head:head + _TAG_LEN], data[head + _TAG_LEN + 1:]
-    if not hmac.compare_digest(tag, _tag(payload)):
-        raise UserError(f"{source}: signature does not match (truncated, altered, or signed with another "
-                        f"key than {key_path()}); refusing to load it")
-    return payload

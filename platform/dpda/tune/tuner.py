@@ -319,8 +319,10 @@ def run_search(
     verbose: int = 1,
     storage_filesystem: Any = None,
     checked: dict[str, dict[str, Any]] | None = None,
+    locked: bool = False,
 ) -> SearchOutcome:
     """Run (or with `resume`, continue) the search; Ray must be initialised by the caller.
+    `locked`: the caller holds `hold_experiment` of this experiment already (taken before Ray).
 
     The experiment lives in `storage/name` (default runs/tune/<space name>): Tune's state and
     TensorBoard/CSV/JSON logs per trial, each trial's run dir (telemetry, checkpoints, model.pt),
@@ -333,44 +335,86 @@ def run_search(
     corpora are checked here, once, before any trial starts (unless the caller did: `checked`);
     trials and ranks reuse the verdicts (dpda.data.check_cache).
     """
+    store, name = _store_and_name(space, storage, name, storage_filesystem)
+    exp = store.child(name)
+    with ExitStack() as held:
+        if not locked:
+            held.enter_context(hold_experiment(exp))
+        check_experiment(space, exp, resume)
+        if exp.is_local:
+            from dpda.tune.leftovers import record_current
+
+            record_current(Path(exp.root))
+        return _run_search(space, store, exp, name, not exp.is_local, resume, callbacks, verbose, checked)
+
+
+def experiment_location(space: SearchSpace, storage: str | os.PathLike | Location | None = None,
+                        name: str | None = None, storage_filesystem: Any = None) -> Location:
+    """Where the search lives: `storage/name` (name default: the space's `name`), the storage
+    resolved and checked (one UserError naming the URI) unless it is a Location already."""
+    store, name = _store_and_name(space, storage, name, storage_filesystem)
+    return store.child(name)
+
+
+def _store_and_name(space: SearchSpace, storage: str | os.PathLike | Location | None, name: str | None,
+                    storage_filesystem: Any) -> tuple[Location, str]:
     name = name or space.name
     problem = name_problem(name)
     if problem:
         raise UserError(f"experiment name {name!r}: {problem}")
-    store = storage if isinstance(storage, Location) else storage_location(storage, storage_filesystem)
-    exp = store.child(name)
-    remote = not exp.is_local  # object storage: no local study file, no HParams folder, no lock
-    with ExitStack() as held:
-        if not remote:
-            held.enter_context(_guard_local_experiment(Path(exp.root)))
-        return _run_search(space, store, exp, name, remote, resume, callbacks, verbose, checked)
+    return (storage if isinstance(storage, Location) else storage_location(storage, storage_filesystem)), name
 
 
 @contextmanager
-def _guard_local_experiment(exp_dir: Path) -> Iterator[None]:
-    """Hold the experiment's lock for the whole search, and end the Ray processes that a killed
-    driver of this experiment left behind (dpda.tune.lock, dpda.tune.leftovers)."""
-    from dpda.tune.leftovers import clean_and_record
+def hold_experiment(exp: Location) -> Iterator[None]:
+    """Hold a local experiment's lock for the whole search, and end the Ray processes that a killed
+    driver of it left behind (dpda.tune.lock, dpda.tune.leftovers). Take it before Ray starts: a
+    refused second driver then costs nothing. Object storage has no lock: nothing is held."""
+    if not exp.is_local:
+        yield
+        return
+    from dpda.tune.leftovers import end_previous
     from dpda.tune.lock import lock_experiment
 
-    lock = lock_experiment(exp_dir)
+    lock = lock_experiment(Path(exp.root))
     try:
-        clean_and_record(exp_dir)
+        end_previous(Path(exp.root))
         yield
     finally:
         lock.release()
 
 
-def _run_search(space: SearchSpace, store: Location, exp: Location, name: str, remote: bool, resume: bool,
-                callbacks: Sequence[Any], verbose: int, checked: dict | None) -> SearchOutcome:
-    import optuna
-    import ray
-    from ray import tune
-
-    from dpda.tune import resume as resumption
+def check_experiment(space: SearchSpace, exp: Location, resume: bool) -> None:
+    """What needs no Ray, before it starts: a new search finds no experiment there; a resumed one
+    finds it, with the same search space, a readable study, and every file that Tune's restore
+    unpickles vouched for by the state manifest (dpda.tune.state_manifest)."""
+    from dpda.tune import state_manifest
+    from dpda.tune.resume import check_study_file
     from dpda.tune.study_files import STUDY_FILE
 
     exp_path = _shown(exp)
+    exists = exp.child(state_manifest.TUNER_PKL).is_file()  # what Tuner.can_restore looks for
+    if not resume:
+        if exists:
+            raise UserError(f"{exp_path}: experiment exists; pass --resume to continue it or --name for a new one")
+        return
+    if not exists:
+        raise UserError(f"{exp_path}: no experiment to resume (run without --resume to start it)")
+    stored = exp.child(SPACE_SNAPSHOT).read_text()
+    if stored is not None and json.loads(stored) != _fingerprint(space):
+        raise UserError(
+            f"{space.source}: the search space changed since {exp_path} was started; "
+            "resume with the original file or start a new experiment with --name"
+        )
+    if exp.is_local:  # before Tune or Optuna read anything of it
+        check_study_file(Path(exp.root, STUDY_FILE))
+    state_manifest.verify_experiment(exp.fs, exp.root)
+
+
+def _run_search(space: SearchSpace, store: Location, exp: Location, name: str, remote: bool, resume: bool,
+                callbacks: Sequence[Any], verbose: int, checked: dict | None) -> SearchOutcome:
+    from dpda.tune.state_manifest import tagging
+
     fs = _ray_filesystem(exp)
     layout = {
         "driver_pid": os.getpid(),
@@ -382,58 +426,53 @@ def _run_search(space: SearchSpace, store: Location, exp: Location, name: str, r
         "checked": checked if checked is not None else check_corpora(space),
     }
     trainable = _trainable(space, layout)
-    snapshot = exp.child(SPACE_SNAPSHOT)
-    exists = tune.Tuner.can_restore(exp.root, storage_filesystem=fs)
-    if resume:
-        if not exists:
-            raise UserError(f"{exp_path}: no experiment to resume (run without --resume to start it)")
-        stored = snapshot.read_text()
-        if stored is not None and json.loads(stored) != _fingerprint(space):
-            raise UserError(
-                f"{space.source}: the search space changed since {exp_path} was started; "
-                "resume with the original file or start a new experiment with --name"
-            )
-        if not remote:  # before Tune or Optuna read anything of it
-            resumption.check_study_file(Path(exp.root, STUDY_FILE))
-            resumption.verify_tuner_state(Path(exp.root))
-        resumption.verify_searcher_state(exp.fs, exp.root)
-        tuner = tune.Tuner.restore(exp.root, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   storage_filesystem=fs)
-    else:
-        if exists:
-            raise UserError(f"{exp_path}: experiment exists; pass --resume to continue it or --name for a new one")
-        snapshot.write_text(json.dumps(_fingerprint(space), indent=2))
-        settings = space.tune
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        # metric/mode go to the searcher too: with a define-by-run space Tune does not pass them on
-        # the study lives in EXPERIMENT/optuna.db (optuna-dashboard opens it), not only inside Ray
-        searcher = resumption.SignedOptunaSearch(space=space, metric=settings.metric, mode=settings.mode,
-                                sampler=optuna.samplers.TPESampler(seed=settings.seed),
-                                study_name=name, storage=optuna_storage(exp.root, remote),
-                                exp_dir=None if remote else exp.root)
-        scheduler = _scheduler(space, None if remote else exp.root)
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                metric=settings.metric, mode=settings.mode, search_alg=searcher, scheduler=scheduler,
-                num_samples=settings.num_samples,
-                max_concurrent_trials=max_concurrent(space, ray.cluster_resources()),
-                trial_name_creator=trial_name, trial_dirname_creator=trial_name,
-                reuse_actors=False,
-            ),
-            run_config=tune.RunConfig(
-                name=name, storage_path=store.root, storage_filesystem=fs,
-                callbacks=_callbacks(space, exp.root, callbacks, remote), verbose=verbose,
-                failure_config=tune.FailureConfig(max_failures=settings.max_failures if settings.workers == 1 else 0),
-                # None: dpda prunes the storage itself (an older folder may hold an n-best epoch)
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            ),
-        )
-    if not remote:
-        resumption.sign_tuner_state(Path(exp.root))
-    with _sigterm_interrupts():
-        grid = tuner.fit()
+    with tagging(exp.fs, exp.root):  # making the Tuner writes tuner.pkl, fit the other state files
+        tuner = _tuner(space, store, exp, name, remote, resume, trainable, callbacks, verbose)
+        with _sigterm_interrupts():
+            grid = tuner.fit()
     return summarise(space, grid, exp)
+
+
+def _tuner(space: SearchSpace, store: Location, exp: Location, name: str, remote: bool, resume: bool,
+           trainable: Any, callbacks: Sequence[Any], verbose: int) -> Any:
+    """A new Tuner, or with `resume` the restored one (check_experiment vouched for its files)."""
+    import optuna
+    import ray
+    from ray import tune
+
+    from dpda.tune import resume as resumption
+
+    fs = _ray_filesystem(exp)
+    if resume:
+        return tune.Tuner.restore(exp.root, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=fs)
+    exp.child(SPACE_SNAPSHOT).write_text(json.dumps(_fingerprint(space), indent=2))
+    settings = space.tune
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # metric/mode go to the searcher too: with a define-by-run space Tune does not pass them on
+    # the study lives in EXPERIMENT/optuna.db (optuna-dashboard opens it), not only inside Ray
+    searcher = resumption.ReconciledOptunaSearch(space=space, metric=settings.metric, mode=settings.mode,
+                            sampler=optuna.samplers.TPESampler(seed=settings.seed),
+                            study_name=name, storage=optuna_storage(exp.root, remote),
+                            exp_dir=None if remote else exp.root)
+    scheduler = _scheduler(space, None if remote else exp.root)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=settings.metric, mode=settings.mode, search_alg=searcher, scheduler=scheduler,
+            num_samples=settings.num_samples,
+            max_concurrent_trials=max_concurrent(space, ray.cluster_resources()),
+            trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=store.root, storage_filesystem=fs,
+            callbacks=_callbacks(space, exp.root, callbacks, remote), verbose=verbose,
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures if settings.workers == 1 else 0),
+            # None: dpda prunes the storage itself (an older folder may hold an n-best epoch)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        ),
+    )
 
 
 def _status(result: Any, remote: bool = False) -> str:
@@ -494,8 +533,11 @@ def summarise(space: SearchSpace, grid: Any, experiment: str | os.PathLike | Loc
               filesystem: Any = None) -> SearchOutcome:
     """Table, best trial (best epoch of any trial by the tune metric), files in the experiment dir
     (a local path, a URI, a Location, or a path on `filesystem`)."""
+    from dpda.tune.state_manifest import verify_experiment
+
     exp = resolve(experiment, filesystem)
     exp_path = _shown(exp)
+    verify_experiment(exp.fs, exp.root)  # ExperimentAnalysis unpickles Tune's newest state file
     states = _tune_states(exp.root, _ray_filesystem(exp))
     table = results_table(space, grid, states, remote=not exp.is_local)
     exp.child(RESULTS_CSV).write_text(table.to_csv(index=False))
