@@ -41,7 +41,9 @@ def open_bank(spec: str, policy: str = "fail", where: str = "bank") -> tuple[Ban
             frame, verdict = load_bank(key, policy)
             _OPEN[key] = (BankSampler(frame, name=f"bank {key}"), verdict.to_dict())
         except UserError as exc:
-            raise UserError(f"{where}: {exc}") from None
+            lines = str(exc).splitlines()  # a failed check: "SPEC: check failed", problems, a count
+            text = lines[0] if len(lines) < 3 else f"{lines[1]} ({lines[-1]}; `dpda check {key}` lists them)"
+            raise UserError(f"{where}: {text}") from None
     return _OPEN[key]
 
 
