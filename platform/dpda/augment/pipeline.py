@@ -53,6 +53,12 @@ class Pipeline(nn.Module):
         """The dotted config key of each mask bit's leaf (unique where names repeat)."""
         return tuple(leaf.where for leaf in self.leaves)
 
+    def prepare(self, policy: str = "fail") -> dict[str, Any]:
+        """Open and check what the transforms read (banks) before training, under the run's
+        `data.check` policy; one UserError line naming the key on a bad bank. Returns the
+        checks' verdicts (fingerprint -> dict), for a driver to hand to trials and ranks."""
+        return prepare_transforms(self.root, policy)
+
     def loader_leaves(self) -> tuple[Leaf, ...]:
         """Leaves that run on CPU arrays, one utterance at a time (the DataLoader's job)."""
         return tuple(leaf for leaf in self.leaves if TRANSFORMS[leaf.name].where(leaf.params) == "loader")
@@ -130,6 +136,16 @@ class Pipeline(nn.Module):
         y = x.unsqueeze(0) if x.dim() == 1 else x
         y, _ = self.augment(y, generator)
         return y.squeeze(0) if x.dim() == 1 else y
+
+
+def prepare_transforms(root: Compose, policy: str = "fail") -> dict[str, Any]:
+    """`Pipeline.prepare` for a parsed tree (what `dpda tune`'s pre-flight calls)."""
+    verdicts: dict[str, Any] = {}
+    for leaf in root.leaves():
+        prepare = TRANSFORMS[leaf.name].prepare
+        if prepare is not None:
+            verdicts.update(prepare(leaf.params, leaf.where, policy))
+    return verdicts
 
 
 def _check(x: Tensor) -> None:

@@ -5,7 +5,9 @@ how it draws its randomness for a batch (`draw(params, batch, time, generator, d
 workspace)`: signal-independent, every utterance its own draws, from the step's generator), how it
 applies given draws (`apply(params, x, drawn) -> y`, deterministic, same shape), and where it runs
 (`device`: batched tensor code on the input's device; `loader`: CPU arrays, one utterance at a
-time in the DataLoader workers, so only with `data.augment_before_crop`). The config's
+time in the DataLoader workers, so only with `data.augment_before_crop`), and, for a transform
+that reads files (the banks of `noise` and `reverb`), `prepare(params, where, policy)`: open and
+check them before training, returning their check verdicts. The config's
 `augment.pipeline`, the pipeline runtime and the docs read this table, so adding a transform is
 adding one `register_transform(Transform(...))`.
 
@@ -22,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from dpda.augment import codecs, level, spectral, speed
+from dpda.augment import codecs, level, noise, reverb, spectral, speed
 from dpda.augment.draws import Workspace
 from dpda.augment.params import RawBoostParams
 from dpda.augment.rawboost import RawBoost
@@ -32,6 +34,7 @@ from dpda.typed import Settings, parse
 Where = Literal["device", "loader"]
 Draw = Callable[[Any, int, int, "torch.Generator | None", torch.device, "Workspace | None"], Any]
 Apply = Callable[[Any, Tensor, Any], Tensor]
+Prepare = Callable[[Any, str, str], "dict[str, Any]"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Transform:
     draw: Draw
     apply: Apply
     where: Callable[[Any], Where] = field(default=lambda params: "device")
+    prepare: Prepare | None = None
 
     def parse_params(self, raw: Mapping[str, Any] | None, where: str) -> Settings:
         """The parameters from a config mapping; only the given keys count as set (dumps)."""
@@ -100,3 +104,7 @@ register_transform(Transform("speed", "speed perturbation by resampling, cropped
                              speed.SpeedParams, speed.draw_speed, speed.apply_speed))
 register_transform(Transform("codec", "codec round trip: mulaw, alaw (device); g722, mp3, opus (loader)",
                              codecs.CodecParams, codecs.draw_codec, codecs.apply_codec, codecs.where_codec))
+register_transform(Transform("noise", "additive noise from a bank (musan:, csv:) at a drawn SNR per category, babble included",
+                             noise.NoiseParams, noise.draw_noise, noise.apply_noise, prepare=noise.prepare_noise))
+register_transform(Transform("reverb", "convolution with a drawn room impulse response (rirs:, csv:), direct-path aligned",
+                             reverb.ReverbParams, reverb.draw_reverb, reverb.apply_reverb, prepare=reverb.prepare_reverb))

@@ -14,6 +14,8 @@ YAML form (the root is a chain's body):
 
 Each step is a one-key mapping: a transform name from `dpda.augment.registry` (its body: `p` and
 the transform's parameters) or a composer (`chain`, `one_of`: `p`, `steps`, one_of's `weights`).
+Any step may carry a `name:` (leaf or composer, unique in the pipeline): `dpda.dotted` then
+addresses its body as `augment.pipeline.NAME.KEY` (search spaces, `--set`), whatever its position.
 Every error is one UserError line naming the dotted key
 (`augment.pipeline.steps[1].one_of.steps[0].codec.kind: ...`). A dump (`dump()`) holds the keys
 as given, so it parses back to an equal tree.
@@ -25,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from dpda.augment.registry import COMPOSERS, TRANSFORMS, get_transform
 from dpda.errors import UserError
@@ -33,16 +35,26 @@ from dpda.typed import Settings, parse, relation_error
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 MAX_LEAVES = 63  # the applied-transforms mask is one int64 per utterance
+RESERVED_NAMES = ("p", "steps", "weights", "name")  # a composer body's keys: a step name would shadow them
+StepName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+def _not_reserved(name: str | None) -> str | None:
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} is a pipeline key; choose another step name")
+    return name
 
 
 class Gate(Settings):
-    """A leaf's own key beside its transform's parameters."""
+    """A leaf's own keys beside its transform's parameters."""
 
     p: Probability = 1.0
+    name: Annotated[StepName | None, AfterValidator(_not_reserved)] = None
 
 
 class ChainBody(Settings):
     p: Probability = 1.0
+    name: Annotated[StepName | None, AfterValidator(_not_reserved)] = None
     steps: Annotated[list[Any], Field(min_length=1)]
 
 
@@ -68,9 +80,12 @@ class Leaf:
     p: float
     p_given: bool
     where: str
+    label: str | None = None  # the step's `name:`, if given
 
     def dump(self) -> dict[str, Any]:
-        body = {"p": self.p} if self.p_given else {}
+        body = {"name": self.label} if self.label is not None else {}
+        if self.p_given:
+            body["p"] = self.p
         return {self.name: {**body, **self.params.model_dump(exclude_unset=True)}}
 
 
@@ -119,10 +134,27 @@ def single_step(name: str, params: Settings, where: str) -> Compose:
 def parse_pipeline(raw: Any, where: str = "augment.pipeline") -> Compose:
     """The root chain from its YAML body; one UserError line naming the key on any problem."""
     root = _compose("chain", raw, where)
+    seen: dict[str, str] = {}
+    for name, here in _labels(root):
+        if name in seen:
+            raise UserError(f"{here}.name: {name!r} already names {seen[name]} (step names are unique)")
+        seen[name] = here
     count = sum(1 for _ in root.leaves())
     if count > MAX_LEAVES:
         raise UserError(f"{where}: {count} transforms; at most {MAX_LEAVES} fit the applied-transforms mask")
     return root
+
+
+def _labels(node: Node) -> Iterator[tuple[str, str]]:
+    """(name, dotted key) of every named step under `node`, in pre-order."""
+    if isinstance(node, Leaf):
+        if node.label is not None:
+            yield node.label, node.where
+        return
+    for step in node.steps:
+        if isinstance(step, Compose) and step.body.name is not None:
+            yield step.body.name, step.where
+        yield from _labels(step)
 
 
 def _compose(kind: Literal["chain", "one_of"], raw: Any, where: str) -> Compose:
@@ -143,6 +175,7 @@ def _node(raw: Any, where: str) -> Node:
     body = {} if body is None else body
     if not isinstance(body, Mapping):
         raise UserError(f"{here}: must be a mapping, got {type(body).__name__}")
-    gate = parse(Gate, {k: v for k, v in body.items() if k == "p"}, here)
-    params = transform.parse_params({k: v for k, v in body.items() if k != "p"}, here)
-    return Leaf(str(name), params, gate.p, "p" in body, here)
+    own = set(Gate.model_fields)
+    gate = parse(Gate, {k: v for k, v in body.items() if k in own}, here)
+    params = transform.parse_params({k: v for k, v in body.items() if k not in own}, here)
+    return Leaf(str(name), params, gate.p, "p" in body, here, gate.name)

@@ -78,7 +78,7 @@ class BankSampler:
               category: str | Sequence[str] | None = None) -> torch.Tensor:
         """(batch, length) float32: per utterance a file of `category` from a random offset."""
         chosen, where = self._draw(generator, (batch,), category)
-        return torch.from_numpy(np.stack([self._span(r, u, length) for r, u in zip(chosen, where)]))
+        return torch.from_numpy(np.stack([self.span(r, u, length) for r, u in zip(chosen, where)]))
 
     def babble(self, generator: torch.Generator, batch: int, length: int, count: tuple[int, int] = (3, 7),
                category: str | Sequence[str] | None = "speech") -> torch.Tensor:
@@ -93,7 +93,7 @@ class BankSampler:
         out = np.zeros((batch, length), np.float32)
         for b in range(batch):
             for k in range(int(counts[b])):
-                out[b] += self._span(chosen[b, k], where[b, k], length)
+                out[b] += self.span(chosen[b, k], where[b, k], length)
         return torch.from_numpy(out)
 
     def rirs(self, generator: torch.Generator, batch: int, category: str | Sequence[str] | None = None,
@@ -107,6 +107,8 @@ class BankSampler:
             out[b, :n] = read_span(self.paths[r], int(n), 0, int(n), first_channel=True)
         return torch.from_numpy(out), torch.from_numpy(lengths.astype(np.int64))
 
-    def _span(self, row: int, where: float, length: int) -> np.ndarray:
+    def span(self, row: int, where: float, length: int, first_channel: bool = False) -> np.ndarray:
+        """`length` samples of bank row `row` from the offset `where` (a uniform draw in [0, 1)
+        times its length), as `read_span` reads them."""
         total = int(self.frames[row])
-        return read_span(self.paths[row], total, min(int(where * total), total - 1), length)
+        return read_span(self.paths[row], total, min(int(where * total), total - 1), length, first_channel)

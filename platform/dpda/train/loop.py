@@ -25,7 +25,7 @@ import torch
 from dpda_analysis.layout import RUN_EVAL_DIR, RUN_SUMMARY
 
 from dpda.align import aligner_from_spec
-from dpda.augment.pipeline import Pipeline
+from dpda.augment.pipeline import Pipeline, prepare_transforms
 from dpda.console import track
 from dpda.data.check_cache import trust as trust_checks
 from dpda.data.corpora import load_manifest, without_attacks
@@ -112,6 +112,8 @@ class Trainer:
         if self.is_main:  # the eval sets are scored after the last epoch: a bad one fails now
             for name, specs in cfg.data.eval.items():
                 load_manifest(specs, cfg.data.check, f"data.eval.{name}", keyed=True)
+        if cfg.augment.mode != "none":  # banks the augmentation reads: opened and checked before any step
+            prepare_transforms(cfg.augment.transforms, cfg.data.check)
         # the published pipeline augments whole utterances in the loader; dpda's the cropped batch
         loader_augment = cfg.data.augment_before_crop and cfg.augment.mode != "none"
         self.train_set = AudioDataset(

@@ -227,9 +227,9 @@ def run_distributed(
     if storage_path is None:
         storage_path = str(run_dir / TRAIN_STORAGE_DIR)
     if checked is None:
-        from dpda.data.check_cache import check_config_corpora
+        from dpda.train.preflight import check_inputs
 
-        checked = check_config_corpora(cfg_dict)
+        checked = check_inputs(cfg_dict)
     loop_config = {
         "config": cfg_dict, "run_dir": str(run_dir), "run_id": run_id, "trial_id": trial_id,
         "cwd": os.getcwd(), "source": source, "checked": checked, "mirror": mirror,

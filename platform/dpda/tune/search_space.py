@@ -47,7 +47,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from dpda.dotted import get_dotted, has_dotted, set_dotted
+from dpda.dotted import KEY_PATTERN, get_dotted, has_dotted, set_dotted
 from dpda.errors import UserError
 from dpda.tune.distributions import Distribution, parse_distribution
 from dpda.typed import Settings, describe
@@ -321,8 +321,8 @@ def _load_base(base: Any, base_dir: Path | None, err: _Errors) -> dict[str, Any]
 
 
 def _check_key_syntax(key: Any, err: _Errors, where: str) -> None:
-    if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
-        err(where, "must be a dotted config key such as optim.lr")
+    if not isinstance(key, str) or not re.fullmatch(KEY_PATTERN, key):
+        err(where, "must be a dotted config key such as optim.lr (or augment.pipeline.NAME.p, snr[0])")
 
 
 def _parse_distribution(

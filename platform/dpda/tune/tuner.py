@@ -198,12 +198,12 @@ def _fingerprint(space: SearchSpace) -> dict[str, Any]:
 
 
 def check_corpora(space: SearchSpace) -> dict[str, dict[str, Any]]:
-    """Check the corpora of the space's base config once, in the driver, before any trial starts
-    (a failing corpus stops the search here); the verdicts travel to every trial and rank."""
-    from dpda.data.check_cache import check_config_corpora
-    from dpda.train.config import config_from_dict
+    """Check the corpora and the augmentation's banks of the space's base config once, in the
+    driver, before Ray starts (a failing one stops the search here); the verdicts travel to every
+    trial and rank."""
+    from dpda.train.preflight import check_inputs
 
-    return check_config_corpora(config_from_dict(space.base, source=space.source).to_dict())
+    return check_inputs(space.base, source=space.source)
 
 
 def max_concurrent(space: SearchSpace, cluster: dict[str, float]) -> int:
