@@ -25,6 +25,8 @@ from dpda.augment.draws import Workspace
 from dpda.augment.registry import TRANSFORMS, select_rows
 from dpda.augment.spec import Compose, Leaf
 
+_SECTION = "augment."  # the config section every leaf key starts with
+
 
 @dataclass
 class PipelineDraws:
@@ -52,6 +54,12 @@ class Pipeline(nn.Module):
     def leaf_keys(self) -> tuple[str, ...]:
         """The dotted config key of each mask bit's leaf (unique where names repeat)."""
         return tuple(leaf.where for leaf in self.leaves)
+
+    @property
+    def leaf_labels(self) -> tuple[str, ...]:
+        """Each mask bit's leaf key below the `augment` section (`rawboost` for `augment.rawboost`,
+        `pipeline.steps[0].gain`): telemetry's `augment_leaves`, short and still unique."""
+        return tuple(key.removeprefix(_SECTION) for key in self.leaf_keys)
 
     def loader_leaves(self) -> tuple[Leaf, ...]:
         """Leaves that run on CPU arrays, one utterance at a time (the DataLoader's job)."""
