@@ -89,20 +89,24 @@ def conflict_by(tel: Telemetry, by: str | list[str]) -> pd.DataFrame:
     ))
 
 
-def _received(tel: Telemetry, by: str | list[str], unnest: str, label: str, order: str) -> pd.DataFrame:
+def _received(tel: Telemetry, by: str | list[str], unnest: str, label: str, order: str,
+              derive: str = "") -> pd.DataFrame:
     """Per group and transform (or combination): `RECEIVED_COUNTS_SQL` over the rows `unnest`
     makes of each dual-path step with an applied-transforms record (`received` and what the
-    `label` columns need; the attempt's leaves are `leaves`), with the fractions and the interval."""
+    `label` columns need, or `derive` from them; the attempt's leaves are `leaves`), with the
+    fractions and the interval."""
     cols = _GROUPS.get(by, [by]) if isinstance(by, str) else list(by)
     _check_columns(tel, "steps", cols)
     keys = ", ".join(cols)
+    rows = f"""SELECT *, {unnest} FROM (
+                 SELECT s.*, a.augment_leaves AS leaves FROM steps s JOIN attempts a
+                   ON s.run_id = a.run_id AND s.trial_id = a.trial_id AND s.attempt = a.attempt
+                 WHERE s.augment_mode = 'dual' AND len(s.augment_counts) > 0)"""
+    if derive:
+        rows = f"SELECT *, {derive} FROM ({rows})"
     counts = tel.sql(
         f"""SELECT {keys}, {label}, count(DISTINCT (run_id, trial_id)) AS trials, {RECEIVED_COUNTS_SQL}
-            FROM (SELECT *, {unnest} FROM (
-                    SELECT s.*, a.augment_leaves AS leaves FROM steps s JOIN attempts a
-                      ON s.run_id = a.run_id AND s.trial_id = a.trial_id AND s.attempt = a.attempt
-                    WHERE s.augment_mode = 'dual' AND len(s.augment_counts) > 0))
-            GROUP BY ALL ORDER BY {keys}, {order}"""
+            FROM ({rows}) GROUP BY ALL ORDER BY {keys}, {order}"""
     )
     k, n = counts.pop("conflict_steps").to_numpy(float), counts.pop("counted_steps").to_numpy(float)
     got, hit = counts.pop("received_utterances").to_numpy(float), counts.pop("conflict_utterances").to_numpy(float)
@@ -131,13 +135,12 @@ def conflict_by_combination(tel: Telemetry, by: str | list[str] = "variant") -> 
     """Conflict fraction per combination of transforms (a mask value: exactly these leaves), per
     group as in `conflict_by`; the columns of `conflict_by_transform`, with `mask` and
     `combination` (its leaves joined by ' + '; `(none)`: utterances that received none)."""
-    chosen = "list_filter(leaves, lambda x, i: (combo.mask >> (i - 1)) & 1 = 1)"
+    chosen = "list_filter(leaves, lambda x, i: (mask >> (i - 1)) & 1 = 1)"
     return _received(
-        tel, by, "unnest(augment_combos) AS combo, combo.n AS received",
-        f"""combo.mask AS mask,
-            CASE WHEN combo.mask = 0 THEN '(none)' WHEN leaves IS NULL THEN 'mask ' || combo.mask
-                 ELSE array_to_string({chosen}, ' + ') END AS combination""",
-        "mask, combination")
+        tel, by, "unnest(augment_combos) AS combo",
+        f"""mask, CASE WHEN mask = 0 THEN '(none)' WHEN leaves IS NULL THEN 'mask ' || mask
+                       ELSE array_to_string({chosen}, ' + ') END AS combination""",
+        "mask, combination", derive="combo.mask AS mask, combo.n AS received")
 
 
 def conflict_across_trials(tel: Telemetry, by: list[str]) -> pd.DataFrame:
