@@ -151,3 +151,17 @@ def test_runs_without_the_record_give_no_rows(tmp_path: Path) -> None:
     with A.open_telemetry(root) as tel:
         pd.testing.assert_frame_equal(A.conflict_by_transform(tel, by="trial"), want)
         assert tel.sql("SELECT augment_counts FROM steps WHERE run_id = 'n'")["augment_counts"].iloc[0].tolist() == []
+
+
+def test_export_carries_the_applied_transforms(experiment: Path, tmp_path: Path) -> None:
+    from dpda.cli import main as cli_main
+
+    attempts = raw_frame(experiment, "attempts")
+    want = pandas_supersede(raw_frame(experiment, "steps"), attempts).sort_values(["run_id", "trial_id", "step"])
+    assert cli_main(["export", str(experiment), "-o", str(tmp_path / "s.parquet")]) == 0
+    got = pd.read_parquet(tmp_path / "s.parquet")
+    for key in S.AUGMENT_STAT_KEYS:
+        assert [list(v) for v in got[key]] == [list(v) for v in want[key]], key
+    assert cli_main(["export", str(experiment), "-o", str(tmp_path / "a.parquet"), "--table", "attempts"]) == 0
+    leaves = pd.read_parquet(tmp_path / "a.parquet")["augment_leaves"]
+    assert [list(v) for v in leaves] == [list(PIPELINE)] * len(attempts)

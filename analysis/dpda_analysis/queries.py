@@ -154,6 +154,8 @@ def conflict_across_trials(tel: Telemetry, by: list[str]) -> pd.DataFrame:
         mean, low, high = across_runs_interval(grp["conflict_fraction"])
         rows.append((*(key if isinstance(key, tuple) else (key,)), len(grp), mean, low, high))
     across = pd.DataFrame(rows, columns=[*by, "trials_n", "trial_mean", "trial_low", "trial_high"])
+    # keys as the pooled table types them (an all-null key, e.g. rawboost_algo of pipeline runs, reads as object)
+    across = across.astype({k: pooled[k].dtype for k in by})
     return pooled.merge(across, on=by, how="left")
 
 
