@@ -68,3 +68,15 @@ def test_applied_transforms_tally_and_host_copy() -> None:
     empty = StepStats(**values).to_host(AppliedTransforms.empty())
     assert empty["augment_counts"] == [] and empty["augment_combos"] == []
     assert "augment_counts" not in StepStats(**values).to_host()
+
+
+def test_the_tally_makes_no_host_sync_and_a_fixed_number_of_operators() -> None:
+    """It runs every step beside the step's one sync: no operator that reads a device value, and
+    as many operators for 8 utterances and 3 leaves as for 64 and 40 (profiled on the CPU, as
+    tests/test_step_overhead.py counts the step's)."""
+    from dpda.augment.applied import tally
+    from dpda.train.op_count import profile_ops
+
+    counts = [profile_ops(tally, torch.randint(0, 1 << leaves, (batch,)), leaves) for batch, leaves in ((8, 3), (64, 40))]
+    assert [c.syncs["step"] for c in counts] == [0, 0]
+    assert counts[0].ops == counts[1].ops and counts[0].step_ops == counts[1].step_ops
