@@ -36,6 +36,7 @@ class SyntheticTrial:
     rawboost_algo: int
     strength: float
     restart_at: int | None
+    leaves: tuple[str, ...] = ()  # the augmentation pipeline's leaves: applied-transforms telemetry
 
 
 def step_stats(rng: np.random.Generator, n_steps: int, n_layers: int, shift: float, progress: np.ndarray) -> dict:
@@ -65,6 +66,33 @@ def step_stats(rng: np.random.Generator, n_steps: int, n_layers: int, shift: flo
     }
 
 
+PIPELINE = ("pipeline.steps[0].one_of.steps[0].codec", "pipeline.steps[0].one_of.steps[1].speed",
+            "pipeline.steps[0].one_of.steps[2].rawboost", "pipeline.steps[1].gain")
+"""A one_of of three transforms (p = 0.9) then gain (p = 0.5): `write_synthetic_experiment(leaves=...)`."""
+BATCH = 8
+CODEC_SHIFT = 0.25  # the cosine falls by this times the share of the batch that received the codec
+
+
+def applied_transforms(rng: np.random.Generator, stats: dict, n_leaves: int) -> list[dict]:
+    """Per step: the applied-transforms record of a batch of BATCH utterances through PIPELINE's
+    shape (one of the first n_leaves - 1 leaves with p = 0.9, the last with p = 0.5), as
+    `StepStats.to_host(applied)` gives it. Makes the codec (leaf 0) conflict: the step's cosine
+    (and so its conflict flag) shifts down with the share of utterances that received it."""
+    n_steps = len(stats["cos"])
+    pick = rng.integers(0, n_leaves - 1, (n_steps, BATCH))
+    masks = np.where(rng.random((n_steps, BATCH)) < 0.9, 1 << pick, 0)
+    masks |= (rng.random((n_steps, BATCH)) < 0.5).astype(np.int64) << (n_leaves - 1)
+    share = (masks & 1).mean(axis=1)
+    cos = np.where(stats["skipped"], np.nan, np.clip(stats["cos"] - CODEC_SHIFT * share, -1, 1))
+    stats["cos"], stats["conflict"] = cos, (cos < 0) & ~stats["skipped"]
+    out = []
+    for row in masks:
+        values, n = np.unique(row, return_counts=True)
+        out.append({"augment_counts": [int((row >> j & 1).sum()) for j in range(n_leaves)],
+                    "augment_combos": [{"mask": int(v), "n": int(k)} for v, k in zip(values, n)]})
+    return out
+
+
 def _write_attempt(
     trial: SyntheticTrial,
     attempt: int,
@@ -83,14 +111,16 @@ def _write_attempt(
     names = layer_names(n_layers)
     steps = np.arange(first, last)
     stats = step_stats(rng, len(steps), n_layers, _RULE_SHIFT.get(trial.rule, 0.0), steps / max(total, 1))
+    applied = applied_transforms(rng, stats, len(trial.leaves)) if trial.leaves else [{}] * len(steps)
     with TelemetryWriter(
         trial.run_dir, trial.run_id, trial.trial_id, attempt, names,
-        rule=trial.rule, strength=trial.strength, rawboost_algo=trial.rawboost_algo,
-        resumed_from_step=resumed_from, flush_every=flush_every,
+        rule=trial.rule, strength=trial.strength, rawboost_algo=None if trial.leaves else trial.rawboost_algo,
+        resumed_from_step=resumed_from, flush_every=flush_every, augment_leaves=trial.leaves or None,
         config={"rule": trial.rule, "rawboost_algo": trial.rawboost_algo, "strength": trial.strength},
     ) as writer:
         per_step = [
-            {k: (v[i].tolist() if v.ndim == 2 else v[i].item()) for k, v in stats.items()} for i in range(len(steps))
+            {**{k: (v[i].tolist() if v.ndim == 2 else v[i].item()) for k, v in stats.items()}, **applied[i]}
+            for i in range(len(steps))
         ]
         counted, conflicts = step_counts(stats["skipped"], stats["conflict"])
         conflict_frac = float(np.nan_to_num(conflict_fraction(conflicts, counted)))
@@ -164,13 +194,16 @@ def write_synthetic_experiment(
     flush_every: int = 64,
     seed: int = 0,
     experiment: str = "synthetic_exp",
+    leaves: tuple[str, ...] = (),
 ) -> list[SyntheticTrial]:
     """Write a Tune-style experiment dir (params.json, result.json, telemetry/) under `root`.
 
     The first `restart_trials` trials crash at 3/4 of training and restart (attempt 1) from the
     checkpoint at the end of the first half's last full epoch. The last `stopped_trials` trials
     stop after their first epoch (as ASHA stops them: no summary.json, no eval/); the others
-    finish and leave summary.json and eval/ as the Trainer does.
+    finish and leave summary.json and eval/ as the Trainer does. With `leaves` (e.g. PIPELINE)
+    every trial records each step's applied transforms (`applied_transforms`); without, none
+    (null, as before schema 4), and the same numbers as before.
     """
     rng = np.random.default_rng(seed)
     exp = Path(root) / experiment
@@ -191,7 +224,7 @@ def write_synthetic_experiment(
         stopped = i >= trials - stopped_trials
         trial_steps = min(steps, steps_per_epoch) if stopped else steps
         restart = (trial_steps // 2) // steps_per_epoch * steps_per_epoch if i < restart_trials else None
-        trial = SyntheticTrial(run_dir, experiment, trial_id, rule, algo, strength, restart)
+        trial = SyntheticTrial(run_dir, experiment, trial_id, rule, algo, strength, restart, tuple(leaves))
         params = {"train_loop_config": {"rule": rule, "rawboost_algo": algo, "strength": strength,
                                         "lr": float(10 ** rng.uniform(-5, -3))}}
         (run_dir / "params.json").write_text(json.dumps(params))

@@ -188,8 +188,9 @@ def test_loader_path_runs_cpu_codecs_per_utterance_deterministically(tmp_path: P
         data = AudioDataset(manifest, length=4000, train=True, seed=3, augment=Pipeline(cfg.augment.transforms))
         return data[i]
 
-    wave, aug, _, _ = item(5)
+    wave, aug, mask, _, _ = item(5)
     assert aug.shape == wave.shape and not torch.equal(aug, wave)
+    assert mask.dtype == torch.int64 and mask.item() in (0b101, 0b110)  # one codec, then gain (p = 1)
     assert all(torch.equal(a, b) for a, b in zip(item(5), item(5)))
     # DataLoader workers get a pickled copy: it augments the same
     pipeline = Pipeline(cfg.augment.transforms)
@@ -222,10 +223,22 @@ def test_dual_path_training_with_a_chain_and_one_of_pipeline(tmp_path: Path, bef
              for n in ("a", "b")]
     assert len(steps[0]) == 3 and steps[0]["rawboost_algo"].isna().all()
     pd.testing.assert_frame_equal(steps[0], steps[1])  # deterministic under the seed
-    if before_crop:
-        assert trainer.augment_mask is None  # the loader augmented
-    else:
-        assert trainer.augment_mask.shape == (8,) and (trainer.augment_mask < 1 << 5).all()
+    # the last batch's mask: from the loader (one item each) or from the device pipeline
+    assert trainer.augment_mask.shape == (8,) and (trainer.augment_mask < 1 << 5).all()
+    # telemetry: each step's counts sum over its utterances' leaves, the combos cover the batch
+    written = pd.read_parquet(tmp_path / "a" / "telemetry" / "steps", columns=["augment_counts", "augment_combos"])
+    leaves = pd.read_parquet(tmp_path / "a" / "telemetry" / "attempts")["augment_leaves"].iloc[0].tolist()
+    assert leaves == ["pipeline.steps[0].one_of.steps[0].codec", "pipeline.steps[0].one_of.steps[1].speed",
+                      "pipeline.steps[0].one_of.steps[2].rawboost", "pipeline.steps[1].chain.steps[0].band_drop",
+                      "pipeline.steps[1].chain.steps[1].gain"]
+    for counts, combos in zip(written["augment_counts"], written["augment_combos"]):
+        assert sum(c["n"] for c in combos) == 8  # every utterance of the batch, once
+        bits = [sum(c["n"] for c in combos if c["mask"] >> j & 1) for j in range(len(leaves))]
+        assert list(counts) == bits
+        # one_of: at most one of the first three leaves; the chain's two leaves together or not at all
+        assert all(bin(c["mask"] & 0b111).count("1") <= 1 and (c["mask"] >> 3) in (0, 3) for c in combos)
+    last = written["augment_combos"].iloc[-1]
+    assert sorted(trainer.augment_mask.tolist()) == sorted(c["mask"] for c in last for _ in range(c["n"]))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+import dpda_analysis as A
 from dpda.cli import main as cli_main
-from synthetic_telemetry import write_synthetic_experiment
+from synthetic_telemetry import PIPELINE, write_synthetic_experiment
 from dpda_analysis.report import FIGURE_ORDER, FIGURES, TRIALS_TABLE, build_figures, write_report
 from dpda_analysis.store import Telemetry
 from telemetry_support import pandas_supersede, raw_frame, resolved_epochs
@@ -238,3 +239,30 @@ def test_parcoords_with_conditional_parameters_missing_in_some_trials() -> None:
     assert list(dims["align.options.c"]["ticktext"]) == ["0.5", "n/a"]
     assert list(dims["align.rule"]["ticktext"]) == ["cagrad", "none", "pcgrad"]
     assert "augment.rawboost.SNRmin" in dims
+
+
+def test_conflict_by_transform_figure_only_with_the_applied_transforms_record(report: Path, tmp_path: Path) -> None:
+    """Runs without the record (here schema-4 runs that did not log one, as older ones) get the
+    empty figure; a pipeline run's bars are the per-transform and per-combination fractions
+    with their Wilson intervals, one colour per variant."""
+    with Telemetry(report.parent.parent / "synthetic_exp") as tel:
+        empty = build_figures(tel)["conflict_by_transform"]
+    assert not empty.data and "no applied-transforms telemetry" in empty.layout.annotations[0].text
+    write_synthetic_experiment(tmp_path, trials=2, steps=60, layers=3, steps_per_epoch=30, restart_trials=0, seed=5,
+                               leaves=PIPELINE)
+    with Telemetry(tmp_path / "synthetic_exp") as tel:
+        fig = build_figures(tel)["conflict_by_transform"]
+        per = A.conflict_by_transform(tel)
+        combos = A.conflict_by_combination(tel)
+    left = [t for t in fig.data if t.xaxis == "x"]
+    right = [t for t in fig.data if t.xaxis == "x2"]
+    assert [t.name for t in left] == sorted(per["variant"].unique()) == [t.name for t in right]
+    for trace, (variant, grp) in zip(left, per.groupby("variant")):
+        assert list(trace.x) == grp["leaf"].tolist() == list(PIPELINE)
+        np.testing.assert_allclose(trace.y, grp["conflict_fraction"])
+        low, high = zip(*(stats.binomtest(int(k), int(n)).proportion_ci(method="wilson")
+                          for k, n in zip(grp["conflict_steps"], grp["steps"])))
+        np.testing.assert_allclose(np.asarray(trace.y) - trace.error_y.arrayminus, low, rtol=1e-9)
+        np.testing.assert_allclose(np.asarray(trace.y) + trace.error_y.array, high, rtol=1e-9)
+    for trace, (variant, grp) in zip(right, combos.groupby("variant")):
+        assert set(trace.x) <= set(grp["combination"]) and len(trace.x) == min(len(grp), 12)

@@ -7,6 +7,7 @@ import inspect
 import typing
 from dataclasses import fields
 
+import numpy as np
 import pyarrow as pa
 import torch
 from dpda_analysis import schema as S
@@ -47,3 +48,35 @@ def test_to_host_gives_the_schemas_keys_and_types() -> None:
         assert host[key] == values[key].item()
     for key in S.LAYER_STAT_KEYS:
         assert host[key] == values[key].tolist()
+
+
+def test_applied_transforms_tally_and_host_copy() -> None:
+    """The device tally equals numpy's popcount per bit and `np.unique` of the masks, and reaches
+    the host beside the step statistics with every mask bit intact (bit 62 included)."""
+    from dpda.augment.applied import AppliedTransforms, tally
+
+    rng = np.random.default_rng(3)
+    masks = rng.integers(0, 1 << 5, 33) | (rng.random(33) < 0.3).astype(np.int64) << 62
+    applied = tally(torch.from_numpy(masks), 63)
+    values = {f.name: torch.zeros(2, dtype=torch.float64) if f.name in S.LAYER_STAT_KEYS else torch.tensor(0.0)
+              for f in fields(StepStats)}
+    host = StepStats(**values).to_host(applied)
+    assert list(host) == [*S.STEP_STAT_KEYS, *S.LAYER_STAT_KEYS, *S.AUGMENT_STAT_KEYS]
+    assert host["augment_counts"] == [int((masks >> j & 1).sum()) for j in range(63)]
+    unique, n = np.unique(masks, return_counts=True)
+    assert host["augment_combos"] == [{"mask": int(v), "n": int(k)} for v, k in zip(unique, n)]
+    empty = StepStats(**values).to_host(AppliedTransforms.empty())
+    assert empty["augment_counts"] == [] and empty["augment_combos"] == []
+    assert "augment_counts" not in StepStats(**values).to_host()
+
+
+def test_the_tally_makes_no_host_sync_and_a_fixed_number_of_operators() -> None:
+    """It runs every step beside the step's one sync: no operator that reads a device value, and
+    as many operators for 8 utterances and 3 leaves as for 64 and 40 (profiled on the CPU, as
+    tests/test_step_overhead.py counts the step's)."""
+    from dpda.augment.applied import tally
+    from dpda.train.op_count import profile_ops
+
+    counts = [profile_ops(tally, torch.randint(0, 1 << leaves, (batch,)), leaves) for batch, leaves in ((8, 3), (64, 40))]
+    assert [c.syncs["step"] for c in counts] == [0, 0]
+    assert counts[0].ops == counts[1].ops and counts[0].step_ops == counts[1].step_ops

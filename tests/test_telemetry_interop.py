@@ -31,6 +31,13 @@ _POLARS = {pa.int16(): pl.Int16, pa.int32(): pl.Int32, pa.int64(): pl.Int64, pa.
            pa.float64(): pl.Float64, pa.bool_(): pl.Boolean, pa.string(): pl.String}
 _DUCKDB = {pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.float32(): "FLOAT",
            pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN", pa.string(): "VARCHAR"}
+# the applied-transforms lists (schema 4): pandas holds them as objects (arrays of ints / dicts)
+_LISTS = {pa.list_(pa.int32()): ("object", pl.List(pl.Int32), "INTEGER[]"),
+          pa.list_(pa.string()): ("object", pl.List(pl.String), "VARCHAR[]"),
+          pa.list_(S.AUGMENT_COMBO): ("object", pl.List(pl.Struct({"mask": pl.Int64, "n": pl.Int32})),
+                                      "STRUCT(mask BIGINT, n INTEGER)[]")}
+for _type, (_pd, _pl, _duck) in _LISTS.items():
+    _PANDAS[_type], _POLARS[_type], _DUCKDB[_type] = _pd, _pl, _duck
 
 
 @pytest.fixture(scope="module")

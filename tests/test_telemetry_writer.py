@@ -238,3 +238,42 @@ def test_epochs_are_1_based(tmp_path: Path) -> None:
             writer.log_epoch(0, 0, tally=EpochTally())
         writer.log_step(0, 1, fake_stats(rng), 0.1)
     assert read(tmp_path, "steps").column("epoch").to_pylist() == [1]
+
+
+def test_round_trip_of_the_applied_transforms(tmp_path: Path) -> None:
+    """Schema 4: the attempt's leaves and each step's counts and mask histogram come back as
+    logged (a 62-bit mask included); a step without the record stores nulls; [] stays []."""
+    rng = np.random.default_rng(5)
+    leaves = ["rawboost", "pipeline.steps[1].one_of.steps[0].codec"]
+    logged = [
+        {"augment_counts": [3, 0], "augment_combos": [{"mask": 0, "n": 5}, {"mask": 1, "n": 3}]},
+        {"augment_counts": [8, 8], "augment_combos": [{"mask": 3 | 1 << 62, "n": 8}]},
+        {},  # not recorded
+        {"augment_counts": [0, 0], "augment_combos": [{"mask": 0, "n": 8}]},
+    ]
+    with TelemetryWriter(tmp_path, "r", "t", 0, LAYERS, augment_leaves=leaves, flush_every=3) as writer:
+        for step, record in enumerate(logged):
+            writer.log_step(step, 1, {**fake_stats(rng), **record}, lr=0.1)
+    steps = read(tmp_path, "steps").to_pandas().sort_values("step")
+    assert read(tmp_path, "attempts").column("augment_leaves").to_pylist() == [leaves]
+    for key in S.AUGMENT_STAT_KEYS:
+        got = [None if v is None else list(v) for v in steps[key]]
+        assert got == [r.get(key) for r in logged], key
+    with TelemetryWriter(tmp_path / "none", "n", "t", 0, LAYERS, augment_mode="none", augment_leaves=[]) as writer:
+        writer.log_step(0, 1, {**fake_stats(rng), "augment_counts": [], "augment_combos": []}, lr=0.1)
+    steps = read(tmp_path / "none", "steps")
+    assert steps.column("augment_counts").to_pylist() == [[]] and steps.column("augment_combos").to_pylist() == [[]]
+    assert read(tmp_path / "none", "attempts").column("augment_leaves").to_pylist() == [[]]
+    with open_telemetry(tmp_path) as tel:  # the reader's view: the same values
+        combos = tel.sql("SELECT step, augment_combos FROM steps WHERE run_id = 'r' ORDER BY step")
+    assert combos["augment_combos"].iloc[1].tolist() == [{"mask": 3 | 1 << 62, "n": 8}]
+
+
+def test_counts_must_match_the_leaves(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    with TelemetryWriter(tmp_path, "r", "t", 0, LAYERS, augment_leaves=["a", "b"]) as writer:
+        with pytest.raises(ValueError, match=r"augment_counts'\] has 1 entries, expected 2"):
+            writer.log_step(0, 1, {**fake_stats(rng), "augment_counts": [1], "augment_combos": []}, lr=0.1)
+        writer.log_step(0, 1, {**fake_stats(rng), "augment_counts": [1, 0], "augment_combos": [{"mask": 1, "n": 1}]},
+                        lr=0.1)  # the rejected step left nothing behind
+    assert read(tmp_path, "steps").column("augment_counts").to_pylist() == [[1, 0]]

@@ -8,6 +8,16 @@ update, and its gradients say nothing about the training that happened. `step_co
 `conflict_fraction` are the definition; `STEP_COUNTS_SQL` is the same rule in SQL for the
 report's scans over millions of rows, and the tests check the two agree.
 
+Per transform (a leaf of the augmentation pipeline) or per combination (a mask value: exactly
+that set of leaves), from the steps' applied-transforms record (`steps.augment_counts`,
+`augment_combos`): a step counts for transform t when it counts (not skipped) and at least one
+utterance of its batch received t; the fraction is its conflicting steps over those steps, with
+the same Wilson interval over steps. The conflict is a property of the whole batch's gradients,
+so a step where one utterance of 32 received t counts as much as one where all did; the
+utterance-weighted fraction (each counted step weighted by the utterances that received t) leans
+on the steps that t dominated. Both come from `received_counts` (`RECEIVED_COUNTS_SQL`); the
+weighted one has no binomial interval (its units are not independent draws).
+
 Why here, in the analysis package: it is the Parquet contract's side (`dpda_analysis.schema`),
 which the writer in `dpda.telemetry` already imports; the analysis package cannot import dpda.
 """
@@ -24,6 +34,13 @@ STEP_COUNTS_SQL = ("count(*) FILTER (WHERE NOT skipped) AS counted_steps, "
                    "count(*) FILTER (WHERE NOT skipped AND conflict) AS conflict_steps")
 """`step_counts` in SQL over a table with the `steps` columns `skipped` and `conflict`."""
 
+RECEIVED_COUNTS_SQL = ("count(*) FILTER (WHERE NOT skipped AND received > 0) AS counted_steps, "
+                       "count(*) FILTER (WHERE NOT skipped AND received > 0 AND conflict) AS conflict_steps, "
+                       "coalesce(sum(received) FILTER (WHERE NOT skipped), 0) AS received_utterances, "
+                       "coalesce(sum(received) FILTER (WHERE NOT skipped AND conflict), 0) AS conflict_utterances")
+"""`received_counts` in SQL over one row per (step, transform or combination) with the `steps`
+columns `skipped`, `conflict` and `received` (the utterances of the step that received it)."""
+
 LEVEL = 0.95
 
 
@@ -31,6 +48,19 @@ def step_counts(skipped: ArrayLike, conflict: ArrayLike) -> tuple[int, int]:
     """(counted steps, conflicting steps) of one step or an array of steps."""
     ok = ~np.asarray(skipped, dtype=bool)
     return int(ok.sum()), int((np.asarray(conflict, dtype=bool) & ok).sum())
+
+
+def received_counts(skipped: ArrayLike, conflict: ArrayLike, received: ArrayLike) -> tuple[int, int, int, int]:
+    """For one transform or combination over steps, with `received` its utterances per step:
+    (counted steps, conflicting steps, received utterances, those in conflicting steps), all
+    over non-skipped steps; the steps count only where received > 0. The fraction is
+    `conflict_fraction(conflicting, counted)`, the utterance-weighted one the same over the
+    utterances."""
+    received = np.asarray(received, dtype=np.int64)
+    ok = ~np.asarray(skipped, dtype=bool)
+    hit = np.asarray(conflict, dtype=bool) & ok
+    return (int((ok & (received > 0)).sum()), int((hit & (received > 0)).sum()),
+            int(received[ok].sum()), int(received[hit].sum()))
 
 
 def conflict_fraction(conflict_steps: Any, counted_steps: Any) -> Any:

@@ -49,10 +49,31 @@ def expected_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]
 def _footers(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> tuple[list[tuple], list[tuple]]:
     """(file, key, value) metadata rows and (file, column, DuckDB type) rows of `files`."""
     meta = con.execute("SELECT file_name, key, value FROM parquet_kv_metadata(?)", [list(files)]).fetchall()
-    cols = con.execute(
-        "SELECT file_name, name, duckdb_type FROM parquet_schema(?) WHERE num_children IS NULL", [list(files)]
-    ).fetchall()
-    return meta, cols
+    rows = con.execute("SELECT file_name, name, duckdb_type, num_children FROM parquet_schema(?)",
+                       [list(files)]).fetchall()
+    return meta, _top_level(rows)
+
+
+def _top_level(rows: list[tuple]) -> list[tuple]:
+    """(file, column, DuckDB type) of each file's top-level columns, from `parquet_schema`'s rows
+    (each file's schema tree in pre-order, its root first): a list or struct column is one
+    column of its nested type, not its leaves."""
+    out: list[tuple] = []
+    pending: list[int] = []  # children still to visit, per open group; [] before a file's root
+    for path, name, kind, children in rows:
+        if not pending:  # the root of the next file's tree (a file without columns has no more rows)
+            pending = [children] if children else []
+            continue
+        if len(pending) == 1:
+            out.append((path, name, kind))
+        pending[-1] -= 1
+        if children:
+            pending.append(children)
+        while len(pending) > 1 and pending[-1] == 0:
+            pending.pop()
+        if pending == [0]:
+            pending = []
+    return out
 
 
 def check_parts(con: duckdb.DuckDBPyConnection,

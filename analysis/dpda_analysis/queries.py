@@ -4,6 +4,8 @@ Definitions (kept identical everywhere, and in the tests' direct pandas computat
 - whole-model conflict fraction: `dpda_analysis.conflict` (conflicting over non-skipped steps;
   the training loop, Tune and the writer use the same function), with a Wilson interval over
   steps (`conflict_low`, `conflict_high`);
+- per transform / per combination of transforms: `dpda_analysis.conflict` too (the steps where
+  some utterance received it), over dual-path steps with an applied-transforms record (schema 4);
 - per-layer conflict fraction = share of `layers` rows with `cos < 0` among rows whose cosine
   is finite (the writer stores a non-finite cosine as null: no direction, so neither);
 - best dev EER of a trial = min over its epochs' `dev_eer` (epochs table, else Tune's
@@ -25,7 +27,8 @@ import pandas as pd
 
 from scipy import stats
 
-from dpda_analysis.conflict import STEP_COUNTS_SQL, across_runs_interval, conflict_fraction as fraction
+from dpda_analysis.conflict import RECEIVED_COUNTS_SQL, STEP_COUNTS_SQL, across_runs_interval
+from dpda_analysis.conflict import conflict_fraction as fraction
 from dpda_analysis.conflict import steps_interval
 from dpda_analysis.errors import AnalysisError
 from dpda_analysis.evaluation import COMPLETED, read_outcomes
@@ -86,6 +89,60 @@ def conflict_by(tel: Telemetry, by: str | list[str]) -> pd.DataFrame:
     ))
 
 
+def _received(tel: Telemetry, by: str | list[str], unnest: str, label: str, order: str,
+              derive: str = "") -> pd.DataFrame:
+    """Per group and transform (or combination): `RECEIVED_COUNTS_SQL` over the rows `unnest`
+    makes of each dual-path step with an applied-transforms record (`received` and what the
+    `label` columns need, or `derive` from them; the attempt's leaves are `leaves`), with the
+    fractions and the interval."""
+    cols = _GROUPS.get(by, [by]) if isinstance(by, str) else list(by)
+    _check_columns(tel, "steps", cols)
+    keys = ", ".join(cols)
+    rows = f"""SELECT *, {unnest} FROM (
+                 SELECT s.*, a.augment_leaves AS leaves FROM steps s JOIN attempts a
+                   ON s.run_id = a.run_id AND s.trial_id = a.trial_id AND s.attempt = a.attempt
+                 WHERE s.augment_mode = 'dual' AND len(s.augment_counts) > 0)"""
+    if derive:
+        rows = f"SELECT *, {derive} FROM ({rows})"
+    counts = tel.sql(
+        f"""SELECT {keys}, {label}, count(DISTINCT (run_id, trial_id)) AS trials, {RECEIVED_COUNTS_SQL}
+            FROM ({rows}) GROUP BY ALL ORDER BY {keys}, {order}"""
+    )
+    k, n = counts.pop("conflict_steps").to_numpy(float), counts.pop("counted_steps").to_numpy(float)
+    got, hit = counts.pop("received_utterances").to_numpy(float), counts.pop("conflict_utterances").to_numpy(float)
+    low, high = steps_interval(k, n)
+    return counts.assign(steps=n.astype(np.int64), conflict_steps=k.astype(np.int64), conflict_fraction=fraction(k, n),
+                         conflict_low=low, conflict_high=high, received_utterances=got.astype(np.int64),
+                         weighted_conflict_fraction=fraction(hit, got))
+
+
+def conflict_by_transform(tel: Telemetry, by: str | list[str] = "variant") -> pd.DataFrame:
+    """Conflict fraction per transform of the augmentation pipeline (`dpda_analysis.conflict`:
+    over the steps where some utterance received it), per group as in `conflict_by`.
+
+    One row per (group, `leaf`): the leaf's key below `augment.` (`attempts.augment_leaves`,
+    unique within a pipeline), its `transform` name and mask `bit`, then `trials`, `steps`,
+    `conflict_steps`, `conflict_fraction` with its Wilson interval over steps, and the
+    utterance-weighted `weighted_conflict_fraction` over `received_utterances`. Only dual-path
+    steps written by schema 4 or later carry the record: empty without any."""
+    return _received(
+        tel, by, "unnest(augment_counts) AS received, generate_subscripts(augment_counts, 1) - 1 AS bit",
+        "coalesce(leaves[bit + 1], 'bit ' || bit) AS leaf, regexp_extract(leaf, '[^.]+$') AS transform, bit",
+        "bit, leaf")
+
+
+def conflict_by_combination(tel: Telemetry, by: str | list[str] = "variant") -> pd.DataFrame:
+    """Conflict fraction per combination of transforms (a mask value: exactly these leaves), per
+    group as in `conflict_by`; the columns of `conflict_by_transform`, with `mask` and
+    `combination` (its leaves joined by ' + '; `(none)`: utterances that received none)."""
+    chosen = "list_filter(leaves, lambda x, i: (mask >> (i - 1)) & 1 = 1)"
+    return _received(
+        tel, by, "unnest(augment_combos) AS combo",
+        f"""mask, CASE WHEN mask = 0 THEN '(none)' WHEN leaves IS NULL THEN 'mask ' || mask
+                       ELSE array_to_string({chosen}, ' + ') END AS combination""",
+        "mask, combination", derive="combo.mask AS mask, combo.n AS received")
+
+
 def conflict_across_trials(tel: Telemetry, by: list[str]) -> pd.DataFrame:
     """Per group of trials (e.g. variant x RawBoost algorithm): the mean of the trials' conflict
     fractions with a Student-t 95% interval across trials (the seeds' spread, NaN with one
@@ -97,6 +154,8 @@ def conflict_across_trials(tel: Telemetry, by: list[str]) -> pd.DataFrame:
         mean, low, high = across_runs_interval(grp["conflict_fraction"])
         rows.append((*(key if isinstance(key, tuple) else (key,)), len(grp), mean, low, high))
     across = pd.DataFrame(rows, columns=[*by, "trials_n", "trial_mean", "trial_low", "trial_high"])
+    # keys as the pooled table types them (an all-null key, e.g. rawboost_algo of pipeline runs, reads as object)
+    across = across.astype({k: pooled[k].dtype for k in by})
     return pooled.merge(across, on=by, how="left")
 
 

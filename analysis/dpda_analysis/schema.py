@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped on any incompatible change (a column removed, renamed or retyped, a changed meaning or
 layout). 2: epochs 1-based (were 0-based); attempt directories `attempt-<K>` (were `attempt=<K>`).
 3: `augment_mode` (steps, attempts) holds the run's `augment.mode` and `rule` only its alignment
 rule; version 2 wrote the mode into `rule` for runs that were not dual-path (readers derive the
-mode of those files: `dpda_analysis.variant`)."""
+mode of those files: `dpda_analysis.variant`).
+4: the applied transforms: `augment_leaves` (attempts), `augment_counts` and `augment_combos`
+(steps); older parts read them as null."""
 
 AUGMENT_MODES = ("dual", "augmented", "none")
 """`augment_mode` values: both paths (`dual`), the augmented copies only, no augmentation."""
 
-ADDED_IN: dict[str, int] = {"augment_mode": 3}
+ADDED_IN: dict[str, int] = {"augment_mode": 3, "augment_leaves": 4, "augment_counts": 4, "augment_combos": 4}
 """Columns that parts of an older schema version lack, with the version that added them."""
 
 META_VERSION_KEY = b"dpda.telemetry.schema_version"
@@ -47,6 +49,10 @@ TELEMETRY_DIRNAME = "telemetry"
 PART_GLOB = "part-*.parquet"
 
 _ID = pa.dictionary(pa.int32(), pa.string())
+
+AUGMENT_COMBO = pa.struct([pa.field("mask", pa.int64(), nullable=False), pa.field("n", pa.int32(), nullable=False)])
+"""One entry of a step's `augment_combos`: a mask value (bit j = leaf j of `augment_leaves`) and how
+many utterances of the batch had exactly that mask (0: none of the leaves)."""
 
 STEPS = pa.schema(
     [
@@ -72,6 +78,12 @@ STEPS = pa.schema(
         pa.field("lr", pa.float64()),
         pa.field("skipped", pa.bool_()),
         pa.field("wall_time", pa.float64()),  # seconds since the Unix epoch
+        # The applied transforms of the step's augmented batch (the pipeline's mask, tallied on
+        # the device): per leaf of the attempt's `augment_leaves` the utterances that received it,
+        # and the histogram of the mask values (ascending). Empty lists for a run without an
+        # augmented path (`augment_mode` none); null where not recorded (older schema).
+        pa.field("augment_counts", pa.list_(pa.int32())),
+        pa.field("augment_combos", pa.list_(AUGMENT_COMBO)),
     ]
 )
 """One row per optimisation step (whole-model statistics)."""
@@ -137,6 +149,10 @@ ATTEMPTS = pa.schema(
         pa.field("n_layers", pa.int32(), nullable=False),
         pa.field("started_at", pa.float64(), nullable=False),
         pa.field("config_json", pa.string()),  # run configuration, JSON object
+        # The augmentation pipeline's leaves in mask-bit order, each its config key below
+        # `augment.` (`rawboost` for a RawBoost-only config, `pipeline.steps[1].one_of.steps[0].codec`);
+        # empty without an augmented path, null where not recorded.
+        pa.field("augment_leaves", pa.list_(pa.string())),
     ]
 )
 """One row per (re)start: the run metadata and the resume point that drives supersession."""
@@ -169,6 +185,11 @@ LAYER_STAT_KEYS: dict[str, str] = {
     "layer_norm_aug": "norm_aug",
 }
 """Per-layer keys of `StepStats.to_host()` -> `layers` column."""
+
+AUGMENT_STAT_KEYS: tuple[str, ...] = ("augment_counts", "augment_combos")
+"""Keys of `StepStats.to_host(applied)` that become `steps` columns of the same name: the counts a
+list of ints (one per leaf), the combos a list of {"mask": int, "n": int}. A step whose stats lack
+them (no applied-transforms record) stores null."""
 
 
 def with_metadata(schema: pa.Schema, table: str) -> pa.Schema:

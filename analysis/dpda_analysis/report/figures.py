@@ -60,6 +60,13 @@ FIGURES: tuple[Figure, ...] = (
             queries.conflict_across_trials(ctx.tel, ["variant", "rawboost_algo"]), title=title),
     ),
     Figure(
+        "conflict_by_transform",
+        "Conflict fraction per transform and per combination of transforms, 95% interval over steps",
+        lambda ctx, title: rules.fig_conflict_by_transform(
+            queries.conflict_by_transform(ctx.tel), queries.conflict_by_combination(ctx.tel), ctx.inputs.colors,
+            title=title),
+    ),
+    Figure(
         "layer_heatmap",
         "Per-layer mean cosine over training (parameter tensors x step bins, grouped by module)",
         lambda ctx, title: layers.fig_layer_heatmap(

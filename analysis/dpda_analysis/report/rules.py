@@ -1,10 +1,12 @@
-"""Figures comparing alignment rules: conflict per (rule, RawBoost algorithm), cosine histograms."""
+"""Figures comparing alignment rules: conflict per (rule, RawBoost algorithm), per transform of the
+augmentation pipeline, cosine histograms."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from dpda_analysis.report.common import empty_figure, error_bars
 
@@ -49,4 +51,36 @@ def fig_cosine_histogram(hist: pd.DataFrame, colors: dict[str, str], *, title: s
     fig.add_vline(x=0, line_dash="dash", line_color="#444")
     fig.update_layout(title=title, barmode="overlay", xaxis_title="cosine",
                       yaxis_title="fraction of steps", xaxis_range=[-1, 1], legend_title="rule")
+    return fig
+
+
+MAX_COMBINATIONS = 12  # per variant, the combinations most utterances received; the rest are in the query
+
+
+def fig_conflict_by_transform(per_transform: pd.DataFrame, per_combination: pd.DataFrame, colors: dict[str, str],
+                              *, title: str) -> go.Figure:
+    """Left: the conflict fraction per transform of the augmentation pipeline (the steps where some
+    utterance received it), right: per combination of transforms, one bar colour per variant,
+    with the Wilson interval over steps; the utterance-weighted fraction in the hover. Only
+    dual-path runs that recorded the applied transforms (telemetry schema 4) have bars."""
+    if per_transform.empty:
+        return empty_figure(title, "no applied-transforms telemetry (dual-path runs of schema 4 or later)")
+    top = (per_combination.sort_values(["variant", "received_utterances"], ascending=[True, False])
+           .groupby("variant", sort=False).head(MAX_COMBINATIONS))
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.08,
+                        subplot_titles=("per transform", f"per combination (up to {MAX_COMBINATIONS} per variant)"))
+    for col, (table, x) in enumerate(((per_transform, "leaf"), (top, "combination")), start=1):
+        for variant, grp in table.groupby("variant", sort=True):
+            fig.add_trace(
+                go.Bar(x=grp[x], y=grp["conflict_fraction"], name=str(variant), legendgroup=str(variant),
+                       showlegend=col == 1, marker={"color": colors.get(str(variant))},
+                       error_y=error_bars(grp["conflict_fraction"], grp["conflict_low"], grp["conflict_high"]),
+                       customdata=np.stack([grp["conflict_low"], grp["conflict_high"], grp["steps"],
+                                            grp["weighted_conflict_fraction"], grp["received_utterances"]], axis=1),
+                       hovertemplate=f"{variant}, " + "%{x}<br>conflict %{y:.3f} [%{customdata[0]:.3f}, "
+                       "%{customdata[1]:.3f}] over %{customdata[2]} steps<br>utterance-weighted %{customdata[3]:.3f} "
+                       "(%{customdata[4]} utterances)<extra></extra>"),
+                row=1, col=col)
+    fig.update_yaxes(title_text="conflict fraction", row=1, col=1)
+    fig.update_layout(title=title, barmode="group", legend_title="variant")
     return fig

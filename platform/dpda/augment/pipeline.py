@@ -25,6 +25,8 @@ from dpda.augment.draws import Workspace
 from dpda.augment.registry import TRANSFORMS, select_rows
 from dpda.augment.spec import Compose, Leaf
 
+_SECTION = "augment."  # the config section every leaf key starts with
+
 
 @dataclass
 class PipelineDraws:
@@ -58,6 +60,12 @@ class Pipeline(nn.Module):
         `data.check` policy; one UserError line naming the key on a bad bank. Returns the
         checks' verdicts (fingerprint -> dict), for a driver to hand to trials and ranks."""
         return prepare_transforms(self.root, policy)
+
+    @property
+    def leaf_labels(self) -> tuple[str, ...]:
+        """Each mask bit's leaf key below the `augment` section (`rawboost` for `augment.rawboost`,
+        `pipeline.steps[0].gain`): telemetry's `augment_leaves`, short and still unique."""
+        return tuple(key.removeprefix(_SECTION) for key in self.leaf_keys)
 
     def loader_leaves(self) -> tuple[Leaf, ...]:
         """Leaves that run on CPU arrays, one utterance at a time (the DataLoader's job)."""

@@ -35,7 +35,10 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 class AudioDataset(Dataset):
     """Items `(wave float32 [length], target int64, index int64)` from manifest rows; with
-    `augment`, `(wave, augmented wave, target, index)`.
+    `augment`, `(wave, augmented wave, target, index)`, and with an augmentation pipeline (an
+    `augment` that has `augment(batch, generator) -> (batch, mask)`, `dpda.augment.pipeline`)
+    `(wave, augmented wave, mask int64, target, index)`: the utterance's applied-transforms mask,
+    for telemetry.
 
     `index` is the manifest row actually returned: it differs from the requested index only when
     the requested file failed to read and was substituted, so scores stay attributable.
@@ -95,6 +98,9 @@ class AudioDataset(Dataset):
         if self.augment is None:
             return (cropped,)
         # the whole utterance, drawn after the crop from the same per-item stream
+        if hasattr(self.augment, "augment"):  # a pipeline: its mask too (same draws as its forward)
+            augmented, mask = self.augment.augment(wave.unsqueeze(0), gen)
+            return cropped, fix_length(augmented.squeeze(0), self.length, offset), mask.reshape(())
         augmented = self.augment(wave, generator=gen)
         return cropped, fix_length(augmented, self.length, offset)
 

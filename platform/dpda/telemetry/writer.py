@@ -48,13 +48,14 @@ class _Buffer:
     wall_time: list = field(default_factory=list)
     stats: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.STEP_STAT_KEYS})
     layers: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.LAYER_STAT_KEYS})
+    augment: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.AUGMENT_STAT_KEYS})
 
     def __len__(self) -> int:
         return len(self.step)
 
     def rollback(self) -> None:
         """Undo the partial appends of a step whose stats were rejected."""
-        for column in (*self.stats.values(), *self.layers.values()):
+        for column in (*self.stats.values(), *self.layers.values(), *self.augment.values()):
             del column[len(self.step) :]
 
 
@@ -81,6 +82,9 @@ class TelemetryWriter:
     `resumed_from_step` is the first step index this attempt runs after restoring a checkpoint
     (None for a fresh start); rows of earlier attempts at steps >= it are superseded. `rule` is the
     alignment rule and `augment_mode` the run's `augment.mode` (`schema.AUGMENT_MODES`).
+    `augment_leaves` names the augmentation pipeline's leaves in mask-bit order
+    (`Pipeline.leaf_labels`; [] without an augmented path, None: not recorded); a step's
+    `augment_counts` then has one entry per leaf.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class TelemetryWriter:
         rawboost_algo: int | None = None,
         resumed_from_step: int | None = None,
         config: Mapping[str, Any] | None = None,
+        augment_leaves: Sequence[str] | None = None,
         flush_every: int = 1000,
         flush_seconds: float = 30.0,
         max_pending: int = 4,
@@ -117,6 +122,7 @@ class TelemetryWriter:
             "strength": None if strength is None else float(strength),
             "rawboost_algo": None if rawboost_algo is None else int(rawboost_algo),
         }
+        self.augment_leaves = None if augment_leaves is None else [str(n) for n in augment_leaves]
         self._flush_every = int(flush_every)
         self._flush_seconds = float(flush_seconds)
         self._sink = PartSink(telemetry_root(uri_or_path))
@@ -145,6 +151,7 @@ class TelemetryWriter:
         the 0-based global index); cheap, non-blocking.
 
         The per-layer sequences are kept by reference until the next flush: pass fresh ones.
+        `stats` without the AUGMENT_STAT_KEYS (no applied-transforms record) stores nulls there.
         """
         if self._error is not None:
             self._raise()
@@ -162,6 +169,12 @@ class TelemetryWriter:
                         f"{buf.n_layers} (one per name in layer_names)"
                     )
                 column.append(values)
+            for key, column in buf.augment.items():
+                column.append(stats.get(key))
+            counts = stats.get("augment_counts")
+            if counts is not None and self.augment_leaves is not None and len(counts) != len(self.augment_leaves):
+                raise ValueError(f"telemetry: stats['augment_counts'] has {len(counts)} entries, expected "
+                                 f"{len(self.augment_leaves)} (one per name in augment_leaves)")
         except KeyError as exc:
             buf.rollback()
             raise ValueError(f"telemetry: step stats lack key {exc.args[0]!r}") from None
@@ -309,6 +322,7 @@ class TelemetryWriter:
             **{k: self._numeric(v, fields[k]) for k, v in buf.stats.items()},
             "lr": pa.array(np.asarray(buf.lr, np.float64)),
             "wall_time": pa.array(np.asarray(buf.wall_time, np.float64)),
+            **{k: pa.array(v, fields[k]) for k, v in buf.augment.items()},
         }
         return pa.Table.from_pydict(columns, schema=S.with_metadata(S.STEPS, "steps"))
 
@@ -352,6 +366,7 @@ class TelemetryWriter:
             "n_layers": [len(self.layer_names)],
             "started_at": [time.time()],
             "config_json": [None if config is None else json.dumps(config, default=str, sort_keys=True)],
+            "augment_leaves": [self.augment_leaves],
         }
         return pa.Table.from_pydict(row, schema=S.with_metadata(S.ATTEMPTS, "attempts"))
 

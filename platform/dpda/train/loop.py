@@ -25,6 +25,7 @@ import torch
 from dpda_analysis.layout import RUN_EVAL_DIR, RUN_SUMMARY
 
 from dpda.align import aligner_from_spec
+from dpda.augment.applied import AppliedTransforms, tally
 from dpda.augment.pipeline import Pipeline, prepare_transforms
 from dpda.console import track
 from dpda.data.check_cache import trust as trust_checks
@@ -231,13 +232,21 @@ class Trainer:
 
     # ---------------------------------------------------------------- training
     def _augment(self, wave: torch.Tensor, aug: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-        """The loader's augmented copies (`data.augment_before_crop`), else the pipeline on the
-        device; keeps the batch's applied-transforms mask (None when the loader augmented)."""
+        """The loader's augmented copies (`data.augment_before_crop`; their mask came with them),
+        else the pipeline on the device, keeping the batch's applied-transforms mask."""
         if aug is not None:
-            self.augment_mask = None
             return aug
         aug, self.augment_mask = self.augmenter.augment(wave, generator)
         return aug
+
+    def _applied(self) -> AppliedTransforms | None:
+        """The last batch's applied-transforms tally for telemetry (on the device; it reaches the
+        host in the step's one transfer): empty without an augmented path, None when unknown."""
+        if self.cfg.augment.mode == "none":
+            return AppliedTransforms.empty(self.device)
+        if self.augment_mask is None:
+            return None
+        return tally(self.augment_mask, len(self.augmenter.leaves))
 
     def _train_epoch(self, epoch: int, telemetry) -> tuple[dict[str, float], EpochTally]:
         """Run one epoch; its metrics, and the tally of its steps that the telemetry's epoch row stores."""
@@ -258,10 +267,11 @@ class Trainer:
         for i, batch in enumerate(iterator):
             if max_steps is not None and i >= max_steps:
                 break
-            *waves, target, _ = batch  # (wave, target, index), or (wave, aug, target, index)
-            wave, aug = [w.to(self.device, non_blocking=True) for w in waves] + [None] * (2 - len(waves))
+            *waves, target, _ = batch  # (wave, target, index), or (wave, aug, mask, target, index)
+            wave, aug, mask = [w.to(self.device, non_blocking=True) for w in waves] + [None] * (3 - len(waves))
             target = target.to(self.device, non_blocking=True)
-            host = self.train_step(wave, aug, target, gen).to_host()
+            self.augment_mask = mask  # the loader's; the device pipeline sets its own in the step
+            host = self.train_step(wave, aug, target, gen).to_host(self._applied())
             tally.add(host)  # one device-to-host transfer per step, needed for telemetry
             telemetry.log_step(step=self.global_step, epoch=epoch + 1, stats=host, lr=lr)  # 1-based
             self.global_step += 1  # steps completed; also the 0-based index of the next step
@@ -462,6 +472,7 @@ class Trainer:
             rawboost_algo=self.cfg.augment.rawboost_algo,
             config=self.cfg.to_dict(),
             flush_every=self.cfg.telemetry.flush_every,
+            augment_leaves=[] if self.cfg.augment.mode == "none" else self.augmenter.leaf_labels,
         )
 
 

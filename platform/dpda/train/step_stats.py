@@ -14,6 +14,8 @@ import pyarrow as pa
 import torch
 from dpda_analysis import schema as S
 
+from dpda.augment.applied import AppliedTransforms
+
 _BOOL_STATS = frozenset(k for k in S.STEP_STAT_KEYS if pa.types.is_boolean(S.STEPS.field(k).type))
 
 
@@ -53,12 +55,21 @@ class StepStats:
     layer_norm_aug: torch.Tensor
     """(L,) per parameter tensor: ``norm_aug``."""
 
-    def to_host(self) -> dict[str, Any]:
+    def to_host(self, applied: AppliedTransforms | None = None) -> dict[str, Any]:
         """Python floats (bools where the schema column is boolean, lists for layer_*) in one
-        device-to-host copy, keyed by the schema's names."""
+        device-to-host copy, keyed by the schema's names; with `applied` (the batch's
+        applied-transforms tally) also the schema's AUGMENT_STAT_KEYS, in the same copy."""
         scalars = {k: getattr(self, k) for k in S.STEP_STAT_KEYS}
         vectors = {k: getattr(self, k) for k in S.LAYER_STAT_KEYS}
-        return _host_dict(scalars, vectors, _BOOL_STATS)
+        if applied is None:
+            return _host_dict(scalars, vectors, _BOOL_STATS)
+        # int64 mask values as two exact 32-bit halves: float64 holds integers up to 2**53 only
+        tally = {"counts": applied.counts, "n": applied.n, "hi": applied.masks >> 32, "lo": applied.masks & 0xFFFFFFFF}
+        out = _host_dict(scalars, {**vectors, **tally}, _BOOL_STATS)
+        counts, n, hi, lo = (out.pop(k) for k in tally)
+        out["augment_counts"] = [int(c) for c in counts]
+        out["augment_combos"] = [{"mask": int(h) << 32 | int(v), "n": int(k)} for h, v, k in zip(hi, lo, n) if k > 0]
+        return out
 
 
 def _host_dict(scalars: dict[str, torch.Tensor], vectors: dict[str, torch.Tensor], bools: frozenset[str]) -> dict[str, Any]:
