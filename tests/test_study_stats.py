@@ -71,3 +71,74 @@ def test_held_out_table_shows_each_attack_with_its_interval_and_the_mean_of_comp
     assert lines[0] == "| variant | A01 held out | A02 held out | mean | seen-attack dev EER, mean |"
     assert lines[2] == "| a | 10.0 [5, 20] | 30.0 [20, 40] | 20.0 | 7.0 |"
     assert lines[3] == "| b | 50.0 [40, 60] | n/a | n/a | 10.0 |"
+
+
+_PIPELINE_VARIANTS = ("dual, noise + reverb", "dual, noise + reverb + RawBoost")
+
+
+@pytest.fixture(scope="module")
+def banks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Small `dpda banks` banks (the study builds its own with the defaults, the same way)."""
+    from dpda.data.bank_builder import write_banks
+    from dpda.data.bank_config import BankSizes
+
+    return write_banks(tmp_path_factory.mktemp("banks"), BankSizes(noise=1, music=1, speech=3, rooms=1,
+                                                                   rirs_per_room=1, min_seconds=0.5, max_seconds=0.5))
+
+
+def test_pipeline_variants_load_with_the_study_banks(banks: dict[str, str]) -> None:
+    from dpda.train.config import config_from_dict
+
+    for variant in _PIPELINE_VARIANTS:
+        cfg = config_from_dict(study.variant_config("/data", 3, 2, variant, seed=7, banks=banks), source=variant)
+        # the published baseline's path and rule: only the augmented path differs
+        assert (cfg.augment.mode, cfg.align.rule, cfg.align.mode, cfg.seed) == ("dual", "none", "joint", 7)
+        dumped = cfg.to_dict()["augment"]
+        assert "rawboost" not in dumped  # demo.yaml's augment.rawboost gave way to the pipeline
+        leaves = [leaf.name for leaf in cfg.augment.pipeline.leaves()]
+        assert leaves == ["reverb", "noise"] + (["rawboost"] if variant.endswith("RawBoost") else [])
+        text = repr(dumped["pipeline"])
+        assert banks["noise"] in text and banks["rirs"] in text and "data/musan" not in text
+    # RawBoost in the pipeline is the other rows' RawBoost (demo.yaml), not the published config's variant
+    pipeline = study.study_pipeline(study.ROOT / "configs/published_musan_rir_rawboost.yaml", banks)
+    assert pipeline["steps"][1] == {"rawboost": {"name": "rawboost", **study.study_config()["augment"]["rawboost"]}}
+    # and the existing variants' settings are as before (their runs are reused)
+    base = study.variant_config("/data", 3, 2, study.BASELINE, seed=7)
+    assert base["augment"]["rawboost"] == study.study_config()["augment"]["rawboost"] and "pipeline" not in base["augment"]
+    with pytest.raises(ValueError, match="banks"):
+        study.variant_settings(_PIPELINE_VARIANTS[0], None)
+
+
+def test_transform_table_is_the_interval_of_each_leafs_fractions_over_seeds() -> None:
+    leaves = [("pipeline.steps[0].one_of.steps[0].reverb", "reverb"), ("pipeline.steps[0].one_of.steps[1].noise", "noise"),
+              ("pipeline.steps[1].rawboost", "rawboost")]
+    fractions = {"reverb": [0.25, 0.30, 0.35], "noise": [0.05, 0.05, 0.05], "rawboost": [0.12, 0.14, 0.16]}
+    results = []
+    for seed in range(3):
+        results.append({"variant": study.BASELINE, "seed": seed, "conflict_fraction": 0.1})
+        results.append({"variant": "dual, noise + reverb + RawBoost", "seed": seed, "conflict_fraction": [0.12, 0.14, 0.16][seed],
+                        "conflict_by_transform": [
+                            {"leaf": leaf, "transform": name, "steps": 10 + seed, "conflict_fraction": fractions[name][seed],
+                             "weighted_conflict_fraction": fractions[name][seed] / 2} for leaf, name in leaves]})
+    transforms = study.transform_frame(results)
+    assert len(transforms) == 9 and study.transform_frame(results[:1]).empty
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "conflict_by_transform"} for r in results])
+    lines = study.transform_table(frame, transforms).splitlines()
+    half = stats.t.ppf(0.975, 2) * 0.05 / np.sqrt(3)  # reverb: mean 0.3, sd 0.05
+    assert lines[2] == "| dual, noise + reverb + RawBoost | (whole model) | 3 | | 14.0 [9.0, 19.0] | |"
+    assert lines[3] == (f"| dual, noise + reverb + RawBoost | reverb | 3 | 11 | 30.0 [{100 * (0.3 - half):.1f}, "
+                        f"{100 * (0.3 + half):.1f}] | 15.0 [{50 * (0.3 - half):.1f}, {50 * (0.3 + half):.1f}] |")
+    assert lines[4] == "| dual, noise + reverb + RawBoost | noise | 3 | 11 | 5.0 [5.0, 5.0] | 2.5 [2.5, 2.5] |"
+    assert lines[5].split(" | ")[1:5] == ["rawboost", "3", "11", "14.0 [9.0, 19.0]"]
+    assert len(lines) == 6  # no rows for the baseline, which has no per-transform record
+    # where two leaves share a transform name, the rows name the leaf key
+    twice = transforms.assign(transform="noise")
+    assert "| pipeline.steps[0].one_of.steps[0].reverb |" in study.transform_table(frame, twice)
+
+
+def test_a_subset_is_compared_and_corrected_over_its_own_variants() -> None:
+    results = _results({"dual, MGDA": -0.05})
+    subset = results[results["variant"].isin([study.BASELINE, "dual, MGDA", "dual, PCGrad"])]
+    tests = study.paired_tests(subset, ["eer_eval"])
+    assert tests["variant"].tolist() == ["dual, PCGrad", "dual, MGDA"]
+    assert tests["p_holm"].tolist() == pytest.approx(study.holm(tests["p"].to_numpy()))
