@@ -113,12 +113,12 @@ def test_driver_killed_at_every_phase_then_resumed(tmp_path: Path) -> None:
     """The driver SIGKILLs itself at each named phase in turn (dpda.tune.faults), each time on a
     --resume of the same experiment; the state files they left are vouched for by the manifest
     and a swapped-in payload is refused in one line; SIGTERM ends the search with rc != 0 and no best_config; the last
-    --resume finishes it: every trial once in Optuna and in Tune, no Ray process of the killed
-    drivers left."""
+    --resume finishes it: the study and Tune's trials are the same final trial set (dpda.tune.resume),
+    no Ray process of the killed drivers left."""
     import json
     import sqlite3
 
-    from dpda.tune import faults, leftovers
+    from dpda.tune import faults, leftovers, resume
 
     corpus = write_tiny_corpus(tmp_path / "corpus", n_train=16, n_dev=16)
     storage = tmp_path / "results"
@@ -126,7 +126,7 @@ def test_driver_killed_at_every_phase_then_resumed(tmp_path: Path) -> None:
     base = {k: v for k, v in os.environ.items() if k != faults.ENV} | {"RAY_DEDUP_LOGS": "0"}
     cmd = [*_tune(corpus, storage), "--epochs", "2"]  # the last --epochs wins: mid_epoch needs 2
     sessions = []
-    for i, fault in enumerate(("mid_epoch", "last_epoch", "checkpoint_upload", "between_trials")):
+    for i, fault in enumerate(("mid_epoch", "last_epoch", "checkpoint_upload", "between_trials", "trial_start")):
         done = _run(cmd + (["--resume"] if i else []), base | {faults.ENV: fault})
         assert done.returncode == -signal.SIGKILL, (fault, done.returncode, done.stderr[-3000:])
         assert not (exp / "best_config.yaml").exists()
@@ -154,10 +154,6 @@ def test_driver_killed_at_every_phase_then_resumed(tmp_path: Path) -> None:
     assert _last_line(done.stderr).startswith(f"dpda tune: error: {state}: content not in "), done.stderr[-3000:]
     state.write_bytes(original)
 
-    done = _run(cmd + ["--resume"], base | {faults.ENV: "trial_start"})
-    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
-    sessions.append(json.loads((exp / leftovers.SESSION_FILE).read_text())["session_dir"])
-
     # SIGTERM while a trial runs (its first epoch reported): Tune saves and returns; rc 2, no best_config
     lines = {p: p.stat().st_size for p in exp.glob("trial_*/result.json")}
     driver = subprocess.Popen(cmd + ["--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=base)
@@ -182,10 +178,18 @@ def test_driver_killed_at_every_phase_then_resumed(tmp_path: Path) -> None:
     assert len(table) == 3 and table["trial_id"].is_unique
     assert set(table["status"]) <= {"completed", "stopped early"}, table
     assert (exp / "best_config.yaml").exists()
+    # the same final trial set (dpda.tune.resume): every study trial finished, none twice; COMPLETE
+    # and PRUNED ones are Tune's trials, any other was lost to Tune and is FAIL, saying so
     with sqlite3.connect(exp / "optuna.db") as db:
-        rows = db.execute("select t.state, a.value_json from trials t join trial_user_attributes a "
-                          "using (trial_id) where a.key = 'tune_trial_id'").fetchall()
-    finished = sorted(json.loads(v) for s, v in rows if s in ("COMPLETE", "PRUNED"))
-    assert finished == sorted(table["trial_id"]), rows
+        rows = db.execute("select t.state, i.value_json, l.value_json from trials t "
+                          "left join trial_user_attributes i on i.trial_id = t.trial_id and i.key = ? "
+                          "left join trial_user_attributes l on l.trial_id = t.trial_id and l.key = ?",
+                          (resume.TUNE_TRIAL_ATTR, resume.LOST_ATTR)).fetchall()
+    rows = [(state, ident and json.loads(ident), lost and json.loads(lost)) for state, ident, lost in rows]
+    ids = [ident for _, ident, _ in rows if ident is not None]
+    assert len(ids) == len(set(ids)), rows
+    assert sorted(ident for state, ident, _ in rows if state in ("COMPLETE", "PRUNED")) == sorted(table["trial_id"]), rows
+    assert all(lost == resume.LOST_REASON for state, ident, lost in rows if state not in ("COMPLETE", "PRUNED")), rows
+    assert all(state in ("COMPLETE", "PRUNED", "FAIL") for state, _, _ in rows), rows
     for session in sessions:  # the killed drivers' Ray sessions were ended by the next start
         assert not leftovers._session_processes(session), session

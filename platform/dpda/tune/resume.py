@@ -1,14 +1,26 @@
-"""What makes an interrupted search resumable, whenever the driver died: the searcher's state, on
-restore, agrees with the Optuna study; the study file is checked before Optuna reads it. (Which
-files resume may unpickle at all: dpda.tune.state_manifest.)
+"""What makes an interrupted search resumable, whenever the driver died: the searcher's state and
+the Optuna study, on restore, agree with the trials Tune restored; the study file is checked before
+Optuna reads it. (Which files resume may unpickle at all: dpda.tune.state_manifest.)
 
-Why reconcile: Optuna's study (optuna.db) is written at once, Tune's saved state only every few
-seconds. A driver killed after a trial's last result has the trial COMPLETE in Optuna but running in
-Tune's (and the searcher's) saved state; Tune then restarts the trial and the searcher's report to
-the finished Optuna trial raised UpdateFinishedTrialError on every later resume. Each Optuna trial
-records its Tune trial id (user attribute), so the restored searcher marks the trials that Optuna
-has finished as completed (Tune's later reports of them are ignored) and finds Optuna trials its
-older pickle did not know yet.
+Why: Optuna's study (optuna.db) is written at once, Tune's saved experiment state only every few
+seconds (and copied into the experiment folder after that). Each Optuna trial records its Tune
+trial id (user attribute `tune_trial_id`), so a resumed driver can put the two side by side:
+- Optuna has the trial finished, Tune's state has it running (killed after its last result): the
+  searcher marks it completed and Tune's reports of its rerun are not told again (they raised
+  UpdateFinishedTrialError on every later resume).
+- Tune's state has it ended, Optuna has it running (a completion that never reached the study):
+  it is told now, from Tune's last result, as Ray's OptunaSearch would have told it.
+- Optuna has a trial that Tune's state does not (killed after the searcher created it, before
+  Tune's state with it was saved): Tune never runs it and asks the searcher for another in its
+  place, so the study closes it as FAIL with user attribute `lost` (LOST_REASON), set before it
+  is finished. It cannot have finished in Optuna already: dpda.tune.controller_hooks saves Tune's
+  state, and waits for the copy, right after the searcher creates a trial and before it starts.
+
+"The same final trial set", what a search ended after any number of kills and resumes holds (and
+tests/test_tune_driver_kill.py asserts): every trial of the study is finished; no Tune trial id
+is on two study trials (none finished twice); the ids of the study's COMPLETE and PRUNED trials
+are exactly Tune's trials (results.csv; FAIL for one that errored for good); every other study
+trial is FAIL with the `lost` attribute.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import logging
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
@@ -25,6 +38,8 @@ from dpda.errors import UserError
 from dpda.tune import faults
 
 TUNE_TRIAL_ATTR = "tune_trial_id"
+LOST_ATTR = "lost"  # on a study trial that Tune's saved state never had
+LOST_REASON = "driver killed before Tune saved it"
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +109,53 @@ def reconcile(searcher: OptunaSearch) -> list[str]:
             searcher._completed_trials.add(trial_id)
             marked.append(trial_id)
     return marked
+
+
+def reconcile_with_tune(search_alg: Any, trials: Sequence[Any]) -> dict[str, list[str]]:
+    """After Tune restored `trials` (its saved experiment state), make the study and the searcher
+    chain agree with them (the module docstring's cases): close the study trials Tune does not
+    have as lost, tell the ones Tune has ended, and give a ConcurrencyLimiter exactly Tune's
+    unfinished trials as live (else it drops their completions, or waits on trials that never
+    come). `search_alg`: Tune's SearchGenerator or any searcher chain ending in a
+    ReconciledOptunaSearch. Returns the trial ids closed as `lost` and `told`."""
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.utils import flatten_dict
+
+    chain = [search_alg]
+    while hasattr(chain[-1], "searcher"):
+        chain.append(chain[-1].searcher)
+    searcher = chain[-1]
+    done: dict[str, list[str]] = {"lost": [], "told": []}
+    if not isinstance(searcher, ReconciledOptunaSearch) or searcher._ot_study is None:
+        return done
+    study = searcher._ot_study
+    in_tune = {t.trial_id: t for t in trials}
+    for frozen in study.get_trials(deepcopy=False):
+        trial_id = frozen.user_attrs.get(TUNE_TRIAL_ATTR)
+        trial = in_tune.get(trial_id)
+        if trial is None and not frozen.state.is_finished():
+            ot_trial = optuna.Trial(study, frozen._trial_id)
+            ot_trial.set_user_attr(LOST_ATTR, LOST_REASON)
+            study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            if trial_id is not None:
+                searcher._ot_trials.pop(trial_id, None)
+                searcher._completed_trials.add(trial_id)
+            done["lost"].append(trial_id or f"#{frozen.number}")
+        elif trial is None and LOST_ATTR not in frozen.user_attrs:
+            log.warning("Optuna trial %s (Tune trial %s) finished but Tune's saved state does not have it",
+                        frozen.number, trial_id)
+        elif trial is not None and trial.is_finished() and not frozen.state.is_finished():
+            OptunaSearch.on_trial_complete(searcher, trial_id, result=flatten_dict(trial.last_result or {}),
+                                           error=trial.status == trial.ERROR)
+            done["told"].append(trial_id)
+    live = {t for t, trial in in_tune.items() if not trial.is_finished()}
+    for limiter in chain:
+        if isinstance(limiter, ConcurrencyLimiter) and limiter.live_trials != live:
+            log.warning("concurrency limiter had live trials %s, Tune %s", sorted(limiter.live_trials), sorted(live))
+            limiter.live_trials = set(live)
+            limiter.num_unfinished_live_trials = len(live)
+    return done
 
 
 def check_study_file(path: Path) -> None:

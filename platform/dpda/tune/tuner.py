@@ -413,6 +413,7 @@ def check_experiment(space: SearchSpace, exp: Location, resume: bool) -> None:
 
 def _run_search(space: SearchSpace, store: Location, exp: Location, name: str, remote: bool, resume: bool,
                 callbacks: Sequence[Any], verbose: int, checked: dict | None) -> SearchOutcome:
+    from dpda.tune.controller_hooks import hooked
     from dpda.tune.state_manifest import tagging
 
     fs = _ray_filesystem(exp)
@@ -426,7 +427,9 @@ def _run_search(space: SearchSpace, store: Location, exp: Location, name: str, r
         "checked": checked if checked is not None else check_corpora(space),
     }
     trainable = _trainable(space, layout)
-    with tagging(exp.fs, exp.root):  # making the Tuner writes tuner.pkl, fit the other state files
+    # making the Tuner writes tuner.pkl, fit the other state files; hooked: the study and Tune's
+    # saved state hold the same trials whenever the driver dies (dpda.tune.controller_hooks)
+    with tagging(exp.fs, exp.root), hooked():
         tuner = _tuner(space, store, exp, name, remote, resume, trainable, callbacks, verbose)
         with _sigterm_interrupts():
             grid = tuner.fit()
