@@ -404,10 +404,10 @@ def _subset_note(results: pd.DataFrame) -> str:
     if len(held) == len(VARIANTS):
         return ""
     return (f"**Variants.** This file holds {len(held)} of the study's {len(VARIANTS)} variants: "
-            + ", ".join(f"*{v}*" for v in held) + f". The *{BASELINE}* rows are the same runs as docs/study.md's: the same "
-            "config, seeds, corpus and run folders (OUT/runs/published_baseline_s<seed>, reused when both docs are "
-            "written from one OUT), so with the same code they are the same numbers; the Holm correction below is "
-            "over this file's comparisons only.\n\n")
+            + ", ".join(f"*{v}*" for v in held) + f". The *{BASELINE}* rows have docs/study.md's definition (config, seeds, "
+            "corpus, run folder OUT/runs/published_baseline_s<seed>, reused when both docs are written from one OUT), "
+            "but they are this file's own runs: numbers written by other code may differ, so every difference below "
+            "pairs runs of this file only, and the Holm correction is over this file's comparisons only.\n\n")
 
 
 def _banks_note(results: pd.DataFrame, banks: dict[str, str] | None) -> str:
