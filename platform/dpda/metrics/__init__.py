@@ -1,9 +1,11 @@
-"""Detection metrics: EER and min t-DCF (ASVspoof conventions), score files, breakdowns."""
+"""Detection metrics: EER, min t-DCF, and ASVspoof 5 minDCF / actDCF / Cllr, score files, breakdowns."""
 
-from dpda.metrics.bootstrap import eer_interval
+from dpda.metrics.bootstrap import eer_interval, metric_interval
 from dpda.metrics.breakdown import attach_scores, breakdown, default_factors
+from dpda.metrics.dcf import ASVSPOOF5, DcfCost, compute_act_dcf, compute_cllr, compute_min_dcf
 from dpda.metrics.eer import DetCurve, compute_det_curve, compute_eer
 from dpda.metrics.scores import read_asv_scores, read_asv_scores_2021, read_score_table, read_scores, write_scores
+from dpda.metrics.summary import METRICS, metric_values, parse_metrics
 from dpda.metrics.tdcf import (
     ASVSPOOF2019,
     ASVSPOOF2021,
@@ -19,6 +21,15 @@ from dpda.metrics.tdcf import (
 )
 
 __all__ = [
+    "ASVSPOOF5",
+    "DcfCost",
+    "METRICS",
+    "compute_act_dcf",
+    "compute_cllr",
+    "compute_min_dcf",
+    "metric_interval",
+    "metric_values",
+    "parse_metrics",
     "ASVSPOOF2019",
     "ASVSPOOF2021",
     "TDCF_DEFINITIONS",

@@ -1,4 +1,4 @@
-"""EER overall and broken down by attack and by condition (codec, transmission, vocoder, ...).
+"""EER, minDCF, actDCF and Cllr overall and broken down by attack and by condition (codec, transmission, vocoder, ...).
 
 One rule covers both kinds of column: when every bona fide trial carries `-` in a column (as for
 `attack`, where bona fide speech has no attack), each value is a spoof subset and is scored
@@ -17,6 +17,7 @@ from dpda import BONAFIDE, SPOOF
 from dpda.errors import UserError
 from dpda.metrics.bootstrap import eer_interval
 from dpda.metrics.eer import Ties, compute_eer
+from dpda.metrics.summary import NEW_METRICS, metric_values
 
 NOT_APPLICABLE = "-"
 _FIXED = {"utt", "path", "label", "target", "speaker", "corpus", "subset", "source_file", "source_line"}
@@ -82,7 +83,8 @@ def _row(factor: str, value: str, bona: np.ndarray, spoof: np.ndarray, ties: Tie
             low, high = eer_interval(bona, spoof, draws=draws, ties=ties)
     row = {"factor": factor, "value": value, "n_bonafide": int(bona.size), "n_spoof": int(spoof.size),
            "eer": eer, "threshold": threshold}
-    return row | ({"eer_low": low, "eer_high": high} if draws else {})
+    row |= {"eer_low": low, "eer_high": high} if draws else {}
+    return row | metric_values(bona, spoof, NEW_METRICS, ties=ties, draws=draws)
 
 
 def breakdown(
@@ -94,8 +96,9 @@ def breakdown(
 ) -> pd.DataFrame:
     """One row per (factor, value) with trial counts and EER (a fraction), plus a first
     `all`/`pooled` row. `by` defaults to `attack` and every condition column. The set must hold
-    both classes; a group with only one gets a NaN EER. With `draws` > 0 each row also gets a 95%
-    bootstrap interval (`eer_low`, `eer_high`; see `eer_interval`)."""
+    both classes; a group with only one gets NaN metrics. The ASVspoof 5 metrics follow (`min_dcf`,
+    `act_dcf`, `cllr`; see `dpda.metrics.dcf`). With `draws` > 0 each row also gets a 95%
+    bootstrap interval of each (`eer_low`, `eer_high`, `min_dcf_low`, ...; see `metric_interval`)."""
     scored = attach_scores(manifest, scores)
     require_both_classes(scored)
     factors = default_factors(scored) if by is None else list(by)
@@ -113,5 +116,4 @@ def breakdown(
             in_group = column == value
             bona = values[is_bona] if spoof_only else values[is_bona & in_group]
             rows.append(_row(factor, str(value), bona, values[~is_bona & in_group], ties, draws))
-    columns = ["factor", "value", "n_bonafide", "n_spoof", "eer", "threshold"] + (["eer_low", "eer_high"] if draws else [])
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=list(rows[0]))
