@@ -108,3 +108,30 @@ def test_breakdown_carries_the_new_columns() -> None:
     assert a1["act_dcf"] == pytest.approx(compute_act_dcf(bona, spoof[0::2])[0])
     with_draws = breakdown(manifest, scores, draws=50)
     assert {"min_dcf_low", "min_dcf_high", "act_dcf_low", "cllr_high", "eer_low"} <= set(with_draws.columns)
+
+
+def test_score_command_metrics_option(tmp_path, capsys) -> None:
+    from dpda.cli import main
+    from dpda.metrics import write_scores
+
+    bona, spoof = _set("ties")
+    utts = [f"LA_{i:04d}" for i in range(len(bona) + len(spoof))]
+    keys = tmp_path / "protocol.txt"
+    keys.write_text("".join(f"LA_0001 {u} - {'-' if i < len(bona) else 'A0' + str(1 + i % 2)} "
+                            f"{'bonafide' if i < len(bona) else 'spoof'}\n" for i, u in enumerate(utts)))
+    score_file = write_scores(tmp_path / "scores.txt", utts, np.concatenate([bona, spoof]))
+    assert main(["score", str(score_file), str(keys)]) == 0
+    default = capsys.readouterr().out
+    assert "EER:" in default and "minDCF" not in default and "cllr" not in default
+    out_csv = tmp_path / "b.csv"
+    assert main(["score", str(score_file), str(keys), "--metrics", "mindcf,actdcf,cllr", "--csv", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    assert f"minDCF: {OFFICIAL['ties']['min_dcf']:.4f}" in out and f"Cllr: {OFFICIAL['ties']['cllr']:.4f}" in out
+    assert "EER:" not in out and "eer_percent" not in out and "act_dcf" in out
+    pooled = pd.read_csv(out_csv).iloc[0]
+    assert pooled["act_dcf"] == pytest.approx(OFFICIAL["ties"]["act_dcf"], abs=1e-9)
+    assert pooled["eer"] == pytest.approx(OFFICIAL["ties"]["eer"], abs=1e-12)
+    assert main(["score", str(score_file), str(keys), "--metrics", "all", "--draws", "20"]) == 0
+    assert "Cllr: " in capsys.readouterr().out
+    assert main(["score", str(score_file), str(keys), "--metrics", "auc"]) == 2
+    assert "--metrics: unknown metric auc" in capsys.readouterr().err

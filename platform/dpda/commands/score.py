@@ -5,7 +5,8 @@ carry their labels, so KEYS may then be left out. KEYS is a corpus spec (`KIND:P
 see `dpda.data.readers`) or the path of an ASVspoof key file itself: a 2019 LA CM protocol
 (`SPEAKER UTT - ATTACK KEY`) or a 2021 LA / DF `trial_metadata.txt`. Scoring needs only the
 labels, so no audio has to be present. The t-DCF follows the 2021 revision for ASVspoof 2021
-keys and the 2019 definition otherwise (`--tdcf`; see `dpda.metrics.tdcf`).
+keys and the 2019 definition otherwise (`--tdcf`; see `dpda.metrics.tdcf`). `--metrics` adds the
+ASVspoof 5 minDCF, actDCF and Cllr (`dpda.metrics.dcf`) to what is printed; the CSV has them all.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by", metavar="COLS", help="comma-separated breakdown columns (default: attack and all conditions)")
     parser.add_argument("--ties", choices=("asvspoof", "threshold"), default="asvspoof",
                         help="tie handling of the EER (default: the ASVspoof reference)")
-    parser.add_argument("--csv", metavar="FILE", help="also write the breakdown table to this CSV file")
+    parser.add_argument("--csv", metavar="FILE", help="also write the breakdown table (every metric) to this CSV file")
+    parser.add_argument("--metrics", default="eer", metavar="LIST",
+                        help="metrics printed, comma-separated from eer, mindcf, actdcf, cllr, or all "
+                             "(default: eer; actDCF and Cllr read the scores as natural-log LLRs)")
+    parser.add_argument("--draws", type=int, default=0, metavar="N",
+                        help="bootstrap resamples for 95%% intervals of each metric (default 0: none)")
 
 
 def _protocol_2019(path: Path) -> pd.DataFrame:
@@ -112,17 +118,23 @@ def read_asv(args: argparse.Namespace, manifest: pd.DataFrame) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dpda.metrics import TDCF_DEFINITIONS, breakdown, read_score_table
+    from dpda.metrics import METRICS, TDCF_DEFINITIONS, breakdown, parse_metrics, read_score_table
     from dpda.metrics.breakdown import attach_scores
 
+    chosen = parse_metrics(args.metrics)
     score_table = read_score_table(args.scores)
     scores = pd.Series(score_table["score"].to_numpy(), index=pd.Index(score_table["utt"], name="utt"), name="score")
     manifest = load_keys(args.keys) if args.keys else keys_from_score_table(score_table)
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
-    table = breakdown(manifest, scores, by=by, ties=args.ties)
+    table = breakdown(manifest, scores, by=by, ties=args.ties, draws=args.draws)
     pooled = table.iloc[0]
     print(f"trials: {pooled.n_bonafide} bona fide, {pooled.n_spoof} spoof ({len(scores) - len(manifest)} extra scores ignored)")
-    print(f"EER: {100 * pooled.eer:.4f} %  (threshold {pooled.threshold:.6g})")
+    for name in chosen:
+        scale, unit = (100, " %") if name == "eer" else (1, "")
+        line = f"{METRICS[name][0]}: {scale * pooled[name]:.4f}{unit}"
+        if args.draws:
+            line += f"  [{scale * pooled[name + '_low']:.4f}, {scale * pooled[name + '_high']:.4f}]"
+        print(line + (f"  (threshold {pooled.threshold:.6g})" if name == "eer" else ""))
     if args.asv_scores:
         asv = read_asv(args, manifest)
         definition = args.tdcf or ("2021" if is_asvspoof2021(manifest) else "2019")
@@ -131,7 +143,11 @@ def run(args: argparse.Namespace) -> int:
         spoof = scored.loc[scored["target"] == 0, "score"].to_numpy()
         min_tdcf, _ = TDCF_DEFINITIONS[definition](bona, spoof, asv["target"], asv["nontarget"], asv["spoof"])
         print(f"min t-DCF ({definition}): {min_tdcf:.6f}")
-    shown = table.assign(eer_percent=100 * table["eer"]).drop(columns=["eer"])
+    hidden = [c for c in table.columns for m in METRICS if m not in chosen and (c == m or c.startswith(m + "_"))]
+    hidden += [] if "eer" in chosen else ["threshold"]  # the EER's threshold
+    shown = table.drop(columns=hidden)
+    if "eer" in chosen:
+        shown = shown.assign(eer_percent=100 * table["eer"]).drop(columns=["eer"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
