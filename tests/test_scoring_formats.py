@@ -279,6 +279,32 @@ def test_eval_writes_the_score_its_config_names(tmp_path):
         assert json.loads((out / "metrics.json").read_text())[0]["score"] == (score or "logit1")
 
 
+def test_eval_metrics_option_and_csv_columns(tmp_path, capsys):
+    """`dpda eval --metrics` prints the chosen metrics; metrics.csv and the breakdown carry the
+    ASVspoof 5 ones, equal to dpda.metrics on the written scores."""
+    from dpda.cli import main
+    from dpda.metrics import compute_act_dcf, compute_cllr, compute_min_dcf
+    from support import demo_dict, write_separable_corpus
+
+    (tmp_path / "corpus").mkdir()
+    corpus = write_separable_corpus(tmp_path / "corpus")
+    _untrained_model_file(demo_dict(corpus), tmp_path / "model.pt")
+    out = tmp_path / "out"
+    argv = ["eval", str(tmp_path / "model.pt"), f"eval=csv:{corpus}/eval.csv", "-o", str(out),
+            "--loader-workers", "0", "--device", "cpu"]
+    assert main(argv + ["--metrics", "eer,mindcf,cllr"]) == 0
+    header = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("set")][0]
+    assert header.split() == ["set", "bonafide", "spoof", "EER", "%", "minDCF", "Cllr"]
+    row = pd.read_csv(out / "metrics.csv").iloc[0]
+    target = load_corpus(f"csv:{corpus}/eval.csv").set_index("utt")["target"]
+    scores = read_scores(out / "eval.scores.txt")
+    bona, spoof = scores[target[scores.index] == 1].to_numpy(), scores[target[scores.index] == 0].to_numpy()
+    assert row["min_dcf"] == pytest.approx(compute_min_dcf(bona, spoof)[0])
+    assert row["act_dcf"] == pytest.approx(compute_act_dcf(bona, spoof)[0])
+    assert row["cllr"] == pytest.approx(compute_cllr(bona, spoof))
+    assert {"min_dcf", "act_dcf", "cllr"} <= set(pd.read_csv(out / "eval.breakdown.csv").columns)
+
+
 def test_eval_length_sets_how_much_of_each_file_dev_eval_and_predict_score(tmp_path, monkeypatch, capsys):
     """`eval.length` (default: data.length) is the window scored from each file's start: eval
     and predict score exactly the model's output on that window (short files tiled), and the

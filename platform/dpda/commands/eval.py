@@ -27,18 +27,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "e.g. --set data.length=64600 or --set model.name=ssl_conformer_tcm (value parsed as YAML)")
     p.add_argument("--score", choices=["logit_diff", "logit1"], default=None,
                    help="score written: logit[1]-logit[0] (dpda) or logit[1] (published); default: the model's eval.score")
+    p.add_argument("--metrics", default="eer", metavar="LIST",
+                   help="metrics printed, comma-separated from eer, mindcf, actdcf, cllr, or all (default: eer; "
+                        "actDCF and Cllr read the scores as natural-log LLRs); metrics.csv has them all")
 
 
 def run(args: argparse.Namespace) -> int:
+    from dpda.metrics import METRICS, parse_metrics
     from dpda.train.evaluation import evaluate_sets
     from dpda.yaml_io import parse_set
 
+    chosen = parse_metrics(args.metrics)
     rows = evaluate_sets(args.model, args.corpora, args.out, batch_size=args.batch_size,
                          num_workers=args.loader_workers, device=args.device, check=args.check,
                          checkpoint_format=args.checkpoint_format, settings=parse_set(args.set), score=args.score)
     width = max(len(r["set"]) for r in rows)
-    print(f"{'set':<{width}}  {'bonafide':>8}  {'spoof':>7}  {'EER %':>7}")
+    labels = {name: "EER %" if name == "eer" else METRICS[name][0] for name in chosen}
+    print(f"{'set':<{width}}  {'bonafide':>8}  {'spoof':>7}" + "".join(f"  {labels[n]:>7}" for n in chosen))
     for r in rows:
-        print(f"{r['set']:<{width}}  {r['n_bonafide']:>8}  {r['n_spoof']:>7}  {100 * r['eer']:>7.2f}")
+        cells = "".join(f"  {100 * r[n]:>7.2f}" if n == "eer" else f"  {r[n]:>7.4f}" for n in chosen)
+        print(f"{r['set']:<{width}}  {r['n_bonafide']:>8}  {r['n_spoof']:>7}" + cells)
     print(f"scores and breakdowns in {args.out}")
     return 0

@@ -36,12 +36,14 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     `corpora` is a list of `[NAME=]SPEC` arguments, or {name: [spec, ...]} as in a config's
     `data.eval` (several specs of one name are scored as one set). With `interval_draws` > 0 each
     set's row, and each row of its breakdown (per attack and condition), also gets a 95% bootstrap
-    interval of its EER (`eer_low`, `eer_high`).
+    interval of its EER (`eer_low`, `eer_high`). Rows and breakdowns also carry the ASVspoof 5
+    minDCF, actDCF and Cllr (`min_dcf`, `act_dcf`, `cllr`, with intervals likewise).
     `checkpoint_format` and `settings` are `load_trained_model`'s (a published checkpoint gets
     dpda's default config, e.g. `data.length` 66,800, with `settings` applied)."""
     import pandas as pd
 
-    from dpda.metrics import breakdown, compute_eer, eer_interval, write_scores
+    from dpda.metrics import breakdown, compute_eer, eer_interval, metric_values, write_scores
+    from dpda.metrics.summary import NEW_METRICS
     from dpda.train.config import config_from_dict
     from dpda.train.inference import resolve_device, score_manifest
     from dpda.data.corpora import load_manifest
@@ -72,6 +74,8 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
         if interval_draws:
             rows[-1]["eer_low"], rows[-1]["eer_high"] = eer_interval(
                 result.scores[target == 1], result.scores[target == 0], draws=interval_draws)
+        rows[-1] |= metric_values(result.scores[target == 1], result.scores[target == 0], NEW_METRICS,
+                                  draws=interval_draws)
         info(f"[dpda] {name}: EER {100 * eer:.2f}% over {len(manifest)} trials")
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
     write_json(out / "metrics.json", rows)
