@@ -135,3 +135,11 @@ def test_score_command_metrics_option(tmp_path, capsys) -> None:
     assert "Cllr: " in capsys.readouterr().out
     assert main(["score", str(score_file), str(keys), "--metrics", "auc"]) == 2
     assert "--metrics: unknown metric auc" in capsys.readouterr().err
+
+
+def test_breakdown_can_leave_the_new_metrics_out() -> None:
+    bona, spoof = _set("tiny_reversed")
+    manifest = pd.DataFrame({"utt": ["a", "b", "c"], "target": [1, 1, 0], "label": ["bonafide", "bonafide", "spoof"]})
+    scores = pd.Series(np.concatenate([bona, spoof]), index=manifest["utt"])
+    table = breakdown(manifest, scores, by=[], draws=5, metrics=())
+    assert list(table.columns) == ["factor", "value", "n_bonafide", "n_spoof", "eer", "threshold", "eer_low", "eer_high"]

@@ -75,7 +75,8 @@ def default_factors(manifest: pd.DataFrame) -> list[str]:
     return cols + [c for c in manifest.columns if c not in _FIXED and c not in cols and c != "score"]
 
 
-def _row(factor: str, value: str, bona: np.ndarray, spoof: np.ndarray, ties: Ties, draws: int) -> dict:
+def _row(factor: str, value: str, bona: np.ndarray, spoof: np.ndarray, ties: Ties, draws: int,
+         metrics: Sequence[str]) -> dict:
     eer = threshold = low = high = float("nan")
     if bona.size and spoof.size:
         eer, threshold = compute_eer(bona, spoof, ties)
@@ -84,7 +85,7 @@ def _row(factor: str, value: str, bona: np.ndarray, spoof: np.ndarray, ties: Tie
     row = {"factor": factor, "value": value, "n_bonafide": int(bona.size), "n_spoof": int(spoof.size),
            "eer": eer, "threshold": threshold}
     row |= {"eer_low": low, "eer_high": high} if draws else {}
-    return row | metric_values(bona, spoof, NEW_METRICS, ties=ties, draws=draws)
+    return row | metric_values(bona, spoof, metrics, ties=ties, draws=draws)
 
 
 def breakdown(
@@ -93,11 +94,13 @@ def breakdown(
     by: Sequence[str] | None = None,
     ties: Ties = "asvspoof",
     draws: int = 0,
+    metrics: Sequence[str] = NEW_METRICS,
 ) -> pd.DataFrame:
     """One row per (factor, value) with trial counts and EER (a fraction), plus a first
     `all`/`pooled` row. `by` defaults to `attack` and every condition column. The set must hold
     both classes; a group with only one gets NaN metrics. The ASVspoof 5 metrics follow (`min_dcf`,
-    `act_dcf`, `cllr`; see `dpda.metrics.dcf`). With `draws` > 0 each row also gets a 95%
+    `act_dcf`, `cllr`; see `dpda.metrics.dcf`; `metrics=()` leaves them out, e.g. where only EER
+    intervals are read and each extra metric would cost as many resamples). With `draws` > 0 each row also gets a 95%
     bootstrap interval of each (`eer_low`, `eer_high`, `min_dcf_low`, ...; see `metric_interval`)."""
     scored = attach_scores(manifest, scores)
     require_both_classes(scored)
@@ -107,7 +110,7 @@ def breakdown(
             raise UserError(f"breakdown: keys have no column {factor!r} (columns: {', '.join(scored.columns)})")
     is_bona = (scored["target"] == BONAFIDE).to_numpy()
     values = scored["score"].to_numpy()
-    rows = [_row("all", "pooled", values[is_bona], values[~is_bona], ties, draws)]
+    rows = [_row("all", "pooled", values[is_bona], values[~is_bona], ties, draws, metrics)]
     for factor in factors:
         column = scored[factor].astype(str).to_numpy()
         spoof_only = bool((column[is_bona] == NOT_APPLICABLE).all())
@@ -115,5 +118,5 @@ def breakdown(
         for value in groups:
             in_group = column == value
             bona = values[is_bona] if spoof_only else values[is_bona & in_group]
-            rows.append(_row(factor, str(value), bona, values[~is_bona & in_group], ties, draws))
+            rows.append(_row(factor, str(value), bona, values[~is_bona & in_group], ties, draws, metrics))
     return pd.DataFrame(rows, columns=list(rows[0]))

@@ -51,13 +51,13 @@ def summarize(root: str | Path, scores: pd.Series, *, draws: int = 1000) -> pd.D
         raise UserError(f"{Path(root) / CORPUS_FILE}: no real-audio set here (build it with: dpda realset {root})")
     whole = load_corpus(corpus_spec(root))
     factors = [f for f in WHOLE_SET_FACTORS if f in whole.columns]  # sets built before `gender` lack it
-    tables = [breakdown(whole, scores, by=factors, draws=draws).assign(scope="all")]
+    tables = [breakdown(whole, scores, by=factors, draws=draws, metrics=()).assign(scope="all")]
     for name, spec in {"standard": corpus_spec(root), **protocol_specs(root)}.items():
         protocol = load_corpus(spec)
         for subset in ("test", "probe"):
             rows = protocol[protocol["subset"] == subset]
             if rows["target"].nunique() == 2:
-                tables.append(breakdown(rows, scores, by=[], draws=draws).assign(scope=f"{name}:{subset}"))
+                tables.append(breakdown(rows, scores, by=[], draws=draws, metrics=()).assign(scope=f"{name}:{subset}"))
     table = pd.concat(tables, ignore_index=True)
     return table.loc[table["n_bonafide"].gt(0) & table["n_spoof"].gt(0), list(SUMMARY_COLUMNS)].reset_index(drop=True)
 
