@@ -203,3 +203,43 @@ def test_dpda_models_lists_every_model_with_the_published_back_end_counts(capsys
     published = {"ssl_conformer_tcm": PUBLISHED_TRAINABLE, "ssl_aasist": 447_242, "ssl_mamba": 1_936_950}
     assert {n: int(r[3].replace(",", "")) for n, r in rows.items() if r[3] != "-"} == published
     assert {n for n, r in rows.items() if r[4] == "yes"} == set(published)
+
+
+def _drifted_table() -> torch.Tensor:
+    """The position table after weight decay moved it (the published GA runs): a seeded drift of 0.02."""
+    gen = torch.Generator().manual_seed(32)
+    return sinusoidal_table(MAX_FRAMES, 144) + 0.02 * torch.randn(1, MAX_FRAMES, 144, generator=gen)
+
+
+def test_a_drifted_position_table_is_loaded_and_scores_as_the_published_forward(tmp_path, capsys):
+    """The published forward adds the checkpoint's own table: loading it must give the logits of a
+    model whose table holds the same values, not those of the recomputed sinusoid."""
+    state = _published_state()
+    state["conformer.positional_emb"] = _drifted_table()
+    torch.save(state, tmp_path / "drifted.pth")
+    model = load_published_checkpoint(tmp_path / "drifted.pth", "ssl_conformer_tcm", **SMALL)
+    out = capsys.readouterr().out.strip()
+    assert "\n" not in out and str(tmp_path / "drifted.pth") in out and "conformer.positional_emb" in out
+    torch.testing.assert_close(model.backend.positions, _drifted_table(), rtol=0, atol=0)
+    own = build_model("ssl_conformer_tcm", "full", **SMALL).eval()  # a dpda model, its table set by hand
+    own.load_state_dict(model.state_dict())  # the table is not in it (a non-persistent buffer)
+    own.backend.positions.copy_(_drifted_table())
+    with torch.no_grad():
+        logits = model(FIX["wave"])
+        torch.testing.assert_close(logits, own(FIX["wave"]), rtol=0, atol=1e-6)
+        assert (logits - FIX["model_logits"]).abs().max() > 1e-4  # the drift changes the scores
+
+
+def test_an_unchanged_position_table_loads_silently(published_file, capsys):
+    load_published_checkpoint(published_file, "ssl_conformer_tcm", **SMALL)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_position_table_of_another_shape_is_refused(tmp_path):
+    state = _published_state()
+    state["conformer.positional_emb"] = torch.zeros(1, 5000, 144)
+    torch.save(state, tmp_path / "wide.pth")
+    with pytest.raises(UserError) as err:
+        load_published_checkpoint(tmp_path / "wide.pth", "ssl_conformer_tcm", **SMALL)
+    assert str(err.value) == (f"{tmp_path / 'wide.pth'}: conformer.positional_emb (dpda: backend.positions) has shape "
+                              f"(1, 5000, 144), ssl_conformer_tcm expects (1, {MAX_FRAMES}, 144)")
