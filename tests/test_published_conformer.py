@@ -173,8 +173,10 @@ def test_dpda_eval_scores_a_published_checkpoint_like_its_dpda_model_file(publis
     cfg = config_from_dict({"model": {"name": "ssl_conformer_tcm", "overrides": SMALL}, "data": {"length": 8000}})
     save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "model.pt")
     assert main(["-q", "eval", str(tmp_path / "model.pt"), spec, "-o", str(tmp_path / "own"), *common]) == 0
+    assert main(["-q", "eval", str(tmp_path / "model.pt"), spec, "-o", str(tmp_path / "own1"), *common,
+                 "--score", "logit1"]) == 0
     published = (tmp_path / "pub" / "dev.scores.txt").read_text()
-    assert published == (tmp_path / "own" / "dev.scores.txt").read_text() and len(published.splitlines()) == 6
+    assert published == (tmp_path / "own1" / "dev.scores.txt").read_text() and len(published.splitlines()) == 6
     capsys.readouterr()
     code = main(["eval", str(published_file), spec, "-o", str(tmp_path / "x"), "--checkpoint-format", "dpda", *common])
     err = capsys.readouterr().err.strip()
@@ -243,3 +245,34 @@ def test_a_position_table_of_another_shape_is_refused(tmp_path):
         load_published_checkpoint(tmp_path / "wide.pth", "ssl_conformer_tcm", **SMALL)
     assert str(err.value) == (f"{tmp_path / 'wide.pth'}: conformer.positional_emb (dpda: backend.positions) has shape "
                               f"(1, 5000, 144), ssl_conformer_tcm expects (1, {MAX_FRAMES}, 144)")
+
+
+def _scores(path: Path) -> list[float]:
+    return [float(line.split()[1]) for line in path.read_text().splitlines()]
+
+
+def test_a_published_checkpoint_is_scored_logit1_by_default_and_dpda_files_keep_theirs(published_file, tmp_path, capsys):
+    """The published code writes logit[1]; dpda's own model files keep eval.score; --score overrides both."""
+    corpus = write_tiny_corpus(tmp_path / "c", n_train=2, n_dev=4, seconds=0.5)
+    spec = f"dev=asvspoof2019:{corpus}/LA:dev"
+    common = ["--loader-workers", "0", "--device", "cpu", "--set", "data.length=8000"]
+    pub = ["eval", str(published_file), spec, "--set", f"model.overrides={json.dumps(SMALL)}", *common]
+    assert main([*pub, "-o", str(tmp_path / "pub")]) == 0
+    assert "score: logit1 (logit[1], the published one" in capsys.readouterr().out
+    assert main([*pub, "-o", str(tmp_path / "diff"), "--score", "logit_diff"]) == 0
+    assert "score: logit_diff" in capsys.readouterr().out
+    model, state = load_trained_model(published_file, torch.device("cpu"), "published", {"model.overrides": SMALL})
+    assert state["config"]["eval"]["score"] == "logit1"
+    save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(),
+                     "config": config_from_dict({"model": {"name": "ssl_conformer_tcm", "overrides": SMALL}}).to_dict()},
+                    tmp_path / "model.pt")
+    assert main(["eval", str(tmp_path / "model.pt"), spec, "-o", str(tmp_path / "own"), *common]) == 0
+    assert "score: logit_diff" in capsys.readouterr().out
+    metrics = {d: (tmp_path / d / "metrics.csv").read_text().splitlines() for d in ("pub", "diff", "own")}
+    assert [m[0].split(",")[-1] for m in metrics.values()] == ["score"] * 3
+    assert [m[1].split(",")[-1] for m in metrics.values()] == ["logit1", "logit_diff", "logit_diff"]
+    assert _scores(tmp_path / "diff" / "dev.scores.txt") == _scores(tmp_path / "own" / "dev.scores.txt")
+    assert _scores(tmp_path / "pub" / "dev.scores.txt") != _scores(tmp_path / "diff" / "dev.scores.txt")
+    _, again = load_trained_model(published_file, torch.device("cpu"), "published",
+                                  {"model.overrides": SMALL, "eval.score": "logit_diff"})
+    assert again["config"]["eval"]["score"] == "logit_diff"  # an explicit setting wins

@@ -26,10 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="config key applied to the model file's config (published: to dpda's defaults), "
                         "e.g. --set data.length=64600 or --set model.name=ssl_conformer_tcm (value parsed as YAML)")
     p.add_argument("--score", choices=["logit_diff", "logit1"], default=None,
-                   help="score written: logit[1]-logit[0] (dpda) or logit[1] (published); default: the model's eval.score")
+                   help="score written: logit[1]-logit[0] (dpda) or logit[1] (published); default: the model file's eval.score, logit1 for a published checkpoint")
 
 
 def run(args: argparse.Namespace) -> int:
+    from dpda.train.config import SCORE_MEANING
     from dpda.train.evaluation import evaluate_sets
     from dpda.yaml_io import parse_set
 
@@ -40,5 +41,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'set':<{width}}  {'bonafide':>8}  {'spoof':>7}  {'EER %':>7}")
     for r in rows:
         print(f"{r['set']:<{width}}  {r['n_bonafide']:>8}  {r['n_spoof']:>7}  {100 * r['eer']:>7.2f}")
+    kind = rows[0]["score"]
+    print(f"score: {kind} ({SCORE_MEANING[kind]}; a published checkpoint's default is logit1, --score overrides)")
     print(f"scores and breakdowns in {args.out}")
     return 0

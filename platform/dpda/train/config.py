@@ -33,6 +33,8 @@ logit[0], the log-odds margin (dpda's default, invariant to a shift of both logi
 `logit1` = logit[1] alone, the score the published DPDA code writes. Both: higher = bona fide.
 Computed by `dpda.train.inference.score_from_logits`."""
 DEFAULT_SCORE: ScoreKind = "logit_diff"
+PUBLISHED_SCORE: ScoreKind = "logit1"  # the published code's score: a released checkpoint's default
+SCORE_MEANING: dict[str, str] = {"logit_diff": "logit[1] - logit[0], dpda's", "logit1": "logit[1], the published one"}
 
 
 class DataConfig(Settings):
