@@ -104,9 +104,14 @@ def test_model_loaded_from_a_published_state_dict_gives_the_published_logits(tmp
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda s: s.pop("conformer.fc5.bias"), r"first: missing backend\.head\.bias\)"),
+    (lambda s: s.pop("conformer.fc5.bias"), r"first: missing backend\.head\.bias \(no key of the file maps to it\)\)"),
     (lambda s: s.update({"conformer.extra.weight": torch.zeros(2)}), r"first: unexpected conformer\.extra\.weight\)"),
-    (lambda s: s.update({"LL.weight": torch.zeros(144, 768)}), r"first: backend\.proj\.weight has shape \(144, 768\)"),
+    (lambda s: s.update({"LL.weight": torch.zeros(144, 768)}),
+     r"first: backend\.proj\.weight \(LL\.weight in the file\) has shape \(144, 768\)"),
+    (lambda s: s.update({"conformer.encoder_blocks.1.post_norm.weight": torch.zeros(144)}),  # a second block: 1 here
+     r"first: unexpected backend\.blocks\.1\.norm\.weight \(conformer\.encoder_blocks\.1\.post_norm\.weight in the file\)\)"),
+    (lambda s: s.update({"ssl_model.model.layer_norm.weight": torch.zeros(3)}),
+     r"first: frontend\.wav2vec2\.\S+ \(ssl_model\.model\.layer_norm\.weight in the file\) has shape \(3,\)"),
     (lambda s: s.update({"ssl_model.model.encoder.layers.0.bogus.weight": torch.zeros(2)}),
      r"first: unexpected ssl_model\.model\.encoder\.layers\.0\.bogus\.weight\)"),
 ])

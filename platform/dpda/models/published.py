@@ -77,7 +77,7 @@ def detect_published_model(state: dict[str, Tensor], source: str | Path, **overr
         except UserError as exc:  # an override this model does not take
             problems.append((len(state), name, str(exc)))
             continue
-        problem = state_mismatch(own, converted)
+        problem = _mismatch(own, state, convert, converted)
         if problem is None:
             return name
         problems.append((len(own.keys() ^ converted.keys()), name, problem))
@@ -98,7 +98,7 @@ def model_from_published_state(state: dict[str, Tensor], source: str | Path, nam
     name = name or detect_published_model(state, source, **overrides)
     weights = _converter(name)(state)
     meta = build_for_shapes(name, "full", **overrides)
-    problem = state_mismatch(meta.state_dict(), weights)
+    problem = _mismatch(meta.state_dict(), state, _converter(name), weights)
     if problem:  # checked before building, so a 300M-parameter model is not built for nothing
         raise UserError(f"{source}: the published weights do not fit {name} ({problem})")
     tables = _tables(state, meta, name, source)
@@ -106,6 +106,16 @@ def model_from_published_state(state: dict[str, Tensor], source: str | Path, nam
     load_weights(model, weights, source, name)
     _load_tables(model, tables, source)
     return model.eval()
+
+
+def _mismatch(own: dict[str, Tensor], state: dict[str, Tensor], convert: Callable[[dict[str, Tensor]], dict[str, Tensor]],
+              converted: dict[str, Tensor]) -> str | None:
+    """`state_mismatch` of the converted state, its problem naming the key as the file writes it
+    beside dpda's name (each key renamed alone: the converters rename key by key)."""
+    if state_mismatch(own, converted) is None:
+        return None
+    origins = {new: key for key, value in state.items() for new in convert({key: value})}
+    return state_mismatch(own, converted, origins)
 
 
 def _tables(state: dict[str, Tensor], meta: nn.Module, name: str, source: str | Path) -> dict[str, tuple[str, Tensor]]:
