@@ -104,9 +104,14 @@ def test_model_loaded_from_a_published_state_dict_gives_the_published_logits(tmp
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda s: s.pop("conformer.fc5.bias"), r"first: missing backend\.head\.bias\)"),
+    (lambda s: s.pop("conformer.fc5.bias"), r"first: missing backend\.head\.bias \(no key of the file maps to it\)\)"),
     (lambda s: s.update({"conformer.extra.weight": torch.zeros(2)}), r"first: unexpected conformer\.extra\.weight\)"),
-    (lambda s: s.update({"LL.weight": torch.zeros(144, 768)}), r"first: backend\.proj\.weight has shape \(144, 768\)"),
+    (lambda s: s.update({"LL.weight": torch.zeros(144, 768)}),
+     r"first: backend\.proj\.weight \(LL\.weight in the file\) has shape \(144, 768\)"),
+    (lambda s: s.update({"conformer.encoder_blocks.1.post_norm.weight": torch.zeros(144)}),  # a second block: 1 here
+     r"first: unexpected backend\.blocks\.1\.norm\.weight \(conformer\.encoder_blocks\.1\.post_norm\.weight in the file\)\)"),
+    (lambda s: s.update({"ssl_model.model.layer_norm.weight": torch.zeros(3)}),
+     r"first: frontend\.wav2vec2\.\S+ \(ssl_model\.model\.layer_norm\.weight in the file\) has shape \(3,\)"),
     (lambda s: s.update({"ssl_model.model.encoder.layers.0.bogus.weight": torch.zeros(2)}),
      r"first: unexpected ssl_model\.model\.encoder\.layers\.0\.bogus\.weight\)"),
 ])
@@ -173,8 +178,10 @@ def test_dpda_eval_scores_a_published_checkpoint_like_its_dpda_model_file(publis
     cfg = config_from_dict({"model": {"name": "ssl_conformer_tcm", "overrides": SMALL}, "data": {"length": 8000}})
     save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "model.pt")
     assert main(["-q", "eval", str(tmp_path / "model.pt"), spec, "-o", str(tmp_path / "own"), *common]) == 0
+    assert main(["-q", "eval", str(tmp_path / "model.pt"), spec, "-o", str(tmp_path / "own1"), *common,
+                 "--score", "logit1"]) == 0
     published = (tmp_path / "pub" / "dev.scores.txt").read_text()
-    assert published == (tmp_path / "own" / "dev.scores.txt").read_text() and len(published.splitlines()) == 6
+    assert published == (tmp_path / "own1" / "dev.scores.txt").read_text() and len(published.splitlines()) == 6
     capsys.readouterr()
     code = main(["eval", str(published_file), spec, "-o", str(tmp_path / "x"), "--checkpoint-format", "dpda", *common])
     err = capsys.readouterr().err.strip()
@@ -203,3 +210,74 @@ def test_dpda_models_lists_every_model_with_the_published_back_end_counts(capsys
     published = {"ssl_conformer_tcm": PUBLISHED_TRAINABLE, "ssl_aasist": 447_242, "ssl_mamba": 1_936_950}
     assert {n: int(r[3].replace(",", "")) for n, r in rows.items() if r[3] != "-"} == published
     assert {n for n, r in rows.items() if r[4] == "yes"} == set(published)
+
+
+def _drifted_table() -> torch.Tensor:
+    """The position table after weight decay moved it (the published GA runs): a seeded drift of 0.02."""
+    gen = torch.Generator().manual_seed(32)
+    return sinusoidal_table(MAX_FRAMES, 144) + 0.02 * torch.randn(1, MAX_FRAMES, 144, generator=gen)
+
+
+def test_a_drifted_position_table_is_loaded_and_scores_as_the_published_forward(tmp_path, capsys):
+    """The published forward adds the checkpoint's own table: loading it must give the logits of a
+    model whose table holds the same values, not those of the recomputed sinusoid."""
+    state = _published_state()
+    state["conformer.positional_emb"] = _drifted_table()
+    torch.save(state, tmp_path / "drifted.pth")
+    model = load_published_checkpoint(tmp_path / "drifted.pth", "ssl_conformer_tcm", **SMALL)
+    out = capsys.readouterr().out.strip()
+    assert "\n" not in out and str(tmp_path / "drifted.pth") in out and "conformer.positional_emb" in out
+    torch.testing.assert_close(model.backend.positions, _drifted_table(), rtol=0, atol=0)
+    own = build_model("ssl_conformer_tcm", "full", **SMALL).eval()  # a dpda model, its table set by hand
+    own.load_state_dict(model.state_dict())  # the table is not in it (a non-persistent buffer)
+    own.backend.positions.copy_(_drifted_table())
+    with torch.no_grad():
+        logits = model(FIX["wave"])
+        torch.testing.assert_close(logits, own(FIX["wave"]), rtol=0, atol=1e-6)
+        assert (logits - FIX["model_logits"]).abs().max() > 1e-4  # the drift changes the scores
+
+
+def test_an_unchanged_position_table_loads_silently(published_file, capsys):
+    load_published_checkpoint(published_file, "ssl_conformer_tcm", **SMALL)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_position_table_of_another_shape_is_refused(tmp_path):
+    state = _published_state()
+    state["conformer.positional_emb"] = torch.zeros(1, 5000, 144)
+    torch.save(state, tmp_path / "wide.pth")
+    with pytest.raises(UserError) as err:
+        load_published_checkpoint(tmp_path / "wide.pth", "ssl_conformer_tcm", **SMALL)
+    assert str(err.value) == (f"{tmp_path / 'wide.pth'}: conformer.positional_emb (dpda: backend.positions) has shape "
+                              f"(1, 5000, 144), ssl_conformer_tcm expects (1, {MAX_FRAMES}, 144)")
+
+
+def _scores(path: Path) -> list[float]:
+    return [float(line.split()[1]) for line in path.read_text().splitlines()]
+
+
+def test_a_published_checkpoint_is_scored_logit1_by_default_and_dpda_files_keep_theirs(published_file, tmp_path, capsys):
+    """The published code writes logit[1]; dpda's own model files keep eval.score; --score overrides both."""
+    corpus = write_tiny_corpus(tmp_path / "c", n_train=2, n_dev=4, seconds=0.5)
+    spec = f"dev=asvspoof2019:{corpus}/LA:dev"
+    common = ["--loader-workers", "0", "--device", "cpu", "--set", "data.length=8000"]
+    pub = ["eval", str(published_file), spec, "--set", f"model.overrides={json.dumps(SMALL)}", *common]
+    assert main([*pub, "-o", str(tmp_path / "pub")]) == 0
+    assert "score: logit1 (logit[1], the published one" in capsys.readouterr().out
+    assert main([*pub, "-o", str(tmp_path / "diff"), "--score", "logit_diff"]) == 0
+    assert "score: logit_diff" in capsys.readouterr().out
+    model, state = load_trained_model(published_file, torch.device("cpu"), "published", {"model.overrides": SMALL})
+    assert state["config"]["eval"]["score"] == "logit1"
+    save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(),
+                     "config": config_from_dict({"model": {"name": "ssl_conformer_tcm", "overrides": SMALL}}).to_dict()},
+                    tmp_path / "model.pt")
+    assert main(["eval", str(tmp_path / "model.pt"), spec, "-o", str(tmp_path / "own"), *common]) == 0
+    assert "score: logit_diff" in capsys.readouterr().out
+    metrics = {d: (tmp_path / d / "metrics.csv").read_text().splitlines() for d in ("pub", "diff", "own")}
+    assert [m[0].split(",")[-1] for m in metrics.values()] == ["score"] * 3
+    assert [m[1].split(",")[-1] for m in metrics.values()] == ["logit1", "logit_diff", "logit_diff"]
+    assert _scores(tmp_path / "diff" / "dev.scores.txt") == _scores(tmp_path / "own" / "dev.scores.txt")
+    assert _scores(tmp_path / "pub" / "dev.scores.txt") != _scores(tmp_path / "diff" / "dev.scores.txt")
+    _, again = load_trained_model(published_file, torch.device("cpu"), "published",
+                                  {"model.overrides": SMALL, "eval.score": "logit_diff"})
+    assert again["config"]["eval"]["score"] == "logit_diff"  # an explicit setting wins

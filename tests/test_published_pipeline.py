@@ -38,6 +38,8 @@ def test_published_configs_set_every_switch_and_dpda_defaults_differ():
         assert (cfg.data.crop, cfg.data.augment_before_crop) == ("first", True)
         assert cfg.augment.mode == "dual" and cfg.augment.rawboost.fir_alignment == "published"
         assert cfg.checkpoint.average_formula == "published"
+        assert (cfg.optim.epochs, cfg.optim.epoch_cap, cfg.optim.max_epochs) == (100, "published", 101)
+    assert (default.optim.epoch_cap, default.optim.max_epochs) == ("dpda", 100)
     assert (published.align.rule, baseline.align.rule) == ("pcgrad", "none")
     assert (default.align.mode, default.align.option_defaults, default.data.crop, default.data.augment_before_crop,
             default.checkpoint.average_formula) == ("separate", "dpda", "random", False, "mean")

@@ -288,3 +288,14 @@ def test_held_out_attacks_leave_train_and_dev_but_not_eval(tmp_path: Path) -> No
         with pytest.raises(UserError, match=message):
             Trainer(config_from_dict(raw), tmp_path / "bad", progress=False).fit()
         assert not list((tmp_path / "bad").glob("checkpoints/*.pt"))
+
+
+@pytest.mark.parametrize(("cap", "ran"), [("dpda", 1), ("published", 2)])
+def test_the_published_epoch_cap_runs_one_epoch_more(corpus: Path, tmp_path: Path, cap: str, ran: int) -> None:
+    """The published main.py breaks once its 0-based epoch exceeds the cap: `epochs + 1` epochs."""
+    raw = demo_dict(corpus, epochs=1, max_steps_per_epoch=1)
+    raw["optim"]["epoch_cap"] = cap
+    raw["optim"]["patience"] = 5  # early stopping out of the way
+    Trainer(config_from_dict(raw), tmp_path / cap, progress=False).fit()
+    history = load_checkpoint(tmp_path / cap / "checkpoints/last.pt", "dpda-train-state")["history"]
+    assert [h["epoch"] for h in history] == list(range(ran))

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="config key applied to the model file's config (published: to dpda's defaults), "
                         "e.g. --set data.length=64600 or --set model.name=ssl_conformer_tcm (value parsed as YAML)")
     p.add_argument("--score", choices=["logit_diff", "logit1"], default=None,
-                   help="score written: logit[1]-logit[0] (dpda) or logit[1] (published); default: the model's eval.score")
+                   help="score written: logit[1]-logit[0] (dpda) or logit[1] (published); default: the model file's eval.score, logit1 for a published checkpoint")
     p.add_argument("--metrics", default="eer", metavar="LIST",
                    help="metrics printed, comma-separated from eer, mindcf, actdcf, cllr, or all (default: eer; "
                         "actDCF and Cllr read the scores as natural-log LLRs); metrics.csv has them all")
@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dpda.metrics import METRICS, parse_metrics
+    from dpda.train.config import SCORE_MEANING
     from dpda.train.evaluation import evaluate_sets
     from dpda.yaml_io import parse_set
 
@@ -47,5 +48,7 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         cells = "".join(f"  {100 * r[n]:>7.2f}" if n == "eer" else f"  {r[n]:>7.4f}" for n in chosen)
         print(f"{r['set']:<{width}}  {r['n_bonafide']:>8}  {r['n_spoof']:>7}" + cells)
+    kind = rows[0]["score"]
+    print(f"score: {kind} ({SCORE_MEANING[kind]}; a published checkpoint's default is logit1, --score overrides)")
     print(f"scores and breakdowns in {args.out}")
     return 0

@@ -171,7 +171,9 @@ class ConformerTCMBackend(nn.Module):
 
 
 # Published nets/conformer_tcm.py `Model` back-end keys -> dpda's (`backend.` + the right side);
-# `conformer.positional_emb`, a fixed table dpda recomputes (a non-persistent buffer), is dropped.
+# `conformer.positional_emb`, the published position table, is not in dpda's state dict (dpda
+# recomputes it as the non-persistent buffer `backend.positions`); the loader of released
+# checkpoints copies it there (PUBLISHED_TABLES): the published GA runs let Adam's weight decay move it.
 PUBLISHED_KEYS: list[tuple[str, str]] = [
     (r"LL\.(weight|bias)", r"proj.\1"),
     (r"first_bn\.(.+)", r"proj_bn.\1"),
@@ -195,6 +197,8 @@ PUBLISHED_KEYS: list[tuple[str, str]] = [
 ]
 _PUBLISHED_RULES = [(re.compile(pattern), "backend." + repl) for pattern, repl in PUBLISHED_KEYS]
 _PUBLISHED_DROPPED = "conformer.positional_emb"
+# published key -> dpda buffer of a table the published code saves and dpda recomputes
+PUBLISHED_TABLES: dict[str, str] = {_PUBLISHED_DROPPED: "backend.positions"}
 
 
 def published_to_dpda(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

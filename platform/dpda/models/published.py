@@ -14,10 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
+from dpda.console import info
 from dpda.errors import UserError
 from dpda.models import mamba, ssl_aasist
+from dpda.models.conformer_tcm import PUBLISHED_TABLES as CONFORMER_TCM_TABLES
 from dpda.models.conformer_tcm import published_to_dpda as conformer_tcm_to_dpda
 from dpda.models.registry import build_for_shapes, build_model
 from dpda.models.state_dict import load_weights, read_weights_only, state_mismatch
@@ -27,6 +30,10 @@ CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
     "ssl_aasist": ssl_aasist.published_to_dpda,
     "ssl_mamba": mamba.published_to_dpda,
 }
+# Tables a model recomputes (non-persistent buffers) that a published checkpoint may still carry:
+# published key -> dpda buffer. A present table is loaded (a drifted one changes the logits).
+TABLES: dict[str, dict[str, str]] = {"ssl_conformer_tcm": CONFORMER_TCM_TABLES}
+TABLE_ATOL = 1e-5  # float32 rounding of the published sinusoid against dpda's
 DATA_PARALLEL_PREFIX = "module."
 
 
@@ -70,7 +77,7 @@ def detect_published_model(state: dict[str, Tensor], source: str | Path, **overr
         except UserError as exc:  # an override this model does not take
             problems.append((len(state), name, str(exc)))
             continue
-        problem = state_mismatch(own, converted)
+        problem = _mismatch(own, state, convert, converted)
         if problem is None:
             return name
         problems.append((len(own.keys() ^ converted.keys()), name, problem))
@@ -90,10 +97,48 @@ def model_from_published_state(state: dict[str, Tensor], source: str | Path, nam
     """`load_published_checkpoint` for a state dict already read (`published_tensors`)."""
     name = name or detect_published_model(state, source, **overrides)
     weights = _converter(name)(state)
-    problem = state_mismatch(_meta_state(name, **overrides), weights)
+    meta = build_for_shapes(name, "full", **overrides)
+    problem = _mismatch(meta.state_dict(), state, _converter(name), weights)
     if problem:  # checked before building, so a 300M-parameter model is not built for nothing
         raise UserError(f"{source}: the published weights do not fit {name} ({problem})")
+    tables = _tables(state, meta, name, source)
     model = build_model(name, "full", **overrides)
     load_weights(model, weights, source, name)
+    _load_tables(model, tables, source)
     return model.eval()
+
+
+def _mismatch(own: dict[str, Tensor], state: dict[str, Tensor], convert: Callable[[dict[str, Tensor]], dict[str, Tensor]],
+              converted: dict[str, Tensor]) -> str | None:
+    """`state_mismatch` of the converted state, its problem naming the key as the file writes it
+    beside dpda's name (each key renamed alone: the converters rename key by key)."""
+    if state_mismatch(own, converted) is None:
+        return None
+    origins = {new: key for key, value in state.items() for new in convert({key: value})}
+    return state_mismatch(own, converted, origins)
+
+
+def _tables(state: dict[str, Tensor], meta: nn.Module, name: str, source: str | Path) -> dict[str, tuple[str, Tensor]]:
+    """dpda buffer -> (published key, table) for each recomputed table `state` carries, shape-checked."""
+    found = {}
+    for key, buffer in TABLES.get(name, {}).items():
+        if key in state:
+            expected = tuple(meta.get_buffer(buffer).shape)
+            if tuple(state[key].shape) != expected:
+                raise UserError(f"{source}: {key} (dpda: {buffer}) has shape {tuple(state[key].shape)}, "
+                                f"{name} expects {expected}")
+            found[buffer] = (key, state[key])
+    return found
+
+
+@torch.no_grad()
+def _load_tables(model: nn.Module, tables: dict[str, tuple[str, Tensor]], source: str | Path) -> None:
+    """Copy each table into its buffer, so the logits are the published forward's; one line when
+    it differs from the table dpda computes (the published GA runs' weight decay moves it)."""
+    for buffer_name, (key, table) in tables.items():
+        buffer = model.get_buffer(buffer_name)
+        drift = float((table.to(buffer) - buffer).abs().max())
+        buffer.copy_(table)
+        if drift > TABLE_ATOL:
+            info(f"{source}: {key} differs from the sinusoid (max |diff| {drift:.3g}); loaded its values into {buffer_name}")
 

@@ -27,19 +27,28 @@ def read_weights_only(path: str | Path) -> Any:
                         f"({exc.__class__.__name__}: {first})") from None
 
 
-def state_mismatch(own: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]) -> str | None:
+def state_mismatch(own: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor],
+                   origins: Mapping[str, str] | None = None) -> str | None:
     """None if `weights` has exactly the keys and shapes of `own`, else the counts and the first
-    problem (a misshaped key first, then a missing one, then an unexpected one)."""
+    problem (a misshaped key first, then a missing one, then an unexpected one). `origins` maps a
+    key of `weights` to the key it was renamed from (a converted checkpoint): the problem names both."""
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     misshaped = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
     if not (missing or unexpected or misshaped):
         return None
+
+    def named(k: str) -> str:
+        source = (origins or {}).get(k, k)
+        return k if source == k else f"{k} ({source} in the file)"
+
     if misshaped:
         k = misshaped[0]
-        first = f"{k} has shape {tuple(weights[k].shape)}, the model expects {tuple(own[k].shape)}"
+        first = f"{named(k)} has shape {tuple(weights[k].shape)}, the model expects {tuple(own[k].shape)}"
+    elif missing:
+        first = f"missing {missing[0]}" + (" (no key of the file maps to it)" if origins is not None else "")
     else:
-        first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        first = f"unexpected {named(unexpected[0])}"
     return f"{len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} misshaped; first: {first}"
 
 

@@ -33,6 +33,8 @@ logit[0], the log-odds margin (dpda's default, invariant to a shift of both logi
 `logit1` = logit[1] alone, the score the published DPDA code writes. Both: higher = bona fide.
 Computed by `dpda.train.inference.score_from_logits`."""
 DEFAULT_SCORE: ScoreKind = "logit_diff"
+PUBLISHED_SCORE: ScoreKind = "logit1"  # the published code's score: a released checkpoint's default
+SCORE_MEANING: dict[str, str] = {"logit_diff": "logit[1] - logit[0], dpda's", "logit1": "logit[1], the published one"}
 
 
 class DataConfig(Settings):
@@ -157,10 +159,18 @@ class OptimConfig(Settings):
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     batch_size: Positive = 5
     epochs: Positive = 100
+    # `dpda`: at most `epochs` epochs; `published`: one more, as the published main.py (its loop
+    # increments the 0-based epoch and breaks only once it exceeds the cap: 101 epochs for 100).
+    epoch_cap: Literal["dpda", "published"] = "dpda"
     patience: Positive = 7
     clip_norm: Annotated[float, Field(gt=0)] | None = None
     amp: bool = False
     max_steps_per_epoch: Positive | None = None
+
+    @property
+    def max_epochs(self) -> int:
+        """How many epochs the loop may run (`epochs`, read through `epoch_cap`)."""
+        return self.epochs + (self.epoch_cap == "published")
 
 
 class LossConfig(Settings):

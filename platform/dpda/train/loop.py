@@ -354,7 +354,7 @@ class Trainer:
         telemetry = self._open_telemetry()
         start = time.time()
         try:
-            while self.epoch < cfg.optim.epochs and self.bad_epochs < cfg.optim.patience:
+            while self.epoch < cfg.optim.max_epochs and self.bad_epochs < cfg.optim.patience:
                 epoch = self.epoch
                 t0 = time.time()
                 train_metrics, tally = self._train_epoch(epoch, telemetry)

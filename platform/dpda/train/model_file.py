@@ -19,7 +19,7 @@ from dpda.models.published import (
 )
 from dpda.models.state_dict import load_weights
 from dpda.train.checkpoint import load_checkpoint
-from dpda.train.config import config_from_dict
+from dpda.train.config import PUBLISHED_SCORE, config_from_dict
 
 MODEL_FORMAT = "dpda-model"
 CHECKPOINT_FORMATS = ("auto", "dpda", "published")
@@ -69,6 +69,8 @@ def _load_published(path: str | Path, state: Any, device: torch.device,
     for key, value in settings.items():
         set_dotted(raw, key, value)
     source = f"{path} (published checkpoint)"
+    if isinstance(raw.setdefault("eval", {}), dict):  # scored as the published code scores, unless set
+        raw["eval"].setdefault("score", PUBLISHED_SCORE)
     section = raw.get("model", {})
     detect = isinstance(section, dict) and "name" not in section
     # Without model.name the model is detected from the keys, so its overrides are checked after.
