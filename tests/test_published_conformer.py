@@ -273,9 +273,10 @@ def test_a_published_checkpoint_is_scored_logit1_by_default_and_dpda_files_keep_
                     tmp_path / "model.pt")
     assert main(["eval", str(tmp_path / "model.pt"), spec, "-o", str(tmp_path / "own"), *common]) == 0
     assert "score: logit_diff" in capsys.readouterr().out
-    metrics = {d: (tmp_path / d / "metrics.csv").read_text().splitlines() for d in ("pub", "diff", "own")}
-    assert [m[0].split(",")[-1] for m in metrics.values()] == ["score"] * 3
-    assert [m[1].split(",")[-1] for m in metrics.values()] == ["logit1", "logit_diff", "logit_diff"]
+    import pandas as pd
+
+    metrics = {d: pd.read_csv(tmp_path / d / "metrics.csv") for d in ("pub", "diff", "own")}
+    assert [m["score"].tolist() for m in metrics.values()] == [["logit1"], ["logit_diff"], ["logit_diff"]]
     assert _scores(tmp_path / "diff" / "dev.scores.txt") == _scores(tmp_path / "own" / "dev.scores.txt")
     assert _scores(tmp_path / "pub" / "dev.scores.txt") != _scores(tmp_path / "diff" / "dev.scores.txt")
     _, again = load_trained_model(published_file, torch.device("cpu"), "published",
