@@ -138,3 +138,29 @@ def test_attack_strengths_are_ordered():
 
     coarse, fine, clean = ripple(S._mel_smooth(spec, 24)), ripple(S._mel_smooth(spec, 80)), ripple(spec.abs())
     assert coarse < 0.5 * fine and fine < clean, (coarse, fine, clean)
+
+
+def test_the_generators_render_on_one_thread(tmp_path: Path, monkeypatch) -> None:
+    """Corpus and bank synthesis run with one torch thread (byte-identical files, no OpenMP
+    contention), and the caller's thread count comes back afterwards."""
+    from dpda.data import bank_builder
+    from dpda.data.bank_config import BankSizes
+
+    seen: list[int] = []
+    real = S.render
+
+    def counting(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(S, "render", counting)
+    monkeypatch.setattr(bank_builder, "render", counting)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        S.write_synthetic_corpus(tmp_path / "c", S.SynthConfig(seed=3, train=4, dev=2, eval=2, itw=2), workers=0)
+        bank_builder.write_banks(tmp_path / "b", BankSizes(noise=1, music=1, speech=1))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

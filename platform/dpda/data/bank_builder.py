@@ -32,7 +32,7 @@ from scipy.io import wavfile
 
 from dpda import SAMPLE_RATE
 from dpda.data.bank_config import BankSizes
-from dpda.data.synth import clear_output_folders, draw_speakers, draw_utterances, render
+from dpda.data.synth import clear_output_folders, draw_speakers, draw_utterances, render, single_threaded
 
 SPEED_OF_SOUND = 343.0  # m/s
 ROOMS: dict[str, dict[str, tuple[float, float]]] = {  # per size: RT60 (s), source distance (m)
@@ -116,6 +116,7 @@ def simulated_rir(rng: np.random.Generator, rt60: float, distance: float) -> np.
     return h.astype(np.float32)
 
 
+@single_threaded
 def write_banks(out_dir: str | Path, sizes: BankSizes = BankSizes(), overwrite: bool = False) -> dict[str, str]:
     """Write `OUT/musan`, `OUT/RIRS_NOISES` and `OUT/README.txt`; return the bank specs."""
     root = Path(out_dir)

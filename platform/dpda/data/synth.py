@@ -621,7 +621,7 @@ class SynthResult:
     counts: dict[str, dict[str, int]]  # split -> attack/"-" -> utterances
 
 
-def _with_threads(fn):
+def single_threaded(fn):
     """Run with one torch intra-op thread: float reductions (FFT, matmul) may round differently
     with another thread split and the files must be byte-identical; and on a busy 2-core machine
     OpenMP thread contention made synthesis over 10x slower than a single thread."""
@@ -637,7 +637,6 @@ def _with_threads(fn):
     return wrapper
 
 
-@_with_threads
 def clear_output_folders(folders: Iterable[Path], overwrite: bool) -> None:
     """A generator's output folders: an existing one is an error unless `overwrite` (then it is
     removed), so a second run never mixes old and new files."""
@@ -648,6 +647,7 @@ def clear_output_folders(folders: Iterable[Path], overwrite: bool) -> None:
             shutil.rmtree(folder)
 
 
+@single_threaded
 def write_synthetic_corpus(
     out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), overwrite: bool = False, workers: int | None = None
 ) -> SynthResult:
