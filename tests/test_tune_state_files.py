@@ -340,7 +340,8 @@ def test_leftovers_of_the_recorded_session_are_ended_and_nothing_else(tmp_path: 
         exp.mkdir()
         (exp / leftovers.SESSION_FILE).write_text(json.dumps({"session_dir": session, "host": socket.gethostname()}))
         monkeypatch.setattr(leftovers, "current_session", lambda: str(tmp_path / "ray" / "session_now_99"))
-        ended = leftovers.clean_and_record(exp)
+        ended = leftovers.end_previous(exp)
+        leftovers.record_current(exp)
         assert sorted(ended) == sorted([agent.pid, logs.pid])
         assert agent.wait(timeout=30) == -signal.SIGKILL and logs.wait(timeout=30) == -signal.SIGTERM
         assert lookalike.poll() is None

@@ -98,10 +98,3 @@ def record_current(exp_dir: Path) -> None:
         record.write_text(json.dumps({"session_dir": current, "host": socket.gethostname(), "driver_pid": os.getpid()}))
     else:
         record.unlink(missing_ok=True)
-
-
-def clean_and_record(exp_dir: Path) -> list[int]:
-    """`end_previous` then `record_current` (a caller whose Ray is already up)."""
-    ended = end_previous(exp_dir)
-    record_current(exp_dir)
-    return ended

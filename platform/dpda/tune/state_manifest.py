@@ -117,7 +117,8 @@ def verify_experiment(fs: pafs.FileSystem, exp: str) -> None:
                             "refusing to unpickle it (start a new experiment with --name)")
         with fs.open_input_stream(path) as f:
             content = f.read()
-        if not any(hmac.compare_digest(tag(name, content), t) for t in entries.get(name, [])):
+        mine = tag(name, content)  # one HMAC of the file, compared with each kept tag
+        if not any(hmac.compare_digest(mine, t) for t in entries.get(name, [])):
             raise UserError(f"{path}: content not in {MANIFEST} (altered, truncated, or written by another "
                             f"user or key than {trust.key_path()}); refusing to unpickle it")
 

@@ -322,7 +322,8 @@ def run_search(
     locked: bool = False,
 ) -> SearchOutcome:
     """Run (or with `resume`, continue) the search; Ray must be initialised by the caller.
-    `locked`: the caller holds `hold_experiment` of this experiment already (taken before Ray).
+    `locked`: the caller holds `hold_experiment` of this experiment already and has run
+    `check_experiment` under it (both before Ray starts, as `dpda tune` does): neither runs again.
 
     The experiment lives in `storage/name` (default runs/tune/<space name>): Tune's state and
     TensorBoard/CSV/JSON logs per trial, each trial's run dir (telemetry, checkpoints, model.pt),
@@ -340,7 +341,7 @@ def run_search(
     with ExitStack() as held:
         if not locked:
             held.enter_context(hold_experiment(exp))
-        check_experiment(space, exp, resume)
+            check_experiment(space, exp, resume)
         if exp.is_local:
             from dpda.tune.leftovers import record_current
 
