@@ -42,8 +42,7 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     dpda's default config, e.g. `data.length` 66,800, with `settings` applied)."""
     import pandas as pd
 
-    from dpda.metrics import breakdown, compute_eer, eer_interval, metric_values, write_scores
-    from dpda.metrics.summary import NEW_METRICS
+    from dpda.metrics import breakdown, write_scores
     from dpda.train.config import config_from_dict
     from dpda.train.inference import resolve_device, score_manifest
     from dpda.data.corpora import load_manifest
@@ -66,16 +65,14 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
                                 num_workers=num_workers, progress=True, score=kind)
         write_scores(out / f"{name}.scores.txt", manifest["utt"], result.scores)
         scores = pd.Series(result.scores, index=manifest["utt"].to_numpy(), name="score")
-        breakdown(manifest, scores, draws=interval_draws).to_csv(out / f"{name}.breakdown.csv", index=False)
-        target = manifest["target"].to_numpy()
-        eer, threshold = compute_eer(result.scores[target == 1], result.scores[target == 0])
-        rows.append({"set": name, "spec": spec, "n_bonafide": int((target == 1).sum()),
-                     "n_spoof": int((target == 0).sum()), "eer": eer, "threshold": threshold, "score": kind})
-        if interval_draws:
-            rows[-1]["eer_low"], rows[-1]["eer_high"] = eer_interval(
-                result.scores[target == 1], result.scores[target == 0], draws=interval_draws)
-        rows[-1] |= metric_values(result.scores[target == 1], result.scores[target == 0], NEW_METRICS,
-                                  draws=interval_draws)
+        table = breakdown(manifest, scores, draws=interval_draws)  # its first row is the pooled set
+        table.to_csv(out / f"{name}.breakdown.csv", index=False)
+        pooled = {k: v.item() if hasattr(v, "item") else v for k, v in table.iloc[0].items()}
+        eer = pooled["eer"]
+        rows.append({"set": name, "spec": spec, "n_bonafide": pooled["n_bonafide"], "n_spoof": pooled["n_spoof"],
+                     "eer": eer, "threshold": pooled["threshold"], "score": kind}
+                    | {k: v for k, v in pooled.items() if k not in ("factor", "value", "n_bonafide", "n_spoof",
+                                                                   "eer", "threshold")})
         info(f"[dpda] {name}: EER {100 * eer:.2f}% over {len(manifest)} trials")
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
     write_json(out / "metrics.json", rows)
