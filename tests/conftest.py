@@ -12,36 +12,33 @@ TINY_SYNTH = dict(
 )
 
 
+def _session_env_dir(tmp_path_factory, variable: str, name: str):
+    """Point `variable` at a new folder of this test session while it runs (subprocesses and Ray
+    workers inherit it), then restore what it was."""
+    import os
+
+    path = tmp_path_factory.mktemp(name)
+    saved = os.environ.get(variable)
+    os.environ[variable] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop(variable, None)
+    else:
+        os.environ[variable] = saved
+
+
 @pytest.fixture(scope="session", autouse=True)
 def corpus_check_cache(tmp_path_factory) -> Path:
     """Corpus-check verdicts (dpda.data.check_cache) go to a folder of this test session, not to
-    the user's ~/.cache; subprocesses and Ray workers inherit the variable."""
-    import os
-
-    path = tmp_path_factory.mktemp("dpda_cache")
-    saved = os.environ.get("DPDA_CACHE_DIR")
-    os.environ["DPDA_CACHE_DIR"] = str(path)
-    yield path
-    if saved is None:
-        os.environ.pop("DPDA_CACHE_DIR", None)
-    else:
-        os.environ["DPDA_CACHE_DIR"] = saved
+    the user's ~/.cache."""
+    yield from _session_env_dir(tmp_path_factory, "DPDA_CACHE_DIR", "dpda_cache")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def signing_key_dir(tmp_path_factory) -> Path:
     """The key that signs experiment files (dpda.tune.trust) lives in a folder of this test
-    session, not in the user's ~/.config; subprocesses and Ray workers inherit the variable."""
-    import os
-
-    path = tmp_path_factory.mktemp("dpda_config")
-    saved = os.environ.get("DPDA_CONFIG_DIR")
-    os.environ["DPDA_CONFIG_DIR"] = str(path)
-    yield path
-    if saved is None:
-        os.environ.pop("DPDA_CONFIG_DIR", None)
-    else:
-        os.environ["DPDA_CONFIG_DIR"] = saved
+    session, not in the user's ~/.config."""
+    yield from _session_env_dir(tmp_path_factory, "DPDA_CONFIG_DIR", "dpda_config")
 
 
 @pytest.fixture(scope="session")

@@ -153,3 +153,17 @@ def log_corpus_checks() -> None:
 
     logged.logged = True
     check.inspect_manifest = logged
+
+
+def scored_manifest(bona: np.ndarray, spoof: np.ndarray):
+    """(manifest, scores) of one set for `dpda.metrics.breakdown`: bona fide trials of attack
+    `-`, spoofs alternating between attacks A1 and A2."""
+    import pandas as pd
+
+    n = len(bona) + len(spoof)
+    manifest = pd.DataFrame({
+        "utt": [f"u{i}" for i in range(n)], "target": [1] * len(bona) + [0] * len(spoof),
+        "label": ["bonafide"] * len(bona) + ["spoof"] * len(spoof),
+        "attack": ["-"] * len(bona) + ["A1", "A2"] * (len(spoof) // 2),
+    })
+    return manifest, pd.Series(np.concatenate([bona, spoof]), index=manifest["utt"])

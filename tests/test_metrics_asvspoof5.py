@@ -22,6 +22,7 @@ from dpda.metrics import (
     metric_values,
     parse_metrics,
 )
+from support import scored_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "asvspoof5"
 OFFICIAL = json.loads((FIXTURES / "metric_fixtures.json").read_text())
@@ -91,13 +92,7 @@ def test_parse_metrics() -> None:
 
 def test_breakdown_carries_the_new_columns() -> None:
     bona, spoof = _set("ties")
-    n = len(bona) + len(spoof)
-    manifest = pd.DataFrame({
-        "utt": [f"u{i}" for i in range(n)], "target": [1] * len(bona) + [0] * len(spoof),
-        "label": ["bonafide"] * len(bona) + ["spoof"] * len(spoof),
-        "attack": ["-"] * len(bona) + ["A1", "A2"] * (len(spoof) // 2),
-    })
-    scores = pd.Series(np.concatenate([bona, spoof]), index=manifest["utt"])
+    manifest, scores = scored_manifest(bona, spoof)
     table = breakdown(manifest, scores)
     assert list(table.columns) == ["factor", "value", "n_bonafide", "n_spoof", "eer", "threshold",
                                    "min_dcf", "act_dcf", "cllr"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from dpda.errors import UserError
 from dpda.metrics import breakdown, compute_eer, eer_interval
+from support import scored_manifest
 
 
 def _gaussian_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,13 +47,7 @@ def test_bad_arguments_are_user_errors(kwargs, message) -> None:
 
 def test_breakdown_adds_interval_columns_only_when_asked() -> None:
     bona, spoof = _gaussian_scores(200, 2)
-    n = len(bona) + len(spoof)
-    manifest = pd.DataFrame({
-        "utt": [f"u{i}" for i in range(n)], "target": [1] * len(bona) + [0] * len(spoof),
-        "label": ["bonafide"] * len(bona) + ["spoof"] * len(spoof),
-        "attack": ["-"] * len(bona) + ["A1", "A2"] * (len(spoof) // 2),
-    })
-    scores = pd.Series(np.concatenate([bona, spoof]), index=manifest["utt"])
+    manifest, scores = scored_manifest(bona, spoof)
     plain = breakdown(manifest, scores)
     assert "eer_low" not in plain.columns
     table = breakdown(manifest, scores, draws=200)
