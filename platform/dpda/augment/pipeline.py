@@ -55,12 +55,6 @@ class Pipeline(nn.Module):
         """The dotted config key of each mask bit's leaf (unique where names repeat)."""
         return tuple(leaf.where for leaf in self.leaves)
 
-    def prepare(self, policy: str = "fail") -> dict[str, Any]:
-        """Open and check what the transforms read (banks) before training, under the run's
-        `data.check` policy; one UserError line naming the key on a bad bank. Returns the
-        checks' verdicts (fingerprint -> dict), for a driver to hand to trials and ranks."""
-        return prepare_transforms(self.root, policy)
-
     @property
     def leaf_labels(self) -> tuple[str, ...]:
         """Each mask bit's leaf key below the `augment` section (`rawboost` for `augment.rawboost`,
@@ -69,7 +63,7 @@ class Pipeline(nn.Module):
 
     def loader_leaves(self) -> tuple[Leaf, ...]:
         """Leaves that run on CPU arrays, one utterance at a time (the DataLoader's job)."""
-        return tuple(leaf for leaf in self.leaves if TRANSFORMS[leaf.name].where(leaf.params) == "loader")
+        return loader_leaves(self.root)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles (to DataLoader workers, Ray) without the scratch storage."""
@@ -146,8 +140,15 @@ class Pipeline(nn.Module):
         return y.squeeze(0) if x.dim() == 1 else y
 
 
+def loader_leaves(root: Compose) -> tuple[Leaf, ...]:
+    """Leaves that run on CPU arrays, one utterance at a time (the DataLoader's job)."""
+    return tuple(leaf for leaf in root.leaves() if TRANSFORMS[leaf.name].where(leaf.params) == "loader")
+
+
 def prepare_transforms(root: Compose, policy: str = "fail") -> dict[str, Any]:
-    """`Pipeline.prepare` for a parsed tree (what `dpda tune`'s pre-flight calls)."""
+    """Open and check what the transforms read (banks) before training, under the run's
+    `data.check` policy; one UserError line naming the key on a bad bank. Returns the checks'
+    verdicts (fingerprint -> dict), for a driver to hand to trials and ranks."""
     verdicts: dict[str, Any] = {}
     for leaf in root.leaves():
         prepare = TRANSFORMS[leaf.name].prepare

@@ -16,7 +16,7 @@ from pydantic import (ConfigDict, Field, SerializerFunctionWrapHandler, field_se
 
 from dpda.align.aligner import AlignerSpec
 from dpda.augment.params import RawBoostParams
-from dpda.augment.registry import TRANSFORMS
+from dpda.augment.pipeline import loader_leaves
 from dpda.augment.spec import Compose, parse_pipeline, single_step
 from dpda.dotted import set_dotted
 from dpda.errors import UserError
@@ -247,10 +247,10 @@ class TrainConfig(Settings):
         """Transforms on CPU arrays run in the DataLoader: only where the loader augments."""
         if self.augment.mode == "none" or self.data.augment_before_crop:
             return self
-        for leaf in self.augment.transforms.leaves():
-            if TRANSFORMS[leaf.name].where(leaf.params) == "loader":
-                raise UserError(f"{leaf.where}: runs on CPU arrays in the DataLoader workers: "
-                                "set data.augment_before_crop: true (or use a device transform)")
+        on_cpu = loader_leaves(self.augment.transforms)
+        if on_cpu:
+            raise UserError(f"{on_cpu[0].where}: runs on CPU arrays in the DataLoader workers: "
+                            "set data.augment_before_crop: true (or use a device transform)")
         return self
 
     @property
