@@ -93,8 +93,8 @@ class Telemetry:
             self.con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             self.con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
-        files = {t: [f for run in self.runs if run.parts(t) for f in self.location.glob(run.glob(t))] for t in schema.TABLES}
-        self._globbed: dict[str, list[str]] = {}
+        self._globbed: dict[str, list[str]] = {}  # one listing per pattern (a paged LIST on object storage)
+        files = {t: [f for run in self.runs if run.parts(t) for f in self._glob(run.glob(t))] for t in schema.TABLES}
         # parts left out (not readable Parquet), and each other part's schema version
         self.skipped, self._versions = check_parts(self.con, files)
         listed = [self.location.fs_path(f) for table_files in files.values() for f in table_files]
