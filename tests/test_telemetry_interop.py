@@ -35,7 +35,10 @@ _DUCKDB = {pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT", 
 _LISTS = {pa.list_(pa.int32()): ("object", pl.List(pl.Int32), "INTEGER[]"),
           pa.list_(pa.string()): ("object", pl.List(pl.String), "VARCHAR[]"),
           pa.list_(S.AUGMENT_COMBO): ("object", pl.List(pl.Struct({"mask": pl.Int64, "n": pl.Int32})),
-                                      "STRUCT(mask BIGINT, n INTEGER)[]")}
+                                      "STRUCT(mask BIGINT, n INTEGER)[]"),
+          # the many-path lists (schema 5)
+          pa.list_(pa.float64()): ("object", pl.List(pl.Float64), "DOUBLE[]"),
+          pa.list_(pa.float32()): ("object", pl.List(pl.Float32), "FLOAT[]")}
 for _type, (_pd, _pl, _duck) in _LISTS.items():
     _PANDAS[_type], _POLARS[_type], _DUCKDB[_type] = _pd, _pl, _duck
 

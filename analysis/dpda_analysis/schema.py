@@ -27,19 +27,30 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bumped on any incompatible change (a column removed, renamed or retyped, a changed meaning or
 layout). 2: epochs 1-based (were 0-based); attempt directories `attempt-<K>` (were `attempt=<K>`).
 3: `augment_mode` (steps, attempts) holds the run's `augment.mode` and `rule` only its alignment
 rule; version 2 wrote the mode into `rule` for runs that were not dual-path (readers derive the
 mode of those files: `dpda_analysis.variant`).
 4: the applied transforms: `augment_leaves` (attempts), `augment_counts` and `augment_combos`
-(steps); older parts read them as null."""
+(steps); older parts read them as null.
+5: many paths: `paths` (attempts), `path_loss` and `path_cos` (steps), `path_cos` (layers); older
+parts read them as null (a dual-path run of an older version is paths ("orig", "aug"), its `cos`
+the only pair)."""
 
 AUGMENT_MODES = ("dual", "augmented", "none")
 """`augment_mode` values: both paths (`dual`), the augmented copies only, no augmentation."""
 
-ADDED_IN: dict[str, int] = {"augment_mode": 3, "augment_leaves": 4, "augment_counts": 4, "augment_combos": 4}
+ADDED_IN: dict[str, int] = {
+    "augment_mode": 3,
+    "augment_leaves": 4,
+    "augment_counts": 4,
+    "augment_combos": 4,
+    "paths": 5,
+    "path_loss": 5,
+    "path_cos": 5,
+}
 """Columns that parts of an older schema version lack, with the version that added them."""
 
 META_VERSION_KEY = b"dpda.telemetry.schema_version"
@@ -84,6 +95,11 @@ STEPS = pa.schema(
         # augmented path (`augment_mode` none); null where not recorded (older schema).
         pa.field("augment_counts", pa.list_(pa.int32())),
         pa.field("augment_combos", pa.list_(AUGMENT_COMBO)),
+        # Many paths (the attempt's `paths`, index 0 the original): each path's loss, and the
+        # cosine of every pair of path gradients in `path_pairs` order. For two paths `path_cos`
+        # is [cos]. Null where not recorded (older schema).
+        pa.field("path_loss", pa.list_(pa.float64())),
+        pa.field("path_cos", pa.list_(pa.float64())),
     ]
 )
 """One row per optimisation step (whole-model statistics)."""
@@ -98,6 +114,7 @@ LAYERS = pa.schema(
         pa.field("cos", pa.float32()),  # null when not finite (a zero gradient has no direction)
         pa.field("norm_orig", pa.float32()),
         pa.field("norm_aug", pa.float32()),
+        pa.field("path_cos", pa.list_(pa.float32())),  # per pair, `path_pairs` order (as steps)
     ]
 )
 """Long format, one row per (step, parameter tensor): compact enough for 400 layers x 1e5 steps.
@@ -153,6 +170,9 @@ ATTEMPTS = pa.schema(
         # `augment.` (`rawboost` for a RawBoost-only config, `pipeline.steps[1].one_of.steps[0].codec`);
         # empty without an augmented path, null where not recorded.
         pa.field("augment_leaves", pa.list_(pa.string())),
+        # The step's paths in gradient order: "orig" first, then the augmented paths' names
+        # ("aug" for the single augmented path of a dual-path run); empty for a single-path run.
+        pa.field("paths", pa.list_(pa.string())),
     ]
 )
 """One row per (re)start: the run metadata and the resume point that drives supersession."""
@@ -190,6 +210,22 @@ AUGMENT_STAT_KEYS: tuple[str, ...] = ("augment_counts", "augment_combos")
 """Keys of `StepStats.to_host(applied)` that become `steps` columns of the same name: the counts a
 list of ints (one per leaf), the combos a list of {"mask": int, "n": int}. A step whose stats lack
 them (no applied-transforms record) stores null."""
+
+
+PATH_STAT_KEYS: tuple[str, ...] = ("path_loss", "path_cos")
+"""Keys of `StepStats.to_host()` that become the `steps` list columns of the same name."""
+
+LAYER_PATH_STAT_KEYS: dict[str, str] = {"layer_path_cos": "path_cos"}
+"""Per-layer list keys of `StepStats.to_host()` -> `layers` column."""
+
+ORIGINAL_PATH = "orig"
+"""Name of path 0, the un-augmented batch, in `paths`."""
+
+
+def path_pairs(n_paths: int) -> list[tuple[int, int]]:
+    """The pairs (i, j), i < j, of `n_paths` paths in the order `path_cos` stores them (row-major
+    upper triangle: (0,1), (0,2), ..., (1,2), ...)."""
+    return [(i, j) for i in range(n_paths) for j in range(i + 1, n_paths)]
 
 
 def with_metadata(schema: pa.Schema, table: str) -> pa.Schema:

@@ -49,13 +49,14 @@ class _Buffer:
     stats: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.STEP_STAT_KEYS})
     layers: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.LAYER_STAT_KEYS})
     augment: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.AUGMENT_STAT_KEYS})
+    path: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.PATH_STAT_KEYS})
 
     def __len__(self) -> int:
         return len(self.step)
 
     def rollback(self) -> None:
         """Undo the partial appends of a step whose stats were rejected."""
-        for column in (*self.stats.values(), *self.layers.values(), *self.augment.values()):
+        for column in (*self.stats.values(), *self.layers.values(), *self.augment.values(), *self.path.values()):
             del column[len(self.step) :]
 
 
@@ -103,6 +104,7 @@ class TelemetryWriter:
         resumed_from_step: int | None = None,
         config: Mapping[str, Any] | None = None,
         augment_leaves: Sequence[str] | None = None,
+        paths: Sequence[str] | None = None,
         flush_every: int = 1000,
         flush_seconds: float = 30.0,
         max_pending: int = 4,
@@ -123,6 +125,7 @@ class TelemetryWriter:
             "rawboost_algo": None if rawboost_algo is None else int(rawboost_algo),
         }
         self.augment_leaves = None if augment_leaves is None else [str(n) for n in augment_leaves]
+        self.paths = None if paths is None else [str(n) for n in paths]
         self._flush_every = int(flush_every)
         self._flush_seconds = float(flush_seconds)
         self._sink = PartSink(telemetry_root(uri_or_path))
@@ -170,6 +173,8 @@ class TelemetryWriter:
                     )
                 column.append(values)
             for key, column in buf.augment.items():
+                column.append(stats.get(key))
+            for key, column in buf.path.items():
                 column.append(stats.get(key))
             counts = stats.get("augment_counts")
             if counts is not None and self.augment_leaves is not None and len(counts) != len(self.augment_leaves):
@@ -323,6 +328,7 @@ class TelemetryWriter:
             "lr": pa.array(np.asarray(buf.lr, np.float64)),
             "wall_time": pa.array(np.asarray(buf.wall_time, np.float64)),
             **{k: pa.array(v, fields[k]) for k, v in buf.augment.items()},
+            **{k: pa.array(v, fields[k]) for k, v in buf.path.items()},
         }
         return pa.Table.from_pydict(columns, schema=S.with_metadata(S.STEPS, "steps"))
 
@@ -352,6 +358,7 @@ class TelemetryWriter:
             values = np.asarray(buf.layers[key], np.float32).T.reshape(-1)
             mask = skipped | ~np.isfinite(values) if column == "cos" else skipped
             columns[column] = pa.array(values, mask=mask if mask.any() else None)
+        columns["path_cos"] = pa.nulls(n * n_layers, S.LAYERS.field("path_cos").type)
         return pa.Table.from_pydict(columns, schema=S.with_metadata(S.LAYERS, "layers"))
 
     def _attempts_table(self, resumed_from_step: int | None, config: Mapping[str, Any] | None) -> pa.Table:
@@ -367,6 +374,7 @@ class TelemetryWriter:
             "started_at": [time.time()],
             "config_json": [None if config is None else json.dumps(config, default=str, sort_keys=True)],
             "augment_leaves": [self.augment_leaves],
+            "paths": [self.paths],
         }
         return pa.Table.from_pydict(row, schema=S.with_metadata(S.ATTEMPTS, "attempts"))
 
