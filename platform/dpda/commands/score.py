@@ -72,6 +72,8 @@ def load_keys(keys: str) -> pd.DataFrame:
         raise UserError(f"{path}: empty key file")
     if len(first) == 5:
         return _protocol_2019(path)
+    if len(first) == 10 and first[1][:2] in ("T_", "D_", "E_"):  # an ASVspoof 5 track 1 protocol
+        return load_corpus(f"asvspoof5:{path}")
     if len(first) < 2:
         raise UserError(f"{path}: first line has {len(first)} field; expected an ASVspoof 2019 protocol "
                         "or 2021 trial_metadata.txt (or a corpus spec)")

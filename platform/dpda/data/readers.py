@@ -1,5 +1,5 @@
-"""Corpus readers: each public layout (ASVspoof 2019 LA, 2021 LA / DF, In-the-Wild, Fake-or-Real,
-generic CSV) becomes a manifest, so the rest of dpda never knows which layout it came from.
+"""Corpus readers: each public layout (ASVspoof 2019 LA, 2021 LA / DF, ASVspoof 5, In-the-Wild,
+Fake-or-Real, MLAAD, M-AILABS, generic CSV) becomes a manifest, so the rest of dpda never knows which layout it came from.
 
 A corpus is named by a spec string `KIND:PATH[:SUBSET]` (a bare `*.csv` path means `csv`). Readers
 only parse text; they do not open audio (that is `dpda check`'s job), and they keep rows with
@@ -80,13 +80,14 @@ def load_corpus(spec: str) -> pd.DataFrame:
 # Text helpers
 
 
-def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(1-based line number, whitespace fields) of every non-empty, non-comment line."""
+def _lines(path: Path, sep: str | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line number, fields) of every non-empty, non-comment line; fields are split at
+    whitespace, or at `sep` (M-AILABS' `ID|TEXT|NORMALIZED` lines, whose texts hold spaces)."""
     try:
         with path.open("r", encoding="utf-8-sig") as fh:  # a BOM is not part of the first id
             for number, line in enumerate(fh, start=1):
-                fields = line.split()
-                if fields and not fields[0].startswith("#"):
+                fields = line.rstrip("\r\n").split(sep) if sep else line.split()
+                if line.strip() and not fields[0].startswith("#"):
                     yield number, fields
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc})") from None
@@ -240,17 +241,96 @@ def read_asvspoof2021df(path: Path, subset: str | None) -> tuple[pd.DataFrame, P
 
 
 # --------------------------------------------------------------------------------------------
+# ASVspoof 5 track 1
+
+# The protocol columns of the public release (Zenodo 14498691, ASVspoof5_protocols.tar.gz), by
+# position: whitespace-separated despite the .tsv name, no header, `-` where a value does not apply.
+_A5_COLUMNS = ("speaker", "utt", "gender", "codec", "codec_q", "codec_seed", "attack_tag", "attack", "key", "tmp")
+# Kept as condition columns (usable by `--by`); codec_seed (which source utterance a coded copy
+# came from) and tmp would make one breakdown row per value, so they are left out.
+_A5_CONDITIONS = ("gender", "codec", "codec_q", "attack_tag")
+_A5_PROTOCOLS = {"train": "ASVspoof5.train.tsv", "dev": "ASVspoof5.dev.track_1.tsv", "eval": "ASVspoof5.eval.track_1.tsv"}
+# Audio folders each subset's tar files unpack to (flac_E_eval in the release; flac_E_* seen in
+# copies made during the challenge), tried in order.
+_A5_AUDIO = {"train": ("flac_T",), "dev": ("flac_D",), "eval": ("flac_E_eval", "flac_E")}
+
+
+def _a5_protocol(path: Path, subset: str | None) -> tuple[Path, Path, str]:
+    """(protocol file, corpus root, subset) for PATH given as the root, its ASVspoof5_protocols
+    folder, or a protocol file (whose subset, unless SUBSET says it, is the file name's or else
+    that of its first id: T_, D_, E_)."""
+    if path.is_file():
+        if subset is None:
+            subset = next((s for s in _A5_PROTOCOLS if path.name.startswith(f"ASVspoof5.{s}.")), None)
+        if subset is None:
+            first = next(_lines(path), (0, []))[1]
+            subset = {"T_": "train", "D_": "dev", "E_": "eval"}.get(first[1][:2] if len(first) > 1 else "")
+            if subset is None:
+                raise UserError(f"{path}: cannot tell the subset (train, dev, eval); add it: asvspoof5:{path}:eval")
+        root = path.parent.parent if path.parent.name == "ASVspoof5_protocols" else path.parent
+        return path, root, subset
+    if not path.is_dir():
+        raise UserError(f"{path}: ASVspoof 5 folder not found")
+    if subset is None:
+        raise UserError(f"asvspoof5:{path}: needs a subset, e.g. asvspoof5:{path}:train (train, dev, eval)")
+    root = path.parent if path.name == "ASVspoof5_protocols" else path
+    for folder in (root / "ASVspoof5_protocols", root):
+        if (folder / _A5_PROTOCOLS[subset]).is_file():
+            return folder / _A5_PROTOCOLS[subset], root, subset
+    raise UserError(f"{root / 'ASVspoof5_protocols' / _A5_PROTOCOLS[subset]}: protocol file not found "
+                    "(unpack ASVspoof5_protocols.tar.gz under this folder)")
+
+
+def _a5_audio_dir(root: Path, subset: str) -> Path:
+    """The subset's flac folder; missing audio is reported per file by `dpda check`."""
+    names = _A5_AUDIO[subset]
+    found = [root / n for n in names if (root / n).is_dir()]
+    if not found and subset == "eval":
+        found = sorted(p for p in root.glob("flac_E_*") if p.is_dir())
+    return found[0] if found else root / names[0]
+
+
+def read_asvspoof5(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
+    """Track 1 protocol lines `SPEAKER FILE GENDER CODEC CODEC_Q CODEC_SEED ATTACK_TAG ATTACK KEY
+    TMP`; audio at flac_T / flac_D / flac_E_eval/FILE.flac. The eval set's codecs (C01-C11) and
+    attacks (A17-A32) are absent from train and dev: each gets its own breakdown row."""
+    protocol, root, subset = _a5_protocol(path, subset)
+    audio_dir = _a5_audio_dir(root, subset)
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    for number, f in _lines(protocol):
+        if len(f) != len(_A5_COLUMNS):
+            raise UserError(f"{protocol}:{number}: expected {len(_A5_COLUMNS)} fields "
+                            f"'{' '.join(c.upper() for c in _A5_COLUMNS)}', got {len(f)}")
+        rows.append(f)
+        numbers.append(number)
+    frame = pd.DataFrame(rows, columns=list(_A5_COLUMNS)) if rows else pd.DataFrame(columns=list(_A5_COLUMNS))
+    frame = frame.rename(columns={"key": "label"})
+    # the protocol writes `bonafide` as the attack of bona fide lines; dpda's `-` scores each
+    # attack against all bona fide trials (dpda.metrics.breakdown)
+    frame.loc[frame["attack"] == "bonafide", "attack"] = NOT_APPLICABLE
+    frame["path"] = [_abs(audio_dir / f"{u}.flac") for u in frame["utt"]]
+    frame["corpus"] = "asvspoof5"
+    frame["subset"] = subset
+    frame["source_file"] = _abs(protocol)
+    frame["source_line"] = numbers
+    frame = frame.drop(columns=["codec_seed", "tmp"])
+    return _typed(make_manifest(frame, condition_order=_A5_CONDITIONS), protocol), root
+
+
+# --------------------------------------------------------------------------------------------
 # CSV-based layouts: In-the-Wild and generic
 
 
-def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row dict) of a CSV with a header naming at least `required`."""
+def _csv_rows(path: Path, required: tuple[str, ...], delimiter: str = ",") -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row dict) of a CSV with a header naming at least `required` (MLAAD's
+    meta.csv files are the same shape with `|` between fields)."""
     try:
         fh = path.open("r", encoding="utf-8", newline="")
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     with fh:
-        reader = csv.reader(fh)
+        reader = csv.reader(fh, delimiter=delimiter)
         try:
             header = [h.strip().lstrip("\ufeff") for h in next(reader)]
         except StopIteration:
@@ -272,7 +352,7 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
             if not fields or all(not x.strip() for x in fields):
                 continue
             if len(fields) != len(header):
-                raise UserError(f"{path}:{number}: expected {len(header)} fields ({','.join(header)}), got {len(fields)}")
+                raise UserError(f"{path}:{number}: expected {len(header)} fields ({delimiter.join(header)}), got {len(fields)}")
             row = {h: v.strip() for h, v in zip(header, fields)}
             empty = [c for c in required if not row[c]]
             if empty:
@@ -350,6 +430,125 @@ def read_csv_corpus(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]
 
 
 # --------------------------------------------------------------------------------------------
+# MLAAD (spoofs) and M-AILABS (the bona fide speech MLAAD's fakes were made from)
+
+_MLAAD_REQUIRED = ("path", "language", "model_name")
+
+
+def _mlaad_root(path: Path) -> Path:
+    """Accept the MLAAD folder (holding `fake/`) or the `fake` folder itself."""
+    if (path / "fake").is_dir():
+        return path
+    if path.name == "fake" and path.is_dir():
+        return path.parent
+    raise UserError(f"{path}: no fake/ folder (expected the MLAAD folder holding fake/<language>/<model>/meta.csv)")
+
+
+def _only_language(records: list[dict[str, object]], language: str | None, where: Path) -> list[dict[str, object]]:
+    """The records of one language (SUBSET), refusing a language the corpus does not have."""
+    if language is None or language == "all":
+        return records
+    kept = [r for r in records if r["language"] == language]
+    if records and not kept:
+        have = sorted({str(r["language"]) for r in records})
+        raise UserError(f"{where}: no trials in language {language!r} (languages: {', '.join(have)})")
+    return kept
+
+
+def _id(relative: str) -> str:
+    """An utterance id from a path under the corpus root: score files are `UTT SCORE` lines."""
+    return _WHITESPACE.sub("_", relative)
+
+
+def read_mlaad(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
+    """`fake/<language>/<model>/meta.csv` (`|`-separated, a header naming path, language,
+    model_name, architecture, ...); every row is a spoof, its attack the TTS model (`model_name`),
+    with `language` and `architecture` conditions. SUBSET keeps one language (`de`).
+
+    Audio is the meta.csv's folder plus the file name in `path`: some MLAAD rows' `path` names
+    another language folder (`zh` for `zh-cn`). The id is the file's path below the MLAAD folder
+    (`fake/de/<model>/x.wav`), since file names repeat across models. Bona fide speech is not part
+    of MLAAD; pair it with its M-AILABS source (`mailabs:`) in the same set."""
+    root = _mlaad_root(path)
+    metas = sorted((root / "fake").glob("*/*/meta.csv"))
+    if not metas:
+        raise UserError(f"{root / 'fake'}: no <language>/<model>/meta.csv found")
+    records: list[dict[str, object]] = []
+    for meta in metas:
+        folder = meta.parent
+        for number, row in _csv_rows(meta, _MLAAD_REQUIRED, delimiter="|"):
+            name = Path(row["path"].replace("\\", "/")).name
+            records.append({
+                "utt": _id(f"fake/{folder.parent.name}/{folder.name}/{name}"),
+                "path": _abs(folder / name),
+                "label": "spoof",
+                "attack": row["model_name"],
+                "speaker": NOT_APPLICABLE,
+                "language": row["language"],
+                "architecture": row.get("architecture") or NOT_APPLICABLE,
+                "source_file": _abs(meta),
+                "source_line": number,
+            })
+    return _layout_manifest(_only_language(records, subset, root), "mlaad", subset, root / "fake"), root
+
+
+def _mailabs_books(path: Path) -> tuple[Path, list[Path]]:
+    """(M-AILABS root, every book's metadata.csv) for PATH given as the root or one language
+    folder (`en_US`); mix-gender books have no speaker folder."""
+    if (path / "by_book").is_dir():
+        root, languages = path.parent, [path]
+    else:
+        root = path
+        languages = sorted(p for p in path.iterdir() if (p / "by_book").is_dir()) if path.is_dir() else []
+    if not languages:
+        raise UserError(f"{path}: no <language>/by_book folder (expected the M-AILABS folder, e.g. holding en_US/by_book)")
+    books = sorted(m for lang in languages for depth in ("*/*", "*/*/*") for m in (lang / "by_book").glob(f"{depth}/metadata.csv"))
+    if not books:
+        raise UserError(f"{path}: no by_book/<gender>/[<speaker>/]<book>/metadata.csv found")
+    return root, books
+
+
+def read_mailabs(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
+    """M-AILABS books: `<lang>_<REGION>/by_book/<gender>/<speaker>/<book>/metadata.csv` lines
+    `ID|TEXT|NORMALIZED TEXT`, audio at `wavs/ID.wav`; all bona fide. The id is the file's path below
+    the M-AILABS folder, as MLAAD's `original_file` names it; `language` is the ISO 639-1 code
+    MLAAD uses (`en_US` -> `en`), so `--by language` pairs each language's fakes with its speech.
+    SUBSET keeps one language."""
+    root, books = _mailabs_books(path)
+    records: list[dict[str, object]] = []
+    for meta in books:
+        parts = meta.relative_to(root).parts  # lang, by_book, gender, [speaker,] book, metadata.csv
+        speaker = parts[3] if len(parts) == 6 else NOT_APPLICABLE
+        language = parts[0].split("_")[0].lower()
+        for number, fields in _lines(meta, sep="|"):
+            if len(fields) < 2 or not fields[0].strip():
+                raise UserError(f"{meta}:{number}: expected 'ID|TEXT|NORMALIZED TEXT', got {'|'.join(fields)!r}")
+            wav = meta.parent / "wavs" / f"{fields[0].strip()}.wav"
+            records.append({
+                "utt": _id(wav.relative_to(root).as_posix()),
+                "path": _abs(wav),
+                "label": "bonafide",
+                "attack": NOT_APPLICABLE,
+                "speaker": speaker,
+                "language": language,
+                "source_file": _abs(meta),
+                "source_line": number,
+            })
+    return _layout_manifest(_only_language(records, subset, root), "mailabs", subset, root), root
+
+
+def _layout_manifest(records: list[dict[str, object]], corpus: str, subset: str | None, source: Path) -> pd.DataFrame:
+    """Manifest of rows read from a folder layout; `subset` is the language kept, or `all`."""
+    columns = ("utt", "path", "label", "attack", "speaker", "language", "source_file", "source_line")
+    frame = make_manifest(records) if records else make_manifest({c: [] for c in columns})
+    frame["corpus"] = corpus
+    frame["subset"] = subset or "all"
+    return _typed(make_manifest(frame), source)
+
+
+
+
+# --------------------------------------------------------------------------------------------
 # Fake-or-Real
 
 
@@ -421,7 +620,10 @@ _READERS: dict[str, Reader] = {
     "asvspoof2019": Reader(read_asvspoof2019, ("train", "dev", "eval")),
     "asvspoof2021la": Reader(read_asvspoof2021la, _LA2021_SUBSETS),
     "asvspoof2021df": Reader(read_asvspoof2021df, _LA2021_SUBSETS),
+    "asvspoof5": Reader(read_asvspoof5, ("train", "dev", "eval")),
     "itw": Reader(read_itw, ("all",)),
     "for": Reader(read_for, ("training", "validation", "testing", *_FOR_ALIASES, "all")),
+    "mlaad": Reader(read_mlaad, None),
+    "mailabs": Reader(read_mailabs, None),
     "csv": Reader(read_csv_corpus, None),
 }
