@@ -1,5 +1,5 @@
 """Corpus readers: each public layout (ASVspoof 2019 LA, 2021 LA / DF, ASVspoof 5, In-the-Wild,
-Fake-or-Real, MLAAD, M-AILABS, generic CSV) becomes a manifest, so the rest of dpda never knows which layout it came from.
+Fake-or-Real, MLAAD, M-AILABS, SpoofCeleb, generic CSV) becomes a manifest, so the rest of dpda never knows which layout it came from.
 
 A corpus is named by a spec string `KIND:PATH[:SUBSET]` (a bare `*.csv` path means `csv`). Readers
 only parse text; they do not open audio (that is `dpda check`'s job), and they keep rows with
@@ -551,6 +551,44 @@ def _layout_manifest(records: list[dict[str, object]], corpus: str, subset: str 
 
 
 # --------------------------------------------------------------------------------------------
+# SpoofCeleb
+
+_SPOOFCELEB_SPLITS = {"train": "train", "dev": "development", "development": "development",
+                      "eval": "evaluation", "evaluation": "evaluation"}
+_SPOOFCELEB_BONAFIDE = "a00"  # the attack folder SpoofCeleb keeps its VoxCeleb1 speech in
+
+
+def read_spoofceleb(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
+    """`metadata/<split>.csv` (`file,speaker,attack`, file below `flac/<split>/`, attack `a00`
+    for bona fide speech) of the folder holding `flac/` and `metadata/` (or its parent). The id is
+    the `file` column as written (`a01/id10270/x.flac`)."""
+    root = path / "spoofceleb" if (path / "spoofceleb" / "metadata").is_dir() else path
+    if subset is None:
+        raise UserError(f"spoofceleb:{path}: needs a subset, e.g. spoofceleb:{path}:train (train, dev, eval)")
+    split = _SPOOFCELEB_SPLITS[subset]
+    meta = root / "metadata" / f"{split}.csv"
+    if not meta.is_file():
+        raise UserError(f"{meta}: SpoofCeleb metadata not found (expected the folder holding flac/ and metadata/)")
+    records: list[dict[str, object]] = []
+    for number, row in _csv_rows(meta, ("file", "speaker", "attack")):
+        bonafide = row["attack"] == _SPOOFCELEB_BONAFIDE
+        records.append({
+            "utt": _id(row["file"]),
+            "path": _abs(root / "flac" / split / row["file"]),
+            "label": "bonafide" if bonafide else "spoof",
+            "attack": NOT_APPLICABLE if bonafide else row["attack"],
+            "speaker": row["speaker"],
+            "corpus": "spoofceleb",
+            "subset": split,
+            "source_file": _abs(meta),
+            "source_line": number,
+        })
+    columns = ("utt", "path", "label", "attack", "speaker", "corpus", "subset", "source_file", "source_line")
+    frame = make_manifest(records) if records else make_manifest({c: [] for c in columns})
+    return _typed(frame, meta), root
+
+
+# --------------------------------------------------------------------------------------------
 # Fake-or-Real
 
 
@@ -627,5 +665,6 @@ _READERS: dict[str, Reader] = {
     "for": Reader(read_for, ("training", "validation", "testing", *_FOR_ALIASES, "all")),
     "mlaad": Reader(read_mlaad, None),
     "mailabs": Reader(read_mailabs, None),
+    "spoofceleb": Reader(read_spoofceleb, tuple(_SPOOFCELEB_SPLITS)),
     "csv": Reader(read_csv_corpus, None),
 }
