@@ -3,8 +3,9 @@
 SCORES has `UTT SCORE` lines, or `UTT ATTACK KEY SCORE` lines (ASVspoof 2019 / AASIST), which
 carry their labels, so KEYS may then be left out. KEYS is a corpus spec (`KIND:PATH[:SUBSET]`,
 see `dpda.data.readers`) or the path of an ASVspoof key file itself: a 2019 LA CM protocol
-(`SPEAKER UTT - ATTACK KEY`) or a 2021 LA / DF `trial_metadata.txt`. Scoring needs only the
-labels, so no audio has to be present. The t-DCF follows the 2021 revision for ASVspoof 2021
+(`SPEAKER UTT - ATTACK KEY`), a 2021 LA / DF `trial_metadata.txt` or an ASVspoof 5 track 1
+protocol (`ASVspoof5.eval.track_1.tsv`). Scoring needs only the labels, so no audio has to be
+present. The t-DCF follows the 2021 revision for ASVspoof 2021
 keys and the 2019 definition otherwise (`--tdcf`; see `dpda.metrics.tdcf`). `--metrics` adds the
 ASVspoof 5 minDCF, actDCF and Cllr (`dpda.metrics.dcf`) to what is printed; the CSV has them all.
 """
