@@ -477,18 +477,19 @@ def read_mlaad(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
         raise UserError(f"{root / 'fake'}: no <language>/<model>/meta.csv found")
     records: list[dict[str, object]] = []
     for meta in metas:
-        folder = meta.parent
+        folder, source = os.path.join(_abs(meta.parent), ""), _abs(meta)  # once per file, not per row
+        relative = f"fake/{meta.parent.parent.name}/{meta.parent.name}/"
         for number, row in _csv_rows(meta, _MLAAD_REQUIRED, delimiter="|"):
-            name = Path(row["path"].replace("\\", "/")).name
+            name = row["path"].replace("\\", "/").rsplit("/", 1)[-1]
             records.append({
-                "utt": _id(f"fake/{folder.parent.name}/{folder.name}/{name}"),
-                "path": _abs(folder / name),
+                "utt": _id(relative + name),
+                "path": folder + name,
                 "label": "spoof",
                 "attack": row["model_name"],
                 "speaker": NOT_APPLICABLE,
                 "language": row["language"],
                 "architecture": row.get("architecture") or NOT_APPLICABLE,
-                "source_file": _abs(meta),
+                "source_file": source,
                 "source_line": number,
             })
     return _layout_manifest(_only_language(records, subset, root), "mlaad", subset, root / "fake"), root
@@ -522,18 +523,20 @@ def read_mailabs(path: Path, subset: str | None) -> tuple[pd.DataFrame, Path]:
         parts = meta.relative_to(root).parts  # lang, by_book, gender, [speaker,] book, metadata.csv
         speaker = parts[3] if len(parts) == 6 else NOT_APPLICABLE
         language = parts[0].split("_")[0].lower()
+        wavs, source = os.path.join(_abs(meta.parent), "wavs", ""), _abs(meta)  # once per book, not per row
+        relative = "/".join(parts[:-1]) + "/wavs/"
         for number, fields in _lines(meta, sep="|"):
             if len(fields) < 2 or not fields[0].strip():
                 raise UserError(f"{meta}:{number}: expected 'ID|TEXT|NORMALIZED TEXT', got {'|'.join(fields)!r}")
-            wav = meta.parent / "wavs" / f"{fields[0].strip()}.wav"
+            name = f"{fields[0].strip()}.wav"
             records.append({
-                "utt": _id(wav.relative_to(root).as_posix()),
-                "path": _abs(wav),
+                "utt": _id(relative + name),
+                "path": wavs + name,
                 "label": "bonafide",
                 "attack": NOT_APPLICABLE,
                 "speaker": speaker,
                 "language": language,
-                "source_file": _abs(meta),
+                "source_file": source,
                 "source_line": number,
             })
     return _layout_manifest(_only_language(records, subset, root), "mailabs", subset, root), root
