@@ -284,3 +284,15 @@ def test_mlaad_with_mailabs_checked_as_one_set_and_broken_down_by_language(tmp_p
     (meta.parent / "gruene_haus_01_f000002.wav").unlink()
     result = check_manifest(load_corpus(specs[0]), policy="skip", decode="none")
     assert [str(p).split(": ")[:2] for p in result.problems] == [[f"{meta}:3", "missing_file"]]
+
+
+def test_dpda_check_help_names_every_corpus_kind(capsys):
+    """The help lists the kinds without importing the readers (pandas) to print it; this keeps
+    that list equal to the reader table."""
+    from dpda.data.readers import _READERS
+
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    listed = text.split("KIND: ", 1)[1].split(")", 1)[0]
+    assert [k.strip() for k in listed.split(",")] == list(_READERS)

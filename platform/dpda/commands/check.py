@@ -15,7 +15,8 @@ from dpda.data.audio_file import MAX_PEAK, SAMPLE_RATE_RANGE
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpora", nargs="+", metavar="CORPUS",
                         help="corpus spec KIND:PATH[:SUBSET] (KIND: asvspoof2019, asvspoof2021la, "
-                             "asvspoof2021df, itw, for, csv) or a path to a .csv; or a bank spec musan:PATH, "
+                             "asvspoof2021df, asvspoof5, itw, for, mlaad, mailabs, spoofceleb, csv) or a path "
+                             "to a .csv; or a bank spec musan:PATH, "
                              "rirs:PATH, csv:FILE (path[,category], no label column), checked at 16 kHz only")
     parser.add_argument("--policy", choices=("fail", "skip"), default="fail",
                         help="fail: exit non-zero on any problem; skip: report and drop bad rows")
