@@ -118,7 +118,7 @@ def _quad(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 def _feasible(w: torch.Tensor, ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidates on the simplex (tiny negatives clipped, renormalised) and which ones count."""
-    ok = ok & torch.isfinite(w).all(-1) & (w >= -FEASIBLE_TOL).all(-1)
+    ok = ok & torch.isfinite(w.sum(-1)) & (w.amin(-1) >= -FEASIBLE_TOL)  # amin: NaN propagates
     w = torch.where(ok[..., None], w, torch.zeros_like(w)).clamp_min(0)
     total = w.sum(-1, keepdim=True)
     ok = ok & (total[..., 0] > 0.5)
