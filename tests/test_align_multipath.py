@@ -50,7 +50,7 @@ def test_two_paths_are_the_aligners_coefficients_bit_for_bit(rule: str, strength
         dots = PairDots(gram[:, 0, 0].clone(), gram[:, 1, 1].clone(), gram[:, 0, 1].clone())
         valid = torch.tensor(step != 2)  # a non-finite step leaves GradVac's target
         coeffs, _ = aligner.solve(dots, valid=valid)
-        c = path_coeffs(rule, gram, options=aligner._options, state=state, strength=strength, valid=valid)
+        c = path_coeffs(rule, gram, options=_options(rule, **opts), state=state, strength=strength, valid=valid)
         assert torch.equal(c[:, 0], coeffs.a) and torch.equal(c[:, 1], coeffs.b)
         if rule == "gradvac":
             assert torch.equal(state["phi_hat"], aligner.state_dict()["phi_hat"])
