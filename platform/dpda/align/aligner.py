@@ -169,10 +169,7 @@ class Aligner:
             finite = finite & valid.to(finite.device).reshape(1)
         unit = tot if self.granularity == "model" else dots
         a, b = self._coefficients(*unit, finite)
-        s = self.strength
-        if s != 1.0:
-            a = (1 - s) * 0.5 + s * a
-            b = (1 - s) * 0.5 + s * b
+        a, b = rules.blend(a, self.strength, 2), rules.blend(b, self.strength, 2)
         coeffs = Coefficients(a, b)
         # Statistics from the dots alone: update = a g_o + b g_a per segment.
         ea, eb = (a, b) if a.numel() == oo_s.numel() else (a.expand_as(oo_s), b.expand_as(oo_s))

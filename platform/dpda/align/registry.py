@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field
 
-from dpda.align import rules
+from dpda.align import path_rules, rules
 from dpda.errors import UserError
 from dpda.typed import Settings, parse
 
@@ -24,6 +24,11 @@ Tensor = torch.Tensor
 # coefficients(oo, aa, oa, options, state, finite) -> (a, b, new state); shapes (U,) per unit.
 # `state` is None for a stateless rule; `finite` (bool, shape (1,)) says whether this step counts.
 Coefficients = Callable[[Tensor, Tensor, Tensor, Any, "Tensor | None", Tensor], tuple[Tensor, Tensor, "Tensor | None"]]
+# paths(gram, options, state, finite, order) -> (c, new state): the rule for P > 2 paths from the
+# Gram matrices (U, P, P) to coefficients (U, P) (dpda.align.path_rules); `order()` draws the
+# per-task visiting orders (U, P, P) for the rules that need them (dpda.align.multipath).
+PathCoefficients = Callable[[Tensor, Any, "Tensor | None", Tensor, Callable[[], Tensor]],
+                            tuple[Tensor, "Tensor | None"]]
 
 
 class NoOptions(Settings):
@@ -39,6 +44,9 @@ class Rule:
     summary: str
     coefficients: Coefficients
     options: type[Settings] = NoOptions
+    # The rule for more than two paths (None: two paths only; `dpda.align.multipath.check_paths`).
+    # Its state for P > 2 is `initial_state(gram)`, shaped like the Gram matrices (U, P, P).
+    paths: PathCoefficients | None = None
     initial_state: Callable[[Tensor], Tensor] | None = None
     state_key: str = "state"
     # The option values of the published DPDA code (github ductuantruong/dpda_ga, grad_align/),
@@ -107,18 +115,29 @@ def _gradvac(oo: Tensor, aa: Tensor, oa: Tensor, options: GradVacOptions, phi_ha
     return a, b, torch.where(update, (1 - beta) * phi_hat + beta * phi, phi_hat)
 
 
+def _gradvac_paths(gram: Tensor, options: GradVacOptions, target: Tensor | None, finite: Tensor,
+                   order: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:
+    assert target is not None
+    return path_rules.gradvac_paths(gram, options.beta, options.positive_only_update, target, finite, order())
+
+
 class CAGradOptions(Settings):
     c: Annotated[float, Field(ge=0)] = 0.5
 
 
-register_rule(Rule("none", "no alignment: the mean (g_orig + g_aug) / 2", _stateless(rules.mean_coeffs)))
+register_rule(Rule("none", "no alignment: the mean (g_orig + g_aug) / 2", _stateless(rules.mean_coeffs),
+                   paths=lambda gram, options, state, finite, order: (path_rules.mean_paths(gram), None)))
 register_rule(Rule("pcgrad", "PCGrad (Yu et al., 2020): project each gradient off the other when they conflict",
-                   _stateless(rules.pcgrad_coeffs)))
+                   _stateless(rules.pcgrad_coeffs),
+                   paths=lambda gram, options, state, finite, order: (path_rules.pcgrad_paths(gram, order()), None)))
 register_rule(Rule("gradvac", "GradVac (Wang et al., 2021): steer the cosine toward an EMA target",
                    _gradvac, GradVacOptions, initial_state=torch.zeros_like, state_key="phi_hat",
+                   paths=_gradvac_paths,
                    # grad_align/gradvac.py: beta 0.5, its target moves only after a positive cosine
                    published={"beta": 0.5, "positive_only_update": True}))
 register_rule(Rule("cagrad", "CAGrad (Liu et al., 2021): the best worst-case update within c |g0| of the mean",
                    lambda oo, aa, oa, options, state, finite: (*rules.cagrad_coeffs(oo, aa, oa, c=options.c), None),
-                   CAGradOptions))
-register_rule(Rule("mgda", "MGDA (Sener and Koltun, 2018): the two-task min-norm point", _stateless(rules.mgda_coeffs)))
+                   CAGradOptions,
+                   paths=lambda gram, options, state, finite, order: (path_rules.cagrad_paths(gram, options.c), None)))
+register_rule(Rule("mgda", "MGDA (Sener and Koltun, 2018): the two-task min-norm point", _stateless(rules.mgda_coeffs),
+                   paths=lambda gram, options, state, finite, order: (path_rules.mgda_paths(gram), None)))

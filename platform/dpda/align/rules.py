@@ -28,6 +28,15 @@ def cosine(oo: torch.Tensor, aa: torch.Tensor, oa: torch.Tensor) -> torch.Tensor
     return safe_div(oa, torch.sqrt(oo.clamp_min(0) * aa.clamp_min(0))).clamp(-1.0, 1.0)
 
 
+def blend(coeffs: torch.Tensor, strength: float, n_paths: int) -> torch.Tensor:
+    """A rule's coefficients at ``strength`` s: (1 - s) * mean + s * rule (s = 1: unchanged).
+
+    The one place strength is applied, for two paths (the aligner) and for P (``multipath``)."""
+    if strength == 1.0:
+        return coeffs
+    return (1 - strength) / n_paths + strength * coeffs
+
+
 def mean_coeffs(oo: torch.Tensor, aa: torch.Tensor, oa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """No alignment: (g_o + g_a) / 2, the gradient of the mean loss over the concatenated batch."""
     half = torch.full_like(oo, 0.5)
