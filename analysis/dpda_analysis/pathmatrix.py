@@ -23,12 +23,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from dpda_analysis import schema as S
+from dpda_analysis import schema
 from dpda_analysis.conflict import LEVEL, STEP_COUNTS_SQL, conflict_fraction, steps_interval
 from dpda_analysis.errors import AnalysisError
 from dpda_analysis.store import Telemetry
 
-DUAL_PATHS: tuple[str, str] = (S.ORIGINAL_PATH, "aug")
+DUAL_PATHS: tuple[str, str] = (schema.ORIGINAL_PATH, "aug")
 """The paths of a dual-path run, as schema 5 writes them and as older runs read."""
 
 PAIR_COLUMNS: tuple[str, ...] = (
@@ -133,7 +133,7 @@ def _pair_counts(tel: Telemetry, per: Per, ranges: int, layers: bool, where: str
         return pd.DataFrame(columns=[*PAIR_COLUMNS, "name", "n_cos", "sum_cos"])
     raw["paths"] = raw["paths"].map(tuple)
     raw["n_paths"] = raw["paths"].map(len)
-    pairs = {p: S.path_pairs(p) for p in raw["n_paths"].unique()}
+    pairs = {p: schema.path_pairs(p) for p in raw["n_paths"].unique()}
     raw["i"] = [pairs[p][k][0] for p, k in zip(raw["n_paths"], raw["k"])]
     raw["j"] = [pairs[p][k][1] for p, k in zip(raw["n_paths"], raw["k"])]
     raw["path_i"] = [names[i] for names, i in zip(raw["paths"], raw["i"])]
