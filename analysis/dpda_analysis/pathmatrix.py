@@ -138,8 +138,8 @@ def _pair_counts(tel: Telemetry, per: Per, ranges: int, layers: bool, where: str
     pairs = {p: schema.path_pairs(p) for p in raw["n_paths"].unique()}
     raw["i"] = [pairs[p][k][0] for p, k in zip(raw["n_paths"], raw["k"])]
     raw["j"] = [pairs[p][k][1] for p, k in zip(raw["n_paths"], raw["k"])]
-    raw["path_i"] = [names[i] for names, i in zip(raw["paths"], raw["i"])]
-    raw["path_j"] = [names[j] for names, j in zip(raw["paths"], raw["j"])]
+    raw["path_i"] = [path[i] for path, i in zip(raw["paths"], raw["i"])]
+    raw["path_j"] = [path[j] for path, j in zip(raw["paths"], raw["j"])]
     spans = pd.concat([_ranges(g["epoch"], per, ranges).assign(run_id=r, trial_id=t)
                        for (r, t), g in raw.groupby(["run_id", "trial_id"], sort=False)])
     raw = raw.merge(spans, on=["run_id", "trial_id", "epoch"], how="left")
