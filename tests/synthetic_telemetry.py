@@ -4,6 +4,8 @@ Why: the analysis package, the report and their tests need telemetry with known 
 (rules, RawBoost algorithms, restarts, dev EER per epoch) without training a model. Values are
 drawn from a seeded numpy Generator; the conflict rate falls over training and differs per rule,
 and a trial's dev EER grows with its conflict fraction, so the report shows real relations.
+With `path_counts`, trials have P = 2..5 paths (schema 5) whose pairwise conflicts are drawn at
+known rates (`planted_rate`: per pair, falling over epochs, rising with the layer index).
 A test helper, not part of the `dpda` package (pytest puts tests/ on sys.path:
 `import synthetic_telemetry`; docs/report_screenshots.py adds tests/ itself).
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from dpda_analysis.conflict import conflict_fraction, step_counts
 from dpda_analysis.layout import RUN_EVAL_DIR, RUN_SUMMARY, SEARCH_SPACE_FILE
@@ -37,6 +40,7 @@ class SyntheticTrial:
     strength: float
     restart_at: int | None
     leaves: tuple[str, ...] = ()  # the augmentation pipeline's leaves: applied-transforms telemetry
+    paths: tuple[str, ...] = ()  # the step's paths ("orig" first): many-path telemetry; () none recorded
 
 
 def step_stats(rng: np.random.Generator, n_steps: int, n_layers: int, shift: float, progress: np.ndarray) -> dict:
@@ -64,6 +68,46 @@ def step_stats(rng: np.random.Generator, n_steps: int, n_layers: int, shift: flo
         "layer_norm_orig": rng.lognormal(-2, 0.5, (n_steps, n_layers)).astype(np.float32),
         "layer_norm_aug": rng.lognormal(-2, 0.5, (n_steps, n_layers)).astype(np.float32),
     }
+
+
+AUGMENTED_PATHS = ("lnl", "isd", "ssi", "noise_rir")
+"""Names of the augmented paths of a many-path trial, in order (`trial_paths`)."""
+
+
+def trial_paths(n_paths: int) -> tuple[str, ...]:
+    """The `paths` of a trial with `n_paths` paths: ("orig", "aug") for two, as a dual-path run."""
+    if not 2 <= n_paths <= len(AUGMENTED_PATHS) + 1:
+        raise ValueError(f"n_paths must be 2..{len(AUGMENTED_PATHS) + 1}, got {n_paths}")
+    return ("orig", "aug") if n_paths == 2 else ("orig", *AUGMENTED_PATHS[: n_paths - 1])
+
+
+def planted_rate(pair: ArrayLike, epoch: ArrayLike, layer: ArrayLike | None = None) -> np.ndarray:
+    """The probability that pair `pair` (index in `path_pairs` order) conflicts in (1-based) `epoch`,
+    whole model (`layer` None) or in parameter tensor `layer`: distinct per pair, falling by 0.04
+    per epoch, 0.03 higher per layer index; kept in [0.03, 0.95]. Broadcasts over arrays."""
+    base = 0.15 + 0.6 * ((np.asarray(pair) * 0.37) % 1.0)
+    rate = base - 0.04 * (np.asarray(epoch) - 1) + (0.0 if layer is None else 0.03 * np.asarray(layer) - 0.05)
+    return np.clip(rate, 0.03, 0.95)
+
+
+def path_stats(rng: np.random.Generator, stats: dict, epochs: np.ndarray, paths: tuple[str, ...]) -> None:
+    """Add the many-path record to `stats` (`path_loss`, `path_cos`, `layer_path_cos`, as the step's
+    `StepStats.to_host()` gives them): each pair's cosine is negative with its `planted_rate` for
+    the step's epoch (and layer), its magnitude uniform in [0.05, 0.9]. The whole-model `cos`,
+    `conflict` and `layer_cos` become pair (0, 1)'s, the original against the first augmented path."""
+    n_steps, n_layers = len(epochs), stats["layer_cos"].shape[1]
+    n_pairs = len(paths) * (len(paths) - 1) // 2
+    pairs, layers = np.arange(n_pairs), np.arange(n_layers)
+    rate = planted_rate(pairs[None, :], epochs[:, None])
+    layer_rate = planted_rate(pairs[None, None, :], epochs[:, None, None], layers[None, :, None])
+    sign = lambda r: np.where(rng.random(r.shape) < r, -1.0, 1.0)  # noqa: E731
+    cos = sign(rate) * rng.uniform(0.05, 0.9, rate.shape)
+    layer_cos = (sign(layer_rate) * rng.uniform(0.05, 0.9, layer_rate.shape)).astype(np.float32)
+    skipped = stats["skipped"]
+    cos[skipped] = np.nan
+    loss = stats["loss_orig"][:, None] + 0.05 * np.arange(len(paths))[None, :] + rng.normal(0, 0.02, (n_steps, len(paths)))
+    stats.update(path_loss=loss, path_cos=cos, layer_path_cos=layer_cos, cos=cos[:, 0],
+                 conflict=(cos[:, 0] < 0) & ~skipped, layer_cos=layer_cos[:, :, 0])
 
 
 PIPELINE = ("pipeline.steps[0].one_of.steps[0].codec", "pipeline.steps[0].one_of.steps[1].speed",
@@ -112,14 +156,17 @@ def _write_attempt(
     steps = np.arange(first, last)
     stats = step_stats(rng, len(steps), n_layers, _RULE_SHIFT.get(trial.rule, 0.0), steps / max(total, 1))
     applied = applied_transforms(rng, stats, len(trial.leaves)) if trial.leaves else [{}] * len(steps)
+    if trial.paths:
+        path_stats(rng, stats, steps // steps_per_epoch + 1, trial.paths)
     with TelemetryWriter(
         trial.run_dir, trial.run_id, trial.trial_id, attempt, names,
         rule=trial.rule, strength=trial.strength, rawboost_algo=None if trial.leaves else trial.rawboost_algo,
         resumed_from_step=resumed_from, flush_every=flush_every, augment_leaves=trial.leaves or None,
+        paths=trial.paths or None,
         config={"rule": trial.rule, "rawboost_algo": trial.rawboost_algo, "strength": trial.strength},
     ) as writer:
         per_step = [
-            {**{k: (v[i].tolist() if v.ndim == 2 else v[i].item()) for k, v in stats.items()}, **applied[i]}
+            {**{k: (v[i].tolist() if v.ndim >= 2 else v[i].item()) for k, v in stats.items()}, **applied[i]}
             for i in range(len(steps))
         ]
         counted, conflicts = step_counts(stats["skipped"], stats["conflict"])
@@ -195,6 +242,7 @@ def write_synthetic_experiment(
     seed: int = 0,
     experiment: str = "synthetic_exp",
     leaves: tuple[str, ...] = (),
+    path_counts: tuple[int, ...] = (),
 ) -> list[SyntheticTrial]:
     """Write a Tune-style experiment dir (params.json, result.json, telemetry/) under `root`.
 
@@ -203,7 +251,9 @@ def write_synthetic_experiment(
     stop after their first epoch (as ASHA stops them: no summary.json, no eval/); the others
     finish and leave summary.json and eval/ as the Trainer does. With `leaves` (e.g. PIPELINE)
     every trial records each step's applied transforms (`applied_transforms`); without, none
-    (null, as before schema 4), and the same numbers as before.
+    (null, as before schema 4), and the same numbers as before. With `path_counts` trial i has
+    `path_counts[i % len(path_counts)]` paths (2..5, `trial_paths`) and records the many-path
+    statistics (`path_stats`); without, none (null, as before schema 5), and the same numbers.
     """
     rng = np.random.default_rng(seed)
     exp = Path(root) / experiment
@@ -224,7 +274,8 @@ def write_synthetic_experiment(
         stopped = i >= trials - stopped_trials
         trial_steps = min(steps, steps_per_epoch) if stopped else steps
         restart = (trial_steps // 2) // steps_per_epoch * steps_per_epoch if i < restart_trials else None
-        trial = SyntheticTrial(run_dir, experiment, trial_id, rule, algo, strength, restart, tuple(leaves))
+        paths = trial_paths(path_counts[i % len(path_counts)]) if path_counts else ()
+        trial = SyntheticTrial(run_dir, experiment, trial_id, rule, algo, strength, restart, tuple(leaves), paths)
         params = {"train_loop_config": {"rule": rule, "rawboost_algo": algo, "strength": strength,
                                         "lr": float(10 ** rng.uniform(-5, -3))}}
         (run_dir / "params.json").write_text(json.dumps(params))

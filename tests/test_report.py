@@ -23,6 +23,8 @@ from dpda_analysis.store import Telemetry
 from telemetry_support import pandas_supersede, raw_frame, resolved_epochs
 
 CHROMIUM = "/usr/bin/chromium"
+ALWAYS = [f.name for f in FIGURES if f.when is None]  # the figures every report draws
+PATH_FIGURES = ["path_matrix", "path_pairs_ranked"]  # drawn when some trial has 3 paths or more
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,18 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("rep")
     write_synthetic_experiment(root, trials=6, steps=120, layers=5, steps_per_epoch=30, restart_trials=2,
                                stopped_trials=2, seed=3)
+    out = root / "out" / "report.html"
+    result = write_report(root / "synthetic_exp", out)
+    assert result.figures == ALWAYS  # dual-path trials: no path matrix
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_paths(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Many paths: trials of 5, 3 and 2 paths, one restarted, one stopped early."""
+    root = tmp_path_factory.mktemp("rep_paths")
+    write_synthetic_experiment(root, trials=3, steps=120, layers=4, steps_per_epoch=20, restart_trials=1,
+                               stopped_trials=1, seed=6, path_counts=(5, 3, 2))
     out = root / "out" / "report.html"
     result = write_report(root / "synthetic_exp", out)
     assert result.figures == list(FIGURE_ORDER)
@@ -129,8 +143,9 @@ def test_report_is_self_contained(report: Path) -> None:
     assert "plotly.js v" in page or "Plotly" in page[:2_000_000]
     assert not re.search(r"<script[^>]+src\s*=", page, re.I), "external script reference"
     assert not re.search(r"<link[^>]+href\s*=\s*[\"']?https?:", page, re.I), "external stylesheet"
-    for name in FIGURE_ORDER:
+    for name in ALWAYS:
         assert f'id="fig-{name}"' in page
+    assert not any(f'id="fig-{name}"' in page for name in PATH_FIGURES)
     assert 'id="js-errors"' in page and 'id="summary"' in page and f'id="section-{TRIALS_TABLE}"' in page
 
 
@@ -141,12 +156,13 @@ def test_the_figure_table_names_titles_and_orders_the_page(report: Path) -> None
     assert FIGURE_ORDER == tuple(f.name for f in FIGURES) and len(set(FIGURE_ORDER)) == len(FIGURES)
     with Telemetry(report.parent.parent / "synthetic_exp") as tel:
         drawn = build_figures(tel, heatmap_trials=1)
-    assert list(drawn) == list(FIGURE_ORDER)
+    assert list(drawn) == ALWAYS and set(FIGURE_ORDER) - set(ALWAYS) == set(PATH_FIGURES)
     for figure in FIGURES:
-        assert drawn[figure.name].layout.title.text.startswith(figure.title), figure.name
+        if figure.name in drawn:
+            assert drawn[figure.name].layout.title.text.startswith(figure.title), figure.name
     page = report.read_text(encoding="utf-8")
     sections = re.findall(r'<section[^>]* id="section-([a-z_]+)"', page)
-    assert sections == [*FIGURE_ORDER, TRIALS_TABLE]
+    assert sections == [*ALWAYS, TRIALS_TABLE]
 
 
 def test_cli_report_and_png_message(report: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -182,14 +198,14 @@ def _chromium(page: Path, tmp_path: Path, height: int) -> tuple[str, Path]:
     return dom, shot
 
 
-def _check_rendered(dom: str) -> None:
+def _check_rendered(dom: str, names: list[str] = ALWAYS) -> None:
     errors = re.search(r'<pre id="js-errors" data-count="(\d+)"[^>]*>([^<]*)</pre>', dom)
     assert errors is not None, "report page did not load"
     # console.warn and console.error are recorded there too: no JS error and no warning
     assert errors.group(1) == "0" and errors.group(2) == "", f"JavaScript errors or warnings: {errors.group(2)}"
     status = re.search(r'<pre id="render-status"[^>]*>([^<]*)</pre>', dom)
     assert status is not None and status.group(1), "render check script did not run"
-    assert json.loads(status.group(1)) == {f"fig-{name}": True for name in FIGURE_ORDER}
+    assert json.loads(status.group(1)) == {f"fig-{name}": True for name in names}
     # Independent of the page's own check: each figure's div holds Plotly's main svg.
     starts = [(m.start(), m.group(1)) for m in re.finditer(r'id="fig-([a-z_]+)"', dom)]
     for (pos, name), nxt in zip(starts, [p for p, _ in starts[1:]] + [len(dom)]):
@@ -266,3 +282,49 @@ def test_conflict_by_transform_figure_only_with_the_applied_transforms_record(re
         np.testing.assert_allclose(np.asarray(trace.y) + trace.error_y.array, high, rtol=1e-9)
     for trace, (variant, grp) in zip(right, combos.groupby("variant")):
         assert set(trace.x) <= set(grp["combination"]) and len(trace.x) == min(len(grp), 12)
+
+
+def test_path_figures_draw_the_matrix_and_the_ranked_pairs(report_paths: Path) -> None:
+    """Each heatmap is one trial's matrix over a third of its run (`pair_conflicts(per='range')`),
+    the trial with the most paths shown first and the others behind the dropdown; the ranked bars
+    are each trial's pair fractions with their Wilson intervals, pairs ordered by the pooled fraction."""
+    with Telemetry(report_paths.parent.parent / "synthetic_exp") as tel:
+        figs = build_figures(tel)
+        thirds = A.pair_conflicts(tel, per="range")
+        ranked = A.most_conflicting_pairs(tel)
+    heat = figs["path_matrix"]
+    shown = [t for t in heat.data if t.visible]
+    assert len(shown) == 3 and all(list(t.x) == ["orig", "lnl", "isd", "ssi", "noise_rir"] for t in shown)
+    five = thirds[thirds["n_paths"] == 5]
+    for trace, ((lo, hi), span) in zip(shown, five.groupby(["epoch_lo", "epoch_hi"])):
+        z = np.asarray(trace.z, dtype=float)
+        for row in span.itertuples():
+            assert z[row.i, row.j] == z[row.j, row.i] == pytest.approx(row.fraction)
+            assert trace.customdata[row.i][row.j][:2] == pytest.approx([row.lo, row.hi])
+        assert np.isnan(np.diag(z)).all() and f"epochs {lo}-{hi}" in trace.name
+    buttons = heat.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["00000", "00001", "00002"]  # 5, 3, 2 paths
+    assert sum(buttons[1].args[0]["visible"]) == len(thirds.loc[thirds["trial_id"] == "00001", ["epoch_lo"]].drop_duplicates())
+    bars = {t.name: t for t in figs["path_pairs_ranked"].data}
+    for trial_id, grp in ranked.groupby("trial_id"):
+        trace = bars[trial_id]
+        got = dict(zip(trace.y, trace.x))
+        for row in grp.itertuples():
+            assert got[f"{row.path_i} / {row.path_j}"] == pytest.approx(row.fraction)
+        low, high = zip(*(stats.binomtest(int(k), int(n)).proportion_ci(method="wilson")
+                          for k, n in zip(grp["conflicts"], grp["n"])))
+        want = dict(zip(grp["path_i"] + " / " + grp["path_j"], zip(low, high)))
+        for y, x, minus, plus in zip(trace.y, trace.x, trace.error_x.arrayminus, trace.error_x.array):
+            assert (x - minus, x + plus) == pytest.approx(want[y], rel=1e-9)
+    order = list(figs["path_pairs_ranked"].layout.yaxis.categoryarray)[::-1]
+    pooled = ranked.groupby(ranked["path_i"] + " / " + ranked["path_j"])[["conflicts", "n"]].sum()
+    assert order == list((pooled["conflicts"] / pooled["n"]).sort_values(ascending=False).index)
+
+
+@pytest.mark.browser
+def test_report_with_many_paths_renders_in_headless_chromium(report_paths: Path, tmp_path: Path) -> None:
+    dom, shot = _chromium(report_paths, tmp_path, 4000)
+    _check_rendered(dom, list(FIGURE_ORDER))
+    matrix = dom[dom.index('id="fig-path_matrix"'):dom.index('id="fig-path_pairs_ranked"')]
+    assert "noise_rir" in matrix and "epochs 1-2" in matrix
+    assert shot.exists() and shot.stat().st_size > 10_000

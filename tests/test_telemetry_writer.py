@@ -277,3 +277,35 @@ def test_counts_must_match_the_leaves(tmp_path: Path) -> None:
         writer.log_step(0, 1, {**fake_stats(rng), "augment_counts": [1, 0], "augment_combos": [{"mask": 1, "n": 1}]},
                         lr=0.1)  # the rejected step left nothing behind
     assert read(tmp_path, "steps").column("augment_counts").to_pylist() == [[1, 0]]
+
+
+def test_layer_path_cos_is_stored_layer_major_with_nulls_as_cos(tmp_path: Path) -> None:
+    """`layers.path_cos` holds each step's per-layer pair cosines (`stats['layer_path_cos']`, one list
+    per layer): null for a skipped step or a step without them, a null entry where not finite."""
+    rng = np.random.default_rng(7)
+    logged = []
+    with TelemetryWriter(tmp_path, "run-p", "t1", 0, LAYERS, paths=["orig", "a", "b"], flush_every=4) as writer:
+        for step in range(6):
+            stats = fake_stats(rng, skipped=step == 2)
+            stats["layer_path_cos"] = None if step == 4 else rng.uniform(-1, 1, (len(LAYERS), 3)).tolist()
+            if step == 1:
+                stats["layer_path_cos"][2][1] = float("nan")
+            logged.append(stats)
+            writer.log_step(step, 1, stats, lr=1e-4)
+        with pytest.raises(ValueError, match="layer_path_cos"):
+            writer.log_step(6, 1, {**fake_stats(rng), "layer_path_cos": [[0.1, 0.2, 0.3]]}, lr=1e-4)
+    layers = read(tmp_path, "layers").to_pandas().sort_values(["step", "layer"])
+    assert len(layers) == 6 * len(LAYERS)
+    for (step, layer), got in zip(zip(layers["step"], layers["layer"]), layers["path_cos"]):
+        stats = logged[step]
+        if stats["skipped"] or stats["layer_path_cos"] is None:
+            assert got is None, (step, layer)
+            continue
+        expect = np.asarray(stats["layer_path_cos"][layer], np.float32)
+        np.testing.assert_array_equal(np.asarray(got, np.float64), expect)
+    flat = pa.concat_arrays([c.flatten() for c in read(tmp_path, "layers").column("path_cos").chunks])
+    assert flat.null_count == 1  # the non-finite entry
+    # stats without the key (a dual-path step of today) store null, as before
+    with TelemetryWriter(tmp_path / "b", "run-q", "t1", 0, LAYERS) as writer:
+        writer.log_step(0, 1, fake_stats(rng), lr=1e-4)
+    assert read(tmp_path / "b", "layers").column("path_cos").null_count == len(LAYERS)

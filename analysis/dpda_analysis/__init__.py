@@ -6,6 +6,13 @@ against a copied run or Tune experiment directory.
 
 from dpda_analysis.errors import AnalysisError, AnalysisWarning, LocationError
 from dpda_analysis.export import export_table
+from dpda_analysis.pathmatrix import (
+    conflict_matrix,
+    cosine_matrix,
+    most_conflicting_pairs,
+    pair_conflicts,
+    pair_matrix,
+)
 from dpda_analysis.queries import (
     comparison_table,
     conflict_across_trials,
@@ -50,6 +57,8 @@ __all__ = [
     "conflict_by_trial",
     "conflict_by_transform",
     "conflict_fraction",
+    "conflict_matrix",
+    "cosine_matrix",
     "cosine_histogram",
     "eer_vs_conflict",
     "epoch_metrics",
@@ -57,7 +66,10 @@ __all__ = [
     "layer_heatmap",
     "layer_names",
     "module_of",
+    "most_conflicting_pairs",
     "open_telemetry",
+    "pair_conflicts",
+    "pair_matrix",
     "spearman",
     "summary",
     "trial_summary",

@@ -1,7 +1,7 @@
 """The interactive conflict-analysis report: one self-contained, offline HTML file.
 
 `figures` holds the table of figures (name, title, maker, in page order), drawn by `epochs`,
-`rules`, `layers`, `trials` and `evaluated`; `page` assembles the HTML around them (summary,
+`rules`, `paths`, `layers`, `trials` and `evaluated`; `page` assembles the HTML around them (summary,
 scripts, `trials_table`); `write` writes the file and the optional PNGs.
 """
 

@@ -1,8 +1,9 @@
 """The report's figures as one table: each entry is a figure's name, title and maker, in page order.
 
 Adding a figure is one entry here plus its drawing function beside those of its kind
-(`epochs`, `rules`, `layers`, `trials`, `evaluated`); `FIGURE_ORDER`, the titles and
-`build_figures` are all read from this table.
+(`epochs`, `rules`, `paths`, `layers`, `trials`, `evaluated`); `FIGURE_ORDER`, the titles and
+`build_figures` are all read from this table. A figure with a `when` is drawn only where it holds
+(the path matrix: when some trial has three paths or more).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from dpda_analysis import queries
-from dpda_analysis.report import epochs, evaluated, layers, rules, trials
+from dpda_analysis import pathmatrix, queries
+from dpda_analysis.report import epochs, evaluated, layers, paths, rules, trials
 from dpda_analysis.report.inputs import ReportInputs, report_inputs
 from dpda_analysis.store import Telemetry
 
@@ -31,11 +32,18 @@ class FigureContext:
 
 @dataclass(frozen=True)
 class Figure:
-    """One figure of the report: `make(context, title)` draws it under its `title`."""
+    """One figure of the report: `make(context, title)` draws it under its `title`; with `when`,
+    only where `when(context)` holds (else the page has no such section)."""
 
     name: str
     title: str
     make: Callable[[FigureContext, str], go.Figure]
+    when: Callable[[FigureContext], bool] | None = None
+
+
+MANY_PATHS = 3
+"""The path figures are drawn when some trial has at least this many paths (a dual-path run's
+matrix is its whole-model conflict fraction, already drawn per epoch)."""
 
 
 FIGURES: tuple[Figure, ...] = (
@@ -65,6 +73,20 @@ FIGURES: tuple[Figure, ...] = (
         lambda ctx, title: rules.fig_conflict_by_transform(
             queries.conflict_by_transform(ctx.tel), queries.conflict_by_combination(ctx.tel), ctx.inputs.colors,
             title=title),
+    ),
+    Figure(
+        "path_matrix",
+        "Conflict matrix between paths (cos(g_i, g_j) < 0 on non-skipped steps), per third of the run",
+        lambda ctx, title: paths.fig_path_matrix(
+            pathmatrix.pair_conflicts(ctx.tel, per="range", ranges=3), ctx.inputs.multi_run, title=title),
+        when=lambda ctx: ctx.inputs.max_paths >= MANY_PATHS,
+    ),
+    Figure(
+        "path_pairs_ranked",
+        "Path pairs ranked by conflict fraction (whole run), 95% interval over steps",
+        lambda ctx, title: paths.fig_path_pairs_ranked(
+            pathmatrix.most_conflicting_pairs(ctx.tel), ctx.inputs.multi_run, title=title),
+        when=lambda ctx: ctx.inputs.max_paths >= MANY_PATHS,
     ),
     Figure(
         "layer_heatmap",
@@ -112,12 +134,14 @@ EVALUATION_FIGURE = "evaluation"  # from an eval folder (`evaluation.fig_evaluat
 def build_figures(tel: Telemetry, *, heatmap_bins: int = 60, heatmap_trials: int = 8,
                   hist_bins: int = 40, on_figure: Callable[[str], None] | None = None,
                   inputs: ReportInputs | None = None) -> dict[str, go.Figure]:
-    """All report figures, keyed as in `FIGURE_ORDER`; `on_figure(name)` is called as each one is
-    done (progress for large experiments, where each is a query over the telemetry)."""
+    """All report figures, keyed as in `FIGURE_ORDER` (less those whose `when` does not hold);
+    `on_figure(name)` is called as each one is done or passed over (progress for large
+    experiments, where each is a query over the telemetry; the count stays `len(FIGURE_ORDER)`)."""
     ctx = FigureContext(tel, inputs or report_inputs(tel), heatmap_bins, heatmap_trials, hist_bins)
     figures = {}
     for figure in FIGURES:
-        figures[figure.name] = figure.make(ctx, figure.title)
+        if figure.when is None or figure.when(ctx):
+            figures[figure.name] = figure.make(ctx, figure.title)
         if on_figure is not None:
             on_figure(figure.name)
     return figures

@@ -50,13 +50,15 @@ class _Buffer:
     layers: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.LAYER_STAT_KEYS})
     augment: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.AUGMENT_STAT_KEYS})
     path: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.PATH_STAT_KEYS})
+    layer_path: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.LAYER_PATH_STAT_KEYS})
 
     def __len__(self) -> int:
         return len(self.step)
 
     def rollback(self) -> None:
         """Undo the partial appends of a step whose stats were rejected."""
-        for column in (*self.stats.values(), *self.layers.values(), *self.augment.values(), *self.path.values()):
+        for column in (*self.stats.values(), *self.layers.values(), *self.augment.values(), *self.path.values(),
+                       *self.layer_path.values()):
             del column[len(self.step) :]
 
 
@@ -73,6 +75,24 @@ def telemetry_root(uri_or_path: str | os.PathLike) -> str:
 
 def _dict_column(value: str, n: int) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
+
+
+def _layer_lists(rows: list, skipped: np.ndarray, n_layers: int, type_: pa.DataType) -> pa.Array:
+    """A per-layer list column, layer-major as the other layer columns: row (layer l, step s) is
+    step s's list for layer l. Null for a step without one or a skipped step (as `cos`), a null
+    entry where not finite. The steps of one flush share one list length (one set of paths)."""
+    n = len(rows)
+    have = np.array([r is not None for r in rows], np.bool_)
+    if not have.any():
+        return pa.nulls(n * n_layers, type_)
+    present = np.asarray([r for r in rows if r is not None], np.float32)  # (steps, n_layers, width)
+    full = np.full((n, n_layers, present.shape[-1]), np.nan, np.float32)
+    full[have] = present
+    values = full.transpose(1, 0, 2).reshape(-1)
+    offsets = pa.array(np.arange(n * n_layers + 1, dtype=np.int32) * present.shape[-1])
+    missing = skipped | np.tile(~have, n_layers)
+    return pa.ListArray.from_arrays(offsets, pa.array(values, mask=~np.isfinite(values)),
+                                    type=type_, mask=pa.array(missing) if missing.any() else None)
 
 
 class TelemetryWriter:
@@ -176,6 +196,12 @@ class TelemetryWriter:
                 column.append(stats.get(key))
             for key, column in buf.path.items():
                 column.append(stats.get(key))
+            for key, column in buf.layer_path.items():  # n_layers lists of pairs, or absent (null)
+                values = stats.get(key) if buf.n_layers else None
+                if values is not None and len(values) != buf.n_layers:
+                    raise ValueError(f"telemetry: stats[{key!r}] has {len(values)} entries, expected "
+                                     f"{buf.n_layers} (one per name in layer_names)")
+                column.append(values)
             counts = stats.get("augment_counts")
             if counts is not None and self.augment_leaves is not None and len(counts) != len(self.augment_leaves):
                 raise ValueError(f"telemetry: stats['augment_counts'] has {len(counts)} entries, expected "
@@ -358,7 +384,8 @@ class TelemetryWriter:
             values = np.asarray(buf.layers[key], np.float32).T.reshape(-1)
             mask = skipped | ~np.isfinite(values) if column == "cos" else skipped
             columns[column] = pa.array(values, mask=mask if mask.any() else None)
-        columns["path_cos"] = pa.nulls(n * n_layers, S.LAYERS.field("path_cos").type)
+        for key, column in S.LAYER_PATH_STAT_KEYS.items():
+            columns[column] = _layer_lists(buf.layer_path[key], skipped, n_layers, S.LAYERS.field(column).type)
         return pa.Table.from_pydict(columns, schema=S.with_metadata(S.LAYERS, "layers"))
 
     def _attempts_table(self, resumed_from_step: int | None, config: Mapping[str, Any] | None) -> pa.Table:
