@@ -352,3 +352,22 @@ def test_eval_length_sets_how_much_of_each_file_dev_eval_and_predict_score(tmp_p
     raw["optim"].update(epochs=1, max_steps_per_epoch=2)
     loop.Trainer(config_from_dict(raw), tmp_path / "run", progress=False).fit()
     assert lengths and set(lengths) == {20000}
+
+
+def test_eval_scores_repeated_set_names_as_one_set(tmp_path):
+    """`NAME=A NAME=B` on the command line scores A and B as one set, as a config's
+    `data.eval: {NAME: [A, B]}` does (the last spec alone was scored before)."""
+    from dpda.train.evaluation import evaluate_sets
+    from support import demo_dict, write_separable_corpus
+
+    (tmp_path / "corpus").mkdir()
+    corpus = write_separable_corpus(tmp_path / "corpus")
+    _untrained_model_file(demo_dict(corpus), tmp_path / "model.pt")
+    table = pd.read_csv(f"{corpus}/eval.csv")
+    halves = [table.iloc[0::2], table.iloc[1::2]]
+    for i, half in enumerate(halves):
+        half.to_csv(f"{corpus}/half{i}.csv", index=False)
+    rows = evaluate_sets(tmp_path / "model.pt", [f"both=csv:{corpus}/half0.csv", f"both=csv:{corpus}/half1.csv"],
+                         tmp_path / "out", num_workers=0, device="cpu")
+    assert len(rows) == 1 and rows[0]["n_bonafide"] + rows[0]["n_spoof"] == len(table)
+    assert set(read_scores(tmp_path / "out" / "both.scores.txt").index) == set(table["utt"] if "utt" in table else table.iloc[:, 0])

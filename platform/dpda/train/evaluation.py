@@ -55,8 +55,10 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     kind = score or cfg.eval.score
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(corpora, dict):
-        named = [set_name(arg) for arg in corpora]
-        corpora = {name: [spec] for name, spec in named}
+        grouped: dict[str, list[str]] = {}
+        for name, spec in map(set_name, corpora):  # NAME=A NAME=B: one set of both specs
+            grouped.setdefault(name, []).append(spec)
+        corpora = grouped
     rows = []
     for name, specs in corpora.items():
         spec = " + ".join(specs)
