@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heatmap-bins", type=int, default=60, help="step bins of the layer heatmap")
     parser.add_argument("--heatmap-trials", type=int, default=8,
                         help="trials selectable in the layer heatmap, best dev EER first")
+    parser.add_argument("--evaluation", metavar="DIR",
+                        help="an eval folder (dpda eval -o DIR) whose model joins the evaluation views")
+    parser.add_argument("--det-by-attack", action="store_true",
+                        help="also draw the first evaluated model's DET curve per attack")
 
 
 def _show(caught: list[warnings.WarningMessage]) -> None:
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
             warnings.simplefilter("always", AnalysisWarning)
             result = write_report(args.path, args.html, png_dir=args.png, title=args.title,
                                   heatmap_bins=args.heatmap_bins, heatmap_trials=args.heatmap_trials,
-                                  on_figure=lambda _name: bar.update())
+                                  on_figure=lambda _name: bar.update(), evaluation=args.evaluation,
+                                  det_by_attack=args.det_by_attack)
     except AnalysisError as exc:
         _show(caught)
         print(f"dpda report: error: {exc}", file=sys.stderr)

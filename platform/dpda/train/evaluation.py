@@ -38,7 +38,9 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     `data.eval` (several specs of one name are scored as one set). With `interval_draws` > 0 each
     set's row, and each row of its breakdown (per attack and condition), also gets a 95% bootstrap
     interval of its EER (`eer_low`, `eer_high`). Rows and breakdowns also carry the ASVspoof 5
-    minDCF, actDCF and Cllr (`min_dcf`, `act_dcf`, `cllr`, with intervals likewise).
+    minDCF, actDCF and Cllr (`min_dcf`, `act_dcf`, `cllr`, with intervals likewise), the Bayes
+    threshold of their operating point (`bayes_threshold`, meaningful for LLR scores) and the
+    evaluated `model` file (so the report can say which model an eval folder holds).
     `checkpoint_format` and `settings` are `load_trained_model`'s (a published checkpoint gets
     dpda's default config, e.g. `data.length` 66,800, with `settings` applied)."""
     import pandas as pd
@@ -75,7 +77,7 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
         eer = pooled["eer"]
         rows.append({"set": name, "spec": spec, "n_bonafide": pooled["n_bonafide"], "n_spoof": pooled["n_spoof"],
                      "eer": eer, "threshold": pooled["threshold"], "score": kind,
-                     "bayes_threshold": ASVSPOOF5.bayes_threshold}
+                     "bayes_threshold": ASVSPOOF5.bayes_threshold, "model": str(model_path)}
                     | {k: v for k, v in pooled.items() if k not in ("factor", "value", "n_bonafide", "n_spoof",
                                                                    "eer", "threshold")})
         info(f"[dpda] {name}: EER {100 * eer:.2f}% over {len(manifest)} trials")
