@@ -57,7 +57,7 @@ def probit(rate: np.ndarray, floor: float = 1e-4) -> np.ndarray:
     return norm.ppf(np.clip(np.asarray(rate, dtype=np.float64), floor, 1.0 - floor))
 
 
-def probit_axis(low: float = 0.0005, high: float = 0.6) -> dict:
+def probit_axis(low: float = 0.0005, high: float = 0.8) -> dict:
     """A Plotly axis dict labelled in percent at `PROBIT_TICKS` within [low, high]."""
     ticks = [t for t in PROBIT_TICKS if low <= t <= high]
     return {"tickvals": [float(norm.ppf(t)) for t in ticks], "ticktext": [f"{t * 100:g}" for t in ticks],

@@ -20,7 +20,7 @@ def rule_colors(rules: list[str]) -> dict[str, str]:
     return {r: palette[i % len(palette)] for i, r in enumerate(sorted(rules))}
 
 
-TRIAL_PALETTE = qualitative.Dark24  # trials: a palette apart from the rules' (24 colours, then repeated)
+TRIAL_PALETTE = qualitative.D3 + qualitative.Dark24[4:]  # trials: apart from the rules' palette; repeats after 30
 
 
 def trial_colors(trials: list[tuple[str, str]]) -> dict[tuple[str, str], str]:

@@ -146,8 +146,8 @@ def _probit_layout(fig: go.Figure, rows: int, cols: int, n: int) -> None:
         fig.update_xaxes(**probit_axis(), title_text="false alarm rate (%), spoofs accepted", row=r, col=c)
         fig.update_yaxes(**probit_axis(), title_text="miss rate (%), bona fide rejected" if c == 1 else None,
                          row=r, col=c)
-        fig.add_shape(type="line", x0=probit(0.0005)[()], y0=probit(0.0005)[()], x1=probit(0.6)[()],
-                      y1=probit(0.6)[()], line={"color": "#bbb", "dash": "dot", "width": 1}, row=r, col=c)
+        fig.add_shape(type="line", x0=probit(0.0005)[()], y0=probit(0.0005)[()], x1=probit(0.8)[()],
+                      y1=probit(0.8)[()], line={"color": "#bbb", "dash": "dot", "width": 1}, row=r, col=c)
     fig.update_layout(height=int(380 * rows + 160))
 
 

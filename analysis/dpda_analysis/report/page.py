@@ -97,6 +97,7 @@ table.sortable th { position: sticky; top: 0; background: #f3f3f3; cursor: point
 table.sortable th[data-dir=asc]::after { content: " \\25B2"; } table.sortable th[data-dir=desc]::after { content: " \\25BC"; }
 table.sortable td { padding: 3px 8px; border-bottom: 1px solid #e4e4e4; white-space: nowrap; }
 table.sortable tr.stopped td { color: #777; }
+table.sortable .extra { display: none; } table.sortable.show-all .extra { display: table-cell; }
 </style>"""
 
 
