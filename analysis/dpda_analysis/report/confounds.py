@@ -33,6 +33,14 @@ def _budget_note(table: pd.DataFrame) -> str | None:
     return f"Unequal budgets: epochs per rule {', '.join(spans)}{why}."
 
 
+def _looks_discrete(values: pd.Series) -> bool:
+    """Without the search-space snapshot: text, or a few whole numbers (an algorithm's number)."""
+    numbers = pd.to_numeric(values.dropna(), errors="coerce")
+    if numbers.isna().any():
+        return True
+    return bool((numbers == numbers.round()).all() and numbers.nunique() <= 6)
+
+
 def _setting_columns(table: pd.DataFrame, space: dict[str, dict] | None) -> list[str]:
     """Discrete settings that could differ between rules: the RawBoost algorithm and every searched
     choice (not the rule itself, not a column repeating another one, not a rule's own option that
@@ -41,7 +49,7 @@ def _setting_columns(table: pd.DataFrame, space: dict[str, dict] | None) -> list
     for col in (c for c in table.columns if c.startswith("param.") and ":" not in c):
         key = col.removeprefix("param.")
         spec = (space or {}).get(key)
-        discrete = spec.get("kind") == "choice" if spec is not None else table[col].dropna().nunique() <= 6
+        discrete = spec.get("kind") == "choice" if spec is not None else _looks_discrete(table[col])
         if discrete:
             candidates.append(col)
     out: list[str] = []
