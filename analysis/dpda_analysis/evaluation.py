@@ -191,7 +191,10 @@ def read_scored_set(folders: pd.DataFrame, run_id: str, trial_id: str, set_name:
     if text is None or keys is None:
         return None
     scores = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, names=["utt", "score"], dtype={"utt": str})
-    scored = keys.merge(scores, on="utt", how="inner", validate="one_to_one")
+    if len(keys) == len(scores) and (keys["utt"].to_numpy() == scores["utt"].to_numpy()).all():
+        scored = keys.assign(score=scores["score"].to_numpy())  # dpda eval writes both in one order
+    else:
+        scored = keys.merge(scores, on="utt", how="inner", validate="one_to_one")
     return scored.assign(bonafide=scored["label"] == "bonafide")
 
 

@@ -107,7 +107,18 @@ def fig_test_eer_by(inputs: ReportInputs, factors: str, *, title: str) -> go.Fig
 
 def _scored_sets(inputs: ReportInputs, run_id: str, trial_id: str) -> dict[str, pd.DataFrame]:
     """{set: its trials with scores and labels} of one model, sets in metrics.csv order; sets
-    without a score or keys file, or without both classes, are left out."""
+    without a score or keys file, or without both classes, are left out. Read once per report."""
+    if (run_id, trial_id) not in inputs.scored:
+        inputs.scored[(run_id, trial_id)] = _read_scored_sets(inputs, run_id, trial_id)
+    return inputs.scored[(run_id, trial_id)]
+
+
+def _first_scored(inputs: ReportInputs) -> tuple[str, str] | None:
+    """The first evaluated model (`evaluated_models` order) with score and key files."""
+    return next((k for k in evaluated_models(inputs) if _scored_sets(inputs, *k)), None)
+
+
+def _read_scored_sets(inputs: ReportInputs, run_id: str, trial_id: str) -> dict[str, pd.DataFrame]:
     rows = inputs.tests[(inputs.tests["run_id"] == run_id) & (inputs.tests["trial_id"] == trial_id)
                         & (inputs.tests["factor"] == "all")]
     out = {}
@@ -190,10 +201,10 @@ def fig_det_by_attack(inputs: ReportInputs, requested: bool, max_points: int, *,
     one panel per set, the pooled curve in black; drawn on request (`dpda report --det-by-attack`)."""
     if not requested:
         return empty_figure(title, "per-attack DET curves are drawn on request: dpda report --det-by-attack")
-    models = [k for k in evaluated_models(inputs) if _scored_sets(inputs, *k)]
-    if not models:
+    first = _first_scored(inputs)
+    if first is None:
         return empty_figure(title, "no score and key files in the evaluated models' eval folders")
-    run_id, trial_id = models[0]
+    run_id, trial_id = first
     scored_sets = _scored_sets(inputs, run_id, trial_id)
     sets = [s for s, v in scored_sets.items() if "attack" in v]
     if not sets:
@@ -222,10 +233,10 @@ def fig_score_histograms(inputs: ReportInputs, bins: int, *, title: str) -> go.F
     """The first evaluated model's scores per class, one panel per set, on shared bins (fraction of
     each class per bin), with the EER threshold and, for calibrated LLR scores, the Bayes threshold
     of the ASVspoof 5 operating point (metrics.csv's `threshold`, `bayes_threshold`)."""
-    models = [k for k in evaluated_models(inputs) if _scored_sets(inputs, *k)]
-    if not models:
+    first = _first_scored(inputs)
+    if first is None:
         return empty_figure(title, "no score and key files in the evaluated models' eval folders")
-    run_id, trial_id = models[0]
+    run_id, trial_id = first
     scored_sets = _scored_sets(inputs, run_id, trial_id)
     sets = list(scored_sets)
     rows, cols = _grid(sets)

@@ -33,6 +33,7 @@ class ReportInputs:
     trial_color: dict[tuple[str, str], str] = field(default_factory=dict)
     evaluated: pd.DataFrame | None = None
     location: Location | None = None
+    scored: dict[tuple[str, str], dict[str, pd.DataFrame]] = field(default_factory=dict)  # score files read once
 
     def label(self, run_id: str, trial_id: str) -> str:
         """How every figure names a trial (`trial 00003 (pcgrad)`), or an evaluated model outside the trials."""
