@@ -272,3 +272,14 @@ def test_trials_table_default_is_narrow_without_repeats(exp: Path, tmp_path: Pat
     assert "strength" not in [h for h, _ in heads]  # the searched key's column holds it once
     assert 'id="trials-all-columns"' in page and "mean_cos" in [h for h, extra in heads if extra]
     assert set(FIGURE_ORDER) >= {"det_curves", "score_histograms", "test_eer_by_condition"}
+
+
+def test_cli_report_evaluation_and_det_by_attack(exp: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from dpda.cli import main as cli_main
+
+    out = tmp_path / "cli.html"
+    folder = _eval_dir(exp, "00001")
+    assert cli_main(["report", str(exp), "--html", str(out), "--evaluation", str(folder), "--det-by-attack"]) == 0
+    assert f"({len(FIGURE_ORDER) - 1} figures)" in capsys.readouterr().out  # all but the transform view
+    page = out.read_text(encoding="utf-8")
+    assert 'id="fig-det_by_attack"' in page and "test sets of trial 00001 (pcgrad)" in page

@@ -60,8 +60,8 @@ def write_report(
     """Write the report for a run, directory of runs or Tune experiment (or an open Telemetry);
     `on_figure` as in `build_figures`. `evaluation`: an eval folder (what `dpda eval` writes: metrics.csv,
     breakdowns, scores and keys; real.summary.csv when the real-audio set was scored): its model joins
-    the evaluation views (named after its trial when it is one) and the real-set EERs get a figure
-    of their own. `det_by_attack`: draw the per-attack DET view. Figures with nothing to show are
+    the evaluation views (named after its trial when it is one) and, when the real-audio set was
+    scored, its EERs get a figure of their own. `det_by_attack`: draw the per-attack DET view. Figures with nothing to show are
     left out of the page with a one-line note; `ReportResult.figures` lists those drawn."""
     tel = source if isinstance(source, Telemetry) else Telemetry(source)
     try:
@@ -69,7 +69,8 @@ def write_report(
         figures = build_figures(tel, heatmap_bins=heatmap_bins, heatmap_trials=heatmap_trials, on_figure=on_figure,
                                 inputs=inputs, det_by_attack=det_by_attack)
         table = read_evaluation(evaluation) if evaluation is not None else None
-        if table is not None and len(table):
+        # only with the real-set rows: the evaluated sets alone are the test_eer view's, for this model too
+        if table is not None and (table["group"] != "evaluated sets").any():
             asked = inputs.evaluated[inputs.evaluated["location"] == "local"]
             model = inputs.label(asked["run_id"].iloc[0], asked["trial_id"].iloc[0]) if len(asked) else None
             figures[EVALUATION_FIGURE] = fig_evaluation(table, model)

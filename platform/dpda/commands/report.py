@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if args.heatmap_bins < 1 or args.heatmap_trials < 1:
         print("dpda report: error: --heatmap-bins and --heatmap-trials must be >= 1", file=sys.stderr)
         return 2
+    total = len(FIGURE_ORDER) + bool(args.evaluation)  # the real-set figure, when the folder has one
     try:
-        with warnings.catch_warnings(record=True) as caught, Progress(len(FIGURE_ORDER), "report", "figures") as bar:
+        with warnings.catch_warnings(record=True) as caught, Progress(total, "report", "figures") as bar:
             warnings.simplefilter("always", AnalysisWarning)
             result = write_report(args.path, args.html, png_dir=args.png, title=args.title,
                                   heatmap_bins=args.heatmap_bins, heatmap_trials=args.heatmap_trials,
