@@ -2,8 +2,9 @@
 
 Why here: the report reads an eval folder's score and key files and must draw the miss / false
 alarm trade-off without torch or dpda. Every distinct score is a cut point, and a binary search in
-each class's sorted scores gives both rates at all of them at once: at a threshold t, bona fide trials scoring below t are missed and spoofs scoring t or more are accepted
-(the convention of `dpda.metrics` and scikit-learn's `det_curve` with bona fide as the positive class).
+each class's sorted scores gives both rates at all of them at once: at a threshold t, bona fide
+trials scoring below t are missed and spoofs scoring t or more are accepted (the convention of
+`dpda.metrics` and scikit-learn's `det_curve` with bona fide as the positive class).
 """
 
 from __future__ import annotations
