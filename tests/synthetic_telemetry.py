@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
+import pandas as pd
 
 from dpda_analysis.conflict import conflict_fraction, step_counts
 from dpda_analysis.layout import RUN_EVAL_DIR, RUN_SUMMARY, SEARCH_SPACE_FILE
@@ -202,7 +203,81 @@ def layer_names(n_layers: int) -> list[str]:
     return front + middle + head
 
 
-def _write_outcome(trial: SyntheticTrial, rng: np.random.Generator, best_eer: float) -> None:
+def brute_force_eer(bona: np.ndarray, spoof: np.ndarray) -> tuple[float, float]:
+    """(EER, threshold) by sweeping every score as the threshold (miss: bona < t, false alarm:
+    spoof >= t), the rates' mean where they are closest: the fixture's own, independent of dpda."""
+    thresholds = np.unique(np.concatenate([bona, spoof]))
+    frr = (bona[None, :] < thresholds[:, None]).mean(axis=1)
+    far = (spoof[None, :] >= thresholds[:, None]).mean(axis=1)
+    i = int(np.argmin(np.abs(far - frr)))
+    return float((far[i] + frr[i]) / 2), float(thresholds[i])
+
+
+_FIXTURE_COST = (0.05, 1.0, 10.0)  # ASVspoof 5: Pspoof, Cmiss, Cfa
+
+
+def _fixture_metrics(bona: np.ndarray, spoof: np.ndarray) -> dict[str, float]:
+    """EER, threshold, minDCF, actDCF (at the Bayes threshold) and Cllr by plain sweeps and sums."""
+    p, c_miss, c_fa = _FIXTURE_COST
+    eer, threshold = brute_force_eer(bona, spoof)
+    norm = min(c_miss * (1 - p), c_fa * p)
+    cuts = np.concatenate([np.unique(np.concatenate([bona, spoof])), [np.inf]])
+    miss = (bona[None, :] < cuts[:, None]).mean(axis=1)
+    fa = (spoof[None, :] >= cuts[:, None]).mean(axis=1)
+    bayes = -np.log(c_miss * (1 - p) / (c_fa * p))
+    act = (c_miss * (1 - p) * (bona < bayes).mean() + c_fa * p * (spoof >= bayes).mean()) / norm
+    cllr = (np.mean(np.logaddexp(0, -bona)) + np.mean(np.logaddexp(0, spoof))) / (2 * np.log(2))
+    half = 1.96 * np.sqrt(eer * (1 - eer) / (bona.size + spoof.size)) * 2
+    return {"eer": eer, "threshold": threshold, "eer_low": max(0.0, eer - half), "eer_high": eer + half,
+            "min_dcf": float(((c_miss * (1 - p) * miss + c_fa * p * fa) / norm).min()), "act_dcf": float(act),
+            "cllr": float(cllr), "bayes_threshold": float(bayes)}
+
+
+def _write_scored_outcome(trial: SyntheticTrial, final: float) -> None:
+    """eval/ as `dpda eval` writes it, from drawn scores: score and key files, metrics.csv and the
+    breakdowns (per attack, and per codec on the eval set) computed from those scores. Its own
+    generator, so the telemetry's numbers do not move."""
+    rng = np.random.default_rng(int(trial.trial_id) + 1000)
+    out = trial.run_dir / RUN_EVAL_DIR
+    out.mkdir(exist_ok=True)
+    rows = []
+    for name, n, attacks, codecs in (("eval", 3000, [f"A{k:02d}" for k in range(16, 20)], ["none", "mp3", "opus"]),
+                                     ("in_the_wild", 1500, ["wild"], [])):
+        sep = 5.5 - 15 * final - (1.2 if name == "in_the_wild" else 0.0)
+        n_bona = n // 5
+        utt = [f"{name}_{i:05d}" for i in range(n)]
+        label = np.array(["bonafide"] * n_bona + ["spoof"] * (n - n_bona))
+        attack = np.array(["-"] * n_bona + [attacks[i % len(attacks)] for i in range(n - n_bona)])
+        shift = np.array([0.0] * n_bona + [0.6 * (attacks.index(a) - 1) for a in attack[n_bona:]])
+        score = np.where(label == "bonafide", rng.normal(sep / 2, 1.0, n), rng.normal(-sep / 2, 1.2, n) + shift)
+        keys = {"utt": utt, "label": label, "attack": attack}
+        if codecs:
+            keys["codec"] = [codecs[i % len(codecs)] for i in range(n)]
+        (out / f"{name}.scores.txt").write_text("".join(f"{u} {s!r}\n" for u, s in zip(utt, score.tolist())))
+        pd.DataFrame(keys).to_csv(out / f"{name}.keys.csv", index=False)
+        bona = score[label == "bonafide"]
+        pooled = _fixture_metrics(bona, score[label == "spoof"])
+        rows.append({"set": name, "spec": name, "n_bonafide": n_bona, "n_spoof": n - n_bona, **pooled,
+                     "score": "logit_diff", "model": str(trial.run_dir / "model.pt")})
+        lines = [{"factor": "all", "value": "pooled", "n_bonafide": n_bona, "n_spoof": n - n_bona, **pooled}]
+        for a in attacks:
+            spoof = score[attack == a]
+            lines.append({"factor": "attack", "value": a, "n_bonafide": n_bona, "n_spoof": spoof.size,
+                          **_fixture_metrics(bona, spoof)})
+        for c in codecs:
+            in_c = np.asarray(keys["codec"]) == c
+            lines.append({"factor": "codec", "value": c, "n_bonafide": int((in_c & (label == "bonafide")).sum()),
+                          "n_spoof": int((in_c & (label == "spoof")).sum()),
+                          **_fixture_metrics(score[in_c & (label == "bonafide")], score[in_c & (label == "spoof")])})
+        _write_csv(out / f"{name}.breakdown.csv", lines)
+    _write_csv(out / "metrics.csv", rows)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    pd.DataFrame(rows).to_csv(path, index=False)  # quoted where needed: Tune's run dir names hold commas
+
+
+def _write_outcome(trial: SyntheticTrial, rng: np.random.Generator, best_eer: float, scores: bool = False) -> None:
     """What a finished Trainer leaves beside its telemetry: summary.json (the saved averaged
     model's dev EER, a little worse than the best epoch's) and eval/ (per set and per attack,
     with bootstrap-like intervals)."""
@@ -227,6 +302,8 @@ def _write_outcome(trial: SyntheticTrial, rng: np.random.Generator, best_eer: fl
         (out / f"{name}.breakdown.csv").write_text("\n".join(lines) + "\n")
     (out / "metrics.csv").write_text("set,spec,n_bonafide,n_spoof,eer,threshold,eer_low,eer_high\n"
                                      + "\n".join(rows) + "\n")
+    if scores:  # what dpda eval writes today, from drawn scores (the lines above keep older tests' numbers)
+        _write_scored_outcome(trial, final)
 
 
 def write_synthetic_experiment(
@@ -243,6 +320,7 @@ def write_synthetic_experiment(
     experiment: str = "synthetic_exp",
     leaves: tuple[str, ...] = (),
     path_counts: tuple[int, ...] = (),
+    scores: bool = False,
 ) -> list[SyntheticTrial]:
     """Write a Tune-style experiment dir (params.json, result.json, telemetry/) under `root`.
 
@@ -254,6 +332,8 @@ def write_synthetic_experiment(
     (null, as before schema 4), and the same numbers as before. With `path_counts` trial i has
     `path_counts[i % len(path_counts)]` paths (2..5, `trial_paths`) and records the many-path
     statistics (`path_stats`); without, none (null, as before schema 5), and the same numbers.
+    With `scores`, each finished trial's eval/ is what `dpda eval` writes (score and key files,
+    metrics and breakdowns from those scores).
     """
     rng = np.random.default_rng(seed)
     exp = Path(root) / experiment
@@ -292,6 +372,6 @@ def write_synthetic_experiment(
                 fh.write(json.dumps({"trial_id": trial_id, "training_iteration": epoch, "epoch": epoch,
                                      "loss": 0.1}) + "\n")
         if not stopped:
-            _write_outcome(trial, rng, best)
+            _write_outcome(trial, rng, best, scores)
         out.append(trial)
     return out

@@ -19,12 +19,15 @@ import dpda_analysis as A
 from dpda.cli import main as cli_main
 from synthetic_telemetry import PIPELINE, write_synthetic_experiment
 from dpda_analysis.report import FIGURE_ORDER, FIGURES, TRIALS_TABLE, build_figures, write_report
+from dpda_analysis.report.common import is_omitted
 from dpda_analysis.store import Telemetry
 from telemetry_support import pandas_supersede, raw_frame, resolved_epochs
 
 CHROMIUM = "/usr/bin/chromium"
 ALWAYS = [f.name for f in FIGURES if f.when is None]  # the figures every report draws
 PATH_FIGURES = ["path_matrix", "path_pairs_ranked"]  # drawn when some trial has 3 paths or more
+# left out (empty) of a report without applied-transforms telemetry and without score files
+NO_SCORES_OMITTED = ("conflict_by_transform", "test_eer_by_condition", "det_curves", "det_by_attack", "score_histograms")
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +35,10 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Demo scale: 6 trials, two restarted, two stopped early by ASHA after one epoch."""
     root = tmp_path_factory.mktemp("rep")
     write_synthetic_experiment(root, trials=6, steps=120, layers=5, steps_per_epoch=30, restart_trials=2,
-                               stopped_trials=2, seed=3)
+                               stopped_trials=2, seed=3, scores=True)
     out = root / "out" / "report.html"
-    result = write_report(root / "synthetic_exp", out)
-    assert result.figures == ALWAYS  # dual-path trials: no path matrix
+    result = write_report(root / "synthetic_exp", out, det_by_attack=True)
+    assert result.figures == DRAWN  # no applied-transforms telemetry here: that view is left out
     return out
 
 
@@ -47,8 +50,11 @@ def report_paths(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                stopped_trials=1, seed=6, path_counts=(5, 3, 2))
     out = root / "out" / "report.html"
     result = write_report(root / "synthetic_exp", out)
-    assert result.figures == list(FIGURE_ORDER)
+    assert set(PATH_FIGURES) <= set(result.figures) and set(result.figures) <= set(FIGURE_ORDER)
     return out
+
+
+DRAWN = [name for name in ALWAYS if name != "conflict_by_transform"]
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +116,12 @@ def test_report_numbers_equal_an_independent_pandas_computation(report: Path) ->
     done = sorted(model)
     rho, p = stats.spearmanr(frac[done], best[done])
     assert f"rho {rho:+.2f}, p={p:.2g}, n=4" in figs["eer_vs_conflict"].layout.annotations[0].text
-    # test-set EERs: every completed model's metrics.csv rows
+    # test-set EERs: every completed model's metrics.csv rows, one trace (colour) per model
     test = figs["test_eer"].data
     for trace in test:
-        for label, x in zip(trace.y, trace.x):
-            metrics = pd.read_csv(trial_dirs[label.removeprefix("trial ")] / "eval" / "metrics.csv").set_index("set")
-            assert x == pytest.approx(metrics.loc[trace.name, "eer"] * 100)
+        trial_id = trace.name.split()[1]
+        metrics = pd.read_csv(trial_dirs[trial_id] / "eval" / "metrics.csv").set_index("set")
+        np.testing.assert_allclose(trace.x, metrics.loc[list(trace.y), "eer"] * 100)
     assert sum(len(t.x) for t in test) == 2 * len(model)
     # the page: headline is the saved model's dev EER, ranking and table cells as computed here
     page = report.read_text(encoding="utf-8")
@@ -143,9 +149,10 @@ def test_report_is_self_contained(report: Path) -> None:
     assert "plotly.js v" in page or "Plotly" in page[:2_000_000]
     assert not re.search(r"<script[^>]+src\s*=", page, re.I), "external script reference"
     assert not re.search(r"<link[^>]+href\s*=\s*[\"']?https?:", page, re.I), "external stylesheet"
-    for name in ALWAYS:
+    for name in DRAWN:
         assert f'id="fig-{name}"' in page
     assert not any(f'id="fig-{name}"' in page for name in PATH_FIGURES)
+    assert 'id="fig-conflict_by_transform"' not in page and 'id="omitted-conflict_by_transform"' in page
     assert 'id="js-errors"' in page and 'id="summary"' in page and f'id="section-{TRIALS_TABLE}"' in page
 
 
@@ -156,13 +163,14 @@ def test_the_figure_table_names_titles_and_orders_the_page(report: Path) -> None
     assert FIGURE_ORDER == tuple(f.name for f in FIGURES) and len(set(FIGURE_ORDER)) == len(FIGURES)
     with Telemetry(report.parent.parent / "synthetic_exp") as tel:
         drawn = build_figures(tel, heatmap_trials=1)
-    assert list(drawn) == ALWAYS and set(FIGURE_ORDER) - set(ALWAYS) == set(PATH_FIGURES)
+    assert list(drawn) == ALWAYS and set(FIGURE_ORDER) - set(ALWAYS) == set(PATH_FIGURES)  # one omitted: empty
     for figure in FIGURES:
         if figure.name in drawn:
             assert drawn[figure.name].layout.title.text.startswith(figure.title), figure.name
     page = report.read_text(encoding="utf-8")
     sections = re.findall(r'<section[^>]* id="section-([a-z_]+)"', page)
-    assert sections == [*ALWAYS, TRIALS_TABLE]
+    assert sections == [*DRAWN, TRIALS_TABLE]  # an empty view is left out, with a one-line note in its place
+    assert page.index('id="omitted-conflict_by_transform"') < page.index('id="section-layer_heatmap"')
 
 
 def test_cli_report_and_png_message(report: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -198,14 +206,14 @@ def _chromium(page: Path, tmp_path: Path, height: int) -> tuple[str, Path]:
     return dom, shot
 
 
-def _check_rendered(dom: str, names: list[str] = ALWAYS) -> None:
+def _check_rendered(dom: str, drawn: list[str] = DRAWN) -> None:
     errors = re.search(r'<pre id="js-errors" data-count="(\d+)"[^>]*>([^<]*)</pre>', dom)
     assert errors is not None, "report page did not load"
     # console.warn and console.error are recorded there too: no JS error and no warning
     assert errors.group(1) == "0" and errors.group(2) == "", f"JavaScript errors or warnings: {errors.group(2)}"
     status = re.search(r'<pre id="render-status"[^>]*>([^<]*)</pre>', dom)
     assert status is not None and status.group(1), "render check script did not run"
-    assert json.loads(status.group(1)) == {f"fig-{name}": True for name in names}
+    assert json.loads(status.group(1)) == {f"fig-{name}": True for name in drawn}
     # Independent of the page's own check: each figure's div holds Plotly's main svg.
     starts = [(m.start(), m.group(1)) for m in re.finditer(r'id="fig-([a-z_]+)"', dom)]
     for (pos, name), nxt in zip(starts, [p for p, _ in starts[1:]] + [len(dom)]):
@@ -225,11 +233,12 @@ def test_report_at_400_layers_renders_with_module_labels(report_400: Path, tmp_p
     """XLS-R scale: the layer views label modules (not 400 tensor names, not none), every view draws,
     and no JavaScript error or warning appears."""
     dom, shot = _chromium(report_400, tmp_path, 3000)
-    _check_rendered(dom)
+    _check_rendered(dom, [n for n in ALWAYS if n not in NO_SCORES_OMITTED])
     heat = dom[dom.index('id="fig-layer_heatmap"'):dom.index('id="fig-layer_conflict"')]
     ticks = re.findall(r'class="ytick"[^>]*>.*?<text[^>]*>([^<]+)</text>', heat)
     assert 10 <= len(ticks) <= 60, ticks  # one label per module, thinned: legible
-    assert "ssl.encoder.layers.0 (7)" in ticks and "ssl.feature_extractor.conv_layers.0-6 (0)" in ticks
+    # the bracketed number is the module's tensor count in both layer views
+    assert "ssl.encoder.layers.0 (16)" in ticks and "ssl.feature_extractor.conv_layers.0-6 (7)" in ticks
     modules = dom[dom.index('id="fig-layer_conflict"'):dom.index('id="fig-cosine_histogram"')]
     labels = re.findall(r'class="ytick"[^>]*>.*?<text[^>]*>([^<]+)</text>', modules)
     assert "ssl.encoder.layers.23 (16)" in labels and "head.fc (2)" in labels
@@ -263,7 +272,7 @@ def test_conflict_by_transform_figure_only_with_the_applied_transforms_record(re
     with their Wilson intervals, one colour per variant."""
     with Telemetry(report.parent.parent / "synthetic_exp") as tel:
         empty = build_figures(tel)["conflict_by_transform"]
-    assert not empty.data and "no applied-transforms telemetry" in empty.layout.annotations[0].text
+    assert not empty.data and "no applied-transforms telemetry" in is_omitted(empty)
     write_synthetic_experiment(tmp_path, trials=2, steps=60, layers=3, steps_per_epoch=30, restart_trials=0, seed=5,
                                leaves=PIPELINE)
     with Telemetry(tmp_path / "synthetic_exp") as tel:
@@ -324,7 +333,7 @@ def test_path_figures_draw_the_matrix_and_the_ranked_pairs(report_paths: Path) -
 @pytest.mark.browser
 def test_report_with_many_paths_renders_in_headless_chromium(report_paths: Path, tmp_path: Path) -> None:
     dom, shot = _chromium(report_paths, tmp_path, 4000)
-    _check_rendered(dom, list(FIGURE_ORDER))
+    _check_rendered(dom, [n for n in FIGURE_ORDER if n not in NO_SCORES_OMITTED])
     matrix = dom[dom.index('id="fig-path_matrix"'):dom.index('id="fig-path_pairs_ranked"')]
     assert "noise_rir" in matrix and "epochs 1-2" in matrix
     assert shot.exists() and shot.stat().st_size > 10_000

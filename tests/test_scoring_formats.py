@@ -303,6 +303,11 @@ def test_eval_metrics_option_and_csv_columns(tmp_path, capsys):
     assert row["act_dcf"] == pytest.approx(compute_act_dcf(bona, spoof)[0])
     assert row["cllr"] == pytest.approx(compute_cllr(bona, spoof))
     assert {"min_dcf", "act_dcf", "cllr"} <= set(pd.read_csv(out / "eval.breakdown.csv").columns)
+    # the keys beside the scores (what the report's DET curves join them with): every scored trial's label
+    keys = pd.read_csv(out / "eval.keys.csv", keep_default_na=False).set_index("utt")
+    assert list(keys.columns[:2]) == ["label", "attack"] and sorted(keys.index) == sorted(scores.index)
+    assert (keys["label"].eq("bonafide").astype(int) == target[keys.index]).all()
+    assert row["bayes_threshold"] == pytest.approx(-np.log(0.95 / (10 * 0.05)))
 
 
 def test_eval_length_sets_how_much_of_each_file_dev_eval_and_predict_score(tmp_path, monkeypatch, capsys):

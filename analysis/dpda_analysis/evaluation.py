@@ -21,7 +21,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from dpda_analysis.discover import TUNE_PARAMS
-from dpda_analysis.layout import RUN_EVAL_DIR, RUN_SUMMARY, SEARCH_SPACE_FILE
+from dpda_analysis.layout import (EVAL_METRICS, RUN_EVAL_DIR, RUN_SUMMARY, SEARCH_SPACE_FILE, eval_breakdown_file,
+                                  eval_keys_file, eval_scores_file)
 from dpda_analysis.location import Location
 
 if TYPE_CHECKING:
@@ -94,39 +95,107 @@ def read_search_space(root: str | os.PathLike, run_dirs: list[str], loc: Locatio
     return None
 
 
-_TEST_COLUMNS = ["run_id", "trial_id", "set", "factor", "value", "eer", "eer_low", "eer_high", "trials"]
+_METRIC_COLUMNS = [f"{m}{s}" for m in ("eer", "min_dcf", "act_dcf", "cllr") for s in ("", "_low", "_high")]
+_TEST_COLUMNS = ["run_id", "trial_id", "set", "factor", "value", *_METRIC_COLUMNS, "trials", "threshold",
+                 "bayes_threshold", "calibrated", "model"]
+EVALUATION_RUN = "evaluation"  # run_id of the eval folder given to the report (`--evaluation`)
 
 
-def read_test_eers(trials: pd.DataFrame, loc: Location = _LOCAL) -> pd.DataFrame:
-    """Every evaluated model's test-set EERs: per set (factor `all`) from the run dir's
-    eval/metrics.csv, and per attack or condition from eval/<set>.breakdown.csv; EERs as
-    fractions with their 95% bootstrap interval (NaN where it was not computed)."""
+def evaluated_folders(trials: pd.DataFrame, evaluation: str | os.PathLike | None = None,
+                      loc: Location = _LOCAL) -> pd.DataFrame:
+    """(run_id, trial_id, eval_dir) of every evaluated model: each trial's run dir eval/ that holds
+    a metrics.csv, then the report's `evaluation` folder (on the local filesystem). That folder's
+    model is named after the trial whose run dir holds it (metrics.csv's `model` column), else after
+    the model file's folder, else the eval folder's name."""
+    rows = [(r, t, str(loc.path(d) / RUN_EVAL_DIR)) for r, t, d in zip(trials["run_id"], trials["trial_id"],
+                                                                       trials["run_dir"])
+            if loc.is_file(loc.path(d) / RUN_EVAL_DIR / EVAL_METRICS)]
+    folders = pd.DataFrame(rows, columns=["run_id", "trial_id", "eval_dir"]).assign(location="run")
+    if evaluation is None or not (Path(evaluation) / EVAL_METRICS).is_file():
+        return folders
+    metrics = pd.read_csv(Path(evaluation) / EVAL_METRICS)
+    model = str(metrics["model"].iloc[0]) if "model" in metrics and len(metrics) else ""
+    owner = {Path(str(d)).name: (r, t) for r, t, d in zip(trials["run_id"], trials["trial_id"], trials["run_dir"])}
+    run_id, trial_id = owner.get(Path(model).parent.name, (EVALUATION_RUN, Path(model).parent.name or Path(evaluation).name))
+    extra = pd.DataFrame([(run_id, trial_id, str(evaluation), "local")], columns=[*folders.columns])
+    # the same model evaluated in its run dir and in the report's folder: the folder wins (it was asked for)
+    folders = folders[~((folders["run_id"] == run_id) & (folders["trial_id"] == trial_id))]
+    return pd.concat([folders, extra], ignore_index=True)
+
+
+def _where(location: str, loc: Location) -> Location:
+    return _LOCAL if location == "local" else loc
+
+
+def is_calibrated(row: pd.Series | dict) -> bool:
+    """Whether a metrics.csv row's scores are calibrated LLRs (a `calibrated` column, or a score kind
+    naming LLRs): only then does the Bayes threshold mean a decision."""
+    flag = row.get("calibrated")
+    if flag is not None and not (isinstance(flag, float) and math.isnan(flag)):
+        return str(flag).strip().lower() in ("true", "1", "yes")
+    kind = row.get("score_kind", row.get("score"))
+    return isinstance(kind, str) and "llr" in kind.lower()
+
+
+def _metric_frame(table: pd.DataFrame) -> dict[str, object]:
+    return {c: table[c] if c in table else math.nan for c in _METRIC_COLUMNS}
+
+
+def read_test_eers(folders: pd.DataFrame, loc: Location = _LOCAL) -> pd.DataFrame:
+    """Every evaluated model's test-set metrics (`folders` from `evaluated_folders`): per set (factor
+    `all`) from metrics.csv, and per attack or condition from <set>.breakdown.csv; EER, minDCF,
+    actDCF and Cllr with their 95% bootstrap intervals (NaN where not computed; EERs as fractions)."""
     frames = []
-    for run_id, trial_id, run_dir in zip(trials["run_id"], trials["trial_id"], trials["run_dir"]):
-        folder = loc.path(run_dir) / RUN_EVAL_DIR
-        sets = _csv(loc, folder / "metrics.csv")
+    for run_id, trial_id, folder_name, where in folders[["run_id", "trial_id", "eval_dir", "location"]].itertuples(
+            index=False):
+        fs = _where(where, loc)
+        folder = fs.path(folder_name)
+        sets = _csv(fs, folder / EVAL_METRICS)
         if sets is None:
             continue
+        calibrated = [is_calibrated(r) for _, r in sets.iterrows()]
         parts = [pd.DataFrame({"set": sets["set"].astype(str), "factor": "all", "value": "pooled",
-                               "eer": sets["eer"], "eer_low": sets.get("eer_low", math.nan),
-                               "eer_high": sets.get("eer_high", math.nan),
-                               "trials": sets["n_bonafide"] + sets["n_spoof"]})]
+                               **_metric_frame(sets), "trials": sets["n_bonafide"] + sets["n_spoof"],
+                               "threshold": sets.get("threshold", math.nan),
+                               "bayes_threshold": sets.get("bayes_threshold", math.nan),
+                               "calibrated": calibrated, "model": sets.get("model", "")})]
         for name in sets["set"].astype(str):
-            b = _csv(loc, folder / f"{name}.breakdown.csv", keep_default_na=False, na_values=[""])
+            b = _csv(fs, folder / eval_breakdown_file(name), keep_default_na=False, na_values=[""])
             if b is not None:
                 b = b[b["factor"] != "all"]  # the pooled row repeats metrics.csv
                 parts.append(pd.DataFrame({"set": name, "factor": b["factor"].astype(str),
-                                           "value": b["value"].astype(str), "eer": b["eer"],
-                                           "eer_low": b.get("eer_low", math.nan),
-                                           "eer_high": b.get("eer_high", math.nan),
-                                           "trials": b["n_bonafide"] + b["n_spoof"]}))
+                                           "value": b["value"].astype(str), **_metric_frame(b),
+                                           "trials": b["n_bonafide"] + b["n_spoof"],
+                                           "threshold": b.get("threshold", math.nan)}))
         frame = pd.concat(parts, ignore_index=True)
         frame.insert(0, "trial_id", trial_id)
         frame.insert(0, "run_id", run_id)
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=_TEST_COLUMNS)
-    return pd.concat(frames, ignore_index=True)[_TEST_COLUMNS]
+    return pd.concat(frames, ignore_index=True).reindex(columns=_TEST_COLUMNS)
+
+
+def read_scored_set(folders: pd.DataFrame, run_id: str, trial_id: str, set_name: str,
+                    loc: Location = _LOCAL) -> pd.DataFrame | None:
+    """One evaluated set's trials: utt, score (from its score file), bonafide (bool), attack and
+    condition columns (from its keys file); None when either file is missing (an eval folder
+    written before dpda eval wrote keys)."""
+    row = folders[(folders["run_id"] == run_id) & (folders["trial_id"] == trial_id)]
+    if row.empty:
+        return None
+    fs = _where(row["location"].iloc[0], loc)
+    folder = fs.path(row["eval_dir"].iloc[0])
+    text = fs.read_text(folder / eval_scores_file(set_name))
+    keys = _csv(fs, folder / eval_keys_file(set_name), keep_default_na=False, dtype=str)
+    if text is None or keys is None:
+        return None
+    scores = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, names=["utt", "score"], dtype={"utt": str})
+    if len(keys) == len(scores) and (keys["utt"].to_numpy() == scores["utt"].to_numpy()).all():
+        scored = keys.assign(score=scores["score"].to_numpy())  # dpda eval writes both in one order
+    else:
+        scored = keys.merge(scores, on="utt", how="inner", validate="one_to_one")
+    return scored.assign(bonafide=scored["label"] == "bonafide")
 
 
 def read_evaluation(eval_dir: str | os.PathLike) -> pd.DataFrame:
@@ -154,8 +223,9 @@ def read_evaluation(eval_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "label", "eer", "eer_low", "eer_high", "trials"])
 
 
-def fig_evaluation(table: pd.DataFrame) -> go.Figure:
-    """Dots with interval whiskers, one row per set or subset, grouped by colour."""
+def fig_evaluation(table: pd.DataFrame, model: str | None = None) -> go.Figure:
+    """Dots with interval whiskers, one row per set or subset, grouped by colour; the title names
+    the evaluated `model`."""
     import plotly.graph_objects as go  # here: `dpda tune` imports this module's file names
 
     fig = go.Figure()
@@ -168,6 +238,6 @@ def fig_evaluation(table: pd.DataFrame) -> go.Figure:
                      "arrayminus": eer - 100 * rows["eer_low"]},
             customdata=rows[["trials"]].to_numpy(),
             hovertemplate="%{y}<br>EER %{x:.2f}%<br>%{customdata[0]} trials<extra></extra>"))
-    fig.update_layout(title=TITLE, xaxis_title="EER (%)", height=int(min(1600, 160 + 22 * len(table))),
+    fig.update_layout(title=f"{TITLE}: {model}" if model else TITLE, xaxis_title="EER (%), 95% bootstrap interval", height=int(min(1600, 160 + 22 * len(table))),
                       yaxis={"autorange": "reversed", "type": "category"}, legend={"orientation": "h", "y": -0.1})
     return fig

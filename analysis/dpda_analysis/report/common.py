@@ -15,14 +15,31 @@ STOPPED_SYMBOL = "x-open"  # and markers
 
 
 def rule_colors(rules: list[str]) -> dict[str, str]:
+    """One colour per rule (variant), for figures that pool a rule's trials."""
     palette = qualitative.Plotly
     return {r: palette[i % len(palette)] for i, r in enumerate(sorted(rules))}
 
 
+TRIAL_PALETTE = qualitative.D3 + qualitative.Dark24[4:]  # trials: apart from the rules' palette; repeats after 30
+
+
+def trial_colors(trials: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """One colour per trial ((run_id, trial_id), in the given order), the same in every figure."""
+    return {key: TRIAL_PALETTE[i % len(TRIAL_PALETTE)] for i, key in enumerate(trials)}
+
+
+def is_omitted(fig: go.Figure) -> str | None:
+    """The one-line reason a figure is left out of the page, or None when it is drawn."""
+    meta = fig.layout.meta
+    return meta.get("omitted") if isinstance(meta, dict) else None
+
+
 def empty_figure(title: str, message: str) -> go.Figure:
+    """A view with nothing to show: the page leaves it out and says why in one line (`is_omitted`),
+    so no empty view stands beside a full one."""
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, height=250)
+    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, height=250, meta={"omitted": message})
     return fig
 
 

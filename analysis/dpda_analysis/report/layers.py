@@ -14,6 +14,7 @@ from dpda_analysis.store import Telemetry
 def module_ticks(names: list[str]) -> tuple[list[float], list[str], list[int]]:
     """(tick positions, labels, boundaries) for tensors in parameter order: a boundary where the
     module changes, and a label at the middle of each module where there is room (~60 on the axis).
+    A label's bracketed number is the module's tensor count, as in the per-module conflict figure.
 
     Runs of small numbered siblings (7 convolutions of one tensor each) share one label
     (`...conv_layers.0-6`); then labels are placed largest module first, skipping any closer
@@ -38,7 +39,7 @@ def module_ticks(names: list[str]) -> tuple[list[float], list[str], list[int]]:
         centre = start + (size - 1) / 2
         if all(abs(centre - c) >= gap for c, _ in labelled):
             name = f"{parent}.{first}-{last}" if first is not None and first != last else modules[start]
-            labelled.append((centre, f"{name} ({start})"))
+            labelled.append((centre, f"{name} ({size})"))
     labelled.sort()
     return [s for s, _ in labelled], [t for _, t in labelled], starts[1:]
 
@@ -65,7 +66,7 @@ def fig_layer_heatmap(tel: Telemetry, order: list[tuple[str, str]], bins: int, m
                 z=grid.to_numpy(np.float32), x=x, y=grid.index.to_numpy(), zmin=-1, zmax=1, zmid=0,
                 colorscale="RdBu", colorbar={"title": {"text": "mean cos"}}, visible=not labels, name=label,
                 customdata=np.repeat(np.array(full, dtype=object)[:, None], len(x), axis=1),
-                hovertemplate="%{customdata}<br>(tensor %{y})<br>step ~%{x:.0f}<br>mean cos %{z:.3f}<extra></extra>",
+                hovertemplate="%{customdata}<br>tensor index %{y}<br>step ~%{x:.0f}<br>mean cos %{z:.3f}<extra></extra>",
             )
         )
         labels.append(label)
@@ -84,7 +85,7 @@ def fig_layer_heatmap(tel: Telemetry, order: list[tuple[str, str]], bins: int, m
     fig.update_layout(
         title=f"{title}: trial {labels[0]}",
         xaxis_title="step (drag to zoom, double-click to reset)",
-        yaxis={"title": "", "autorange": "reversed", "tickvals": tickvals, "ticktext": ticktext,
+        yaxis={"title": "module (tensors)", "autorange": "reversed", "tickvals": tickvals, "ticktext": ticktext,
                "tickfont": {"size": 10}, "automargin": True},
         shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": b - 0.5, "y1": b - 0.5,
                  "line": {"color": "rgba(0,0,0,0.25)", "width": 0.6}} for b in bounds],

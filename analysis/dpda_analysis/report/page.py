@@ -16,7 +16,8 @@ import plotly.offline
 
 from dpda_analysis import queries
 from dpda_analysis.evaluation import COMPLETED
-from dpda_analysis.report.common import interval, rho_text
+from dpda_analysis.report.common import interval, is_omitted, rho_text
+from dpda_analysis.report.evaluated import evaluated_models
 from dpda_analysis.report.figures import EVALUATION_FIGURE, FIGURE_ORDER
 from dpda_analysis.report.inputs import ReportInputs, report_inputs
 from dpda_analysis.report.trials_table import TRIALS_TABLE, TRIALS_TABLE_TITLE, trials_table_html
@@ -96,6 +97,7 @@ table.sortable th { position: sticky; top: 0; background: #f3f3f3; cursor: point
 table.sortable th[data-dir=asc]::after { content: " \\25B2"; } table.sortable th[data-dir=desc]::after { content: " \\25BC"; }
 table.sortable td { padding: 3px 8px; border-bottom: 1px solid #e4e4e4; white-space: nowrap; }
 table.sortable tr.stopped td { color: #777; }
+table.sortable .extra { display: none; } table.sortable.show-all .extra { display: table-cell; }
 </style>"""
 
 
@@ -103,7 +105,35 @@ def _pct(v: object, digits: int = 2) -> str:
     return "n/a" if v is None or pd.isna(v) else f"{float(v) * 100:.{digits}f}%"
 
 
-def _summary_html(tel: Telemetry, tests: pd.DataFrame) -> str:
+def _metric_text(r: pd.Series) -> str:
+    """`eval EER 5.10% [4.2, 6.0]%, minDCF 0.1234, actDCF 0.4567, Cllr 0.789` (what metrics.csv holds)."""
+    text = f"{r['set']} EER {_pct(r['eer'])}{interval(r['eer_low'], r['eer_high'])}"
+    for col, name, digits in (("min_dcf", "minDCF", 4), ("act_dcf", "actDCF", 4), ("cllr", "Cllr", 3)):
+        if pd.notna(r.get(col)):
+            text += f", {name} {float(r[col]):.{digits}f}"
+    return text
+
+
+def _test_rows(inputs: ReportInputs, best_trial: str | None) -> list[tuple[str, str]]:
+    """The headline's test-set rows: the evaluated model (the report's eval folder, else the best-ranked
+    evaluated trial), named, and the best trial's too when it was evaluated and is another model."""
+    sets = inputs.tests[inputs.tests["factor"] == "all"]
+    models = evaluated_models(inputs)
+    shown = models[:1]
+    if best_trial:
+        best = tuple(best_trial.split("/", 1))
+        if best in models and best not in shown:
+            shown.append(best)
+    rows = []
+    for run_id, trial_id in shown:
+        mine = sets[(sets["run_id"] == run_id) & (sets["trial_id"] == trial_id)]
+        calibrated = " (calibrated LLRs)" if mine["calibrated"].fillna(False).astype(bool).all() else ""
+        rows.append((f"test sets of {inputs.label(run_id, trial_id)}{calibrated}: EER (95% bootstrap), "
+                     "minDCF, actDCF, Cllr", "; ".join(_metric_text(r) for _, r in mine.iterrows())))
+    return rows
+
+
+def _summary_html(tel: Telemetry, inputs: ReportInputs) -> str:
     s = queries.summary(tel)
     points = queries.eer_vs_conflict(tel)
     corr = points.attrs.get("spearman", {})
@@ -134,13 +164,7 @@ def _summary_html(tel: Telemetry, tests: pd.DataFrame) -> str:
         rows.append(("completed trials whose saved-model interval overlaps the best's (not separable)",
                      f"{len(overlap)} of {len(others)}"
                      + (f": {', '.join(map(str, overlap['trial_id'][:8]))}" if len(overlap) else "")))
-    best = tests[(tests["factor"] == "all")]
-    if s["best_trial"] and len(best):
-        run_id, trial_id = s["best_trial"].split("/", 1)
-        mine = best[(best["run_id"] == run_id) & (best["trial_id"] == trial_id)]
-        if len(mine):
-            rows.append(("that model's test-set EERs (95% bootstrap)", "; ".join(
-                f"{r.set} {_pct(r.eer)}{interval(r.eer_low, r.eer_high)}" for r in mine.itertuples())))
+    rows += _test_rows(inputs, s["best_trial"])
     if tel.skipped:  # the figures lack these parts' rows: say so where the numbers are read
         more = f" and {len(tel.skipped) - 5} more" if len(tel.skipped) > 5 else ""
         rows.append(("part files left out (not readable Parquet)", ", ".join(tel.skipped[:5]) + more))
@@ -167,7 +191,7 @@ def render_html(tel: Telemetry, figures: dict[str, go.Figure], title: str, input
         '<pre id="js-errors" data-count="0"></pre>',
         '<pre id="render-status" data-rendered="0" data-total="0"></pre>',
         f"<h1>{html.escape(title)}</h1>",
-        _summary_html(tel, i.tests),
+        _summary_html(tel, i),
         '<p class="note">Conflict: cos(g_orig, g_aug) &lt; 0 on a non-skipped step (per layer: on that '
         "parameter tensor). Steps of restarted attempts are counted once, from the lineage that finished. "
         "Epochs are numbered from 1. Intervals over steps treat steps as independent; consecutive steps "
@@ -177,6 +201,12 @@ def render_html(tel: Telemetry, figures: dict[str, go.Figure], title: str, input
     ]
     for name in (*FIGURE_ORDER, EVALUATION_FIGURE):
         if name not in figures:
+            continue
+        reason = is_omitted(figures[name])
+        if reason is not None:  # nothing to show: one line instead of an empty view
+            title = figures[name].layout.title.text or name
+            parts.append(f'<p class="note omitted" id="omitted-{name}">Not shown: {html.escape(title)}: '
+                         f"{html.escape(reason)}.</p>")
             continue
         div = figures[name].to_html(
             full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",

@@ -8,32 +8,42 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dpda_analysis.report.common import empty_figure, error_bars
+from dpda_analysis.report.common import STOPPED_SYMBOL, empty_figure, error_bars
+from dpda_analysis.report.inputs import ReportInputs
 
 
-def fig_conflict_by_rule_algo(table: pd.DataFrame, *, title: str) -> go.Figure:
-    """One bar per (rule, algorithm): with several trials (seeds) their mean and a t-interval
-    across them; with one, its fraction and the (narrower, steps are correlated) interval over steps."""
-    if table.empty:
+def _algo(value: object) -> str:
+    return "no RawBoost" if pd.isna(value) else f"algo {int(value)}"
+
+
+def fig_conflict_by_rule_algo(pooled: pd.DataFrame, per_trial: pd.DataFrame, inputs: ReportInputs, *,
+                              title: str) -> go.Figure:
+    """One bar per (rule, RawBoost algorithm): the fraction of the group's pooled steps that conflict,
+    with its Wilson 95% interval over steps (the one kind of interval here); one point per trial on
+    it, in the trial's colour, without an interval. No interval across trials: the trials of a
+    search are not seeds of one setting (a t-interval over two of them has one degree of freedom)."""
+    if pooled.empty:
         return empty_figure(title, "no step telemetry")
-    table = table.assign(algo=table["rawboost_algo"].map(lambda a: "none" if pd.isna(a) else f"algo {int(a)}"))
-    several = table["trials_n"] >= 2
-    value = table["trial_mean"].where(several, table["conflict_fraction"])
-    low = table["trial_low"].where(several, table["conflict_low"])
-    high = table["trial_high"].where(several, table["conflict_high"])
-    basis = np.where(several, "mean of " + table["trials_n"].astype(str) + " trials, t-interval across them",
-                     "1 trial, interval over its " + table["steps"].astype(str) + " steps")
-    table = table.assign(value=value, low=low, high=high, basis=basis)
-    fig = go.Figure()
-    for algo, grp in table.groupby("algo", sort=True):
-        fig.add_trace(
-            go.Bar(x=grp["variant"], y=grp["value"], name=algo, error_y=error_bars(grp["value"], grp["low"], grp["high"]),
-                   customdata=np.stack([grp["low"], grp["high"], grp["basis"]], axis=1),
-                   hovertemplate="%{x}, " + algo + "<br>conflict %{y:.3f} [%{customdata[0]:.3f}, "
-                   "%{customdata[1]:.3f}]<br>%{customdata[2]}<extra></extra>")
-        )
-    fig.update_layout(title=title, barmode="group", xaxis_title="rule",
-                      yaxis_title="conflict fraction", legend_title="RawBoost")
+    pooled = pooled.assign(x=pooled["variant"].astype(str) + "<br>" + pooled["rawboost_algo"].map(_algo))
+    fig = go.Figure(go.Bar(
+        x=pooled["x"], y=pooled["conflict_fraction"], name="pooled steps (Wilson 95%)",
+        marker={"color": [inputs.colors.get(str(v), "#999") for v in pooled["variant"]], "opacity": 0.45},
+        error_y=error_bars(pooled["conflict_fraction"], pooled["conflict_low"], pooled["conflict_high"]),
+        customdata=np.stack([pooled["conflict_low"], pooled["conflict_high"], pooled["steps"], pooled["trials"]], axis=1),
+        hovertemplate="%{x}<br>pooled conflict %{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}] over "
+        "%{customdata[2]} steps of %{customdata[3]} trial(s)<extra></extra>"))
+    for (run_id, trial_id), row in per_trial.set_index(["run_id", "trial_id"]).iterrows():
+        name = inputs.label(run_id, trial_id) + (", stopped early" if (run_id, trial_id) in inputs.stopped else "")
+        fig.add_trace(go.Scatter(
+            x=[f"{row['variant']}<br>{_algo(row['rawboost_algo'])}"], y=[row["conflict_fraction"]], mode="markers",
+            name=name, marker={"color": inputs.color(run_id, trial_id), "size": 10, "line": {"width": 1, "color": "#fff"},
+                               "symbol": STOPPED_SYMBOL if (run_id, trial_id) in inputs.stopped else "circle"},
+            customdata=[[int(row["steps"])]],
+            hovertemplate=f"{name}<br>conflict %{{y:.3f}} over %{{customdata[0]}} steps<extra></extra>"))
+    fig.update_layout(title={"text": f"{title}<br><sup>bars: pooled steps of the group, Wilson 95% interval over "
+                             "steps; points: each trial (no interval across trials: a search's trials are not "
+                             "seeds)</sup>"}, xaxis_title="rule, RawBoost algorithm", yaxis_title="conflict fraction",
+                      legend_title="trial", margin={"t": 100})
     return fig
 
 

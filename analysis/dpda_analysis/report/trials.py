@@ -11,9 +11,11 @@ from plotly.subplots import make_subplots
 
 from dpda_analysis.evaluation import STOPPED
 from dpda_analysis.report.common import STOPPED_SYMBOL, empty_figure, error_bars, rho_text, trial_label
+from dpda_analysis.report.inputs import ReportInputs
 
 
-def fig_eer_vs_conflict(points: pd.DataFrame, colors: dict[str, str], multi_run: bool, *, title: str) -> go.Figure:
+def fig_eer_vs_conflict(points: pd.DataFrame, inputs: ReportInputs, *, title: str) -> go.Figure:
+    """One point per trial in its colour (x: stopped early), in both panels; Spearman in the panel titles."""
     if points.empty:
         return empty_figure(title, "needs trials with both step telemetry and a dev EER")
     corr = points.attrs.get("spearman", {})
@@ -21,16 +23,16 @@ def fig_eer_vs_conflict(points: pd.DataFrame, colors: dict[str, str], multi_run:
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         f"best dev EER: {rho_text(corr.get('best_dev_eer', {}))}",
         f"epochs to best: {rho_text(corr.get('epochs_to_best', {}))}"))
-    for (rule, status), grp in points.groupby(["variant", "status"], sort=True, dropna=False):
-        early = status == STOPPED
-        text = [trial_label(r, t, multi_run) for r, t in zip(grp["run_id"], grp["trial_id"])]
-        name = f"{rule}, stopped early" if early else str(rule)
+    for (run_id, trial_id), grp in points.groupby(["run_id", "trial_id"], sort=True):
+        early = bool((grp["status"] == STOPPED).any())
+        text = [trial_label(r, t, inputs.multi_run) for r, t in zip(grp["run_id"], grp["trial_id"])]
+        name = inputs.label(run_id, trial_id) + (", stopped early" if early else "")
         for col, y, fmt in ((1, grp["best_dev_eer"] * 100, ":.2f}%"), (2, grp["epochs_to_best"], "}")):
             fig.add_trace(
                 go.Scatter(x=grp["conflict_fraction"], y=y, mode="markers", name=name, text=text,
                            legendgroup=name, showlegend=col == 1,
                            error_x=error_bars(grp["conflict_fraction"], grp["conflict_low"], grp["conflict_high"]),
-                           marker={"color": colors.get(str(rule)), "size": 11 if early else 9,
+                           marker={"color": inputs.color(run_id, trial_id), "size": 11 if early else 9,
                                    "symbol": STOPPED_SYMBOL if early else "circle"},
                            customdata=grp[["epochs"]].to_numpy(),
                            hovertemplate="trial %{text}" + (" (stopped early)" if early else "")
@@ -42,7 +44,7 @@ def fig_eer_vs_conflict(points: pd.DataFrame, colors: dict[str, str], multi_run:
     fig.update_yaxes(title_text="epochs", row=1, col=2)
     fig.update_layout(title={"text": f"{title}<br><sup>Spearman over {over}; "
                              "x: stopped early (ASHA), not comparable with finished trials</sup>"},
-                      legend_title="rule", margin={"t": 110})
+                      legend_title="trial", margin={"t": 110})
     return fig
 
 

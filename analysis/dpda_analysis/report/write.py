@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 
 from dpda_analysis.errors import AnalysisError
 from dpda_analysis.evaluation import fig_evaluation, read_evaluation
+from dpda_analysis.report.common import is_omitted
 from dpda_analysis.report.figures import EVALUATION_FIGURE, build_figures
 from dpda_analysis.report.inputs import report_inputs
 from dpda_analysis.report.page import render_html
@@ -54,18 +55,25 @@ def write_report(
     heatmap_trials: int = 8,
     on_figure: Callable[[str], None] | None = None,
     evaluation: str | os.PathLike | None = None,
+    det_by_attack: bool = False,
 ) -> ReportResult:
     """Write the report for a run, directory of runs or Tune experiment (or an open Telemetry);
-    `on_figure` as in `build_figures`. `evaluation`: an eval folder (metrics.csv, and
-    real.summary.csv when the real-audio set was scored) whose EERs get a figure of their own."""
+    `on_figure` as in `build_figures`. `evaluation`: an eval folder (what `dpda eval` writes: metrics.csv,
+    breakdowns, scores and keys; real.summary.csv when the real-audio set was scored): its model joins
+    the evaluation views (named after its trial when it is one) and, when the real-audio set was
+    scored, its EERs get a figure of their own. `det_by_attack`: draw the per-attack DET view. Figures with nothing to show are
+    left out of the page with a one-line note; `ReportResult.figures` lists those drawn."""
     tel = source if isinstance(source, Telemetry) else Telemetry(source)
     try:
-        inputs = report_inputs(tel)
+        inputs = report_inputs(tel, os.path.abspath(evaluation) if evaluation is not None else None)
         figures = build_figures(tel, heatmap_bins=heatmap_bins, heatmap_trials=heatmap_trials, on_figure=on_figure,
-                                inputs=inputs)
+                                inputs=inputs, det_by_attack=det_by_attack)
         table = read_evaluation(evaluation) if evaluation is not None else None
-        if table is not None and len(table):
-            figures[EVALUATION_FIGURE] = fig_evaluation(table)
+        # only with the real-set rows: the evaluated sets alone are the test_eer view's, for this model too
+        if table is not None and (table["group"] != "evaluated sets").any():
+            asked = inputs.evaluated[inputs.evaluated["location"] == "local"]
+            model = inputs.label(asked["run_id"].iloc[0], asked["trial_id"].iloc[0]) if len(asked) else None
+            figures[EVALUATION_FIGURE] = fig_evaluation(table, model)
             if on_figure is not None:
                 on_figure(EVALUATION_FIGURE)
         page = render_html(tel, figures, title or f"DPDA gradient-conflict report: {tel.path.name}", inputs)
@@ -79,7 +87,8 @@ def write_report(
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, out)
-    result = ReportResult(html_path=out, figures=list(figures))
+    drawn = {name: fig for name, fig in figures.items() if is_omitted(fig) is None}
+    result = ReportResult(html_path=out, figures=list(drawn))
     if png_dir is not None:
-        result.png_paths, result.png_message = export_pngs(figures, png_dir)
+        result.png_paths, result.png_message = export_pngs(drawn, png_dir)
     return result

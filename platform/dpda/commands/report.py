@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heatmap-bins", type=int, default=60, help="step bins of the layer heatmap")
     parser.add_argument("--heatmap-trials", type=int, default=8,
                         help="trials selectable in the layer heatmap, best dev EER first")
+    parser.add_argument("--evaluation", metavar="DIR",
+                        help="an eval folder (dpda eval -o DIR) whose model joins the evaluation views")
+    parser.add_argument("--det-by-attack", action="store_true",
+                        help="also draw the first evaluated model's DET curve per attack")
 
 
 def _show(caught: list[warnings.WarningMessage]) -> None:
@@ -43,12 +47,14 @@ def run(args: argparse.Namespace) -> int:
     if args.heatmap_bins < 1 or args.heatmap_trials < 1:
         print("dpda report: error: --heatmap-bins and --heatmap-trials must be >= 1", file=sys.stderr)
         return 2
+    total = len(FIGURE_ORDER) + bool(args.evaluation)  # the real-set figure, when the folder has one
     try:
-        with warnings.catch_warnings(record=True) as caught, Progress(len(FIGURE_ORDER), "report", "figures") as bar:
+        with warnings.catch_warnings(record=True) as caught, Progress(total, "report", "figures") as bar:
             warnings.simplefilter("always", AnalysisWarning)
             result = write_report(args.path, args.html, png_dir=args.png, title=args.title,
                                   heatmap_bins=args.heatmap_bins, heatmap_trials=args.heatmap_trials,
-                                  on_figure=lambda _name: bar.update())
+                                  on_figure=lambda _name: bar.update(), evaluation=args.evaluation,
+                                  det_by_attack=args.det_by_attack)
     except AnalysisError as exc:
         _show(caught)
         print(f"dpda report: error: {exc}", file=sys.stderr)

@@ -27,7 +27,8 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
                   batch_size: int = 16, num_workers: int = 2, device: str = "auto",
                   check: str = "fail", interval_draws: int = 0, checkpoint_format: str = "dpda",
                   settings: dict | None = None, score: str | None = None) -> list[dict]:
-    """Score each set; write `<name>.scores.txt`, `<name>.breakdown.csv`, `metrics.csv/json`.
+    """Score each set; write `<name>.scores.txt`, `<name>.keys.csv` (its labels, attacks and
+    conditions, for the report's DET curves and histograms), `<name>.breakdown.csv`, `metrics.csv/json`.
 
     `score` is the score kind (`logit_diff` / `logit1`, see `dpda.train.config.ScoreKind`);
     None takes the model's `eval.score`. Score files have no header (the community scorers read
@@ -37,12 +38,16 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     `data.eval` (several specs of one name are scored as one set). With `interval_draws` > 0 each
     set's row, and each row of its breakdown (per attack and condition), also gets a 95% bootstrap
     interval of its EER (`eer_low`, `eer_high`). Rows and breakdowns also carry the ASVspoof 5
-    minDCF, actDCF and Cllr (`min_dcf`, `act_dcf`, `cllr`, with intervals likewise).
+    minDCF, actDCF and Cllr (`min_dcf`, `act_dcf`, `cllr`, with intervals likewise), the Bayes
+    threshold of their operating point (`bayes_threshold`, meaningful for LLR scores) and the
+    evaluated `model` file (so the report can say which model an eval folder holds).
     `checkpoint_format` and `settings` are `load_trained_model`'s (a published checkpoint gets
     dpda's default config, e.g. `data.length` 66,800, with `settings` applied)."""
     import pandas as pd
 
-    from dpda.metrics import breakdown, write_scores
+    from dpda_analysis.layout import EVAL_METRICS, eval_breakdown_file, eval_keys_file, eval_scores_file
+
+    from dpda.metrics import ASVSPOOF5, breakdown, default_factors, write_scores
     from dpda.train.config import config_from_dict
     from dpda.train.inference import resolve_device, score_manifest
     from dpda.data.corpora import load_manifest
@@ -65,17 +70,19 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
         manifest = load_manifest(specs, check, name)
         result = score_manifest(model, manifest, length=length, batch_size=batch_size, device=dev,
                                 num_workers=num_workers, progress=True, score=kind)
-        write_scores(out / f"{name}.scores.txt", manifest["utt"], result.scores)
+        write_scores(out / eval_scores_file(name), manifest["utt"], result.scores)
+        manifest[["utt", "label", *default_factors(manifest)]].to_csv(out / eval_keys_file(name), index=False)
         scores = pd.Series(result.scores, index=manifest["utt"].to_numpy(), name="score")
         table = breakdown(manifest, scores, draws=interval_draws)  # its first row is the pooled set
-        table.to_csv(out / f"{name}.breakdown.csv", index=False)
+        table.to_csv(out / eval_breakdown_file(name), index=False)
         pooled = {k: v.item() if hasattr(v, "item") else v for k, v in table.iloc[0].items()}
         eer = pooled["eer"]
         rows.append({"set": name, "spec": spec, "n_bonafide": pooled["n_bonafide"], "n_spoof": pooled["n_spoof"],
-                     "eer": eer, "threshold": pooled["threshold"], "score": kind}
+                     "eer": eer, "threshold": pooled["threshold"], "score": kind,
+                     "bayes_threshold": ASVSPOOF5.bayes_threshold, "model": str(model_path)}
                     | {k: v for k, v in pooled.items() if k not in ("factor", "value", "n_bonafide", "n_spoof",
                                                                    "eer", "threshold")})
         info(f"[dpda] {name}: EER {100 * eer:.2f}% over {len(manifest)} trials")
-    pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+    pd.DataFrame(rows).to_csv(out / EVAL_METRICS, index=False)
     write_json(out / "metrics.json", rows)
     return rows
