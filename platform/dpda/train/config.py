@@ -34,6 +34,8 @@ logit[0], the log-odds margin (dpda's default, invariant to a shift of both logi
 Computed by `dpda.train.inference.score_from_logits`."""
 DEFAULT_SCORE: ScoreKind = "logit_diff"
 PUBLISHED_SCORE: ScoreKind = "logit1"  # the published code's score: a released checkpoint's default
+DevLoss = Literal["pooled", "published"]
+"""How the dev loss combines its per-utterance terms (`eval.dev_loss`; `dpda.train.dev_loss`)."""
 SCORE_MEANING: dict[str, str] = {"logit_diff": "logit[1] - logit[0], dpda's", "logit1": "logit[1], the published one"}
 
 
@@ -207,6 +209,10 @@ class EvalConfig(Settings):
     judge longer windows (measured for the demo in docs/scoring.md)."""
 
     score: ScoreKind = DEFAULT_SCORE
+    # The dev loss early stopping and `checkpoint.select_by: dev_loss` rank epochs by
+    # (`dpda.train.dev_loss`): `pooled` (dpda) the class-weighted mean over the set, `published`
+    # the published main.py's mean of per-batch (8, protocol order) weighted means.
+    dev_loss: DevLoss = "pooled"
     length: Annotated[int, Field(gt=0, le=MAX_INPUT_SAMPLES)] | None = None
 
 

@@ -301,7 +301,7 @@ class Trainer:
             self.model, self.dev_manifest, length=self.cfg.scoring_length,
             batch_size=max(self.cfg.optim.batch_size * 2, 8), device=self.device,
             num_workers=self.cfg.data.num_workers, class_weights=self.class_weights,
-            score=self.cfg.eval.score,
+            score=self.cfg.eval.score, loss_definition=self.cfg.eval.dev_loss,
         )
         target = self.dev_manifest["target"].to_numpy()
         bona, spoof = result.scores[target == 1], result.scores[target == 0]
