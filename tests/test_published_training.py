@@ -1,5 +1,6 @@
 """The published training behaviours beyond the step (docs/published.md), against fixtures recorded
-from the published code (tests/fixtures/published/make_training_fixtures.py): the dev loss."""
+from the published code (tests/fixtures/published/make_training_fixtures.py): the dev loss and the
+optimiser's parameter list with the frozen table's drift."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dpda.align import aligner_from_spec
 from dpda.train.config import load_config
 from dpda.train.dev_loss import PUBLISHED_DEV_BATCH, dev_loss
+from dpda.train.optim_params import frozen_tables, optimizer_tensors, zero_frozen_grads
+from dpda.train.step import DualPathStep
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "published"
@@ -20,6 +24,7 @@ import step_model as M  # noqa: E402
 
 torch.set_num_threads(1)
 FIX = torch.load(FIXTURES / "training_fixtures.pt", weights_only=True)
+STEP = torch.load(FIXTURES / "step_fixtures.pt", weights_only=True)
 
 
 def _terms(logits: torch.Tensor, labels: torch.Tensor, weights=(0.1, 0.9)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,3 +50,59 @@ def test_dev_loss_definitions_agree_on_one_batch_and_with_equal_weights():
     logits, labels = torch.randn(30, 2, generator=gen), torch.randint(0, 2, (30,), generator=gen)
     terms, weights = _terms(logits, labels, (1.0, 1.0))  # unweighted: both are the plain mean
     assert dev_loss(terms, weights, "published") == pytest.approx(float(terms.mean()), rel=1e-12)
+
+
+def _dpda_table_run(rule: str, params: str) -> tuple[torch.nn.Module, torch.optim.Adam]:
+    """dpda's step from the published config on the table model, the optimiser as the Trainer builds it."""
+    cfg = load_config(ROOT / "configs" / ("published_baseline.yaml" if rule == "none" else "published.yaml"),
+                      {"optim.params": params})
+    model = M.TableModel(as_buffer=True)
+    model.net.load_state_dict(STEP["initial"])
+    model.train()
+    tensors = optimizer_tensors(model, cfg.optim.params)
+    optimizer = torch.optim.Adam(tensors, lr=M.LR, weight_decay=cfg.optim.weight_decay)
+    if cfg.optim.params == "published" and cfg.align.rule != "none":
+        zero_frozen_grads(tensors)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(cfg.loss.class_weights))
+    step = DualPathStep(model, loss_fn, optimizer, aligner_from_spec(cfg.align), mode=cfg.align.mode)
+    for orig, aug, labels in M.make_batches(torch.Generator().manual_seed(M.SEED)):
+        assert not step(orig, aug, labels).to_host()["skipped"]
+    return model, optimizer
+
+
+@pytest.mark.parametrize("rule", ["pcgrad", "none"])
+def test_published_params_reproduce_the_published_train_epoch_with_the_frozen_table(rule):
+    theirs = FIX["table"][rule]
+    model, optimizer = _dpda_table_run(rule, "published")
+    ours = model.state_dict()
+    assert ours.keys() == theirs["state"].keys()
+    for key, expected in theirs["state"].items():
+        tol = 1e-5 if expected.is_floating_point() else 0
+        torch.testing.assert_close(ours[key], expected, rtol=tol, atol=tol * M.LR + 1e-8, msg=key)
+    names = {id(t): n for n, t in model.named_parameters()} | {id(model.table): "table"}
+    adam = {names[id(t)]: s for t, s in optimizer.state.items()}
+    assert adam.keys() == theirs["adam"].keys()  # the table has Adam state with PCGrad, none in the baseline
+    assert ("table" in adam) == (rule == "pcgrad")
+    for name, state in theirs["adam"].items():
+        for k, v in state.items():
+            # float32 rounding: the baseline's one backward of the joint loss vs dpda's two halves
+            atol = max(1e-5 * float(v.abs().max()), 1e-8)
+            torch.testing.assert_close(adam[name][k].to(v.dtype), v, rtol=1e-5, atol=atol, msg=f"{name}.{k}")
+    drift = float((model.table - M.TableModel(as_buffer=True).table).abs().max())
+    assert (drift > 1e-3) == (rule == "pcgrad")
+
+
+def test_trainable_params_leave_the_frozen_table_fixed():
+    model, optimizer = _dpda_table_run("pcgrad", "trainable")
+    assert torch.equal(model.table, M.TableModel(as_buffer=True).table)
+    assert all(t.requires_grad for t in optimizer.param_groups[0]["params"])
+
+
+def test_conformer_tcm_names_its_position_table_as_frozen():
+    from dpda.models import build_model
+
+    model = build_model("ssl_conformer_tcm", "tiny", seed=0)
+    tables = frozen_tables(model)
+    assert len(tables) == 1 and tables[0] is model.backend.positions
+    published = optimizer_tensors(model, "published")
+    assert len(published) == len(list(model.parameters())) + 1

@@ -127,6 +127,9 @@ class ConformerBlock(nn.Module):
 class ConformerTCMBackend(nn.Module):
     """(B, T, in_dim) SSL features -> logits (B, 2)."""
 
+    # the published code holds this table as a frozen Parameter (`optim.params: published`)
+    frozen_tables = ("positions",)
+
     def __init__(
         self,
         in_dim: int,

@@ -36,6 +36,8 @@ DEFAULT_SCORE: ScoreKind = "logit_diff"
 PUBLISHED_SCORE: ScoreKind = "logit1"  # the published code's score: a released checkpoint's default
 DevLoss = Literal["pooled", "published"]
 """How the dev loss combines its per-utterance terms (`eval.dev_loss`; `dpda.train.dev_loss`)."""
+OptimParams = Literal["trainable", "published"]
+"""What the optimiser receives (`optim.params`; `dpda.train.optim_params`)."""
 SCORE_MEANING: dict[str, str] = {"logit_diff": "logit[1] - logit[0], dpda's", "logit1": "logit[1], the published one"}
 
 
@@ -165,6 +167,10 @@ class OptimConfig(Settings):
     # increments the 0-based epoch and breaks only once it exceeds the cap: 101 epochs for 100).
     epoch_cap: Literal["dpda", "published"] = "dpda"
     patience: Positive = 7
+    # `trainable` (dpda): Adam gets the trainable parameters. `published`: every parameter and the
+    # models' frozen tables, and with an alignment rule a zero .grad in the frozen ones, so weight
+    # decay moves them as in the published GA runs (`dpda.train.optim_params`).
+    params: OptimParams = "trainable"
     clip_norm: Annotated[float, Field(gt=0)] | None = None
     amp: bool = False
     max_steps_per_epoch: Positive | None = None

@@ -42,6 +42,7 @@ from dpda.train.checkpoint import average_state_dicts, load_checkpoint, save_che
 from dpda.train.checkpoint_store import LAST, CheckpointUpdate, epoch_file, is_epoch_file, stage_update
 from dpda.train.config import TrainConfig
 from dpda.train.inference import resolve_device, score_manifest
+from dpda.train.optim_params import optimizer_tensors, zero_frozen_grads
 from dpda.train.run_dir import RunDirLock, persistent_run_id, write_json
 from dpda.train.baseline_steps import single_path_step
 from dpda.train.step import DualPathStep
@@ -137,8 +138,10 @@ class Trainer:
         if cfg.model.freeze_frontend and hasattr(self.model, "freeze_frontend"):
             self.model.freeze_frontend()
         self.model.to(self.device)
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = optimizer_tensors(self.model, cfg.optim.params)
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        if cfg.optim.params == "published" and cfg.augment.mode == "dual" and cfg.align.rule != "none":
+            zero_frozen_grads(params)  # the published GA wrappers' zero .grad (its baseline leaves None)
         self.class_weights = torch.tensor(cfg.loss.class_weights, dtype=torch.float32, device=self.device)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=self.class_weights)
         self.augmenter = Pipeline(cfg.augment.transforms)
