@@ -1,6 +1,6 @@
 """The published training behaviours beyond the step (docs/published.md), against fixtures recorded
-from the published code (tests/fixtures/published/make_training_fixtures.py): the dev loss and the
-optimiser's parameter list with the frozen table's drift."""
+from the published code (tests/fixtures/published/make_training_fixtures.py): the dev loss, the
+optimiser's parameter list with the frozen table's drift, and identical Conformer blocks."""
 
 from __future__ import annotations
 
@@ -106,3 +106,32 @@ def test_conformer_tcm_names_its_position_table_as_frozen():
     assert len(tables) == 1 and tables[0] is model.backend.positions
     published = optimizer_tensors(model, "published")
     assert len(published) == len(list(model.parameters())) + 1
+
+
+def test_identical_blocks_reproduce_the_published_get_clones_initialisation():
+    from dpda.models.conformer_tcm import ConformerTCMBackend, published_to_dpda
+
+    case = FIX["blocks"]
+    c = case["config"]
+    args = dict(d_model=c["emb_size"], num_heads=c["heads"], num_layers=c["num_encoders"], kernel_size=c["kernel_size"])
+    torch.manual_seed(case["seed"])
+    ours = ConformerTCMBackend(1024, identical_blocks=True, **args).state_dict()
+    theirs = {k.removeprefix("backend."): v for k, v in published_to_dpda(case["state"]).items()}
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        assert torch.equal(ours[key], value), key  # the published initialisation, bit for bit
+    blocks = [{k.split(".", 2)[2]: v for k, v in ours.items() if k.startswith(f"blocks.{i}.")} for i in range(2)]
+    assert all(torch.equal(blocks[0][k], blocks[1][k]) for k in blocks[0])
+    torch.manual_seed(case["seed"])
+    own = ConformerTCMBackend(1024, **args).state_dict()  # dpda's default: independent blocks
+    assert not torch.equal(own["blocks.0.ff1.up.weight"], own["blocks.1.ff1.up.weight"])
+
+
+def test_identical_blocks_is_a_model_override():
+    from dpda.models import build_model
+
+    model = build_model("ssl_conformer_tcm", "tiny", seed=0, num_layers=3, identical_blocks=True)
+    first = model.backend.blocks[0].state_dict()
+    for block in model.backend.blocks[1:]:
+        assert all(torch.equal(v, first[k]) for k, v in block.state_dict().items())
+        assert block.ff1.up.weight.data_ptr() != model.backend.blocks[0].ff1.up.weight.data_ptr()  # copies

@@ -79,9 +79,10 @@ MODELS: dict[str, ModelEntry] = {
     # parameters); tiny: the same architecture, narrow.
     "ssl_conformer_tcm": ModelEntry(_ssl("conformer_tcm"), {
         "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, d_model=144, num_heads=4,
-                     num_layers=4, kernel_size=31, ffn_mult=4, conv_expansion=2, dropout=0.0),
+                     num_layers=4, kernel_size=31, ffn_mult=4, conv_expansion=2, dropout=0.0,
+                     identical_blocks=False),
         "tiny": dict(ssl="tiny", **_SSL_PUBLISHED, d_model=32, num_heads=4, num_layers=1,
-                     kernel_size=7, ffn_mult=4, conv_expansion=2, dropout=0.0),
+                     kernel_size=7, ffn_mult=4, conv_expansion=2, dropout=0.0, identical_blocks=False),
     }),
 }
 
