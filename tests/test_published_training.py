@@ -25,6 +25,7 @@ import step_model as M  # noqa: E402
 torch.set_num_threads(1)
 FIX = torch.load(FIXTURES / "training_fixtures.pt", weights_only=True)
 STEP = torch.load(FIXTURES / "step_fixtures.pt", weights_only=True)
+CONFIGS = ("published.yaml", "published_baseline.yaml")
 
 
 def _terms(logits: torch.Tensor, labels: torch.Tensor, weights=(0.1, 0.9)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,3 +136,130 @@ def test_identical_blocks_is_a_model_override():
     for block in model.backend.blocks[1:]:
         assert all(torch.equal(v, first[k]) for k, v in block.state_dict().items())
         assert block.ff1.up.weight.data_ptr() != model.backend.blocks[0].ff1.up.weight.data_ptr()  # copies
+
+
+FAIRSEQ_MODEL_CFG = {"dropout": 0.1, "attention_dropout": 0.05, "activation_dropout": 0.0, "dropout_input": 0.2,
+                     "encoder_layerdrop": 0.3, "feature_grad_mult": 1.0}
+EXPECTED_DROPOUT = {"encoder_dropout": 0.1, "encoder_attention_dropout": 0.05, "encoder_ff_interm_dropout": 0.0,
+                    "encoder_projection_dropout": 0.2, "encoder_layer_drop": 0.3}
+
+
+def _fairseq_checkpoints(tmp_path: Path) -> list[Path]:
+    """fairseq's two layouts: a `cfg` dict with its `model` section, and the older argparse `args`."""
+    import argparse
+
+    cfg, args = tmp_path / "cfg.pt", tmp_path / "args.pt"
+    torch.save({"model": {"mask_emb": torch.zeros(4)}, "cfg": {"model": FAIRSEQ_MODEL_CFG, "task": {}}}, cfg)
+    torch.save({"model": {"mask_emb": torch.zeros(4)}, "args": argparse.Namespace(**FAIRSEQ_MODEL_CFG)}, args)
+    return [cfg, args]
+
+
+def _hf_dir(tmp_path: Path, **config) -> Path:
+    import json
+
+    folder = tmp_path / "hf"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"hidden_size": 64, "hidden_dropout": 0.1, "attention_dropout": 0.05,
+                                                    "activation_dropout": 0.0, "feat_proj_dropout": 0.2,
+                                                    "layerdrop": 0.3, **config}))
+    return folder
+
+
+def _frontend_config(checkpoint: Path, dropout="checkpoint"):
+    from dpda.train.config import config_from_dict
+
+    return config_from_dict({"model": {"name": "ssl_conformer_tcm", "preset": "tiny", "ssl_checkpoint": str(checkpoint),
+                                       "frontend_dropout": dropout}}).model
+
+
+def test_frontend_dropout_is_read_from_fairseq_and_hugging_face_configurations(tmp_path):
+    from dpda.models import build_model
+
+    for checkpoint in [*_fairseq_checkpoints(tmp_path), _hf_dir(tmp_path)]:
+        overrides = _frontend_config(checkpoint).build_overrides()
+        assert overrides["ssl_dropout"] == EXPECTED_DROPOUT, checkpoint
+    model = build_model("ssl_conformer_tcm", "tiny", seed=0, **overrides)
+    w2v = model.frontend.wav2vec2
+    layer = w2v.encoder.transformer.layers[0]
+    assert w2v.encoder.feature_projection.dropout.p == 0.2
+    assert w2v.encoder.transformer.dropout.p == layer.dropout.p == layer.feed_forward.output_dropout.p == 0.1
+    assert layer.attention.dropout == 0.05
+    assert layer.feed_forward.intermediate_dropout.p == 0.0
+    assert w2v.encoder.transformer.layer_drop == 0.3
+    explicit = _frontend_config(tmp_path, {"encoder_layer_drop": 0.5}).build_overrides()["ssl_dropout"]
+    assert explicit == {**dict.fromkeys(EXPECTED_DROPOUT, 0.0), "encoder_layer_drop": 0.5}
+    assert _frontend_config(tmp_path, "off").build_overrides() == {}
+
+
+def test_frontend_dropout_keys_name_wav2vec2_model_arguments():
+    from dpda.models.ssl_weights import DROPOUT_KEYS
+    from dpda.train.config import FrontendDropout
+
+    assert list(FrontendDropout.model_fields) == list(DROPOUT_KEYS)
+
+
+def test_frontend_layer_drop_acts_in_train_mode_only():
+    from dpda.models import build_model
+
+    dropped = build_model("ssl_conformer_tcm", "tiny", seed=0, ssl_dropout={"encoder_layer_drop": 1.0}).frontend
+    plain = build_model("ssl_conformer_tcm", "tiny", seed=0).frontend
+    wave = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = plain.eval()(wave)
+        assert torch.equal(plain.train()(wave), reference)  # dpda's default: no dropout in train mode
+        assert torch.equal(dropped.eval()(wave), reference)
+        assert not torch.allclose(dropped.train()(wave), reference)  # every layer dropped while training
+
+
+def test_frontend_dropout_refusals_name_the_key(tmp_path):
+    from dpda.errors import UserError
+    from dpda.train.config import config_from_dict
+
+    with pytest.raises(UserError, match=r"hidden_dropout: expected a dropout probability"):
+        _frontend_config(_hf_dir(tmp_path, hidden_dropout=None)).build_overrides()
+    bare = tmp_path / "bare.pt"
+    torch.save({"model": {"mask_emb": torch.zeros(4)}}, bare)
+    with pytest.raises(UserError, match=r"bare.pt: no fairseq model configuration"):
+        _frontend_config(bare).build_overrides()
+    with pytest.raises(UserError, match=r"model.frontend_dropout: aasist has no SSL front end"):
+        config_from_dict({"model": {"name": "aasist", "frontend_dropout": "checkpoint"}})
+    with pytest.raises(UserError, match=r"model.frontend_dropout: checkpoint reads model.ssl_checkpoint"):
+        config_from_dict({"model": {"name": "ssl_conformer_tcm", "preset": "tiny", "frontend_dropout": "checkpoint"}})
+
+
+def test_a_published_config_run_drifts_the_table_and_trains_with_the_checkpoints_dropout(tmp_path):
+    """The Trainer wires the switches: a tiny XLS-R + Conformer-TCM run of configs/published.yaml."""
+    from dpda.models import build_model
+    from dpda.models.conformer_tcm import sinusoidal_table
+    from dpda.train.loop import Trainer
+    from support import to_fairseq, write_separable_corpus
+
+    (tmp_path / "corpus").mkdir()
+    corpus = write_separable_corpus(tmp_path / "corpus")
+    ssl = build_model("ssl_conformer_tcm", "tiny", seed=0).frontend.wav2vec2.state_dict()
+    checkpoint = tmp_path / "xlsr.pt"
+    torch.save({"model": to_fairseq(ssl), "cfg": {"model": FAIRSEQ_MODEL_CFG}}, checkpoint)
+    cfg = load_config(ROOT / "configs" / "published.yaml", {
+        "device": "cpu", "model.preset": "tiny", "model.ssl_checkpoint": str(checkpoint),
+        "data.train": [f"csv:{corpus}/train.csv"], "data.dev": [f"csv:{corpus}/dev.csv"], "data.eval": {},
+        "data.length": 4000, "data.num_workers": 0, "optim.batch_size": 2, "optim.epochs": 1,
+        "optim.epoch_cap": "dpda", "optim.max_steps_per_epoch": 2, "optim.lr": 1e-3,
+        "checkpoint.average_best": 1, "telemetry.enabled": False,
+    })
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.fit()
+    backend = trainer.model.backend
+    assert trainer.model.frontend.wav2vec2.encoder.transformer.layer_drop == 0.3
+    assert backend.positions in trainer.optimizer.state  # Adam's state for the frozen table
+    drift = float((backend.positions - sinusoidal_table(*backend.positions.shape[1:])).abs().max())
+    assert drift > 1e-4  # two steps of weight decay at lr 1e-3
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_published_configs_set_the_training_switches(name):
+    cfg = load_config(ROOT / "configs" / name)
+    assert (cfg.eval.dev_loss, cfg.optim.params) == ("published", "published")
+    assert cfg.model.overrides.get("identical_blocks") is True
+    assert cfg.model.frontend_dropout == "checkpoint"
+    defaults = load_config(ROOT / "configs" / "demo.yaml")
+    assert (defaults.eval.dev_loss, defaults.optim.params) == ("pooled", "trainable")

@@ -64,12 +64,30 @@ class DataConfig(Settings):
     held_out_attacks: list[str] = Field(default_factory=list)
 
 
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class FrontendDropout(Settings):
+    """Explicit dropout settings of an SSL front end: torchaudio wav2vec2_model's arguments (the
+    fairseq and Hugging Face names of each: `dpda.models.ssl_weights.DROPOUT_KEYS`)."""
+
+    encoder_projection_dropout: Probability = 0.0
+    encoder_attention_dropout: Probability = 0.0
+    encoder_ff_interm_dropout: Probability = 0.0
+    encoder_dropout: Probability = 0.0
+    encoder_layer_drop: Probability = 0.0
+
+
 class ModelConfig(Settings):
     name: str = "aasist"
     preset: str = "full"
     overrides: dict[str, Any] = Field(default_factory=dict)
     ssl_checkpoint: str | None = None
     freeze_frontend: bool = False
+    # An SSL front end's dropout / attention dropout / activation dropout / layer drop while it
+    # trains: `off` (dpda: all 0.0), `checkpoint` (published: the values `ssl_checkpoint` was
+    # trained with, read from its config), or explicit values (FrontendDropout).
+    frontend_dropout: Literal["off", "checkpoint"] | FrontendDropout = "off"
 
     @model_validator(mode="after")
     def _known_model(self) -> ModelConfig:
@@ -77,8 +95,26 @@ class ModelConfig(Settings):
         starts (the UserError names `model.name`, `model.preset` or `model.overrides.KEY`)."""
         from dpda.models.registry import resolve_config
 
-        resolve_config(self.name, self.preset, self.overrides, where="model")
+        config = resolve_config(self.name, self.preset, self.overrides, where="model")
+        if self.frontend_dropout != "off":
+            if "ssl_dropout" not in config:
+                raise UserError(f"model.frontend_dropout: {self.name} has no SSL front end (use off)")
+            if "ssl_dropout" in self.overrides:
+                raise UserError("model.frontend_dropout: set either it or model.overrides.ssl_dropout, not both")
+            if self.frontend_dropout == "checkpoint" and not self.ssl_checkpoint:
+                raise UserError("model.frontend_dropout: checkpoint reads model.ssl_checkpoint's config, which is not set")
         return self
+
+    def build_overrides(self) -> dict[str, Any]:
+        """`overrides` with the front end's dropout settings (`ssl_dropout`) of `frontend_dropout`;
+        `checkpoint` reads them from the checkpoint's config (a UserError naming it if absent)."""
+        if self.frontend_dropout == "off":
+            return dict(self.overrides)
+        if self.frontend_dropout == "checkpoint":
+            from dpda.models.ssl_weights import checkpoint_dropout
+
+            return {**self.overrides, "ssl_dropout": checkpoint_dropout(self.ssl_checkpoint)}
+        return {**self.overrides, "ssl_dropout": self.frontend_dropout.model_dump()}
 
 
 class AugmentConfig(Settings):

@@ -132,7 +132,7 @@ class Trainer:
             self.train_set, batch_size=cfg.optim.batch_size, shuffle=False,
             num_workers=cfg.data.num_workers, seed=cfg.seed, drop_last=True, sampler=self.sampler,
         )
-        self.model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides)
+        self.model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.build_overrides())
         if cfg.model.ssl_checkpoint:
             load_ssl_weights(self.model, cfg.model.ssl_checkpoint)
         if cfg.model.freeze_frontend and hasattr(self.model, "freeze_frontend"):
