@@ -253,6 +253,22 @@ def test_a_published_config_run_drifts_the_table_and_trains_with_the_checkpoints
     assert backend.positions in trainer.optimizer.state  # Adam's state for the frozen table
     drift = float((backend.positions - sinusoidal_table(*backend.positions.shape[1:])).abs().max())
     assert drift > 1e-4  # two steps of weight decay at lr 1e-3
+    # model.pt (the n-best average, here of one epoch) keeps the drifted table, and loading it restores it
+    from dpda.errors import UserError
+    from dpda.train.checkpoint import load_checkpoint
+    from dpda.train.model_file import load_trained_model
+
+    saved = load_checkpoint(tmp_path / "run" / "model.pt")["tables"]
+    epoch = load_checkpoint(next((tmp_path / "run" / "checkpoints").glob("epoch_*.pt")))["tables"]
+    assert saved.keys() == {"backend.positions"} and torch.equal(saved["backend.positions"], epoch["backend.positions"])
+    loaded, _ = load_trained_model(tmp_path / "run" / "model.pt", torch.device("cpu"))
+    assert torch.equal(loaded.backend.positions, saved["backend.positions"])
+    assert not torch.equal(loaded.backend.positions, sinusoidal_table(*backend.positions.shape[1:]))
+    bad = load_checkpoint(tmp_path / "run" / "model.pt")
+    bad["tables"]["backend.positions"] = bad["tables"]["backend.positions"][:, :5000]
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match=r"bad.pt: tables.backend.positions: \(1, 5000, 32\) does not fit"):
+        load_trained_model(tmp_path / "bad.pt", torch.device("cpu"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)

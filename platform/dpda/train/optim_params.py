@@ -17,9 +17,30 @@ from torch import nn
 from dpda.train.config import OptimParams
 
 
+def named_frozen_tables(model: nn.Module) -> dict[str, torch.Tensor]:
+    """{dotted buffer name: buffer} of the buffers each module names in its `frozen_tables`."""
+    return {f"{prefix}.{name}" if prefix else name: module.get_buffer(name)
+            for prefix, module in model.named_modules() for name in getattr(module, "frozen_tables", ())}
+
+
 def frozen_tables(model: nn.Module) -> list[torch.Tensor]:
     """The buffers each module names in its `frozen_tables` attribute, in module order."""
-    return [module.get_buffer(name) for module in model.modules() for name in getattr(module, "frozen_tables", ())]
+    return list(named_frozen_tables(model).values())
+
+
+def table_state(model: nn.Module, which: OptimParams) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores beside the state dict under `optim.params: which`: the frozen
+    tables (non-persistent buffers, left out of `state_dict()`) where the optimiser moves them."""
+    if which == "trainable":
+        return {}
+    return {name: table.detach().clone() for name, table in named_frozen_tables(model).items()}
+
+
+@torch.no_grad()
+def load_tables(model: nn.Module, tables: dict[str, torch.Tensor]) -> None:
+    """Copy stored tables (`table_state`) into the model's buffers of the same names."""
+    for name, table in tables.items():
+        model.get_buffer(name).copy_(table)
 
 
 def optimizer_tensors(model: nn.Module, which: OptimParams) -> list[torch.Tensor]:
