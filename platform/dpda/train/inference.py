@@ -31,7 +31,7 @@ def score_from_logits(logits: torch.Tensor, kind: ScoreKind = DEFAULT_SCORE) -> 
 @dataclass
 class ScoreResult:
     scores: np.ndarray  # per manifest row, manifest order (see ScoreKind)
-    loss: float  # class-weighted cross-entropy over the set (`dpda.train.dev_loss`), NaN without class weights
+    loss: float  # the weighted cross-entropy dev loss (`dpda.train.dev_loss`: pooled or published), NaN without class weights
 
 
 def resolve_device(name: str) -> torch.device:
