@@ -19,7 +19,7 @@ from dpda.models.mamba import (
     selective_scan,
     selective_scan_torch,
 )
-from dpda.models.registry import model_config
+from dpda.models.registry import SSL_FRONTEND_KEYS, model_config
 from dpda.models.ssl import TINY_SSL
 from dpda.models.ssl_aasist import AASISTHead
 from support import to_fairseq
@@ -40,8 +40,7 @@ def _fixture(name: str) -> dict:
 
 
 def _backend_args(name: str) -> dict:
-    frontend_keys = {"ssl", "ssl_layers", "freeze_frontend", "normalize_waveform"}
-    return {k: v for k, v in model_config(name).items() if k not in frontend_keys}
+    return {k: v for k, v in model_config(name).items() if k not in SSL_FRONTEND_KEYS}
 
 
 def _backend(name: str, **overrides) -> torch.nn.Module:

@@ -16,6 +16,7 @@ pointwise back).
 
 from __future__ import annotations
 
+import copy
 import re
 
 import torch
@@ -127,6 +128,9 @@ class ConformerBlock(nn.Module):
 class ConformerTCMBackend(nn.Module):
     """(B, T, in_dim) SSL features -> logits (B, 2)."""
 
+    # the published code holds this table as a frozen Parameter (`optim.params: published`)
+    frozen_tables = ("positions",)
+
     def __init__(
         self,
         in_dim: int,
@@ -137,7 +141,11 @@ class ConformerTCMBackend(nn.Module):
         ffn_mult: int = 4,
         conv_expansion: int = 2,
         dropout: float = 0.0,
+        identical_blocks: bool = False,
     ) -> None:
+        """`identical_blocks`: every block starts as a copy of one (the published `_get_clones`,
+        built in the published order: the block before the class token, so a seed gives the
+        published initialisation); False (dpda): each block initialised on its own."""
         super().__init__()
         if d_model % num_heads:
             raise UserError(f"model ssl_conformer_tcm: d_model={d_model} must be divisible by num_heads={num_heads}")
@@ -150,10 +158,14 @@ class ConformerTCMBackend(nn.Module):
         self.proj = nn.Linear(in_dim, d_model)
         self.proj_bn = nn.BatchNorm2d(1)  # one channel: statistics over every value of the batch
         self.register_buffer("positions", sinusoidal_table(MAX_FRAMES, d_model), persistent=False)
-        self.cls = nn.Parameter(torch.rand(1, d_model))
-        self.blocks = nn.ModuleList(
-            ConformerBlock(d_model, num_heads, ffn_mult, conv_expansion, kernel_size, dropout) for _ in range(num_layers)
-        )
+        block = lambda: ConformerBlock(d_model, num_heads, ffn_mult, conv_expansion, kernel_size, dropout)  # noqa: E731
+        if identical_blocks:
+            first = block()
+            self.blocks = nn.ModuleList(copy.deepcopy(first) for _ in range(num_layers))
+            self.cls = nn.Parameter(torch.rand(1, d_model))
+        else:
+            self.cls = nn.Parameter(torch.rand(1, d_model))
+            self.blocks = nn.ModuleList(block() for _ in range(num_layers))
         self.head = nn.Linear(d_model, 2)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,11 @@ _SSL_AASIST_TINY = dict(proj_dim=24, blocks=((1, 8), (8, 8), (8, 16)), gat_dims=
 # The published XLSR-Mamba (dpda_ga nets/mamba.py, --emb-size 144 --num_mamba_encoders 12): 1,936,950.
 _SSL_MAMBA_FULL = dict(d_model=144, num_layers=6, d_state=16, d_conv=4, expand=2, dropout=0.1)
 _SSL_MAMBA_TINY = dict(d_model=16, num_layers=2, d_state=4, d_conv=4, expand=2, dropout=0.1)
-_SSL_COMMON = dict(ssl_layers="weighted", freeze_frontend=False, normalize_waveform=False)
+# ssl_dropout: the front end's dropout / layer drop (None: all 0.0; the trainer sets it from
+# `model.frontend_dropout`)
+_SSL_COMMON = dict(ssl_layers="weighted", freeze_frontend=False, normalize_waveform=False, ssl_dropout=None)
+# The SSL models' front-end arguments (what SSLDetector takes besides the back end's).
+SSL_FRONTEND_KEYS = frozenset({"ssl", *_SSL_COMMON})
 # The published SSL back ends read the last XLS-R layer.
 _SSL_PUBLISHED = dict(_SSL_COMMON, ssl_layers="last")
 
@@ -79,9 +83,10 @@ MODELS: dict[str, ModelEntry] = {
     # parameters); tiny: the same architecture, narrow.
     "ssl_conformer_tcm": ModelEntry(_ssl("conformer_tcm"), {
         "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, d_model=144, num_heads=4,
-                     num_layers=4, kernel_size=31, ffn_mult=4, conv_expansion=2, dropout=0.0),
+                     num_layers=4, kernel_size=31, ffn_mult=4, conv_expansion=2, dropout=0.0,
+                     identical_blocks=False),
         "tiny": dict(ssl="tiny", **_SSL_PUBLISHED, d_model=32, num_heads=4, num_layers=1,
-                     kernel_size=7, ffn_mult=4, conv_expansion=2, dropout=0.0),
+                     kernel_size=7, ffn_mult=4, conv_expansion=2, dropout=0.0, identical_blocks=False),
     }),
 }
 

@@ -43,28 +43,32 @@ TINY_SSL: dict[str, Any] = dict(
 SSL_NAMES = ("xlsr_300m", "tiny")
 
 
-def build_ssl(ssl: str | dict[str, Any]) -> torchaudio.models.Wav2Vec2Model:
-    """`xlsr_300m` (torchaudio's XLS-R 300M config), `tiny`, or explicit wav2vec2_model kwargs."""
+def build_ssl(ssl: str | dict[str, Any], dropout: dict[str, float] | None = None) -> torchaudio.models.Wav2Vec2Model:
+    """`xlsr_300m` (torchaudio's XLS-R 300M config), `tiny`, or explicit wav2vec2_model kwargs.
+    `dropout`: wav2vec2_model's dropout / layer-drop arguments (`dpda.models.ssl_weights.DROPOUT_KEYS`),
+    replacing the 0.0 of every named config (`model.frontend_dropout`); active in train mode only."""
+    dropout = dict(dropout or {})
     if isinstance(ssl, dict):
         try:
-            return torchaudio.models.wav2vec2_model(**{**ssl, "aux_num_out": None})
+            return torchaudio.models.wav2vec2_model(**{**ssl, **dropout, "aux_num_out": None})
         except TypeError as exc:
             raise UserError(f"model ssl: bad wav2vec2_model arguments ({exc})") from None
     if ssl == "xlsr_300m":
-        return torchaudio.models.wav2vec2_xlsr_300m()
+        return torchaudio.models.wav2vec2_xlsr_300m(**dropout)
     if ssl == "tiny":
-        return torchaudio.models.wav2vec2_model(**TINY_SSL, aux_num_out=None)
+        return torchaudio.models.wav2vec2_model(**{**TINY_SSL, **dropout}, aux_num_out=None)
     raise UserError(f"model ssl: unknown SSL model {ssl!r} (choose from {', '.join(SSL_NAMES)} or a dict of wav2vec2_model arguments)")
 
 
 class SSLFrontEnd(nn.Module):
     """Waveform (B, T) -> SSL features (B, frames, dim)."""
 
-    def __init__(self, ssl: str | dict[str, Any], layers: str = "weighted", normalize_waveform: bool = False) -> None:
+    def __init__(self, ssl: str | dict[str, Any], layers: str = "weighted", normalize_waveform: bool = False,
+                 dropout: dict[str, float] | None = None) -> None:
         super().__init__()
         if layers not in ("weighted", "last"):
             raise UserError(f"model ssl: ssl_layers must be 'weighted' or 'last', got {layers!r}")
-        self.wav2vec2 = build_ssl(ssl)
+        self.wav2vec2 = build_ssl(ssl, dropout)
         self.layers = layers
         self.normalize_waveform = normalize_waveform
         transformer = self.wav2vec2.encoder.transformer
@@ -113,10 +117,11 @@ class SSLDetector(nn.Module):
         ssl_layers: str = "weighted",
         freeze_frontend: bool = False,
         normalize_waveform: bool = False,
+        ssl_dropout: dict[str, float] | None = None,
         **backend_args: Any,
     ) -> None:
         super().__init__()
-        self.frontend = SSLFrontEnd(ssl, ssl_layers, normalize_waveform)
+        self.frontend = SSLFrontEnd(ssl, ssl_layers, normalize_waveform, ssl_dropout)
         if backend == "aasist":
             self.backend: nn.Module = AASISTHead(self.frontend.dim, **backend_args)
         elif backend == "conformer_tcm":

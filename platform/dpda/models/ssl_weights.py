@@ -233,6 +233,52 @@ def read_checkpoint(path: str | Path, target: Wav2Vec2Model | None = None) -> tu
     return (*convert_huggingface(state), "huggingface")
 
 
+# The front end's dropout settings: torchaudio wav2vec2_model argument -> (fairseq model cfg key,
+# Hugging Face config.json key), the correspondence of torchaudio's import_fairseq_model /
+# import_huggingface_model.
+DROPOUT_KEYS: dict[str, tuple[str, str]] = {
+    "encoder_projection_dropout": ("dropout_input", "feat_proj_dropout"),
+    "encoder_attention_dropout": ("attention_dropout", "attention_dropout"),
+    "encoder_ff_interm_dropout": ("activation_dropout", "activation_dropout"),
+    "encoder_dropout": ("dropout", "hidden_dropout"),
+    "encoder_layer_drop": ("encoder_layerdrop", "layerdrop"),
+}
+
+
+def checkpoint_dropout(path: str | Path) -> dict[str, float]:
+    """The dropout / layer-drop settings an SSL checkpoint was trained with, as wav2vec2_model
+    arguments: a Hugging Face directory's `config.json`, or a fairseq `.pt`'s `cfg['model']` (or
+    the older `args`). The published code fine-tunes XLS-R in train mode with these."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        source, column = path / "config.json", 1
+        try:
+            config = json.loads(source.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{source}: cannot read the model config ({exc})") from None
+    else:
+        if not path.is_file():
+            raise UserError(f"{path}: SSL checkpoint not found")
+        source, column = path, 0
+        obj = _torch_load(path)
+        cfg = obj.get("cfg") if isinstance(obj, dict) else None
+        config = cfg.get("model") if isinstance(cfg, dict) else None
+        if config is None and isinstance(obj, dict) and obj.get("args") is not None:
+            config = vars(obj["args"]) if isinstance(obj["args"], argparse.Namespace) else obj["args"]
+        if not isinstance(config, dict):
+            raise UserError(f"{path}: no fairseq model configuration (cfg['model'] or args) to read the dropout "
+                            "settings from; set model.frontend_dropout to explicit values")
+    values = {}
+    for arg, keys in DROPOUT_KEYS.items():
+        key = keys[column]
+        value = config.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise UserError(f"{source}: {key}: expected a dropout probability in [0, 1], got {value!r} "
+                            "(set model.frontend_dropout to explicit values)")
+        values[arg] = float(value)
+    return values
+
+
 def _tensors(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not obj:
         raise UserError(f"{path}: expected a state dict (name -> tensor), got {type(obj).__name__}")

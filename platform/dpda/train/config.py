@@ -34,6 +34,10 @@ logit[0], the log-odds margin (dpda's default, invariant to a shift of both logi
 Computed by `dpda.train.inference.score_from_logits`."""
 DEFAULT_SCORE: ScoreKind = "logit_diff"
 PUBLISHED_SCORE: ScoreKind = "logit1"  # the published code's score: a released checkpoint's default
+DevLoss = Literal["pooled", "published"]
+"""How the dev loss combines its per-utterance terms (`eval.dev_loss`; `dpda.train.dev_loss`)."""
+OptimParams = Literal["trainable", "published"]
+"""What the optimiser receives (`optim.params`; `dpda.train.optim_params`)."""
 SCORE_MEANING: dict[str, str] = {"logit_diff": "logit[1] - logit[0], dpda's", "logit1": "logit[1], the published one"}
 
 
@@ -60,12 +64,30 @@ class DataConfig(Settings):
     held_out_attacks: list[str] = Field(default_factory=list)
 
 
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class FrontendDropout(Settings):
+    """Explicit dropout settings of an SSL front end: torchaudio wav2vec2_model's arguments (the
+    fairseq and Hugging Face names of each: `dpda.models.ssl_weights.DROPOUT_KEYS`)."""
+
+    encoder_projection_dropout: Probability = 0.0
+    encoder_attention_dropout: Probability = 0.0
+    encoder_ff_interm_dropout: Probability = 0.0
+    encoder_dropout: Probability = 0.0
+    encoder_layer_drop: Probability = 0.0
+
+
 class ModelConfig(Settings):
     name: str = "aasist"
     preset: str = "full"
     overrides: dict[str, Any] = Field(default_factory=dict)
     ssl_checkpoint: str | None = None
     freeze_frontend: bool = False
+    # An SSL front end's dropout / attention dropout / activation dropout / layer drop while it
+    # trains: `off` (dpda: all 0.0), `checkpoint` (published: the values `ssl_checkpoint` was
+    # trained with, read from its config), or explicit values (FrontendDropout).
+    frontend_dropout: Literal["off", "checkpoint"] | FrontendDropout = "off"
 
     @model_validator(mode="after")
     def _known_model(self) -> ModelConfig:
@@ -73,8 +95,26 @@ class ModelConfig(Settings):
         starts (the UserError names `model.name`, `model.preset` or `model.overrides.KEY`)."""
         from dpda.models.registry import resolve_config
 
-        resolve_config(self.name, self.preset, self.overrides, where="model")
+        config = resolve_config(self.name, self.preset, self.overrides, where="model")
+        if self.frontend_dropout != "off":
+            if "ssl_dropout" not in config:
+                raise UserError(f"model.frontend_dropout: {self.name} has no SSL front end (use off)")
+            if "ssl_dropout" in self.overrides:
+                raise UserError("model.frontend_dropout: set either it or model.overrides.ssl_dropout, not both")
+            if self.frontend_dropout == "checkpoint" and not self.ssl_checkpoint:
+                raise UserError("model.frontend_dropout: checkpoint reads model.ssl_checkpoint's config, which is not set")
         return self
+
+    def build_overrides(self) -> dict[str, Any]:
+        """`overrides` with the front end's dropout settings (`ssl_dropout`) of `frontend_dropout`;
+        `checkpoint` reads them from the checkpoint's config (a UserError naming it if absent)."""
+        if self.frontend_dropout == "off":
+            return dict(self.overrides)
+        if self.frontend_dropout == "checkpoint":
+            from dpda.models.ssl_weights import checkpoint_dropout
+
+            return {**self.overrides, "ssl_dropout": checkpoint_dropout(self.ssl_checkpoint)}
+        return {**self.overrides, "ssl_dropout": self.frontend_dropout.model_dump()}
 
 
 class AugmentConfig(Settings):
@@ -163,6 +203,10 @@ class OptimConfig(Settings):
     # increments the 0-based epoch and breaks only once it exceeds the cap: 101 epochs for 100).
     epoch_cap: Literal["dpda", "published"] = "dpda"
     patience: Positive = 7
+    # `trainable` (dpda): Adam gets the trainable parameters. `published`: every parameter and the
+    # models' frozen tables, and with an alignment rule a zero .grad in the frozen ones, so weight
+    # decay moves them as in the published GA runs (`dpda.train.optim_params`).
+    params: OptimParams = "trainable"
     clip_norm: Annotated[float, Field(gt=0)] | None = None
     amp: bool = False
     max_steps_per_epoch: Positive | None = None
@@ -207,6 +251,10 @@ class EvalConfig(Settings):
     judge longer windows (measured for the demo in docs/scoring.md)."""
 
     score: ScoreKind = DEFAULT_SCORE
+    # The dev loss early stopping and `checkpoint.select_by: dev_loss` rank epochs by
+    # (`dpda.train.dev_loss`): `pooled` (dpda) the class-weighted mean over the set, `published`
+    # the published main.py's mean of per-batch (8, protocol order) weighted means.
+    dev_loss: DevLoss = "pooled"
     length: Annotated[int, Field(gt=0, le=MAX_INPUT_SAMPLES)] | None = None
 
 

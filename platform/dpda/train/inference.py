@@ -15,7 +15,8 @@ from dpda.data.audio import load_audio
 from dpda.data.audio_file import peak_problem
 from dpda.data.dataset import AudioDataset, make_loader
 from dpda.errors import UserError
-from dpda.train.config import DEFAULT_SCORE, ScoreKind
+from dpda.train.config import DEFAULT_SCORE, DevLoss, ScoreKind
+from dpda.train.dev_loss import dev_loss
 
 
 def score_from_logits(logits: torch.Tensor, kind: ScoreKind = DEFAULT_SCORE) -> torch.Tensor:
@@ -30,7 +31,7 @@ def score_from_logits(logits: torch.Tensor, kind: ScoreKind = DEFAULT_SCORE) -> 
 @dataclass
 class ScoreResult:
     scores: np.ndarray  # per manifest row, manifest order (see ScoreKind)
-    loss: float  # class-weighted cross-entropy over the set, NaN without class weights
+    loss: float  # the weighted cross-entropy dev loss (`dpda.train.dev_loss`: pooled or published), NaN without class weights
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,9 +85,11 @@ def score_manifest(
     class_weights: torch.Tensor | None = None,
     progress: bool = False,
     score: ScoreKind = DEFAULT_SCORE,
+    loss_definition: DevLoss = "pooled",
 ) -> ScoreResult:
     """Score every row with the deterministic eval crop; one host transfer per batch.
-    `score` says which score of the logits (see ScoreKind); the loss does not depend on it."""
+    `score` says which score of the logits (see ScoreKind); the loss does not depend on it.
+    `loss_definition` is the dev loss's (`eval.dev_loss`, see `dpda.train.dev_loss`)."""
     was_training = model.training
     model.eval()
     loader = make_loader(
@@ -94,19 +97,19 @@ def score_manifest(
         batch_size=batch_size, shuffle=False, num_workers=num_workers, seed=0, drop_last=False,
     )
     scores = np.empty(len(manifest), dtype=np.float64)
-    total_loss = torch.zeros((), device=device, dtype=torch.float64)
-    total_weight = torch.zeros((), device=device, dtype=torch.float64)
+    # per row, manifest order: w[y] * CE and w[y], combined by the dev loss's definition at the end
+    terms = torch.zeros(len(manifest), device=device, dtype=torch.float64)
+    term_weights = torch.zeros_like(terms)
     weights = None if class_weights is None else class_weights.to(device=device, dtype=torch.float32)
     for wave, target, index in track(loader, len(loader), "scoring", "batches", enabled=progress):
         wave = wave.to(device, non_blocking=True)
         logits = model(wave).float()
         if weights is not None:
-            target = target.to(device)
-            total_loss += F.cross_entropy(logits, target, weight=weights, reduction="sum").double()
-            total_weight += weights[target].sum().double()
+            target, rows = target.to(device), index.to(device)
+            terms[rows] = F.cross_entropy(logits, target, weight=weights, reduction="none").double()
+            term_weights[rows] = weights[target].double()
         scores[index.numpy()] = score_from_logits(logits, score).cpu().numpy()
     model.train(was_training)
     require_finite_scores(scores, manifest["path"].tolist(), model)
-    # the weighted mean over the whole set, as CrossEntropyLoss(weight=...) defines it per batch
-    loss = float(total_loss / total_weight.clamp_min(1e-12)) if weights is not None else float("nan")
+    loss = dev_loss(terms, term_weights, loss_definition) if weights is not None else float("nan")
     return ScoreResult(scores=scores, loss=loss)

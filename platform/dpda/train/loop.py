@@ -42,6 +42,7 @@ from dpda.train.checkpoint import average_state_dicts, load_checkpoint, save_che
 from dpda.train.checkpoint_store import LAST, CheckpointUpdate, epoch_file, is_epoch_file, stage_update
 from dpda.train.config import TrainConfig
 from dpda.train.inference import resolve_device, score_manifest
+from dpda.train.optim_params import load_tables, optimizer_tensors, table_state, zero_frozen_grads
 from dpda.train.run_dir import RunDirLock, persistent_run_id, write_json
 from dpda.train.baseline_steps import single_path_step
 from dpda.train.step import DualPathStep
@@ -131,14 +132,16 @@ class Trainer:
             self.train_set, batch_size=cfg.optim.batch_size, shuffle=False,
             num_workers=cfg.data.num_workers, seed=cfg.seed, drop_last=True, sampler=self.sampler,
         )
-        self.model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides)
+        self.model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.build_overrides())
         if cfg.model.ssl_checkpoint:
             load_ssl_weights(self.model, cfg.model.ssl_checkpoint)
         if cfg.model.freeze_frontend and hasattr(self.model, "freeze_frontend"):
             self.model.freeze_frontend()
         self.model.to(self.device)
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = optimizer_tensors(self.model, cfg.optim.params)
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        if cfg.optim.params == "published" and cfg.augment.mode == "dual" and cfg.align.rule != "none":
+            zero_frozen_grads(params)  # the published GA wrappers' zero .grad (its baseline leaves None)
         self.class_weights = torch.tensor(cfg.loss.class_weights, dtype=torch.float32, device=self.device)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=self.class_weights)
         self.augmenter = Pipeline(cfg.augment.transforms)
@@ -177,6 +180,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
+            "tables": table_state(self.model, self.cfg.optim.params),
             "optimizer": self.optimizer.state_dict(),
             "aligner": self.aligner.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else {},
@@ -194,6 +198,7 @@ class Trainer:
         load_weights(self.model, state["model"], path,
                      f"this run's {self.cfg.model.name}:{self.cfg.model.preset} model (was the run started with "
                      "another model? resume with its config, or use a new output folder)")
+        load_tables(self.model, state.get("tables", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.aligner.load_state_dict(state["aligner"])
         if self.scaler and state["scaler"]:
@@ -301,7 +306,7 @@ class Trainer:
             self.model, self.dev_manifest, length=self.cfg.scoring_length,
             batch_size=max(self.cfg.optim.batch_size * 2, 8), device=self.device,
             num_workers=self.cfg.data.num_workers, class_weights=self.class_weights,
-            score=self.cfg.eval.score,
+            score=self.cfg.eval.score, loss_definition=self.cfg.eval.dev_loss,
         )
         target = self.dev_manifest["target"].to_numpy()
         bona, spoof = result.scores[target == 1], result.scores[target == 0]
@@ -323,7 +328,8 @@ class Trainer:
             for _, gone in dropped:
                 (self.ckpt_dir / epoch_file(gone)).unlink(missing_ok=True)
             if any(e == epoch for _, e in self.best):
-                save_checkpoint({"format": MODEL_FORMAT, "model": self.model.state_dict()},
+                save_checkpoint({"format": MODEL_FORMAT, "model": self.model.state_dict(),
+                                 "tables": table_state(self.model, self.cfg.optim.params)},
                                 self.ckpt_dir / epoch_file(epoch))
         return improved
 
@@ -403,15 +409,20 @@ class Trainer:
         if not self.is_main:
             return summary
         paths = [self.ckpt_dir / epoch_file(e) for _, e in self.best]
-        states = [load_checkpoint(p, MODEL_FORMAT)["model"] for p in paths if p.exists()]
-        if states:
-            self.model.load_state_dict(average_state_dicts(states, self.cfg.checkpoint.average_formula))
+        files = [load_checkpoint(p, MODEL_FORMAT) for p in paths if p.exists()]
+        if files:
+            formula = self.cfg.checkpoint.average_formula
+            self.model.load_state_dict(average_state_dicts([f["model"] for f in files], formula))
+            tables = [f.get("tables", {}) for f in files]
+            if tables[0]:  # drifted frozen tables (optim.params: published), averaged like the weights
+                load_tables(self.model, average_state_dicts(tables, formula))
         dev = self._evaluate_dev(interval=True)
         model_file = self.run_dir / "model.pt"
         save_checkpoint(
             {
                 "format": MODEL_FORMAT,
                 "model": self.model.state_dict(),
+                "tables": table_state(self.model, self.cfg.optim.params),
                 "config": self.cfg.to_dict(),
                 "averaged_epochs": [int(e) for _, e in self.best],
                 "dev_threshold": dev["dev_threshold"],

@@ -20,6 +20,7 @@ from dpda.models.published import (
 from dpda.models.state_dict import load_weights
 from dpda.train.checkpoint import load_checkpoint
 from dpda.train.config import PUBLISHED_SCORE, config_from_dict
+from dpda.train.optim_params import load_tables, named_frozen_tables
 
 MODEL_FORMAT = "dpda-model"
 CHECKPOINT_FORMATS = ("auto", "dpda", "published")
@@ -58,8 +59,19 @@ def load_trained_model(path: str | Path, device: torch.device, fmt: str = "dpda"
     state["config"] = cfg.to_dict()
     model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides)
     load_weights(model, state["model"], path, f"the {cfg.model.name}:{cfg.model.preset} model its config describes")
+    load_tables(model, _tables(state, model, path))
     model.to(device).eval()
     return model, state
+
+
+def _tables(state: dict[str, Any], model: torch.nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
+    """The frozen tables a model file stores (`optim.params: published`), checked by name and shape."""
+    tables, own = state.get("tables") or {}, named_frozen_tables(model)
+    for name, table in tables.items():
+        if name not in own or own[name].shape != table.shape:
+            expected = f"shape {tuple(own[name].shape)}" if name in own else "no such table"
+            raise UserError(f"{path}: tables.{name}: {tuple(table.shape)} does not fit the model ({expected})")
+    return tables
 
 
 def _load_published(path: str | Path, state: Any, device: torch.device,
