@@ -299,3 +299,23 @@ def test_the_published_epoch_cap_runs_one_epoch_more(corpus: Path, tmp_path: Pat
     Trainer(config_from_dict(raw), tmp_path / cap, progress=False).fit()
     history = load_checkpoint(tmp_path / cap / "checkpoints/last.pt", "dpda-train-state")["history"]
     assert [h["epoch"] for h in history] == list(range(ran))
+
+
+def test_freeze_frontend_from_the_config(tmp_path):
+    """`model.freeze_frontend: true` freezes an SSL model's front end when the Trainer builds it
+    (the Trainer called a bool before), and is refused in one line for a model without one."""
+    corpus = write_separable_corpus(tmp_path)
+    raw = demo_dict(corpus)
+    raw["model"] = {"name": "ssl_aasist", "preset": "tiny", "freeze_frontend": True}
+    trainer = Trainer(config_from_dict(raw), tmp_path / "ssl", progress=False)
+    trainer._build()  # what fit() builds first: corpora checked, model and optimiser made
+    front = trainer.model.frontend.wav2vec2
+    assert not any(p.requires_grad for p in front.parameters())
+    assert any(p.requires_grad for p in trainer.model.backend.parameters())
+    trainer.model.train()
+    assert not front.training and trainer.model.backend.training
+    trained = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not trained & {id(p) for p in front.parameters()}
+    raw["model"] = {**demo_dict(corpus)["model"], "freeze_frontend": True}
+    with pytest.raises(UserError, match=r"model\.freeze_frontend: model \w+ has no SSL front end"):
+        Trainer(config_from_dict(raw), tmp_path / "plain", progress=False)._build()

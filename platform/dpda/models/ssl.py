@@ -130,15 +130,20 @@ class SSLDetector(nn.Module):
             self.backend = MambaHead(self.frontend.dim, **backend_args)
         else:
             raise UserError(f"model ssl: unknown back end {backend!r} (aasist, conformer_tcm, mamba)")
-        self.freeze_frontend = bool(freeze_frontend)
-        if self.freeze_frontend:
-            self.frontend.wav2vec2.requires_grad_(False)
-            self.frontend.wav2vec2.eval()
-            self.frontend.frozen = True
+        self.frontend_frozen = False
+        if freeze_frontend:
+            self.freeze_frontend()
+
+    def freeze_frontend(self) -> None:
+        """No gradients into the SSL model, which then always runs in eval mode (`model.freeze_frontend`)."""
+        self.frontend_frozen = True
+        self.frontend.wav2vec2.requires_grad_(False)
+        self.frontend.wav2vec2.eval()
+        self.frontend.frozen = True
 
     def train(self, mode: bool = True) -> "SSLDetector":
         super().train(mode)
-        if self.freeze_frontend:
+        if self.frontend_frozen:
             self.frontend.wav2vec2.eval()
         return self
 

@@ -135,7 +135,9 @@ class Trainer:
         self.model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.build_overrides())
         if cfg.model.ssl_checkpoint:
             load_ssl_weights(self.model, cfg.model.ssl_checkpoint)
-        if cfg.model.freeze_frontend and hasattr(self.model, "freeze_frontend"):
+        if cfg.model.freeze_frontend:
+            if not callable(getattr(self.model, "freeze_frontend", None)):
+                raise UserError(f"model.freeze_frontend: model {cfg.model.name} has no SSL front end to freeze")
             self.model.freeze_frontend()
         self.model.to(self.device)
         params = optimizer_tensors(self.model, cfg.optim.params)
