@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from dpda.yaml_io import read_yaml
-from scipy import stats
+from dpda_analysis import paired
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "published baseline"
@@ -77,7 +77,7 @@ METRICS: dict[str, tuple[str, float, str]] = {
     "eer_real": ("real-audio EER %", 100.0, "points"),
     "epochs_to_best": ("epochs to best dev EER", 1.0, "epochs"),
 }
-ALPHA = 0.05
+ALPHA = paired.ALPHA
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 # train, dev, eval, ITW utterances: half the quickstart's training set (same generator, same
 # speakers per split), its full dev, eval and ITW-style sets, so each EER rests on 300-600 trials.
@@ -235,56 +235,15 @@ def run_one(variant: str, seed: int, data: str, out: str, epochs: int, patience:
 # Statistics
 
 
-def t_interval(values: pd.Series) -> tuple[float, float, float]:
-    """(mean, low, high): the 95% Student-t interval of the mean over seeds."""
-    x = values.dropna().astype(float).to_numpy()
-    if x.size < 2:
-        m = float(x.mean()) if x.size else float("nan")
-        return m, float("nan"), float("nan")
-    low, high = stats.t.interval(0.95, x.size - 1, loc=x.mean(), scale=stats.sem(x))
-    if not np.isfinite(low):  # every seed equal: a zero-width interval
-        low = high = x.mean()
-    return float(x.mean()), float(low), float(high)
-
-
-def holm(p_values: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise error control over all comparisons)."""
-    p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p)
-    m = p.size
-    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order]).clip(max=1.0)
-    out = np.empty(m)
-    out[order] = adjusted
-    return out
+# The statistics live in dpda_analysis.paired (shared with `dpda study`).
+t_interval = paired.t_interval
+holm = paired.holm
 
 
 def paired_tests(results: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Every variant minus the published baseline, paired by seed: mean difference, its 95%
-    interval, the paired t-test p-value and its Holm-adjusted value over the whole family (the
-    variants in `results`: a subset's doc corrects over its own comparisons)."""
-    base = results[results["variant"] == BASELINE].set_index("seed")
-    rows = []
-    for variant in VARIANTS:
-        if variant == BASELINE or variant not in set(results["variant"]):
-            continue
-        other = results[results["variant"] == variant].set_index("seed")
-        seeds = base.index.intersection(other.index)
-        for col in metrics:
-            diff = (other.loc[seeds, col] - base.loc[seeds, col]).astype(float)
-            mean, low, high = t_interval(diff)
-            if len(seeds) < 2:
-                p = float("nan")
-            elif np.allclose(diff, diff.iloc[0]):
-                p = 1.0 if diff.iloc[0] == 0 else 0.0
-            else:
-                p = float(stats.ttest_rel(other.loc[seeds, col].astype(float), base.loc[seeds, col].astype(float)).pvalue)
-            rows.append({"variant": variant, "metric": col, "seeds": len(seeds), "diff": mean, "low": low,
-                         "high": high, "p": p})
-    tests = pd.DataFrame(rows)
-    finite = tests["p"].notna()
-    tests["p_holm"] = np.nan
-    tests.loc[finite, "p_holm"] = holm(tests.loc[finite, "p"].to_numpy())
-    return tests
+    """Every variant minus the published baseline, paired by seed, Holm over the variants in
+    `results` (a subset's doc corrects over its own comparisons): dpda_analysis.paired."""
+    return paired.paired_differences(results, BASELINE, metrics, variants=list(VARIANTS))
 
 
 # --------------------------------------------------------------------------------------------
