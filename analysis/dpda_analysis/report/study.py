@@ -1,0 +1,56 @@
+"""The study report: one Plotly figure (conflict fraction and EERs per variant, mean with its 95%
+Student-t interval across seeds), written as study.html beside study.md.
+
+Why a page of its own rather than a figure of the search report: a study's runs are seeds of a few
+variants, so the only honest interval is across seeds, and every variant has the same budget; the
+search report's rule views describe trials that are neither.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.offline
+from plotly.subplots import make_subplots
+
+from dpda_analysis.report.common import error_bars
+
+BASELINE_COLOR = "#7f7f7f"
+VARIANT_COLOR = "#1f77b4"
+
+
+def study_figure(summary: pd.DataFrame, metrics: Sequence[str], variants: Sequence[str], baseline: str) -> go.Figure:
+    """One panel per metric: each variant's mean over seeds with its 95% t-interval (the
+    baseline grey); `summary` is dpda_analysis.study.variant_summary's frame."""
+    from dpda_analysis.study import metric_heading
+
+    fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[metric_heading(m)[0] for m in metrics])
+    for row, metric in enumerate(metrics, start=1):
+        sub = summary[summary["metric"] == metric].set_index("variant").reindex(list(variants))
+        scale = metric_heading(metric)[1]
+        fig.add_trace(go.Bar(
+            x=list(variants), y=sub["mean"] * scale,
+            error_y=error_bars(sub["mean"], sub["low"], sub["high"], scale),
+            marker_color=[BASELINE_COLOR if v == baseline else VARIANT_COLOR for v in variants],
+            customdata=sub["seeds"], showlegend=False, name=metric_heading(metric)[0],
+            hovertemplate="%{x}: %{y:.2f} (%{customdata} seeds)<extra></extra>",
+        ), row=row, col=1)
+    fig.update_layout(height=260 * len(metrics) + 80, margin={"t": 60},
+                      title=f"Per variant: mean over seeds, 95% Student-t interval across seeds (grey: {baseline})")
+    return fig
+
+
+def study_html(title: str, figure: go.Figure) -> str:
+    """A self-contained page (plotly.js inline: it opens without a network)."""
+    div = figure.to_html(full_html=False, include_plotlyjs=False, div_id="fig-study",
+                         config={"displaylogo": False, "responsive": True})
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
+        "</head><body>", f"<h1>{html.escape(title)}</h1>",
+        "<p>Paired differences against the baseline, with Holm-corrected p-values: study.md / study.csv.</p>",
+        f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>', div, "</body></html>",
+    ])
