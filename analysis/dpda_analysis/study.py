@@ -133,7 +133,7 @@ def summary_markdown(summary: pd.DataFrame, metrics: Sequence[str], variants: Se
         cells = []
         for metric in metrics:
             r = table.loc[(variant, metric)]
-            cells.append(_cell(r["mean"], r["low"], r["high"], metric_heading(metric)[1]) + f" (n={r['seeds']})")
+            cells.append(_cell(r["mean"], r["low"], r["high"], metric_heading(metric)[1]) + f" (n={int(r['seeds'])})")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

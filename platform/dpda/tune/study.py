@@ -97,8 +97,9 @@ def _tuner(grid: StudyGrid, exp: Location, store: Location, resume: bool, traina
     fault = None if not exp.is_local else faults.driver_callback(exp.root)
     return tune.Tuner(
         trainable,
-        # seed-major: the first runs cover every variant, so an interrupted study already pairs
-        param_space={"seed": tune.grid_search(list(grid.seeds)), "variant": tune.grid_search(grid.variant_names)},
+        # Tune varies the first key fastest: seed-major order, so the first runs cover every
+        # variant and an interrupted study already has pairs
+        param_space={"variant": tune.grid_search(grid.variant_names), "seed": tune.grid_search(list(grid.seeds))},
         tune_config=tune.TuneConfig(
             num_samples=1,  # each grid point once; no search_alg (the grid) and no scheduler (FIFO)
             max_concurrent_trials=max_concurrent(grid, ray.cluster_resources()),
