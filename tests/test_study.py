@@ -8,6 +8,7 @@ One local Ray instance for the module (2 CPUs), one study run (interrupted, then
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from support import write_tiny_corpus
 
 ROOT = Path(__file__).parents[1]
 SEEDS = [0, 1, 2]
+BUCKET = "dpda-study"
 
 
 def tiny_spec(corpus: Path, **changes) -> dict:
@@ -102,7 +104,16 @@ def test_variants_share_seeds_and_budget(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def store():
+    from object_store import bucket_store
+
+    with bucket_store(BUCKET) as s3:
+        yield s3
+
+
+@pytest.fixture(scope="module")
+def ray_local(store):
+    """Started after the object store: the workers inherit its credentials."""
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False)
     yield ray
@@ -217,3 +228,28 @@ def test_study_runs_resumes_and_tabulates(ray_local, tmp_path: Path, capsys) -> 
     md = (exp / "study.md").read_text()
     assert "| pcgrad | conflict % | 3 |" in md and "Holm" in md
     assert "fig-study" in (exp / "study.html").read_text()
+
+
+@pytest.mark.ray
+def test_study_on_object_storage(ray_local, store, tmp_path: Path, capsys) -> None:
+    """The same command with --storage s3://...: the runs' files and the study's tables are in the
+    bucket, read from there (2 variants x 2 seeds, 1 epoch)."""
+    import pyarrow.fs as pafs
+
+    corpus = write_tiny_corpus(tmp_path / "corpus", n_train=16, n_dev=24)
+    spec = write_spec(tmp_path / "tiny.yaml", tiny_spec(corpus, seeds=[0, 1], budget={"epochs": 1}))
+    assert main(["study", str(spec), "--storage", store.uri(f"{BUCKET}/studies"), "-q"]) == 0
+    capsys.readouterr()
+    fs = store.filesystem()
+    exp = f"{BUCKET}/studies/tiny"
+
+    def text(name: str) -> str:
+        with fs.open_input_stream(f"{exp}/{name}") as fh:
+            return fh.read().decode()
+
+    runs = pd.read_csv(io.StringIO(text("runs.csv")))
+    assert len(runs) == 4 and runs["finished"].all()
+    assert runs[["dev_eer", "conflict_fraction", "eval_eer.heldout"]].notna().all().all(), runs
+    got = pd.read_csv(io.StringIO(text("study.csv")))
+    assert got["metric"].tolist() == ["dev_eer", "conflict_fraction", "eval_eer.heldout"] and (got["seeds"] == 2).all()
+    assert "Paired differences" in text("study.md") and fs.get_file_info(f"{exp}/study.html").type == pafs.FileType.File
