@@ -22,6 +22,10 @@ subset (the baseline always) and `--doc` writes it elsewhere:
 
 Runs go to OUT/runs/<variant>_s<seed>; finished runs are reused, so an interrupted study resumes
 and a subset shares its baseline runs with the whole study in the same OUT.
+
+The RawBoost variants also run inside the platform, as Ray Tune trials: `dpda study
+studies/conflict.yaml --data DIR` (the SPEC holds this study's variants, seeds and budget;
+tests/test_study.py keeps the two equal). The statistics are dpda_analysis.paired, shared by both.
 """
 
 from __future__ import annotations
@@ -401,6 +405,12 @@ def write_doc(doc: Path, results: pd.DataFrame, args: argparse.Namespace, real: 
     body = (
         "# Conflict study on the synthetic corpus\n\n"
         f"Regenerate with `{_command(args)}` (this file is overwritten).\n\n"
+        + ("**Inside the platform.** The RawBoost rows (the same variants, seeds, budget and run config: "
+           "tests/test_study.py holds them equal) run as Ray Tune trials with `dpda study studies/conflict.yaml "
+           "--data DIR` (resumable, local or object storage), which writes the per-variant and paired-difference "
+           "tables into runs/tune/conflict/study.md (and runs.csv, study.csv, study.html); the ITW-style column "
+           "there is the saved model's `eval_eer.itw`. The pipeline rows, the real-audio column and the per-transform "
+           "table are this script's alone.\n\n")
         + _subset_note(results)
         + (f"**Interrupted study.** Written with `--finished-only`: {len(seeds)} of the {len(DEFAULT_SEEDS)} default "
            "seeds finished for every variant before the run was stopped; with so few seeds the intervals are wide.\n\n"

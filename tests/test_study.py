@@ -253,3 +253,28 @@ def test_study_on_object_storage(ray_local, store, tmp_path: Path, capsys) -> No
     got = pd.read_csv(io.StringIO(text("study.csv")))
     assert got["metric"].tolist() == ["dev_eer", "conflict_fraction", "eval_eer.heldout"] and (got["seeds"] == 2).all()
     assert "Paired differences" in text("study.md") and fs.get_file_info(f"{exp}/study.html").type == pafs.FileType.File
+
+
+def test_conflict_spec_runs_what_the_benchmark_ran(tmp_path: Path) -> None:
+    """studies/conflict.yaml is benchmarks/conflict_study.py's study (the RawBoost variants): the
+    same variants, seeds and budget, and each run's config the benchmark's on the keys that matter."""
+    import importlib.util
+
+    from dpda.dotted import get_dotted
+    from dpda.train.config import config_from_dict
+    from dpda.tune.study_spec import load_study
+
+    spec_file = importlib.util.spec_from_file_location("conflict_study", ROOT / "benchmarks/conflict_study.py")
+    bench = importlib.util.module_from_spec(spec_file)
+    spec_file.loader.exec_module(bench)
+    grid = load_study(ROOT / "studies/conflict.yaml", variables={"DPDA_DATA": str(tmp_path)})
+    rawboost_only = [v for v, settings in bench.VARIANTS.items() if "augment.pipeline" not in settings]
+    assert grid.variant_names == rawboost_only and grid.baseline == bench.BASELINE
+    assert list(grid.seeds) == list(bench.DEFAULT_SEEDS)
+    keys = ["augment.mode", "augment.rawboost", "align.rule", "align.mode", "align.strength", "data.length", "model",
+            "optim.lr", "optim.batch_size", "optim.epochs", "optim.patience", "checkpoint", "eval.length", "seed", "loss"]
+    for variant in grid.variant_names:
+        ours = grid.run_config(variant, 3)
+        theirs = bench.variant_config(str(tmp_path), 20, 3, variant, seed=3)
+        for key in keys:
+            assert get_dotted(ours, key) == get_dotted(config_from_dict(theirs).to_dict(), key), (variant, key)
