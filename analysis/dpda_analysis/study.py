@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 from dpda_analysis.layout import RUN_SUMMARY
 from dpda_analysis.location import Location, resolve
 from dpda_analysis.paired import ALPHA, paired_differences, t_interval
+from dpda_analysis.report.study import study_figure, study_html
 
 PARAMS_FILE = "params.json"  # Tune's, in each trial folder: the grid point ({"variant", "seed"})
 RUNS_CSV = "runs.csv"
@@ -170,8 +171,6 @@ def write_study(experiment: str | os.PathLike | Location, *, baseline: str, vari
                 metrics: Sequence[str], title: str, command: str, filesystem: Any = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read the runs and write runs.csv, study.csv (the paired differences), study.md and
     study.html into the study folder; returns (runs, differences)."""
-    from dpda_analysis.report.study import study_figure, study_html
-
     exp = resolve(experiment, filesystem)
     runs = read_runs(exp)
     for metric in metrics:  # a metric no run has (e.g. an eval set a failed run never scored) stays a column
@@ -183,5 +182,6 @@ def write_study(experiment: str | os.PathLike | Location, *, baseline: str, vari
     exp.child(STUDY_CSV).write_text(tests.to_csv(index=False))
     exp.child(STUDY_MD).write_text(study_markdown(title, runs, tests, metrics, variants, baseline, command))
     summary = variant_summary(runs, metrics, variants)
-    exp.child(STUDY_HTML).write_text(study_html(title, study_figure(summary, metrics, variants, baseline)))
+    headings = {m: metric_heading(m)[:2] for m in metrics}
+    exp.child(STUDY_HTML).write_text(study_html(title, study_figure(summary, headings, variants, baseline)))
     return runs, tests

@@ -9,7 +9,7 @@ search report's rule views describe trials that are neither.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -22,21 +22,22 @@ BASELINE_COLOR = "#7f7f7f"
 VARIANT_COLOR = "#1f77b4"
 
 
-def study_figure(summary: pd.DataFrame, metrics: Sequence[str], variants: Sequence[str], baseline: str) -> go.Figure:
-    """One panel per metric: each variant's mean over seeds with its 95% t-interval (the
-    baseline grey); `summary` is dpda_analysis.study.variant_summary's frame."""
-    from dpda_analysis.study import metric_heading
-
+def study_figure(summary: pd.DataFrame, headings: Mapping[str, tuple[str, float]], variants: Sequence[str],
+                 baseline: str) -> go.Figure:
+    """One panel per metric (`headings`: metric -> (title, scale to the unit shown), in panel
+    order): each variant's mean over seeds with its 95% t-interval (the baseline grey);
+    `summary` is dpda_analysis.study.variant_summary's frame."""
+    metrics = list(headings)
     fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=[metric_heading(m)[0] for m in metrics])
+                        subplot_titles=[headings[m][0] for m in metrics])
     for row, metric in enumerate(metrics, start=1):
         sub = summary[summary["metric"] == metric].set_index("variant").reindex(list(variants))
-        scale = metric_heading(metric)[1]
+        scale = headings[metric][1]
         fig.add_trace(go.Bar(
             x=list(variants), y=sub["mean"] * scale,
             error_y=error_bars(sub["mean"], sub["low"], sub["high"], scale),
             marker_color=[BASELINE_COLOR if v == baseline else VARIANT_COLOR for v in variants],
-            customdata=sub["seeds"], showlegend=False, name=metric_heading(metric)[0],
+            customdata=sub["seeds"], showlegend=False, name=headings[metric][0],
             hovertemplate="%{x}: %{y:.2f} (%{customdata} seeds)<extra></extra>",
         ), row=row, col=1)
     fig.update_layout(height=260 * len(metrics) + 80, margin={"t": 60},
