@@ -173,6 +173,10 @@ def write_study(experiment: str | os.PathLike | Location, *, baseline: str, vari
     study.html into the study folder; returns (runs, differences)."""
     exp = resolve(experiment, filesystem)
     runs = read_runs(exp)
+    if not runs.empty:  # the SPEC's variant order, then seed
+        rank = {v: i for i, v in enumerate(variants)}
+        runs = runs.sort_values(["variant", "seed"], key=lambda c: c.map(rank) if c.name == "variant" else c,
+                                kind="stable").reset_index(drop=True)
     for metric in metrics:  # a metric no run has (e.g. an eval set a failed run never scored) stays a column
         if metric not in runs:
             runs[metric] = np.nan
