@@ -187,5 +187,8 @@ def write_study(experiment: str | os.PathLike | Location, *, baseline: str, vari
     exp.child(STUDY_MD).write_text(study_markdown(title, runs, tests, metrics, variants, baseline, command))
     summary = variant_summary(runs, metrics, variants)
     headings = {m: metric_heading(m)[:2] for m in metrics}
-    exp.child(STUDY_HTML).write_text(study_html(title, study_figure(summary, headings, variants, baseline)))
+    shown = pd.DataFrame([{"variant": r.variant, "metric": metric_heading(r.metric)[0], "seed pairs": r.seeds,
+                           "difference [95% interval]": _cell(r.diff, r.low, r.high, metric_heading(r.metric)[1]),
+                           "p (paired t)": f"{r.p:.3g}", "p (Holm)": f"{r.p_holm:.3g}"} for r in tests.itertuples()])
+    exp.child(STUDY_HTML).write_text(study_html(title, study_figure(summary, headings, variants, baseline), shown, baseline))
     return runs, tests

@@ -45,13 +45,18 @@ def study_figure(summary: pd.DataFrame, headings: Mapping[str, tuple[str, float]
     return fig
 
 
-def study_html(title: str, figure: go.Figure) -> str:
-    """A self-contained page (plotly.js inline: it opens without a network)."""
+def study_html(title: str, figure: go.Figure, differences: pd.DataFrame | None = None, baseline: str = "") -> str:
+    """A self-contained page (plotly.js inline: it opens without a network): the figure, then the
+    paired differences (`differences`: display-ready columns, as in study.md)."""
     div = figure.to_html(full_html=False, include_plotlyjs=False, div_id="fig-study",
                          config={"displaylogo": False, "responsive": True})
+    table = "" if differences is None else (
+        f"<h2>Paired differences: each variant minus {html.escape(baseline)}, same seed</h2>"
+        "<p>Mean difference [95% t-interval across seeds], paired t-test, Holm correction over all comparisons "
+        "(also in study.md and study.csv).</p>" + differences.to_html(index=False, border=0))
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif} td,th{padding:2px 12px;text-align:left}</style>",
         "</head><body>", f"<h1>{html.escape(title)}</h1>",
-        "<p>Paired differences against the baseline, with Holm-corrected p-values: study.md / study.csv.</p>",
-        f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>', div, "</body></html>",
+        f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>', div, table, "</body></html>",
     ])
