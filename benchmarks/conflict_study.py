@@ -22,6 +22,10 @@ subset (the baseline always) and `--doc` writes it elsewhere:
 
 Runs go to OUT/runs/<variant>_s<seed>; finished runs are reused, so an interrupted study resumes
 and a subset shares its baseline runs with the whole study in the same OUT.
+
+The RawBoost variants also run inside the platform, as Ray Tune trials: `dpda study
+studies/conflict.yaml --data DIR` (the SPEC holds this study's variants, seeds and budget;
+tests/test_study.py keeps the two equal). The statistics are dpda_analysis.paired, shared by both.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from dpda.yaml_io import read_yaml
-from scipy import stats
+from dpda_analysis import paired
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "published baseline"
@@ -77,7 +81,7 @@ METRICS: dict[str, tuple[str, float, str]] = {
     "eer_real": ("real-audio EER %", 100.0, "points"),
     "epochs_to_best": ("epochs to best dev EER", 1.0, "epochs"),
 }
-ALPHA = 0.05
+ALPHA = paired.ALPHA
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 # train, dev, eval, ITW utterances: half the quickstart's training set (same generator, same
 # speakers per split), its full dev, eval and ITW-style sets, so each EER rests on 300-600 trials.
@@ -235,56 +239,15 @@ def run_one(variant: str, seed: int, data: str, out: str, epochs: int, patience:
 # Statistics
 
 
-def t_interval(values: pd.Series) -> tuple[float, float, float]:
-    """(mean, low, high): the 95% Student-t interval of the mean over seeds."""
-    x = values.dropna().astype(float).to_numpy()
-    if x.size < 2:
-        m = float(x.mean()) if x.size else float("nan")
-        return m, float("nan"), float("nan")
-    low, high = stats.t.interval(0.95, x.size - 1, loc=x.mean(), scale=stats.sem(x))
-    if not np.isfinite(low):  # every seed equal: a zero-width interval
-        low = high = x.mean()
-    return float(x.mean()), float(low), float(high)
-
-
-def holm(p_values: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise error control over all comparisons)."""
-    p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p)
-    m = p.size
-    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order]).clip(max=1.0)
-    out = np.empty(m)
-    out[order] = adjusted
-    return out
+# The statistics live in dpda_analysis.paired (shared with `dpda study`).
+t_interval = paired.t_interval
+holm = paired.holm
 
 
 def paired_tests(results: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Every variant minus the published baseline, paired by seed: mean difference, its 95%
-    interval, the paired t-test p-value and its Holm-adjusted value over the whole family (the
-    variants in `results`: a subset's doc corrects over its own comparisons)."""
-    base = results[results["variant"] == BASELINE].set_index("seed")
-    rows = []
-    for variant in VARIANTS:
-        if variant == BASELINE or variant not in set(results["variant"]):
-            continue
-        other = results[results["variant"] == variant].set_index("seed")
-        seeds = base.index.intersection(other.index)
-        for col in metrics:
-            diff = (other.loc[seeds, col] - base.loc[seeds, col]).astype(float)
-            mean, low, high = t_interval(diff)
-            if len(seeds) < 2:
-                p = float("nan")
-            elif np.allclose(diff, diff.iloc[0]):
-                p = 1.0 if diff.iloc[0] == 0 else 0.0
-            else:
-                p = float(stats.ttest_rel(other.loc[seeds, col].astype(float), base.loc[seeds, col].astype(float)).pvalue)
-            rows.append({"variant": variant, "metric": col, "seeds": len(seeds), "diff": mean, "low": low,
-                         "high": high, "p": p})
-    tests = pd.DataFrame(rows)
-    finite = tests["p"].notna()
-    tests["p_holm"] = np.nan
-    tests.loc[finite, "p_holm"] = holm(tests.loc[finite, "p"].to_numpy())
-    return tests
+    """Every variant minus the published baseline, paired by seed, Holm over the variants in
+    `results` (a subset's doc corrects over its own comparisons): dpda_analysis.paired."""
+    return paired.paired_differences(results, BASELINE, metrics, variants=list(VARIANTS))
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,6 +405,12 @@ def write_doc(doc: Path, results: pd.DataFrame, args: argparse.Namespace, real: 
     body = (
         "# Conflict study on the synthetic corpus\n\n"
         f"Regenerate with `{_command(args)}` (this file is overwritten).\n\n"
+        + ("**Inside the platform.** The RawBoost rows (the same variants, seeds, budget and run config: "
+           "tests/test_study.py holds them equal) run as Ray Tune trials with `dpda study studies/conflict.yaml "
+           "--data DIR` (resumable, local or object storage), which writes the per-variant and paired-difference "
+           "tables into runs/tune/conflict/study.md (and runs.csv, study.csv, study.html); the ITW-style column "
+           "there is the saved model's `eval_eer.itw`. The pipeline rows, the real-audio column and the per-transform "
+           "table are this script's alone.\n\n")
         + _subset_note(results)
         + (f"**Interrupted study.** Written with `--finished-only`: {len(seeds)} of the {len(DEFAULT_SEEDS)} default "
            "seeds finished for every variant before the run was stopped; with so few seeds the intervals are wide.\n\n"

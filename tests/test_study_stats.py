@@ -1,4 +1,5 @@
-"""The conflict study's statistics: intervals, paired tests against the baseline, Holm, sentences."""
+"""The study statistics (dpda_analysis.paired): intervals, paired tests against the baseline, Holm;
+and benchmarks/conflict_study.py's tables and sentences built on them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from dpda_analysis import paired
+
 _SPEC = importlib.util.spec_from_file_location("conflict_study", Path(__file__).parents[1] / "benchmarks/conflict_study.py")
 study = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(study)
@@ -17,16 +20,17 @@ _SPEC.loader.exec_module(study)
 
 def test_holm_matches_the_step_down_definition() -> None:
     # sorted p (0.01, 0.03, 0.04) x (3, 2, 1) = (0.03, 0.06, 0.04) -> running max (0.03, 0.06, 0.06)
-    assert study.holm(np.array([0.04, 0.01, 0.03])) == pytest.approx([0.06, 0.03, 0.06])
-    assert study.holm(np.array([0.5, 0.9])) == pytest.approx([1.0, 1.0])  # 2 x 0.5 capped at 1, then the running max
+    assert paired.holm(np.array([0.04, 0.01, 0.03])) == pytest.approx([0.06, 0.03, 0.06])
+    assert paired.holm(np.array([0.5, 0.9])) == pytest.approx([1.0, 1.0])  # 2 x 0.5 capped at 1, then the running max
 
 
 def test_t_interval_is_the_student_interval_of_the_mean() -> None:
     x = pd.Series([0.1, 0.2, 0.15, 0.3, 0.25])
-    mean, low, high = study.t_interval(x)
+    mean, low, high = paired.t_interval(x)
     half = stats.t.ppf(0.975, 4) * x.std(ddof=1) / np.sqrt(5)
     assert (mean, low, high) == pytest.approx((0.2, 0.2 - half, 0.2 + half))
-    assert study.t_interval(pd.Series([0.2, 0.2, 0.2])) == pytest.approx((0.2, 0.2, 0.2))
+    assert paired.t_interval(pd.Series([0.2, 0.2, 0.2])) == pytest.approx((0.2, 0.2, 0.2))
+    assert study.t_interval is paired.t_interval  # the benchmark uses the module's definition
 
 
 def _results(shift: dict[str, float]) -> pd.DataFrame:
@@ -52,7 +56,7 @@ def test_paired_tests_find_a_real_shift_and_only_it() -> None:
     # the paired test (seed effects cancel) and its Holm value over the family
     assert mgda["p"] == pytest.approx(stats.ttest_rel(
         results[results.variant == "dual, MGDA"].eer_eval, results[results.variant == study.BASELINE].eer_eval).pvalue)
-    assert mgda["p_holm"] == pytest.approx(study.holm(tests["p"].to_numpy())[tests["variant"].tolist().index("dual, MGDA")])
+    assert mgda["p_holm"] == pytest.approx(paired.holm(tests["p"].to_numpy())[tests["variant"].tolist().index("dual, MGDA")])
     assert (tests["p_holm"] >= tests["p"]).all()
     said = dict(zip(tests["variant"].unique(), study.sentences(tests)))
     assert "a lower eval EER by 5.0 points" in said["dual, MGDA"]
@@ -141,4 +145,12 @@ def test_a_subset_is_compared_and_corrected_over_its_own_variants() -> None:
     subset = results[results["variant"].isin([study.BASELINE, "dual, MGDA", "dual, PCGrad"])]
     tests = study.paired_tests(subset, ["eer_eval"])
     assert tests["variant"].tolist() == ["dual, PCGrad", "dual, MGDA"]
-    assert tests["p_holm"].tolist() == pytest.approx(study.holm(tests["p"].to_numpy()))
+    assert tests["p_holm"].tolist() == pytest.approx(paired.holm(tests["p"].to_numpy()))
+
+
+def test_paired_differences_drop_a_seed_missing_on_either_side() -> None:
+    runs = pd.DataFrame({"variant": ["b"] * 3 + ["v"] * 3, "seed": [0, 1, 2, 0, 1, 2],
+                         "m": [0.1, 0.2, 0.3, 0.15, np.nan, 0.32]})
+    row = paired.paired_differences(runs, "b", ["m"]).iloc[0]
+    assert row["seeds"] == 2 and row["diff"] == pytest.approx(0.035)
+    assert row["p"] == pytest.approx(stats.ttest_rel([0.15, 0.32], [0.1, 0.3]).pvalue)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list models and presets with trainable parameter counts (SSL back ends alone too)"),
     "predict": ("predict", "score single audio files and decide bona fide / spoof"),
     "tune": ("tune", "run a Ray Tune + Optuna search from a search-space YAML"),
+    "study": ("study", "a controlled comparison: variants x shared seeds, equal budgets, paired differences"),
     "report": ("report", "write the interactive Plotly conflict-analysis report"),
     "export": ("export", "write one telemetry table, superseded rows removed, as a single Parquet file"),
     "quickstart": ("quickstart", "synth, demo search, eval and report, end to end"),

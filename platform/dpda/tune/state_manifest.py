@@ -17,7 +17,8 @@ refuses it, naming it.
 
 Coupling to Ray's internals (pyproject pins ray==2.60.0 exactly; check these when it moves):
 `TuneController.save_to_dir` writes experiment_state-<session>.json (cloudpickled blobs inside),
-the searcher's searcher-state-<session>.pkl and search_gen_state-<session>.json, and
+the searcher's searcher-state-<session>.pkl and search_gen_state-<session>.json (or, for
+`dpda study`'s grid, BasicVariantGenerator's pickled basic-variant-state-<session>.json), and
 callback-states-<session>.pkl into `_storage.experiment_driver_staging_path`, named with
 `_session_str`; `ray.tune.impl.tuner_internal` writes tuner.pkl with its module-level `pickle`
 (ray.cloudpickle) once, when a Tuner is made; on restore Tune loads tuner.pkl and the newest
@@ -49,7 +50,9 @@ MANIFEST = ".dpda-state-manifest"
 KEEP = 8  # tags kept per file name: Tune saves every >= 10 s, its copy takes milliseconds
 TUNER_PKL = "tuner.pkl"  # written once when the Tuner is made; Tuner.can_restore looks for it
 # what Tune loads on restore: the newest file of each family (by name; the session is a timestamp)
-FAMILIES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl", "callback-states-*.pkl")
+# (basic-variant-state-*.json: the grid generator of `dpda study`, a pickle despite its name)
+FAMILIES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl", "callback-states-*.pkl",
+            "basic-variant-state-*.json")
 
 
 def tag(name: str, content: bytes) -> str:

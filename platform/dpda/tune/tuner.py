@@ -385,10 +385,12 @@ def hold_experiment(exp: Location) -> Iterator[None]:
         lock.release()
 
 
-def check_experiment(space: SearchSpace, exp: Location, resume: bool) -> None:
+def check_experiment(space: SearchSpace, exp: Location, resume: bool, fingerprint: dict[str, Any] | None = None,
+                     snapshot: str = SPACE_SNAPSHOT) -> None:
     """What needs no Ray, before it starts: a new search finds no experiment there; a resumed one
     finds it, with the same search space, a readable study, and every file that Tune's restore
-    unpickles vouched for by the state manifest (dpda.tune.state_manifest)."""
+    unpickles vouched for by the state manifest (dpda.tune.state_manifest). `dpda study` passes
+    its own `fingerprint` (what must not change) and the `snapshot` file that holds it."""
     from dpda.tune import state_manifest
     from dpda.tune.resume import check_study_file
     from dpda.tune.study_files import STUDY_FILE
@@ -401,10 +403,11 @@ def check_experiment(space: SearchSpace, exp: Location, resume: bool) -> None:
         return
     if not exists:
         raise UserError(f"{exp_path}: no experiment to resume (run without --resume to start it)")
-    stored = exp.child(SPACE_SNAPSHOT).read_text()
-    if stored is not None and json.loads(stored) != _fingerprint(space):
+    stored = exp.child(snapshot).read_text()
+    expected = _fingerprint(space) if fingerprint is None else fingerprint
+    if stored is not None and json.loads(stored) != expected:
         raise UserError(
-            f"{space.source}: the search space changed since {exp_path} was started; "
+            f"{space.source}: the file changed since {exp_path} was started; "
             "resume with the original file or start a new experiment with --name"
         )
     if exp.is_local:  # before Tune or Optuna read anything of it
