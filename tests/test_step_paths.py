@@ -1,0 +1,133 @@
+"""The step with K augmented paths: K = 1 is the two-path step bit for bit; K > 1 runs in every
+mode, its update is the rule's combination of the path gradients, its statistics come from the
+Gram matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from dpda_analysis import schema as S
+
+from dpda.align import make_aligner
+from dpda.align.path_gram import path_gram
+from dpda.errors import UserError
+from dpda.train.step import DualPathStep
+from multipath_support import CASES, case_key, k1_run
+from step_support import LOSS, ConvNet, conv_batch
+
+REFERENCE = Path(__file__).parent / "fixtures" / "multipath" / "k1_reference.pt"
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return torch.load(REFERENCE, weights_only=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case_key(*c) for c in CASES])
+def test_one_augmented_path_equals_the_two_path_step_bit_for_bit(case, reference) -> None:
+    """Parameters (and BatchNorm buffers) after 3 Adam steps equal those the two-path step gave
+    before it took K paths (tests/fixtures/multipath/make_k1_reference.py), for every rule, mode,
+    granularity, with and without clipping; also with the augmented batch given as a list."""
+    got = k1_run(*case)
+    want = reference[case_key(*case)]
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    as_list = k1_run(*case, step_cls=_ListInput)
+    assert all(torch.equal(as_list[k], want[k]) for k in want)
+
+
+class _ListInput(DualPathStep):
+    def __call__(self, x_orig, x_aug, y):
+        return super().__call__(x_orig, [x_aug], y)
+
+
+def _paths_batch(seed: int, k: int, n: int = 6, t: int = 400):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, t, generator=g)
+    augs = [(-0.6 if p % 2 else 0.8) * x + 0.5 * torch.randn(n, t, generator=g) for p in range(k)]
+    return x, augs, torch.tensor([0, 1] * (n // 2))
+
+
+def _flat_grads(model, loss, retain: bool = False) -> torch.Tensor:
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=retain)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+
+
+@pytest.mark.parametrize("mode", ["separate", "joint", "batched"])
+def test_three_augmented_paths_give_the_mean_update_and_gram_statistics(mode: str) -> None:
+    """K = 3 with rule none: the update is the mean of the four path gradients (per-path
+    BatchNorm statistics in separate / batched, shared in joint), and the statistics are the
+    pairwise cosines and losses of those gradients."""
+    k = 3
+    model, ref = ConvNet(seed=1), ConvNet(seed=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = DualPathStep(model, LOSS, opt, make_aligner("none"), mode=mode, augmented_paths=k)
+    x, augs, y = _paths_batch(0, k)
+    xs = [x, *augs]
+    if mode == "joint":
+        logits = ref(torch.cat(xs))
+        losses = [LOSS(logits[p * 6 : (p + 1) * 6], y) for p in range(k + 1)]
+        grads = [_flat_grads(ref, loss, retain=True) for loss in losses]
+    else:
+        losses, grads = [], []
+        for xp in xs:
+            loss = LOSS(ref(xp), y)
+            losses.append(loss.detach())
+            grads.append(_flat_grads(ref, loss))
+    stats = step(x, augs, y)
+    before = torch.cat([p.detach().reshape(-1) for p in ref.parameters()])
+    after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    torch.testing.assert_close(after, before - 0.1 * torch.stack(grads).mean(0), rtol=1e-5, atol=1e-6)
+    g = torch.stack(grads).double()
+    gram = g @ g.T
+    pairs = S.path_pairs(k + 1)
+    cos = [gram[i, j] / (gram[i, i] * gram[j, j]).sqrt() for i, j in pairs]
+    host = stats.to_host()
+    assert host["path_loss"] == pytest.approx([float(v.detach()) for v in losses], rel=1e-5)
+    assert host["path_cos"] == pytest.approx([float(c) for c in cos], rel=1e-4, abs=1e-6)
+    mean_aug = g[1:].mean(0)
+    assert host["norm_aug"] == pytest.approx(float(mean_aug.norm()), rel=1e-5)
+    assert host["cos"] == pytest.approx(float(g[0] @ mean_aug / (g[0].norm() * mean_aug.norm())), rel=1e-4, abs=1e-6)
+    assert host["loss_aug"] == pytest.approx(float(torch.stack(losses[1:]).detach().mean()), rel=1e-5)
+    assert len(host["layer_path_cos"]) == len(step.layer_names)
+    assert all(len(row) == len(pairs) for row in host["layer_path_cos"])
+    assert not host["skipped"]
+    assert step.grad_buffers().shape[0] == k + 1
+    assert step.persistent_numel >= k * step.segments.numel
+
+
+def test_three_paths_in_batched_mode_leave_running_statistics_as_sequential_passes() -> None:
+    k = 3
+    sep, bat = ConvNet(seed=2), ConvNet(seed=2)
+    x, augs, y = _paths_batch(1, k)
+    for model, mode in ((sep, "separate"), (bat, "batched")):
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        DualPathStep(model, LOSS, opt, make_aligner("none"), mode=mode, augmented_paths=k)(x, augs, y)
+    for (name, a), (_, b) in zip(sep.state_dict().items(), bat.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_layer_gram_of_the_step_buffer_is_per_tensor() -> None:
+    model = ConvNet(seed=4)
+    step = DualPathStep(model, LOSS, torch.optim.SGD(model.parameters(), lr=0.0), make_aligner("none"),
+                        augmented_paths=2)
+    x, augs, y = _paths_batch(2, 2)
+    step(x, augs, y)
+    gram = path_gram(step.grad_buffers(), step.segments)
+    assert gram.shape == (len(step.layer_names), 3, 3)
+    torch.testing.assert_close(gram.sum(0)[0, 0], step.grad_buffers()[0].double().square().sum(), rtol=1e-6, atol=0)
+
+
+def test_paths_are_checked_when_the_step_is_built() -> None:
+    model = ConvNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(UserError, match="augment.paths"):
+        DualPathStep(model, LOSS, opt, make_aligner("none"), augmented_paths=0)
+    step = DualPathStep(model, LOSS, opt, make_aligner("none"), augmented_paths=2)
+    x, augs, y = _paths_batch(0, 2)
+    with pytest.raises(UserError, match="2 augmented paths"):
+        step(x, augs[:1], y)
