@@ -50,13 +50,15 @@ class _Buffer:
     layers: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.LAYER_STAT_KEYS})
     augment: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.AUGMENT_STAT_KEYS})
     path: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.PATH_STAT_KEYS})
+    layer_path: dict[str, list] = field(default_factory=lambda: {k: [] for k in S.LAYER_PATH_STAT_KEYS})
 
     def __len__(self) -> int:
         return len(self.step)
 
     def rollback(self) -> None:
         """Undo the partial appends of a step whose stats were rejected."""
-        for column in (*self.stats.values(), *self.layers.values(), *self.augment.values(), *self.path.values()):
+        for column in (*self.stats.values(), *self.layers.values(), *self.augment.values(), *self.path.values(),
+                       *self.layer_path.values()):
             del column[len(self.step) :]
 
 
@@ -176,6 +178,12 @@ class TelemetryWriter:
                 column.append(stats.get(key))
             for key, column in buf.path.items():
                 column.append(stats.get(key))
+            for key, column in buf.layer_path.items():  # one list of pairs per layer, or absent
+                values = stats.get(key)
+                if values is not None and len(values) != buf.n_layers:
+                    raise ValueError(f"telemetry: stats[{key!r}] has {len(values)} entries, expected "
+                                     f"{buf.n_layers} (one per name in layer_names)")
+                column.append(values)
             counts = stats.get("augment_counts")
             if counts is not None and self.augment_leaves is not None and len(counts) != len(self.augment_leaves):
                 raise ValueError(f"telemetry: stats['augment_counts'] has {len(counts)} entries, expected "
@@ -337,6 +345,24 @@ class TelemetryWriter:
         dtype = np.bool_ if pa.types.is_boolean(type_) else np.float64
         return pa.array(np.asarray(values, dtype))
 
+    @staticmethod
+    def _layer_lists(per_step: list, skipped: np.ndarray, n_layers: int) -> pa.Array:
+        """Layer-major list column from per-step [per layer [per pair]] values: null for a step
+        without them (not recorded) and, like the other layer statistics, for a skipped step."""
+        n = len(per_step)
+        present = np.array([v is not None for v in per_step], np.bool_)
+        type_ = S.LAYERS.field("path_cos").type
+        if not present.any() or n_layers == 0:
+            return pa.nulls(n * n_layers, type_)
+        pairs = len(per_step[int(np.argmax(present))][0])
+        filler = np.full((n_layers, pairs), np.nan, np.float32)
+        values = np.stack([np.asarray(v, np.float32).reshape(n_layers, pairs) if v is not None else filler
+                           for v in per_step])  # (n, L, pairs)
+        flat = pa.array(values.transpose(1, 0, 2).reshape(-1), pa.float32())
+        offsets = pa.array(np.arange(n * n_layers + 1, dtype=np.int32) * pairs)
+        mask = pa.array(skipped | ~np.tile(present, n_layers))
+        return pa.ListArray.from_arrays(offsets, flat, type=type_, mask=mask)
+
     def _layers_table(self, buf: _Buffer) -> pa.Table:
         n, n_layers = len(buf), buf.n_layers
         steps = np.asarray(buf.step, np.int64)
@@ -358,7 +384,8 @@ class TelemetryWriter:
             values = np.asarray(buf.layers[key], np.float32).T.reshape(-1)
             mask = skipped | ~np.isfinite(values) if column == "cos" else skipped
             columns[column] = pa.array(values, mask=mask if mask.any() else None)
-        columns["path_cos"] = pa.nulls(n * n_layers, S.LAYERS.field("path_cos").type)
+        for key, column in S.LAYER_PATH_STAT_KEYS.items():
+            columns[column] = self._layer_lists(buf.layer_path[key], skipped, n_layers)
         return pa.Table.from_pydict(columns, schema=S.with_metadata(S.LAYERS, "layers"))
 
     def _attempts_table(self, resumed_from_step: int | None, config: Mapping[str, Any] | None) -> pa.Table:
