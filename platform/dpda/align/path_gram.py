@@ -40,8 +40,8 @@ def path_gram(buffer: torch.Tensor, segments: Segments) -> torch.Tensor:
         out += torch.segment_reduce(blk64.reshape(plan.rows, -1), "sum", offsets=plan.row_offsets,
                                     axis=0).view_as(out)
     if plan.split_idx.numel():
-        g = buffer.index_select(1, plan.split_idx)  # (P, V)
-        prod = (g[:, None, :] * g[None, :, :]).reshape(n_paths * n_paths, -1).T  # (V, P*P)
+        g = buffer.index_select(1, plan.split_idx).T  # (V, P): at most 2 blocks per segment
+        prod = (g[:, :, None] * g[:, None, :]).reshape(-1, n_paths * n_paths)  # (V, P*P), contiguous
         pieces = torch.segment_reduce(prod, "sum", offsets=plan.piece_offsets, axis=0).to(torch.float64)
         pieces = torch.nn.functional.pad(pieces, (0, 0, 0, 1))  # the "no piece" entry
         out += (pieces.index_select(0, plan.head) + pieces.index_select(0, plan.tail)).view_as(out)
