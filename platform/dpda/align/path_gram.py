@@ -4,7 +4,8 @@
 Same block layout as `dpda.align.segments` (why: no kernel walks one huge segment serially, no
 parameter-sized temporary): the buffer's full 256-element blocks give one (P, P) Gram matrix
 each from ONE batched matmul per row chunk, summed per segment in float64; the blocks a segment
-boundary cuts are gathered once and handled with per-element segment ids. The update
+boundary cuts are gathered once and handled with per-element segment ids, one row of the Gram
+matrix at a time (transient memory: a few (P, V) arrays, V <= 512 x segments, whatever N is). The update
 sum_p c[s, p] g_p is one batched matmul per chunk of rows, written into one row of the buffer.
 """
 
@@ -40,11 +41,12 @@ def path_gram(buffer: torch.Tensor, segments: Segments) -> torch.Tensor:
         out += torch.segment_reduce(blk64.reshape(plan.rows, -1), "sum", offsets=plan.row_offsets,
                                     axis=0).view_as(out)
     if plan.split_idx.numel():
-        g = buffer.index_select(1, plan.split_idx).T  # (V, P): at most 2 blocks per segment
-        prod = (g[:, :, None] * g[:, None, :]).reshape(-1, n_paths * n_paths)  # (V, P*P), contiguous
-        pieces = torch.segment_reduce(prod, "sum", offsets=plan.piece_offsets, axis=0).to(torch.float64)
-        pieces = torch.nn.functional.pad(pieces, (0, 0, 0, 1))  # the "no piece" entry
-        out += (pieces.index_select(0, plan.head) + pieces.index_select(0, plan.tail)).view_as(out)
+        g = buffer.index_select(1, plan.split_idx).T.contiguous()  # (V, P): at most 2 blocks per segment
+        for i in range(n_paths):  # one row of the Gram matrix at a time: a (V, P) product alive, not (V, P, P)
+            # pieces are at most BLOCK long: summed in the buffer's dtype, then float64
+            pieces = torch.segment_reduce(g * g[:, i : i + 1], "sum", offsets=plan.piece_offsets, axis=0)
+            pieces = torch.nn.functional.pad(pieces.to(torch.float64), (0, 0, 0, 1))  # the "no piece" entry
+            out[:, i] += pieces.index_select(0, plan.head) + pieces.index_select(0, plan.tail)
     return out
 
 

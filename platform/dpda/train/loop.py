@@ -153,6 +153,7 @@ class Trainer:
         self.autocast_dtype = torch.float16 if use_amp else None
         self.reduce_fn = self.dist.all_reduce_mean if self.dist and self.dist.world_size > 1 else None
         self.layer_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        self.path_state: dict[str, Any] = {}
         self.train_step = self._make_train_step()
 
     def _make_train_step(self) -> Callable[[torch.Tensor, list[torch.Tensor] | None, torch.Tensor, list[torch.Generator]], StepStats]:
@@ -167,6 +168,7 @@ class Trainer:
                 autocast_dtype=self.autocast_dtype, augmented_paths=len(self.augmenters),
             )
             self.layer_names = list(dual.layer_names)
+            self.path_state = dual.path_state  # a K-path rule's state (K > 1), checkpointed with the aligner's
             return lambda wave, aug, target, gens: dual(wave, self._augment(wave, aug, gens), target)
         one_path = functools.partial(
             single_path_step, self.model, self.loss_fn, self.optimizer, clip_norm=cfg.optim.clip_norm,
@@ -191,6 +193,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "aligner": self.aligner.state_dict(),
+            "path_state": dict(self.path_state),
             "scaler": self.scaler.state_dict() if self.scaler else {},
             "epoch": self.epoch,  # epochs completed
             "global_step": self.global_step,
@@ -208,6 +211,8 @@ class Trainer:
                      "another model? resume with its config, or use a new output folder)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.aligner.load_state_dict(state["aligner"])
+        self.path_state.clear()
+        self.path_state.update(state.get("path_state", {}))  # absent in checkpoints from before augment.paths
         if self.scaler and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
