@@ -98,6 +98,8 @@ class DualPathStep:
     ``clip_grad_norm_``. ``scaler`` is a ``torch.amp.GradScaler``; the step calls its
     ``scale``/``unscale_``/``step``/``update``. ``autocast_dtype`` (e.g. torch.float16 or
     torch.bfloat16) runs forward and loss under ``torch.autocast``; backward runs outside it.
+    ``augmented_paths`` K (`augment.paths`): the step then takes K augmented batches (a list) and
+    aligns K + 1 path gradients (the module docstring); K = 1 takes one tensor or a list of one.
     """
 
     def __init__(
