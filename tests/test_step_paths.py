@@ -131,3 +131,33 @@ def test_paths_are_checked_when_the_step_is_built() -> None:
     x, augs, y = _paths_batch(0, 2)
     with pytest.raises(UserError, match="2 augmented paths"):
         step(x, augs[:1], y)
+
+
+@pytest.mark.parametrize("sizes", [(5,), (300, 7, 1000, 256, 3), (256, 512), (70000, 33, 5)])
+@pytest.mark.parametrize("n_paths", [2, 3, 5])
+def test_path_gram_and_the_fused_update_equal_per_tensor_matrix_products(sizes, n_paths: int) -> None:
+    """Per segment G = B B^T and update = c B, whatever the segments' sizes (blocks cut by a
+    boundary, a partial last block, tensors larger than a chunk); only the target row changes."""
+    from dpda.align.path_gram import combine_paths_
+    from dpda.align.segments import Segments
+
+    torch.manual_seed(len(sizes) * 10 + n_paths)
+    segments = Segments(sizes)
+    buf = torch.randn(n_paths, segments.numel, dtype=torch.float64)
+    parts = torch.split(buf, list(sizes), dim=1)
+    torch.testing.assert_close(path_gram(buf, segments), torch.stack([b @ b.T for b in parts]))
+    for coeffs in (torch.randn(len(sizes), n_paths, dtype=torch.float64), torch.randn(1, n_paths, dtype=torch.float64)):
+        out = buf.clone()
+        combine_paths_(out, coeffs, segments, n_paths - 1)
+        rows = coeffs.expand(len(sizes), -1)
+        torch.testing.assert_close(out[-1], torch.cat([rows[i] @ parts[i] for i in range(len(sizes))]))
+        assert torch.equal(out[:-1], buf[:-1])
+
+
+def test_two_paths_report_their_path_statistics_as_the_pairwise_ones() -> None:
+    model = ConvNet(seed=5)
+    step = DualPathStep(model, LOSS, torch.optim.SGD(model.parameters(), lr=0.1), make_aligner("pcgrad"))
+    host = step(*conv_batch(7)).to_host()
+    assert host["path_loss"] == [host["loss_orig"], host["loss_aug"]]
+    assert host["path_cos"] == [host["cos"]]
+    assert host["layer_path_cos"] == [[c] for c in host["layer_cos"]]
