@@ -161,3 +161,36 @@ def test_two_paths_report_their_path_statistics_as_the_pairwise_ones() -> None:
     assert host["path_loss"] == [host["loss_orig"], host["loss_aug"]]
     assert host["path_cos"] == [host["cos"]]
     assert host["layer_path_cos"] == [[c] for c in host["layer_cos"]]
+
+
+class _Tensors(torch.nn.Module):
+    """`count` parameter tensors holding 5000 numbers between them, every one with a gradient."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(count)
+        sizes = [5000 // count + (i < 5000 % count) for i in range(count)]
+        self.weights = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(n, generator=g) * 0.1) for n in sizes])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.stack([torch.tanh(w).mean() for w in self.weights])
+        return x[:, :2] * s.sum() + x[:, 2:4] * (s * s).sum()
+
+
+@pytest.mark.parametrize("granularity", ["model", "layer"])
+def test_three_paths_make_one_host_sync_and_operators_independent_of_the_tensor_count(granularity: str) -> None:
+    """The K-path alignment keeps the step's machinery properties (tests/test_step_overhead.py):
+    one host sync per step, an operator count that does not grow with the parameter tensors."""
+    from dpda.train.op_count import profile_ops
+
+    x, augs, y = _paths_batch(3, 3)
+    counts = {}
+    for count in (3, 17, 60):
+        model = _Tensors(count)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        step = DualPathStep(model, LOSS, opt, make_aligner("none", granularity=granularity), augmented_paths=3,
+                            clip_norm=1.0)
+        step(x, augs, y)
+        counts[count] = profile_ops(step, x, augs, y)
+    assert all(c.syncs["step"] == 1 and c.syncs["passes"] == 0 for c in counts.values())
+    assert len({(c.ops["step"], c.views["step"]) for c in counts.values()}) == 1
