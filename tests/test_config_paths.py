@@ -38,8 +38,10 @@ def test_without_paths_the_one_augmented_path_is_aug_and_dumps_unchanged() -> No
 
 
 def test_the_shipped_paths_config_and_set_overrides(tmp_path: Path) -> None:
-    cfg = load_config(ROOT / "configs/paths_rawboost.yaml", {"augment.paths.isd.rawboost.P": 7,
-                                                             "augment.paths.ssi.rawboost.SNRmin": 20})
+    from dpda.yaml_io import parse_set
+
+    sets = parse_set(["augment.paths.isd.rawboost.P=7", "augment.paths.ssi.rawboost.SNRmin=20"])  # dpda train --set
+    cfg = load_config(ROOT / "configs/paths_rawboost.yaml", sets)
     assert list(cfg.augment.path_transforms) == ["lnl", "isd", "ssi"]
     assert [p.rawboost.algo for p in cfg.augment.paths.values()] == [1, 2, 3]
     assert (cfg.augment.paths["isd"].rawboost.P, cfg.augment.paths["ssi"].rawboost.SNRmin) == (7, 20)
@@ -49,6 +51,9 @@ def test_the_shipped_paths_config_and_set_overrides(tmp_path: Path) -> None:
 
     set_dotted(raw, "augment.paths.mix.pipeline.level.p", 0.25)  # a named step inside a path
     assert config_from_dict(raw).augment.paths["mix"].pipeline.leaves().__next__().p == 0.25
+    # a config with augment.rawboost switches to paths by setting the section whole
+    whole = parse_set(["augment={mode: dual, paths: {lnl: {rawboost: {algo: 1}}}}"])
+    assert list(load_config(ROOT / "configs/demo.yaml", whole).augment.path_transforms) == ["lnl"]
 
 
 @pytest.mark.parametrize("augment, message", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -37,7 +38,13 @@ def test_the_paths_space_parses_and_every_path_set_resolves_to_a_valid_config() 
         cfg = config_from_dict(space.trial_config(params))
         seen[params["augment.paths"]] = list(cfg.augment.path_transforms)
     assert seen == {"mixed": ["mixed"], "lnl_isd": ["lnl", "isd"], "lnl_isd_ssi": ["lnl", "isd", "ssi"]}
-    json.dumps(space.base)  # the resume fingerprint's base is plain data
+    again = load_search_space(ROOT / "search_spaces/paths.yaml", variables={"DPDA_DATA": "data/synth"})
+    # what `dpda tune --resume` compares (dpda.tune.tuner._fingerprint; that module imports Ray)
+    assert _fingerprint(again) == _fingerprint(space)
+
+
+def _fingerprint(space) -> str:
+    return json.dumps({"base": space.base, "params": [dataclasses.asdict(p) for p in space.params]}, default=str)
 
 
 def test_named_choices_are_checked_like_other_values(tmp_path: Path) -> None:
