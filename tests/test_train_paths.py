@@ -63,6 +63,22 @@ def test_three_augmented_paths_train_and_their_statistics_reach_the_telemetry(co
     assert all(len(c) == 6 for c in layers["path_cos"])
 
 
+def test_paths_augmented_in_the_loader_train_with_one_mask_over_all_leaves(corpus: Path, tmp_path: Path) -> None:
+    raw = _small(corpus, 2)
+    raw["data"]["augment_before_crop"] = True
+    raw["augment"] = {"mode": "dual", "paths": {"lnl": {"rawboost": {"algo": 1}},
+                                                "half": {"pipeline": {"steps": [{"gain": {"p": 0.5}}]}}}}
+    raw["align"]["rule"] = "none"
+    Trainer(config_from_dict(raw), tmp_path, progress=False).fit()
+    attempts = _table(tmp_path, "attempts")
+    assert list(attempts["augment_leaves"][0]) == ["paths.lnl.rawboost", "paths.half.pipeline.steps[0].gain"]
+    steps = _table(tmp_path, "steps")
+    for counts, combos in zip(steps["augment_counts"], steps["augment_combos"]):
+        assert counts[0] == 8 and 0 <= counts[1] <= 8  # bit 0: path lnl (always), bit 1: path half's gain
+        assert {c["mask"] for c in combos} <= {1, 3} and sum(c["n"] for c in combos) == 8
+    assert all(len(c) == 3 for c in steps["path_cos"])
+
+
 def test_one_named_path_is_the_dual_path_run_bit_for_bit(corpus: Path, tmp_path: Path) -> None:
     """`augment.paths` with one path draws what `augment.rawboost` draws: the same losses and
     cosines step by step; only the path's name differs."""

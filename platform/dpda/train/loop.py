@@ -255,13 +255,12 @@ class Trainer:
         the batch's applied-transforms mask (each path's bits after the earlier paths' leaves)."""
         if aug is not None:
             return aug
-        out, mask, shift = [], None, 0
+        out, masks = [], []
         for augmenter, gen in zip(self.augmenters, generators):
             batch, bits = augmenter.augment(wave, gen)
             out.append(batch)
-            mask = bits if mask is None else mask | bits << shift
-            shift += len(augmenter.leaves)
-        self.augment_mask = mask
+            masks.append(bits)
+        self.augment_mask = self._joined_masks(masks)
         return out
 
     def _path_generators(self, gen: torch.Generator, epoch: int, rank: int) -> list[torch.Generator]:
@@ -270,13 +269,13 @@ class Trainer:
         seeds = [stream_seed(self.cfg.seed, epoch, rank, k) for k in range(1, len(self.augmenters))]
         return [gen, *(torch.Generator(device=self.device).manual_seed(s) for s in seeds)]
 
-    @staticmethod
-    def _joined_masks(masks: torch.Tensor, widths: list[int]) -> torch.Tensor:
-        """(batch, K) per-path masks from the loader -> one mask over all paths' leaves."""
-        out, shift = masks[:, 0], 0
-        for k in range(1, masks.shape[1]):
-            shift += widths[k - 1]
-            out = out | masks[:, k] << shift
+    def _joined_masks(self, masks: list[torch.Tensor]) -> torch.Tensor:
+        """One applied-transforms mask over all paths' leaves from one mask per path: path k's
+        bits after the earlier paths' leaves (as `augment_leaves` lists them)."""
+        out, shift = masks[0], 0
+        for augmenter, mask in zip(self.augmenters, masks[1:]):
+            shift += len(augmenter.leaves)
+            out = out | mask << shift
         return out
 
     @property
@@ -316,8 +315,8 @@ class Trainer:
             wave, aug, mask = [w.to(self.device, non_blocking=True) for w in waves] + [None] * (3 - len(waves))
             target = target.to(self.device, non_blocking=True)
             augs = None if aug is None else list(aug.unbind(1)) if aug.dim() == 3 else [aug]  # (B, K, T): K paths
-            if mask is not None and mask.dim() == 2:
-                mask = self._joined_masks(mask, [len(a.leaves) for a in self.augmenters])
+            if mask is not None and mask.dim() == 2:  # (B, K): one mask per path
+                mask = self._joined_masks(list(mask.unbind(1)))
             self.augment_mask = mask  # the loader's; the device pipeline sets its own in the step
             host = self.train_step(wave, augs, target, gens).to_host(self._applied())
             tally.add(host)  # one device-to-host transfer per step, needed for telemetry
