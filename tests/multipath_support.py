@@ -2,12 +2,14 @@
 steps of every rule x mode x granularity on a small conv net, the parameters afterwards.
 
 `tests/fixtures/multipath/make_k1_reference.py` ran it with the two-path step as it was before
-the step took K augmented paths and stored the parameters; the test runs it with today's step
-and compares bit for bit. Single-threaded, so CPU reductions do not depend on the thread count.
+the step took K augmented paths and stored a digest of every tensor's bytes (`digest`); the test
+runs it with today's step and compares the digests: bit for bit. Single-threaded, so CPU
+reductions do not depend on the thread count.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 
 import torch
@@ -47,3 +49,9 @@ def k1_run(rule: str, mode: str, granularity: str, clip: float | None, step_cls=
         return out
     finally:
         torch.set_num_threads(threads)
+
+
+def digest(t: torch.Tensor) -> str:
+    """The tensor's exact bytes (sha256, 128 bits), dtype and shape, as one string."""
+    data = t.detach().cpu().contiguous().numpy().tobytes()
+    return f"{hashlib.sha256(data).hexdigest()[:32]}:{t.dtype}:{tuple(t.shape)}"
