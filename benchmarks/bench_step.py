@@ -9,6 +9,15 @@ Rows: plain DA, `dual` (align.mode separate), `joint` (published), `batched` (on
 model it cannot run prints one "not run" line instead of its rows). On the GPU machine:
 benchmarks/gpu_step_check.sh runs the issue's configurations in one go.
 
+Many paths: `--paths 1 2 3 4` runs the table once per K (augmented paths, `augment.paths`; P = K + 1
+gradients). For K > 1 the reference row `plain xP` is one plain step (one forward and one backward)
+over the concatenated (K + 1) x batch, i.e. plain training with the same forward passes; "align %"
+is the alignment's share of the step (Gram matrices + rule coefficients + the fused update, timed
+alone on the step's buffer: on the CPU its thread CPU time over the step's, which other processes
+on the machine do not inflate; on a GPU wall times). persistent/P is K for separate and
+joint modes: the K gradient rows the step keeps beyond .grad (the step's memory beyond plain
+training is K + 1 gradient rows, .grad included).
+
 On a GPU each timed step is bracketed by ``torch.cuda.synchronize``; memory is the CUDA peak
 above the level at the step's start, minus the same for plain DA, over the parameter bytes (the
 issue's "peak memory beyond plain DA"). The CPU columns below apply on the CPU.
@@ -18,7 +27,7 @@ path of 16,000 samples); configurations are interleaved within each repeat (orde
 repeat) and the median over repeats is printed as a ratio to the plain DA step (one forward and
 one backward over the concatenated 16-utterance batch). Two clocks: wall time, and the calling
 thread's CPU time (``time.thread_time``; with --threads 1 all torch work runs on that thread, so
-it is insensitive to other processes competing for the 2 cores). "align ms" is the alignment
+it is insensitive to other processes competing for the 2 cores). "align cpu" (CPU; "align ms" on a GPU) is the alignment
 alone (dots + rule + writing the update) on the model's flat gradients, median of 20 calls.
 
 Memory: one extra step per configuration under ``torch.profiler`` with ``profile_memory=True``;
@@ -47,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from dpda.align import make_aligner
 from dpda.errors import UserError
-from dpda.train.baseline_steps import plain_da_step
+from dpda.train.baseline_steps import plain_da_step, single_path_step
 from dpda.train.step import DualPathStep
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
@@ -118,10 +127,12 @@ def build_base(spec: str, device: torch.device) -> nn.Module:
 
 
 def build_configs(base: nn.Module, loss: nn.Module, rules: list[str], granularities: list[str], modes: list[str],
-                  joint_rules: list[str], amp: torch.dtype | None, scaled: bool) -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], object]]:
+                  joint_rules: list[str], amp: torch.dtype | None, scaled: bool,
+                  paths: int = 1) -> dict[str, Callable[[torch.Tensor, list[torch.Tensor], torch.Tensor], object]]:
     """One independent (model copy, Adam) per configuration, so no configuration sees another's state.
     Separate and batched modes: every rule x granularity; joint mode (the published forward):
-    `joint_rules`, model granularity."""
+    `joint_rules`, model granularity. Every step takes (x, [one batch per augmented path], y);
+    with `paths` > 1 the reference is one plain step over the concatenated batch."""
     def adam(m: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4)
 
@@ -130,8 +141,12 @@ def build_configs(base: nn.Module, loss: nn.Module, rules: list[str], granularit
 
     m0 = copy.deepcopy(base)
     o0, s0 = adam(m0), scaler()
-    configs: dict[str, Callable] = {
-        "plain DA": lambda x, xa, y: plain_da_step(m0, loss, o0, x, xa, y, scaler=s0, autocast_dtype=amp)}
+    if paths == 1:
+        configs: dict[str, Callable] = {
+            "plain DA": lambda x, xa, y: plain_da_step(m0, loss, o0, x, xa[0], y, scaler=s0, autocast_dtype=amp)}
+    else:
+        configs = {f"plain x{paths + 1}": lambda x, xa, y: single_path_step(
+            m0, loss, o0, torch.cat([x, *xa]), y.repeat(len(xa) + 1), scaler=s0, autocast_dtype=amp)}
     label = {"separate": "dual", "joint": "joint", "batched": "batched"}
     for mode in modes:
         for rule in joint_rules if mode == "joint" else rules:
@@ -140,8 +155,8 @@ def build_configs(base: nn.Module, loss: nn.Module, rules: list[str], granularit
                 try:
                     configs[f"{label[mode]} {rule}/{gran}"] = DualPathStep(
                         m, loss, adam(m), make_aligner(rule, granularity=gran), mode=mode, scaler=scaler(),
-                        autocast_dtype=amp)
-                except UserError as exc:  # a model the batched pass cannot run: say so, bench the rest
+                        autocast_dtype=amp, augmented_paths=paths)
+                except UserError as exc:  # a model the batched pass cannot run, a rule without a K-path form
                     print(f"{label[mode]} {rule}/{gran}: not run: {exc}")
     return configs
 
@@ -220,22 +235,34 @@ def measure_memory(fn: Callable, batch: tuple) -> tuple[int, int]:
     return peak, align_peak
 
 
-def align_time(step: object, calls: int = 20) -> float:
-    """Median ms of the alignment alone on the step's flat gradients (NaN for plain DA)."""
+def align_time(step: object, calls: int = 20) -> tuple[float, float]:
+    """Median (wall ms, thread CPU ms) of the alignment alone on the step's flat gradients (NaN for plain DA): for two
+    paths the aligner (dots, rule, update), for more the step's own Gram -> coefficients -> fused
+    update, each call on a fresh copy of the gradient rows (the copy is not timed)."""
     if not isinstance(step, DualPathStep):
-        return float("nan")
+        return float("nan"), float("nan")
     buf = step.grad_buffers()
-    go, ga = buf[0].clone(), buf[1].clone()
-    out = torch.empty_like(ga)
-    ts = []
-    device = go.device
+    saved = buf.clone()
+    device = buf.device
+    losses = torch.zeros(buf.shape[0], device=device)
+    ok = torch.ones((), dtype=torch.bool, device=device)
+    state = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in step.path_state.items()}
+    ts, cs = [], []
     for _ in range(calls):
+        buf.copy_(saved)
         sync(device)
-        t0 = time.perf_counter()
-        step.aligner(go, ga, step.segments, out=out)
+        c0, t0 = time.thread_time(), time.perf_counter()
+        if buf.shape[0] == 2:
+            step.aligner(buf[0], buf[1], step.segments, out=buf[1])
+        else:
+            step._align_paths(losses, ok)  # the step's own alignment (Gram, rule, update)
         sync(device)
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
+        cs.append(time.thread_time() - c0)
+    buf.copy_(saved)
+    step.path_state.clear()
+    step.path_state.update(state)
+    return statistics.median(ts) * 1e3, statistics.median(cs) * 1e3
 
 
 def main() -> None:
@@ -261,8 +288,16 @@ def main() -> None:
     ap.add_argument("--op-counts", action="store_true",
                     help="also profile one step per configuration and print its host syncs and top-level "
                          "operator counts by region (step machinery, optimizer, passes: dpda.train.op_count)")
+    ap.add_argument("--paths", type=int, nargs="+", default=[1], metavar="K",
+                    help="augmented paths per step (augment.paths), one table per K: e.g. --paths 1 2 3 4")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    for k in args.paths:
+        run_table(args, k)
+
+
+def run_table(args: argparse.Namespace, paths: int) -> None:
+    """One table: every configuration with `paths` augmented paths against its plain reference."""
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
@@ -271,20 +306,22 @@ def main() -> None:
     n_params = sum(p.numel() for p in base.parameters() if p.requires_grad)
     p_bytes = n_params * 4
     x = (torch.randn(args.batch, args.samples, generator=g) * 0.1).to(device)
-    xa = x + 0.05 * torch.randn(args.batch, args.samples, generator=g).to(device)
+    xa = [x + 0.05 * torch.randn(args.batch, args.samples, generator=g).to(device) for _ in range(paths)]
     y = torch.randint(0, 2, (args.batch,), generator=g).to(device)
+    batch = (x, xa, y)
     loss = nn.CrossEntropyLoss(weight=torch.tensor([0.1, 0.9], device=device))
     configs = build_configs(base, loss, args.rules.split(","), args.granularity.split(","), args.modes.split(","),
-                            args.joint_rules.split(","), amp, scaled=args.amp == "fp16")
+                            args.joint_rules.split(","), amp, scaled=args.amp == "fp16", paths=paths)
     del base
     for _ in range(max(args.warmup, 1)):  # allocator, cuDNN/oneDNN autotuning, Adam state
         for name in list(configs):
             try:
-                configs[name](x, xa, y)
+                configs[name](*batch)
             except UserError as exc:  # the batched pass refuses at its first step: drop that row
                 print(f"{name}: not run: {exc}")
                 del configs[name]
     names = list(configs)
+    plain = names[0]
     sync(device)
     times: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
@@ -293,49 +330,51 @@ def main() -> None:
         for n in order:
             sync(device)
             c0, t0 = time.thread_time(), time.perf_counter()
-            configs[n](x, xa, y)
+            configs[n](*batch)
             sync(device)
             times[n].append(time.perf_counter() - t0)
             cpu[n].append(time.thread_time() - c0)
     align_ms = {n: align_time(configs[n]) for n in names}
     if cuda:
-        mem = {n: (cuda_peak(configs[n], (x, xa, y), device), 0) for n in names}
+        mem = {n: (cuda_peak(configs[n], batch, device), 0) for n in names}
     else:
-        mem = {n: measure_memory(configs[n], (x, xa, y)) for n in names}
-    base_t = statistics.median(times["plain DA"])
-    base_c = statistics.median(cpu["plain DA"])
-    base_peak = mem["plain DA"][0]
-    print(f"model: {args.model}, {n_params:,} trainable params ({p_bytes / 2**20:.2f} MiB fp32); device {device}; "
-          f"amp {args.amp}; batch {args.batch}/path x {args.samples} samples; threads {args.threads}; "
-          f"median of {args.repeats} interleaved repeats after {args.warmup} warm-up; plain DA step = "
-          f"{base_t * 1e3:.1f} ms wall, {base_c * 1e3:.1f} ms host CPU")
+        mem = {n: measure_memory(configs[n], batch) for n in names}
+    base_t = statistics.median(times[plain])
+    base_c = statistics.median(cpu[plain])
+    base_peak = mem[plain][0]
+    print(f"\nK = {paths} augmented path(s), P = {paths + 1} gradients; model: {args.model}, {n_params:,} trainable "
+          f"params ({p_bytes / 2**20:.2f} MiB fp32); device {device}; amp {args.amp}; batch {args.batch}/path x "
+          f"{args.samples} samples; threads {args.threads}; median of {args.repeats} interleaved repeats after "
+          f"{args.warmup} warm-up; {plain} step = {base_t * 1e3:.1f} ms wall, {base_c * 1e3:.1f} ms host CPU")
+    print(f"memory beyond plain training: {paths + 1} gradient rows (.grad and {paths} more: persistent/P)")
     if cuda:  # host CPU time and the CPU allocator replay say nothing about the GPU
-        print(f"{'config':<20} {'ms':>8} {'wall/plainDA':>12} {'align ms':>8} {'persistent/P':>12} "
-              f"{'step peak/P vs plainDA':>23}")
+        print(f"{'config':<20} {'ms':>8} {'wall/plain':>10} {'align ms':>8} {'align %':>7} {'persistent/P':>12} "
+              f"{'step peak/P vs plain':>21}")
     else:
-        print(f"{'config':<20} {'ms':>8} {'wall/plainDA':>12} {'cpu/plainDA':>11} {'align ms':>8} {'persistent/P':>12} "
-              f"{'align/P':>8} {'extra/P':>8} {'step peak/P vs plainDA':>23}")
+        print(f"{'config':<20} {'ms':>8} {'wall/plain':>10} {'cpu/plain':>9} {'align cpu':>9} {'align %':>7} "
+              f"{'persistent/P':>12} {'align/P':>8} {'extra/P':>8} {'step peak/P vs plain':>21}")
     for n in names:
         ms = statistics.median(times[n]) * 1e3
         t = statistics.median(times[n]) / base_t
         c = statistics.median(cpu[n]) / base_c
+        a_wall, a_cpu = align_ms[n]
+        share = 100 * (a_wall / ms if cuda else a_cpu / (statistics.median(cpu[n]) * 1e3))
         peak, align_peak = mem[n]
         step = configs[n]
         beyond = (peak - base_peak) / p_bytes
-        # what the step keeps beyond .grad (plain DA allocates .grad too): row 0 of its buffer, and
-        # in batched mode the per-path parameter copies
+        # what the step keeps beyond .grad (plain DA allocates .grad too): the buffer's rows but
+        # the last, and in batched mode the per-path parameter copies
         persistent = step.persistent_numel * 4 / p_bytes if isinstance(step, DualPathStep) else 0.0
         if cuda:
-            print(f"{n:<20} {ms:>8.1f} {t:>12.3f} {align_ms[n]:>8.2f} {persistent:>12.2f} {beyond:>23.2f}")
+            print(f"{n:<20} {ms:>8.1f} {t:>10.3f} {a_wall:>8.2f} {share:>7.2f} {persistent:>12.2f} {beyond:>21.2f}")
             continue
         align = align_peak / p_bytes
-        print(f"{n:<20} {ms:>8.1f} {t:>12.3f} {c:>11.3f} {align_ms[n]:>8.2f} {persistent:>12.2f} {align:>8.2f} "
-              f"{persistent + align:>8.2f} {beyond:>23.1f}")
+        print(f"{n:<20} {ms:>8.1f} {t:>10.3f} {c:>9.3f} {a_cpu:>9.2f} {share:>7.2f} {persistent:>12.2f} "
+              f"{align:>8.2f} {persistent + align:>8.2f} {beyond:>21.1f}")
     if args.op_counts:
-        print_op_counts(configs, (x, xa, y))
+        print_op_counts(configs, batch)
     if args.profile:
-        write_profiles(configs, (x, xa, y), device, args.profile, args.top)
-
+        write_profiles(configs, batch, device, args.profile, args.top)
 
 if __name__ == "__main__":
     main()

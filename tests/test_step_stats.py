@@ -16,8 +16,22 @@ from dpda.train import step_stats
 from dpda.train.step_stats import StepStats
 
 
-def test_fields_are_the_schemas_step_then_layer_keys_exactly() -> None:
-    assert tuple(f.name for f in fields(StepStats)) == (*S.STEP_STAT_KEYS, *S.LAYER_STAT_KEYS)
+KEYS = (*S.STEP_STAT_KEYS, *S.LAYER_STAT_KEYS, *S.PATH_STAT_KEYS, *S.LAYER_PATH_STAT_KEYS)
+
+
+def _value(name: str, i: int, layers: int, pairs: int = 3) -> torch.Tensor:
+    """A distinct value of the field's shape: 0-dim, (layers,), (P,) / (pairs,), (layers, pairs)."""
+    if name in S.LAYER_STAT_KEYS:
+        return torch.arange(layers, dtype=torch.float64) + i
+    if name in S.PATH_STAT_KEYS:
+        return torch.arange(pairs, dtype=torch.float64) + i
+    if name in S.LAYER_PATH_STAT_KEYS:
+        return torch.arange(layers * pairs, dtype=torch.float64).reshape(layers, pairs) + i
+    return torch.tensor(float(i))
+
+
+def test_fields_are_the_schemas_step_layer_and_path_keys_exactly() -> None:
+    assert tuple(f.name for f in fields(StepStats)) == KEYS
 
 
 def test_every_field_is_a_typed_documented_tensor() -> None:
@@ -34,20 +48,17 @@ def test_every_field_is_a_typed_documented_tensor() -> None:
 
 def test_to_host_gives_the_schemas_keys_and_types() -> None:
     layers = 3
-    values = {
-        f.name: torch.arange(layers, dtype=torch.float64) + i if f.name in S.LAYER_STAT_KEYS else torch.tensor(float(i))
-        for i, f in enumerate(fields(StepStats))
-    }
+    values = {f.name: _value(f.name, i, layers) for i, f in enumerate(fields(StepStats))}
     values["conflict"] = torch.tensor(True)
     values["skipped"] = torch.tensor(False)
     host = StepStats(**values).to_host()
-    assert list(host) == [*S.STEP_STAT_KEYS, *S.LAYER_STAT_KEYS]
+    assert list(host) == list(KEYS)
     for key in S.STEP_STAT_KEYS:
         boolean = pa.types.is_boolean(S.STEPS.field(key).type)
         assert type(host[key]) is (bool if boolean else float), key
         assert host[key] == values[key].item()
-    for key in S.LAYER_STAT_KEYS:
-        assert host[key] == values[key].tolist()
+    for key in (*S.LAYER_STAT_KEYS, *S.PATH_STAT_KEYS, *S.LAYER_PATH_STAT_KEYS):
+        assert host[key] == values[key].tolist()  # layer_path_cos: one list of pairs per layer
 
 
 def test_applied_transforms_tally_and_host_copy() -> None:
@@ -58,10 +69,9 @@ def test_applied_transforms_tally_and_host_copy() -> None:
     rng = np.random.default_rng(3)
     masks = rng.integers(0, 1 << 5, 33) | (rng.random(33) < 0.3).astype(np.int64) << 62
     applied = tally(torch.from_numpy(masks), 63)
-    values = {f.name: torch.zeros(2, dtype=torch.float64) if f.name in S.LAYER_STAT_KEYS else torch.tensor(0.0)
-              for f in fields(StepStats)}
+    values = {f.name: _value(f.name, 0, 2) for f in fields(StepStats)}
     host = StepStats(**values).to_host(applied)
-    assert list(host) == [*S.STEP_STAT_KEYS, *S.LAYER_STAT_KEYS, *S.AUGMENT_STAT_KEYS]
+    assert list(host) == [*KEYS, *S.AUGMENT_STAT_KEYS]
     assert host["augment_counts"] == [int((masks >> j & 1).sum()) for j in range(63)]
     unique, n = np.unique(masks, return_counts=True)
     assert host["augment_combos"] == [{"mask": int(v), "n": int(k)} for v, k in zip(unique, n)]

@@ -77,6 +77,9 @@ STEPS = pa.schema(
         pa.field("augment_mode", _ID, nullable=False),  # one of AUGMENT_MODES
         pa.field("strength", pa.float32()),
         pa.field("rawboost_algo", pa.int16()),
+        # Pairwise statistics: the original path vs "aug", which with several augmented paths
+        # (`paths` longer than 2) is the mean of the augmented paths' gradients (`loss_aug` the
+        # mean of their losses); the per-path detail is in `path_loss` / `path_cos` below.
         pa.field("cos", pa.float64()),
         pa.field("norm_orig", pa.float64()),
         pa.field("norm_aug", pa.float64()),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -26,11 +27,17 @@ from dpda.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """Generator for one item's randomness; SeedSequence mixes the three integers so nearby
-    (seed, epoch, index) triples give unrelated streams."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index)]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+def stream_seed(*keys: int) -> int:
+    """A 64-bit seed from a few integers; SeedSequence mixes them so nearby keys give unrelated streams."""
+    state = np.random.SeedSequence([int(keys[0]) & 0xFFFFFFFF, *(int(k) for k in keys[1:])]).generate_state(2, np.uint32)
+    return int(state[0]) << 32 | int(state[1])
+
+
+def item_generator(seed: int, epoch: int, index: int, path: int = 0) -> torch.Generator:
+    """Generator for one item's randomness, from (seed, epoch, index); augmented path `path` > 0
+    (`augment.paths`) draws from its own stream, path 0 from the item's (crop, then augmentation)."""
+    keys = (seed, epoch, index) if path == 0 else (seed, epoch, index, path)
+    return torch.Generator().manual_seed(stream_seed(*keys))
 
 
 class AudioDataset(Dataset):
@@ -38,7 +45,9 @@ class AudioDataset(Dataset):
     `augment`, `(wave, augmented wave, target, index)`, and with an augmentation pipeline (an
     `augment` that has `augment(batch, generator) -> (batch, mask)`, `dpda.augment.pipeline`)
     `(wave, augmented wave, mask int64, target, index)`: the utterance's applied-transforms mask,
-    for telemetry.
+    for telemetry. With several augmentations (a sequence: one per augmented path, `augment.paths`)
+    the augmented waves and masks are stacked, `(K, length)` and `(K,)`, each path drawn from its
+    own stream (`item_generator(..., path)`; the first path from the item's, as with one).
 
     `index` is the manifest row actually returned: it differs from the requested index only when
     the requested file failed to read and was substituted, so scores stay attributable.
@@ -58,7 +67,7 @@ class AudioDataset(Dataset):
         seed: int = 0,
         sample_rate: int = SAMPLE_RATE,
         crop: Literal["random", "first"] = "random",
-        augment: torch.nn.Module | None = None,
+        augment: torch.nn.Module | Sequence[torch.nn.Module] | None = None,
     ) -> None:
         if crop not in ("random", "first"):
             raise ValueError(f"crop must be 'random' or 'first', got {crop!r}")
@@ -77,6 +86,7 @@ class AudioDataset(Dataset):
         self.sample_rate = int(sample_rate)
         self.crop = crop
         self.augment = augment if train else None
+        self._stacked = isinstance(augment, (list, tuple))  # one augmentation per path: stacked items
         self.epoch = 0
         self.failures: Counter[str] = Counter()  # path -> failed reads, in this process
         self._bad: set[int] = set()
@@ -97,12 +107,20 @@ class AudioDataset(Dataset):
         cropped = fix_length(wave, self.length, offset)
         if self.augment is None:
             return (cropped,)
-        # the whole utterance, drawn after the crop from the same per-item stream
-        if hasattr(self.augment, "augment"):  # a pipeline: its mask too (same draws as its forward)
-            augmented, mask = self.augment.augment(wave.unsqueeze(0), gen)
-            return cropped, fix_length(augmented.squeeze(0), self.length, offset), mask.reshape(())
-        augmented = self.augment(wave, generator=gen)
-        return cropped, fix_length(augmented, self.length, offset)
+        if not self._stacked:
+            return (cropped, *self._augmented(self.augment, wave, gen, offset))
+        parts = [self._augmented(a, wave, gen if k == 0 else item_generator(self.seed, self.epoch, index, k), offset)
+                 for k, a in enumerate(self.augment)]
+        return (cropped, *(torch.stack(column) for column in zip(*parts)))
+
+    def _augmented(self, augment: torch.nn.Module, wave: torch.Tensor, gen: torch.Generator | None,
+                   offset: int) -> tuple[torch.Tensor, ...]:
+        """The augmented copy cropped at `offset` (and a pipeline's mask): the whole utterance,
+        drawn after the crop from the same per-item stream."""
+        if hasattr(augment, "augment"):  # a pipeline: its mask too (same draws as its forward)
+            augmented, mask = augment.augment(wave.unsqueeze(0), gen)
+            return fix_length(augmented.squeeze(0), self.length, offset), mask.reshape(())
+        return (fix_length(augment(wave, generator=gen), self.length, offset),)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         n = len(self.paths)

@@ -157,4 +157,7 @@ def _stats(
         layer_cos=nan_l,
         layer_norm_orig=layer_norm if single else nan_l,
         layer_norm_aug=nan_l,
+        path_loss=torch.zeros(0, dtype=torch.float64, device=norm.device),  # no paths (schema: paths [])
+        path_cos=torch.zeros(0, dtype=torch.float64, device=norm.device),
+        layer_path_cos=torch.zeros(layer_norm.shape[0], 0, dtype=torch.float64, device=norm.device),
     )

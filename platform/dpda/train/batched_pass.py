@@ -1,4 +1,8 @@
-"""Both path gradients from ONE batched forward/backward (`align.mode: batched`).
+"""All path gradients from ONE batched forward/backward (`align.mode: batched`).
+
+Written below for two paths; with P paths (`augment.paths`) the path axis has size P, the leaves
+are (P, ...) and the running statistics end where P sequential passes leave them (the same
+recursion applied P - 1 times: r <- r_p + (1-m)(r - r0), r0 the statistics before the step).
 
 Why: on a GPU two passes over half batches cost far more than one pass over the whole batch
 (kernels of half the size, twice the launches). ``torch.func.vmap`` over a path axis of size 2
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Sequence
 from typing import Callable
 
 import torch
@@ -59,8 +64,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
 
 
 class BatchedPass:
-    """Runs both paths in one vmapped forward/backward, writing g_orig and g_aug into the rows
-    of ``buffer`` (shape (2, P), laid out as ``params``)."""
+    """Runs every path in one vmapped forward/backward, writing path p's gradient into row p
+    of ``buffer`` (shape (P, N), laid out as ``params``; P = the buffer's rows)."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  named: list[tuple[str, nn.Parameter]], buffer: torch.Tensor) -> None:
@@ -69,6 +74,7 @@ class BatchedPass:
             raise UserError(f"{KEY}: batched cannot run model {type(model).__name__}: {reason}; "
                             f"use {KEY}: separate")
         self.model, self.loss_fn = model, loss_fn
+        self.n_paths = n = buffer.shape[0]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
         # The leaves of the batched graph: one (2, ...) tensor per parameter, whose .grad is the
@@ -81,18 +87,18 @@ class BatchedPass:
         self.leaves: list[torch.Tensor] = []
         offset = 0
         for i, p in enumerate(self.params):
-            n = p.numel()
+            size = p.numel()
             if p.dim() >= 3:
-                leaf = torch.empty((2, *p.shape), dtype=p.dtype, device=p.device)
+                leaf = torch.empty((n, *p.shape), dtype=p.dtype, device=p.device)
                 self.copies.append(leaf)
                 self._copied.append(i)
             else:
-                leaf = p.detach().unsqueeze(0).expand(2, *p.shape)
+                leaf = p.detach().unsqueeze(0).expand(n, *p.shape)
             leaf.requires_grad_(True)
-            leaf.grad = buffer[:, offset : offset + n].view(2, *p.shape)
+            leaf.grad = buffer[:, offset : offset + size].view(n, *p.shape)
             self.leaves.append(leaf)
-            offset += n
-        self._rows = [[c[k] for c in self.copies] for k in range(2)]
+            offset += size
+        self._rows = [[c[k] for c in self.copies] for k in range(n)]
         self._copied_params = [self.params[i] for i in self._copied]
         self.norms = [(name, m) for name, m in model.named_modules()
                       if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -104,8 +110,8 @@ class BatchedPass:
                 self.stat_names.append(f"{name}.{attr}" if name else attr)
                 self.stats.append(getattr(m, attr))
                 self.momenta.append(1.0 - float(m.momentum))
-        self.path_stats = [torch.empty((2, *s.shape), dtype=s.dtype, device=s.device) for s in self.stats]
-        self._stat_rows = [[s[k] for s in self.path_stats] for k in range(2)]
+        self.path_stats = [torch.empty((n, *s.shape), dtype=s.dtype, device=s.device) for s in self.stats]
+        self._stat_rows = [[s[k] for s in self.path_stats] for k in range(n)]
         self._checked = False
 
     @property
@@ -118,11 +124,11 @@ class BatchedPass:
         with amp():
             return self.loss_fn(functional_call(self.model, {**weights, **stats}, (x,)), y)
 
-    def __call__(self, x_orig: torch.Tensor, x_aug: torch.Tensor, y: torch.Tensor,
+    def __call__(self, xs: Sequence[torch.Tensor], y: torch.Tensor,
                  amp: Callable[[], contextlib.AbstractContextManager],
-                 backward: Callable[[torch.Tensor], None]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward both paths, backward once; returns (loss_orig, loss_aug). The buffer's rows
-        must be zero (the step zeroes it)."""
+                 backward: Callable[[torch.Tensor], None]) -> list[torch.Tensor]:
+        """Forward every path (``xs``: one batch per path, the original first), backward once;
+        returns the paths' losses. The buffer's rows must be zero (the step zeroes it)."""
         with torch.no_grad():
             if self.copies:
                 for row in self._rows:
@@ -134,7 +140,7 @@ class BatchedPass:
         stats = dict(zip(self.stat_names, self.path_stats))
         try:
             losses = vmap(lambda w, s, x: self._losses(w, s, x, y, amp), randomness="different")(
-                weights, stats, torch.stack([x_orig, x_aug]))
+                weights, stats, torch.stack(list(xs)))
             if losses.dim() != 1:
                 raise UserError(f"train: loss_fn must return a scalar (reduction='mean'), got shape "
                                 f"{tuple(losses.shape[1:])}")
@@ -153,17 +159,20 @@ class BatchedPass:
                             f"pass ({first[:200]}); use {KEY}: separate") from exc
         self._checked = True
         self._merge_running_stats()
-        return losses[0], losses[1]
+        return list(losses.unbind(0))
 
     @torch.no_grad()
     def _merge_running_stats(self) -> None:
-        """Running statistics where two sequential passes leave them: r_a + (1-m)(r_o - r)."""
+        """Running statistics where sequential passes leave them: two paths r_a + (1-m)(r_o - r),
+        then each further path p: r_p + (1-m)(that - r)."""
         if not self.stats:
             return
-        merged = torch._foreach_sub(self._stat_rows[0], self.stats)
-        torch._foreach_mul_(merged, self.momenta)
-        torch._foreach_add_(merged, self._stat_rows[1])
+        merged = self._stat_rows[0]
+        for row in self._stat_rows[1:]:
+            merged = torch._foreach_sub(merged, self.stats)
+            torch._foreach_mul_(merged, self.momenta)
+            torch._foreach_add_(merged, row)
         torch._foreach_copy_(self.stats, merged)
         for _, m in self.norms:  # functional_call ran the module's own counter update once
             if m.training and m.num_batches_tracked is not None:
-                m.num_batches_tracked.add_(1)
+                m.num_batches_tracked.add_(self.n_paths - 1)

@@ -16,6 +16,7 @@ from pydantic import (ConfigDict, Field, SerializerFunctionWrapHandler, field_se
 
 from dpda.align.aligner import AlignerSpec
 from dpda.augment.params import RawBoostParams
+from dpda.augment.paths import SINGLE_PATH, AugmentPath, parse_paths
 from dpda.augment.pipeline import loader_leaves
 from dpda.augment.spec import Compose, parse_pipeline, single_step
 from dpda.dotted import set_dotted
@@ -124,13 +125,17 @@ class AugmentConfig(Settings):
     (`dpda.augment.spec`, docs/augmentation.md), or, without it, `rawboost` alone: the RawBoost
     parameters (published names), i.e. a one-transform pipeline. Giving both is an error. Both are
     validated once here; dumps hold the keys given, as written (and no `pipeline` key without one,
-    so configs from before pipelines dump unchanged)."""
+    so configs from before pipelines dump unchanged).
+    Several augmented paths: `paths`, name -> `{rawboost: ...}` or `{pipeline: ...}`
+    (`dpda.augment.paths`), each its own gradient in the step (mode `dual` only, instead of
+    `rawboost` / `pipeline`); without it the one augmented path is named `aug`."""
 
     model_config = ConfigDict(**Settings.model_config, arbitrary_types_allowed=True)
 
     mode: Literal["none", "augmented", "dual"] = "dual"
     rawboost: RawBoostParams = Field(default_factory=RawBoostParams.default)
     pipeline: Compose | None = None
+    paths: dict[str, AugmentPath] | None = None
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -149,12 +154,32 @@ class AugmentConfig(Settings):
             return raw
         return parse_pipeline(raw, "augment.pipeline")
 
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _parse_paths(cls, raw: Any) -> Any:
+        """The YAML mapping -> typed paths (a UserError naming `augment.paths.NAME....`)."""
+        return None if raw is None else parse_paths(raw, "augment.paths")
+
     @model_validator(mode="after")
     def _one_source(self) -> AugmentConfig:
         if self.pipeline is not None and "rawboost" in self.model_fields_set:
             raise relation_error("rawboost", "give augment.rawboost or augment.pipeline, not both "
                                  "(RawBoost in a pipeline is a step: - rawboost: {algo: 4})")
+        if self.paths is not None:
+            if self.pipeline is not None or "rawboost" in self.model_fields_set:
+                raise relation_error("paths", "give augment.paths or augment.rawboost / augment.pipeline, not both "
+                                     "(each path has its own rawboost or pipeline)")
+            if self.mode != "dual":
+                raise relation_error("paths", f"several augmented paths need augment.mode dual, not {self.mode}")
         return self
+
+    @property
+    def path_transforms(self) -> dict[str, Compose]:
+        """The augmented paths by name, in gradient order (path 1 first): `paths`, else the one
+        path `aug` (`transforms`)."""
+        if self.paths is None:
+            return {SINGLE_PATH: self.transforms}
+        return {name: path.transforms for name, path in self.paths.items()}
 
     @property
     def transforms(self) -> Compose:
@@ -163,10 +188,10 @@ class AugmentConfig(Settings):
 
     @property
     def rawboost_algo(self) -> int | None:
-        """Telemetry's `rawboost_algo`: 0 without augmentation, None for a pipeline."""
+        """Telemetry's `rawboost_algo`: 0 without augmentation, None for a pipeline or several paths."""
         if self.mode == "none":
             return 0
-        return self.rawboost.algo if self.pipeline is None else None
+        return self.rawboost.algo if self.pipeline is None and self.paths is None else None
 
     @field_serializer("rawboost")
     def _given_rawboost(self, params: RawBoostParams) -> dict[str, Any]:
@@ -181,6 +206,10 @@ class AugmentConfig(Settings):
         data = handler(self)
         if self.pipeline is None:
             data.pop("pipeline", None)
+        elif "rawboost" not in self.model_fields_set:
+            data.pop("rawboost", None)
+        if self.paths is None:
+            data.pop("paths", None)
         elif "rawboost" not in self.model_fields_set:
             data.pop("rawboost", None)
         return data
@@ -295,7 +324,7 @@ class TrainConfig(Settings):
         """Transforms on CPU arrays run in the DataLoader: only where the loader augments."""
         if self.augment.mode == "none" or self.data.augment_before_crop:
             return self
-        on_cpu = loader_leaves(self.augment.transforms)
+        on_cpu = [leaf for root in self.augment.path_transforms.values() for leaf in loader_leaves(root)]
         if on_cpu:
             raise UserError(f"{on_cpu[0].where}: runs on CPU arrays in the DataLoader workers: "
                             "set data.augment_before_crop: true (or use a device transform)")

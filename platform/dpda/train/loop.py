@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from dpda_analysis.layout import RUN_EVAL_DIR, RUN_SUMMARY
+from dpda_analysis.schema import ORIGINAL_PATH
 
 from dpda.align import aligner_from_spec
 from dpda.augment.applied import AppliedTransforms, tally
@@ -30,7 +31,7 @@ from dpda.augment.pipeline import Pipeline, prepare_transforms
 from dpda.console import track
 from dpda.data.check_cache import trust as trust_checks
 from dpda.data.corpora import load_manifest, without_attacks
-from dpda.data.dataset import AudioDataset, make_loader
+from dpda.data.dataset import AudioDataset, make_loader, stream_seed
 from dpda.errors import UserError
 from dpda.metrics import compute_eer, eer_interval
 from dpda.metrics.bootstrap import DEFAULT_DRAWS
@@ -114,13 +115,17 @@ class Trainer:
         if self.is_main:  # the eval sets are scored after the last epoch: a bad one fails now
             for name, specs in cfg.data.eval.items():
                 load_manifest(specs, cfg.data.check, f"data.eval.{name}", keyed=True)
+        # one pipeline per augmented path (`augment.paths`; one path `aug` without it)
+        self.augmenters = [Pipeline(root) for root in cfg.augment.path_transforms.values()]
         if cfg.augment.mode != "none":  # banks the augmentation reads: opened and checked before any step
-            prepare_transforms(cfg.augment.transforms, cfg.data.check)
+            for root in cfg.augment.path_transforms.values():
+                prepare_transforms(root, cfg.data.check)
         # the published pipeline augments whole utterances in the loader; dpda's the cropped batch
         loader_augment = cfg.data.augment_before_crop and cfg.augment.mode != "none"
+        loader_pipelines = [Pipeline(root) for root in cfg.augment.path_transforms.values()]
         self.train_set = AudioDataset(
             self.train_manifest, length=cfg.data.length, train=True, seed=cfg.seed, crop=cfg.data.crop,
-            augment=Pipeline(cfg.augment.transforms) if loader_augment else None,
+            augment=(loader_pipelines[0] if len(loader_pipelines) == 1 else loader_pipelines) if loader_augment else None,
         )
         # A DistributedSampler even in one process: its order depends only on (seed, epoch), so an
         # epoch-boundary resume sees exactly the batches the uninterrupted run saw.
@@ -146,35 +151,44 @@ class Trainer:
             zero_frozen_grads(params)  # the published GA wrappers' zero .grad (its baseline leaves None)
         self.class_weights = torch.tensor(cfg.loss.class_weights, dtype=torch.float32, device=self.device)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=self.class_weights)
-        self.augmenter = Pipeline(cfg.augment.transforms)
-        self.augment_mask: torch.Tensor | None = None  # the last batch's applied transforms (Pipeline.leaf_names)
+        self.augment_mask: torch.Tensor | None = None  # the last batch's applied transforms (over all paths' leaves)
         self.aligner = aligner_from_spec(cfg.align)
         use_amp = cfg.optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_amp else None
         self.autocast_dtype = torch.float16 if use_amp else None
         self.reduce_fn = self.dist.all_reduce_mean if self.dist and self.dist.world_size > 1 else None
         self.layer_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        self.path_state: dict[str, Any] = {}
         self.train_step = self._make_train_step()
 
-    def _make_train_step(self) -> Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Generator], StepStats]:
-        """The step of this run's `augment.mode`, chosen once: (wave, augmented wave or None,
-        target, generator) -> stats. None: the loader did not augment; augment the batch here."""
+    def _make_train_step(self) -> Callable[[torch.Tensor, list[torch.Tensor] | None, torch.Tensor, list[torch.Generator]], StepStats]:
+        """The step of this run's `augment.mode`, chosen once: (wave, augmented waves (one per
+        path) or None, target, generators (one per path)) -> stats. None: the loader did not
+        augment; augment the batch here."""
         cfg = self.cfg
         if cfg.augment.mode == "dual":
             dual = DualPathStep(
                 self.model, self.loss_fn, self.optimizer, self.aligner, mode=cfg.align.mode,
                 clip_norm=cfg.optim.clip_norm, scaler=self.scaler, reduce_fn=self.reduce_fn,
-                autocast_dtype=self.autocast_dtype,
+                autocast_dtype=self.autocast_dtype, augmented_paths=len(self.augmenters),
             )
             self.layer_names = list(dual.layer_names)
-            return lambda wave, aug, target, gen: dual(wave, self._augment(wave, aug, gen), target)
+            self.path_state = dual.path_state  # a K-path rule's state (K > 1), checkpointed with the aligner's
+            return lambda wave, aug, target, gens: dual(wave, self._augment(wave, aug, gens), target)
         one_path = functools.partial(
             single_path_step, self.model, self.loss_fn, self.optimizer, clip_norm=cfg.optim.clip_norm,
             scaler=self.scaler, reduce_fn=self.reduce_fn, autocast_dtype=self.autocast_dtype,
         )
         if cfg.augment.mode == "augmented":  # the augmented copies only
-            return lambda wave, aug, target, gen: one_path(self._augment(wave, aug, gen), target)
-        return lambda wave, aug, target, gen: one_path(wave, target)
+            return lambda wave, aug, target, gens: one_path(self._augment(wave, aug, gens)[0], target)
+        return lambda wave, aug, target, gens: one_path(wave, target)
+
+    @property
+    def path_names(self) -> list[str]:
+        """Telemetry's `paths`: "orig" then the augmented paths' names for a dual-path run, else []."""
+        if self.cfg.augment.mode != "dual":
+            return []
+        return [ORIGINAL_PATH, *self.cfg.augment.path_transforms]
 
     # ------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -185,6 +199,7 @@ class Trainer:
             "tables": table_state(self.model, self.cfg.optim.params),
             "optimizer": self.optimizer.state_dict(),
             "aligner": self.aligner.state_dict(),
+            "path_state": dict(self.path_state),
             "scaler": self.scaler.state_dict() if self.scaler else {},
             "epoch": self.epoch,  # epochs completed
             "global_step": self.global_step,
@@ -203,6 +218,8 @@ class Trainer:
         load_tables(self.model, state.get("tables", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.aligner.load_state_dict(state["aligner"])
+        self.path_state.clear()
+        self.path_state.update(state.get("path_state", {}))  # absent in checkpoints from before augment.paths
         if self.scaler and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
@@ -238,13 +255,39 @@ class Trainer:
         return last if last.exists() else None
 
     # ---------------------------------------------------------------- training
-    def _augment(self, wave: torch.Tensor, aug: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-        """The loader's augmented copies (`data.augment_before_crop`; their mask came with them),
-        else the pipeline on the device, keeping the batch's applied-transforms mask."""
+    def _augment(self, wave: torch.Tensor, aug: list[torch.Tensor] | None,
+                 generators: list[torch.Generator]) -> list[torch.Tensor]:
+        """One augmented batch per path: the loader's (`data.augment_before_crop`; their masks
+        came with them), else each path's pipeline on the device with its own generator, keeping
+        the batch's applied-transforms mask (each path's bits after the earlier paths' leaves)."""
         if aug is not None:
             return aug
-        aug, self.augment_mask = self.augmenter.augment(wave, generator)
-        return aug
+        out, masks = [], []
+        for augmenter, gen in zip(self.augmenters, generators):
+            batch, bits = augmenter.augment(wave, gen)
+            out.append(batch)
+            masks.append(bits)
+        self.augment_mask = self._joined_masks(masks)
+        return out
+
+    def _path_generators(self, gen: torch.Generator, epoch: int, rank: int) -> list[torch.Generator]:
+        """The epoch's generator for each augmented path: the first path draws from `gen` (so one
+        path draws as before paths existed), path k > 0 from its own stream."""
+        seeds = [stream_seed(self.cfg.seed, epoch, rank, k) for k in range(1, len(self.augmenters))]
+        return [gen, *(torch.Generator(device=self.device).manual_seed(s) for s in seeds)]
+
+    def _joined_masks(self, masks: list[torch.Tensor]) -> torch.Tensor:
+        """One applied-transforms mask over all paths' leaves from one mask per path: path k's
+        bits after the earlier paths' leaves (as `augment_leaves` lists them)."""
+        out, shift = masks[0], 0
+        for augmenter, mask in zip(self.augmenters, masks[1:]):
+            shift += len(augmenter.leaves)
+            out = out | mask << shift
+        return out
+
+    @property
+    def _n_leaves(self) -> int:
+        return sum(len(a.leaves) for a in self.augmenters)
 
     def _applied(self) -> AppliedTransforms | None:
         """The last batch's applied-transforms tally for telemetry (on the device; it reaches the
@@ -253,7 +296,7 @@ class Trainer:
             return AppliedTransforms.empty(self.device)
         if self.augment_mask is None:
             return None
-        return tally(self.augment_mask, len(self.augmenter.leaves))
+        return tally(self.augment_mask, self._n_leaves)
 
     def _train_epoch(self, epoch: int, telemetry) -> tuple[dict[str, float], EpochTally]:
         """Run one epoch; its metrics, and the tally of its steps that the telemetry's epoch row stores."""
@@ -265,6 +308,7 @@ class Trainer:
         torch.manual_seed(cfg.seed * 1000 + epoch)
         rank = self.dist.rank if self.dist else 0
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + epoch * 1009 + rank)
+        gens = self._path_generators(gen, epoch, rank)
         tally = EpochTally()
         max_steps = cfg.optim.max_steps_per_epoch
         total = min(len(self.train_loader), max_steps or len(self.train_loader))
@@ -277,8 +321,11 @@ class Trainer:
             *waves, target, _ = batch  # (wave, target, index), or (wave, aug, mask, target, index)
             wave, aug, mask = [w.to(self.device, non_blocking=True) for w in waves] + [None] * (3 - len(waves))
             target = target.to(self.device, non_blocking=True)
+            augs = None if aug is None else list(aug.unbind(1)) if aug.dim() == 3 else [aug]  # (B, K, T): K paths
+            if mask is not None and mask.dim() == 2:  # (B, K): one mask per path
+                mask = self._joined_masks(list(mask.unbind(1)))
             self.augment_mask = mask  # the loader's; the device pipeline sets its own in the step
-            host = self.train_step(wave, aug, target, gen).to_host(self._applied())
+            host = self.train_step(wave, augs, target, gens).to_host(self._applied())
             tally.add(host)  # one device-to-host transfer per step, needed for telemetry
             telemetry.log_step(step=self.global_step, epoch=epoch + 1, stats=host, lr=lr)  # 1-based
             self.global_step += 1  # steps completed; also the 0-based index of the next step
@@ -485,7 +532,9 @@ class Trainer:
             rawboost_algo=self.cfg.augment.rawboost_algo,
             config=self.cfg.to_dict(),
             flush_every=self.cfg.telemetry.flush_every,
-            augment_leaves=[] if self.cfg.augment.mode == "none" else self.augmenter.leaf_labels,
+            augment_leaves=[] if self.cfg.augment.mode == "none" else [
+                label for a in self.augmenters for label in a.leaf_labels],
+            paths=self.path_names,
         )
 
 

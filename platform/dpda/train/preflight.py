@@ -20,5 +20,6 @@ def check_inputs(config: TrainConfig | dict[str, Any], source: str = "<config>")
     cfg = config if isinstance(config, TrainConfig) else config_from_dict(config, source=source)
     checked = check_config_corpora(cfg.to_dict())
     if cfg.augment.mode != "none":
-        checked.update(prepare_transforms(cfg.augment.transforms, cfg.data.check))
+        for root in cfg.augment.path_transforms.values():
+            checked.update(prepare_transforms(root, cfg.data.check))
     return checked

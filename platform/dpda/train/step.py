@@ -1,4 +1,15 @@
-"""One training step of the dual-path method: two path gradients aligned into one update.
+"""One training step of the dual-path method: the path gradients aligned into one update.
+
+Paths: the original batch and K augmented copies (`augment.paths`; K = 1 is the dual path),
+P = K + 1 gradients. Everything below is written for two paths; with P paths the buffer has P
+rows (row p = path p's gradient, the last row ``.grad`` and the update), the passes run per path
+(one forward over all P in `joint`, one vmapped pass over P in `batched`), and the alignment
+works on the (U, P, P) Gram matrices of the rows (`dpda.align.path_gram`: one batched matmul per
+chunk of blocks) with `dpda.align.multipath.path_coeffs`, then one fused update into the last
+row. For P = 2 the alignment is the two-path aligner's (dots, rule, update), so K = 1 gives
+the numbers of the two-path step bit for bit (tests/test_step_paths.py). Memory beyond plain
+training: P - 1 gradient rows between steps (plus, in batched mode, P copies of the convolution
+kernels and running statistics).
 
 The one-gradient baselines (plain DA, single path) are `dpda.train.baseline_steps`.
 
@@ -39,6 +50,7 @@ Callers own ``model.train()``/``eval()``; the step owns ``.grad`` (no ``zero_gra
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import get_args
 
@@ -46,6 +58,8 @@ import torch
 from torch import nn
 
 from dpda.align import Aligner, AlignStats, Segments, combine_, segment_dots
+from dpda.align import multipath, rules
+from dpda.align.path_gram import combine_paths_, path_gram
 from dpda.errors import UserError
 from dpda.train.batched_pass import BatchedPass
 from dpda.train.config import AlignConfig
@@ -84,6 +98,8 @@ class DualPathStep:
     ``clip_grad_norm_``. ``scaler`` is a ``torch.amp.GradScaler``; the step calls its
     ``scale``/``unscale_``/``step``/``update``. ``autocast_dtype`` (e.g. torch.float16 or
     torch.bfloat16) runs forward and loss under ``torch.autocast``; backward runs outside it.
+    ``augmented_paths`` K (`augment.paths`): the step then takes K augmented batches (a list) and
+    aligns K + 1 path gradients (the module docstring); K = 1 takes one tensor or a list of one.
     """
 
     def __init__(
@@ -97,6 +113,7 @@ class DualPathStep:
         scaler: torch.amp.GradScaler | None = None,
         reduce_fn: ReduceFn | None = None,
         autocast_dtype: torch.dtype | None = None,
+        augmented_paths: int = 1,
     ):
         if mode not in MODES:
             raise UserError(f"align.mode: {mode!r} is not one of {', '.join(MODES)}")
@@ -110,7 +127,12 @@ class DualPathStep:
                     f"train: parameter {n!r} is {p.dtype} on {p.device} but {named[0][0]!r} is "
                     f"{first.dtype} on {first.device}; the dual-path step needs one dtype and device"
                 )
+        if augmented_paths < 1:
+            raise UserError(f"augment.paths: {augmented_paths} augmented paths; give at least one")
+        self.n_paths = augmented_paths + 1
+        multipath.check_paths(aligner.name, self.n_paths)
         self.model, self.loss_fn, self.optimizer, self.aligner = model, loss_fn, optimizer, aligner
+        self.path_state: dict = {}  # the K-path rule's state (P > 2; two paths keep it in the aligner)
         if scaler is not None and not scaler.is_enabled():
             scaler = None  # a disabled scaler is a no-op; the plain skip path applies
         self.mode, self.scaler, self.reduce_fn = mode, scaler, reduce_fn
@@ -120,16 +142,17 @@ class DualPathStep:
         self.segments = Segments.from_parameters(named)
         self.segments.plan(first.device)  # the block layout's index tensors, built once, here
         self._guard = BufferGuard(model)
-        # Row 0: original-path gradient (the one extra buffer); row 1: the .grad storage.
-        self._buffer = torch.zeros(2, self.segments.numel, dtype=first.dtype, device=first.device)
-        self._views: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        # Row p: path p's gradient (rows 0..P-2 the extra buffer); the last row: the .grad storage.
+        self._buffer = torch.zeros(self.n_paths, self.segments.numel, dtype=first.dtype, device=first.device)
+        self._views: tuple[list[torch.Tensor], ...] = tuple([] for _ in range(self.n_paths))
+        self._last = self.n_paths - 1
         offset = 0
         for p in self._params:
             n = p.numel()
             for row, views in enumerate(self._views):
                 views.append(self._buffer[row, offset : offset + n].view_as(p))
             offset += n
-        self._bind_grads(1)
+        self._bind_grads(self._last)
         if mode == "batched" and autocast_dtype is not None:
             raise UserError("align.mode: batched cannot run under autocast (optim.amp): inside vmap, convolutions "
                             "ignore autocast and would run in float32, unlike separate mode; use align.mode: "
@@ -143,13 +166,15 @@ class DualPathStep:
 
     @property
     def persistent_numel(self) -> int:
-        """Elements the step keeps between steps beyond ``.grad``: row 0 of the gradient buffer,
-        and in batched mode the per-path parameter copies and running statistics."""
+        """Elements the step keeps between steps beyond ``.grad``: the gradient buffer's rows
+        but the last (P - 1 rows), and in batched mode the per-path parameter copies and running
+        statistics."""
         extra = self._batched.persistent_numel if self._batched is not None else 0
-        return self._buffer[0].numel() + extra
+        return self._buffer[: self._last].numel() + extra
 
     def grad_buffers(self) -> torch.Tensor:
-        """The (2, P) buffer: row 0 = g_orig, row 1 = g_aug (and, after the step, the update)."""
+        """The (P, N) buffer: row 0 = g_orig, row p = path p's gradient; after the step the last
+        row holds the update (for two paths: row 1 = g_aug, then the update)."""
         return self._buffer
 
     def _bind_grads(self, row: int) -> None:
@@ -162,45 +187,52 @@ class DualPathStep:
     def _backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward(retain_graph=retain_graph)
 
-    def __call__(self, x_orig: torch.Tensor, x_aug: torch.Tensor, y: torch.Tensor) -> StepStats:
-        """One step on a batch of original waveforms, their augmented copies and the labels."""
-        if x_orig.shape != x_aug.shape:
-            raise UserError(f"train: x_orig {tuple(x_orig.shape)} and x_aug {tuple(x_aug.shape)} differ in shape")
+    def __call__(self, x_orig: torch.Tensor, x_aug: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor) -> StepStats:
+        """One step on a batch of original waveforms, their augmented copies (one tensor, or one
+        per augmented path) and the labels."""
+        x_augs = [x_aug] if isinstance(x_aug, torch.Tensor) else list(x_aug)
+        if len(x_augs) != self._last:
+            raise UserError(f"train: {len(x_augs)} augmented batches for a step of {self._last} augmented paths")
+        for xa in x_augs:
+            if x_orig.shape != xa.shape:
+                raise UserError(f"train: x_orig {tuple(x_orig.shape)} and x_aug {tuple(xa.shape)} differ in shape")
+        xs = [x_orig, *x_augs]
         self._guard.snapshot()
-        g_orig, g_aug = self._buffer[0], self._buffer[1]
         self._buffer.zero_()
-        amp = functools.partial(autocast, g_aug.device, self.autocast_dtype)
+        device = self._buffer.device
+        amp = functools.partial(autocast, device, self.autocast_dtype)
         if self.mode == "separate":
-            self._bind_grads(0)
-            with torch.profiler.record_function("dpda.pass.orig"):
-                with amp():
-                    loss_o = scalar_loss(self.loss_fn(self.model(x_orig), y))
-                self._backward(loss_o)
-            self._bind_grads(1)
-            with torch.profiler.record_function("dpda.pass.aug"):
-                with amp():
-                    loss_a = scalar_loss(self.loss_fn(self.model(x_aug), y))
-                self._backward(loss_a)
+            losses = []
+            for p, x in enumerate(xs):
+                self._bind_grads(p)
+                with torch.profiler.record_function(_pass_name(p)):
+                    with amp():
+                        loss = scalar_loss(self.loss_fn(self.model(x), y))
+                    self._backward(loss)
+                losses.append(loss)
         elif self._batched is not None:
-            self._bind_grads(1)
+            self._bind_grads(self._last)
             with torch.profiler.record_function("dpda.pass.batched"):
-                loss_o, loss_a = self._batched(x_orig, x_aug, y, amp, self._backward)
+                losses = self._batched(xs, y, amp, self._backward)
         else:
             b = x_orig.shape[0]
             with torch.profiler.record_function("dpda.pass.joint"):
                 with amp():
-                    logits = self.model(torch.cat([x_orig, x_aug]))
-                    loss_o = scalar_loss(self.loss_fn(logits[:b], y))
-                    loss_a = scalar_loss(self.loss_fn(logits[b:], y))
-                self._bind_grads(0)
-                self._backward(loss_o, retain_graph=True)
-                self._bind_grads(1)
-                self._backward(loss_a)
+                    logits = self.model(torch.cat(xs))
+                    losses = [scalar_loss(self.loss_fn(logits[p * b : (p + 1) * b], y)) for p in range(len(xs))]
+                for p, loss in enumerate(losses):
+                    self._bind_grads(p)
+                    self._backward(loss, retain_graph=p < self._last)
                 del logits
         if self.reduce_fn is not None:
             self.reduce_fn(self._buffer)
+        losses = [loss.detach() for loss in losses]
         with torch.profiler.record_function("dpda.align"):
-            stats = self._align(g_orig, g_aug, loss_o.detach(), loss_a.detach(), self._guard.finite(g_aug.device))
+            ok = self._guard.finite(device)
+            if self.n_paths == 2:
+                stats = self._align(self._buffer[0], self._buffer[1], losses[0], losses[1], ok)
+            else:
+                stats = self._align_paths(torch.stack(losses), ok)
         self._optimizer_step(stats.skipped)
         return stats
 
@@ -223,7 +255,39 @@ class DualPathStep:
         coeffs = coeffs.scaled(factor)
         combine_(g_orig, g_aug, coeffs.a, coeffs.b, self.segments, out=g_aug)
         return StepStats(loss_orig=loss_o, loss_aug=loss_a, skipped=~finite,
+                         path_loss=torch.stack([loss_o, loss_a.to(loss_o.dtype)]).to(torch.float64),
+                         path_cos=st.cos.reshape(1), layer_path_cos=st.layer_cos.reshape(-1, 1),
                          **{k: getattr(st, k) for k in _FROM_ALIGN})
+
+    def _align_paths(self, losses: torch.Tensor, buffers_ok: torch.Tensor) -> StepStats:
+        """P > 2 paths: Gram matrices -> `multipath.path_coeffs` -> one fused update into the
+        last row, the clip factor and the non-finite guard folded into the coefficients as for
+        two paths. All tensor code on the device (no host sync)."""
+        gram = path_gram(self._buffer, self.segments)  # (S, P, P)
+        total = gram.sum(0, keepdim=True)
+        finite = torch.isfinite(total).all() & torch.isfinite(losses).all() & buffers_ok.to(total.device)
+        unit = total if self.aligner.granularity == "model" else gram
+        before = dict(self.path_state)
+        coeffs = multipath.path_coeffs(self.aligner.name, unit, options=self.aligner._options, state=self.path_state)
+        for key, old in before.items():  # a step that does not count leaves the rule's state
+            new = self.path_state.get(key)
+            if isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor) and new.shape == old.shape:
+                self.path_state[key] = torch.where(finite, new, old)
+        s = self.aligner.strength
+        if s != 1.0:
+            coeffs = (1 - s) / self.n_paths + s * coeffs
+        st = path_stats(gram, coeffs.expand(gram.shape[0], -1), losses)
+        inv = _inv_scale(self.scaler, total.device)
+        if inv is not None:
+            for name in ("norm_orig", "norm_aug", "update_norm", "layer_norm_orig", "layer_norm_aug"):
+                st[name] = st[name] * inv
+        factor = torch.ones((), dtype=torch.float64, device=total.device)
+        if self.clip_norm is not None:
+            factor = (self.clip_norm / (st["update_norm"] + _EPS_CLIP)).clamp(max=1.0)
+        bad = torch.full_like(factor, float("nan") if inv is not None else 0.0)
+        factor = torch.where(finite, factor, bad)
+        combine_paths_(self._buffer, coeffs * factor, self.segments, self._last)
+        return StepStats(skipped=~finite, **st)
 
     def _optimizer_step(self, skipped: torch.Tensor) -> None:
         if self.scaler is not None:
@@ -232,7 +296,52 @@ class DualPathStep:
             self.scaler.update()
             self._guard.restore_if(skipped, self._guard.saved)  # the scaler's decision stays on its side
         elif bool(skipped):  # the one host sync of the step
-            self._buffer[1].zero_()  # rare path: leave finite zeros in .grad, not NaN * 0
+            self._buffer[self._last].zero_()  # rare path: leave finite zeros in .grad, not NaN * 0
             self._guard.restore()
         else:
             self.optimizer.step()
+
+
+def _pass_name(path: int) -> str:
+    """Profiler range of one path's pass: `dpda.pass.orig`, else `dpda.pass.aug` (every augmented path)."""
+    return "dpda.pass.orig" if path == 0 else "dpda.pass.aug"
+
+
+def path_stats(gram: torch.Tensor, coeffs: torch.Tensor, losses: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The StepStats fields (but `skipped`) of P path gradients from their per-segment Gram
+    matrices (S, P, P) and the update's coefficients (S, P): "aug" is the mean of the augmented
+    paths (`dpda.train.step_stats`), pairs in `path_pairs` order. Tensor code, no host sync."""
+    n_paths = gram.shape[-1]
+    k = n_paths - 1
+    # project onto (orig, mean of the augmented paths): G2 = M G M^T per segment
+    proj = torch.zeros(2, n_paths, dtype=gram.dtype, device=gram.device)
+    proj[0, 0] = 1.0
+    proj[1, 1:] = 1.0 / k
+    g2 = proj @ gram @ proj.T  # (S, 2, 2)
+    oo_s, aa_s, oa_s = g2[:, 0, 0], g2[:, 1, 1], g2[:, 0, 1]
+    oo, aa, oa = oo_s.sum(), aa_s.sum(), oa_s.sum()
+    gc = (gram @ coeffs.unsqueeze(-1)).squeeze(-1)  # (S, P): u . g_p per segment
+    u_sq = (coeffs * gc).sum().clamp_min(0)
+    u_g = proj @ gc.sum(0)  # u . g_orig, u . g_aug-mean
+    i, j = torch.triu_indices(n_paths, n_paths, 1, device=gram.device)  # row-major: path_pairs order
+    total = gram.sum(0)
+    diag_s = gram.diagonal(dim1=1, dim2=2)  # (S, P)
+    diag = total.diagonal()
+    cos = rules.cosine(oo, aa, oa)
+    return {
+        "cos": cos,
+        "norm_orig": oo.clamp_min(0).sqrt(),
+        "norm_aug": aa.clamp_min(0).sqrt(),
+        "conflict": cos < 0,
+        "cos_update_orig": rules.cosine(u_sq, oo, u_g[0]),
+        "cos_update_aug": rules.cosine(u_sq, aa, u_g[1]),
+        "update_norm": u_sq.sqrt(),
+        "loss_orig": losses[0],
+        "loss_aug": losses[1:].mean(),
+        "layer_cos": rules.cosine(oo_s, aa_s, oa_s),
+        "layer_norm_orig": oo_s.clamp_min(0).sqrt(),
+        "layer_norm_aug": aa_s.clamp_min(0).sqrt(),
+        "path_loss": losses.to(torch.float64),
+        "path_cos": rules.cosine(diag[i], diag[j], total[i, j]),
+        "layer_path_cos": rules.cosine(diag_s[:, i], diag_s[:, j], gram[:, i, j]),
+    }

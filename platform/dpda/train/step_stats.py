@@ -1,8 +1,14 @@
 """The statistics of one training step, as every step kind returns them (dual-path and baseline).
 
-The record is the telemetry contract's: its fields are `dpda_analysis.schema`'s STEP_STAT_KEYS
-then LAYER_STAT_KEYS, in that order (tests/test_step_stats.py holds the two equal), written out
-here so that a reader and an IDE see them.
+The record is the telemetry contract's: its fields are `dpda_analysis.schema`'s STEP_STAT_KEYS,
+LAYER_STAT_KEYS, PATH_STAT_KEYS then LAYER_PATH_STAT_KEYS, in that order (tests/test_step_stats.py
+holds the two equal), written out here so that a reader and an IDE see them.
+
+Many paths (`augment.paths`: the original and K augmented paths, P = K + 1): the pairwise fields
+(`cos`, `norm_aug`, `conflict`, `cos_update_aug`, `layer_*`) compare the original path with "aug",
+which for K > 1 is the MEAN of the K augmented paths' gradients (for K = 1 the one augmented
+path, as before), and `loss_aug` is the mean of their losses; the per-path detail is in
+`path_loss`, `path_cos` and `layer_path_cos`.
 """
 
 from __future__ import annotations
@@ -54,18 +60,33 @@ class StepStats:
     """(L,) per parameter tensor: ``norm_orig``."""
     layer_norm_aug: torch.Tensor
     """(L,) per parameter tensor: ``norm_aug``."""
+    path_loss: torch.Tensor
+    """(P,) the mean loss of each path ("orig" first, then the augmented paths); (0,) for a
+    one-gradient (baseline) step, whose run has no paths."""
+    path_cos: torch.Tensor
+    """(P (P-1) / 2,) cosine of every pair of path gradients, `dpda_analysis.schema.path_pairs`
+    order (0 when a norm is 0); for two paths [cos]; (0,) for a baseline step."""
+    layer_path_cos: torch.Tensor
+    """(L, P (P-1) / 2) per parameter tensor: ``path_cos``."""
 
     def to_host(self, applied: AppliedTransforms | None = None) -> dict[str, Any]:
-        """Python floats (bools where the schema column is boolean, lists for layer_*) in one
-        device-to-host copy, keyed by the schema's names; with `applied` (the batch's
-        applied-transforms tally) also the schema's AUGMENT_STAT_KEYS, in the same copy."""
+        """Python floats (bools where the schema column is boolean, lists for layer_* and path_*,
+        a list of per-layer lists for layer_path_cos) in one device-to-host copy, keyed by the
+        schema's names; with `applied` (the batch's applied-transforms tally) also the schema's
+        AUGMENT_STAT_KEYS, in the same copy."""
         scalars = {k: getattr(self, k) for k in S.STEP_STAT_KEYS}
-        vectors = {k: getattr(self, k) for k in S.LAYER_STAT_KEYS}
-        if applied is None:
-            return _host_dict(scalars, vectors, _BOOL_STATS)
-        # int64 mask values as two exact 32-bit halves: float64 holds integers up to 2**53 only
-        tally = {"counts": applied.counts, "n": applied.n, "hi": applied.masks >> 32, "lo": applied.masks & 0xFFFFFFFF}
+        vectors = {k: getattr(self, k) for k in (*S.LAYER_STAT_KEYS, *S.PATH_STAT_KEYS, *S.LAYER_PATH_STAT_KEYS)}
+        tally = {}
+        if applied is not None:
+            # int64 mask values as two exact 32-bit halves: float64 holds integers up to 2**53 only
+            tally = {"counts": applied.counts, "n": applied.n, "hi": applied.masks >> 32,
+                     "lo": applied.masks & 0xFFFFFFFF}
         out = _host_dict(scalars, {**vectors, **tally}, _BOOL_STATS)
+        for key in S.LAYER_PATH_STAT_KEYS:  # (L, pairs): one list of pairs per layer
+            layers, pairs = getattr(self, key).shape
+            out[key] = [out[key][i * pairs : (i + 1) * pairs] for i in range(layers)]
+        if applied is None:
+            return out
         counts, n, hi, lo = (out.pop(k) for k in tally)
         out["augment_counts"] = [int(c) for c in counts]
         out["augment_combos"] = [{"mask": int(h) << 32 | int(v), "n": int(k)} for h, v, k in zip(hi, lo, n) if k > 0]

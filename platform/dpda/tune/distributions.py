@@ -1,7 +1,8 @@
 """One searched key's distribution: the YAML forms as pydantic models, and the validated result.
 
 Why pydantic: the forms (`{uniform: [lo, hi], step}`, `{loguniform: [lo, hi]}`,
-`{int: [lo, hi], log, step}`, `{choice: [...]}`, each with optional `when` / `offset_from`) are a
+`{int: [lo, hi], log, step}`, `{choice: [...]}` or `{choice: {NAME: value, ...}}`, each with
+optional `when` / `offset_from`) are a
 union tagged by which kind key the mapping holds; the models carry the shape and bound checks and
 `dpda.typed.describe` turns the first error into the usual `dotted.key: problem` line. What needs
 the rest of the space (does `when` name an earlier key, is `offset_from`'s anchor numeric, does
@@ -10,6 +11,7 @@ the key exist in the base config) is checked by `dpda.tune.search_space`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -48,6 +50,15 @@ class Distribution:
     step: float | int | None = None
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     offset_from: str | None = None
+    # A choice among named values (`{choice: {NAME: value}}`): the sampler sees the names
+    # (`choices`), the trial's config gets the value (`value_of`), which may be any YAML value.
+    named: tuple[tuple[str, Any], ...] = ()
+
+    def value_of(self, drawn: Any) -> Any:
+        """The config value of a drawn value: the named value for a named choice, else itself."""
+        if not self.named:
+            return drawn
+        return copy.deepcopy(dict(self.named)[drawn])
 
     @property
     def optuna_name(self) -> str:
@@ -84,8 +95,12 @@ def _listed(value: Any) -> Any:
 
 
 def _choices(value: Any) -> Any:
+    if isinstance(value, Mapping) and value:
+        if not all(isinstance(k, str) for k in value):
+            raise ValueError("a mapping of choices needs string names")
+        return dict(value)
     if not isinstance(value, list) or not value:
-        raise ValueError("must be a non-empty list")
+        raise ValueError("must be a non-empty list (or a mapping of names to values)")
     return value
 
 
@@ -194,7 +209,7 @@ class IntSpec(_Spec):
 
 class ChoiceSpec(_Spec):
     kind: ClassVar[str] = "choice"
-    choice: Annotated[list[Scalar], BeforeValidator(_choices)]
+    choice: Annotated[list[Scalar] | dict[str, Any], BeforeValidator(_choices)]
 
     @field_validator("offset_from")
     @classmethod
@@ -205,12 +220,14 @@ class ChoiceSpec(_Spec):
 
     @field_validator("choice")
     @classmethod
-    def _distinct(cls, choices: list[Any]) -> list[Any]:
-        if len({repr(v) for v in choices}) != len(choices):
+    def _distinct(cls, choices: list[Any] | dict[str, Any]) -> list[Any] | dict[str, Any]:
+        if isinstance(choices, list) and len({repr(v) for v in choices}) != len(choices):
             raise ValueError("has duplicate values")
         return choices
 
     def _fields(self) -> dict[str, Any]:
+        if isinstance(self.choice, dict):
+            return {"choices": tuple(self.choice), "named": tuple(self.choice.items())}
         return {"choices": tuple(self.choice)}
 
 

@@ -24,7 +24,8 @@ Format (every key optional except `search`)::
 
 Distributions (forms and checks: dpda.tune.distributions): `uniform` (optional `step`, a divisor
 of high - low), `loguniform` (lo > 0), `int` (optional `log: true`, or `step`),
-`choice`. `when` makes a key conditional (sampled only if every named key has one of the
+`choice` (a list of scalars, or a mapping NAME -> any value: the sampler and `when` see the
+names, the trial's config the value, e.g. a set of `augment.paths`). `when` makes a key conditional (sampled only if every named key has one of the
 listed values), so Optuna's define-by-run API sees a real tree-structured space (TPE does not
 waste samples on parameters that do nothing). `offset_from` samples a non-negative width and adds
 it to another key, which keeps pairs such as minF/maxF ordered without rejection sampling.
@@ -162,7 +163,7 @@ class SearchSpace:
         out = copy.deepcopy(self.base)
         for p in self.params:
             if p.key in params:
-                set_dotted(out, p.key, _plain(params[p.key]))
+                set_dotted(out, p.key, p.value_of(_plain(params[p.key])))
         return out
 
     def max_epochs(self) -> int:
@@ -464,7 +465,7 @@ def _probe(space: SearchSpace, validate_config: Callable[..., Any], err: _Errors
             values[p.key] = v
             trial = copy.deepcopy(space.base)
             for key, value in values.items():
-                set_dotted(trial, key, value)
+                set_dotted(trial, key, by_key[key].value_of(value) if key in by_key else value)
             try:
                 validate_config(trial, f"{space.source} search.{p.key}={v!r}")
             except UserError as exc:
