@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from dpda.cli import main
@@ -188,3 +189,33 @@ def test_dpda_models_prints_the_published_back_end_counts(capsys):
     rows = {r[0]: r for r in (line.split() for line in capsys.readouterr().out.splitlines()[1:])}
     assert {n: int(r[3].replace(",", "")) for n, r in rows.items()} == PUBLISHED_TRAINABLE
     assert all(r[4] == "yes" for r in rows.values())
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    from support import write_separable_corpus
+
+    return write_separable_corpus(tmp_path_factory.mktemp("separable"))
+
+
+@pytest.mark.parametrize("mode", ["separate", "joint", "batched"])
+@pytest.mark.parametrize("name", ["ssl_nes2net_x", "ssl_sls"])
+def test_tiny_model_trains_in_every_step_mode_with_telemetry(corpus, tmp_path, name, mode):
+    """Two dual-path steps through the Trainer: finite losses, and the telemetry's layer names are
+    the model's trainable parameters, in order (0.5-s inputs: 24 tiny-SSL frames for SLS)."""
+    from dpda.train.config import config_from_dict
+    from dpda.train.loop import Trainer
+    from dpda_analysis import open_telemetry
+    from support import demo_dict
+
+    raw = demo_dict(corpus, epochs=1, max_steps_per_epoch=2)
+    raw["model"] = {"name": name, "preset": "tiny", "overrides": {"frames": 24} if name == "ssl_sls" else {}}
+    raw["align"]["mode"] = mode
+    Trainer(config_from_dict(raw), tmp_path, progress=False).fit()
+    with open_telemetry(tmp_path) as tel:
+        steps = tel.sql("SELECT loss_orig, loss_aug, cos FROM steps")
+        names = tel.sql("SELECT layer, name FROM layer_names ORDER BY layer")["name"].tolist()
+    assert len(steps) == 2 and np.isfinite(steps.to_numpy()).all()
+    model = build_model(name, "tiny", **raw["model"]["overrides"])
+    assert names == [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(n.startswith("backend.") for n in names)
