@@ -219,3 +219,15 @@ def test_tiny_model_trains_in_every_step_mode_with_telemetry(corpus, tmp_path, n
     model = build_model(name, "tiny", **raw["model"]["overrides"])
     assert names == [n for n, p in model.named_parameters() if p.requires_grad]
     assert any(n.startswith("backend.") for n in names)
+
+
+def test_dpda_eval_reads_a_released_nes2net_checkpoint(corpus, tmp_path, capsys):
+    """`dpda eval --checkpoint-format nes2net`: scores as the loaded model's logit[1]."""
+    published, overrides, _ = _published_detector("nes2net_x_mean")
+    torch.save(published, tmp_path / "released.pth")
+    args = ["-q", "eval", str(tmp_path / "released.pth"), f"dev=csv:{corpus}/dev.csv", "-o", str(tmp_path / "out"),
+            "--checkpoint-format", "nes2net", "--set", f"model.overrides={json.dumps(overrides)}",
+            "--set", "data.length=8000", "--loader-workers", "0", "--device", "cpu"]
+    assert main(args) == 0
+    scores = (tmp_path / "out" / "dev.scores.txt").read_text().splitlines()
+    assert len(scores) == 32 and "logit1" in capsys.readouterr().out
