@@ -231,3 +231,13 @@ def test_dpda_eval_reads_a_released_nes2net_checkpoint(corpus, tmp_path, capsys)
     assert main(args) == 0
     scores = (tmp_path / "out" / "dev.scores.txt").read_text().splitlines()
     assert len(scores) == 32 and "logit1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"outer": 3}, "outer must be >= 2 and divide the SSL dimension 64, got 3"),
+    ({"inner": 17}, r"inner must be in \[2, 16\] and se_ratio in \[1, 16\]"),
+    ({"pool": "max"}, "pool must be one of mean, astp, got 'max'"),
+])
+def test_nes2net_bad_sizes_are_one_line(overrides, message):
+    with pytest.raises(UserError, match=rf"^model ssl_nes2net_x: {message}"):
+        build_model("ssl_nes2net_x", "tiny", **overrides)

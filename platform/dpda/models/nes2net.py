@@ -96,9 +96,9 @@ class Nes2NetXHead(nn.Module):
         if outer < 2 or in_dim % outer:
             raise UserError(f"model ssl_nes2net_x: outer must be >= 2 and divide the SSL dimension {in_dim}, got {outer}")
         group = in_dim // outer
-        if inner < 2 or group // inner < 1 or se_ratio < 1 or group // se_ratio < 1:
-            raise UserError(f"model ssl_nes2net_x: inner ({inner}) and se_ratio ({se_ratio}) must be >= 1 "
-                            f"and at most the group width {group} (inner >= 2)")
+        if not (2 <= inner <= group and 1 <= se_ratio <= group):
+            raise UserError(f"model ssl_nes2net_x: inner must be in [2, {group}] and se_ratio in [1, {group}] "
+                            f"(the group width in_dim / outer), got inner {inner}, se_ratio {se_ratio}")
         if pool not in POOLS:
             raise UserError(f"model ssl_nes2net_x: pool must be one of {', '.join(POOLS)}, got {pool!r}")
         self.group = group

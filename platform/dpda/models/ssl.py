@@ -90,7 +90,8 @@ class SSLFrontEnd(nn.Module):
         feats, _ = self.wav2vec2.feature_extractor(wave, None)
         states = self.wav2vec2.encoder.extract_features(feats)
         transformer = self.wav2vec2.encoder.transformer
-        if closing_norm and not transformer.layer_norm_first:  # torchaudio's flag: True = LN before the layers (post-LN models)
+        # torchaudio's flag: True = LN before the layers (post-LN models)
+        if closing_norm and not transformer.layer_norm_first:
             states[-1] = transformer.layer_norm(states[-1])
         return states
 
