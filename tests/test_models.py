@@ -15,10 +15,12 @@ from dpda.models.conformer_tcm import ConformerTCMBackend
 from dpda.models.registry import model_config
 
 torch.set_num_threads(1)
-NAMES = ["aasist", "rawnet2", "ssl_aasist", "ssl_conformer_tcm", "lcnn", "ssl_mamba"]
+NAMES = ["aasist", "rawnet2", "ssl_aasist", "ssl_conformer_tcm", "lcnn", "ssl_mamba", "ssl_nes2net_x", "ssl_sls"]
 # Parameters the published forward never uses (dpda.models.ssl_aasist, dpda.models.mamba): the
-# BatchNorm each SSL-AASIST block computes and ignores; the last Mamba block of each direction.
-UNUSED = {"ssl_aasist": r"backend\.encoder\.\d+\.pre\.", "ssl_mamba": r"backend\.(forward|backward)_layers\.1\."}
+# BatchNorm each SSL-AASIST block computes and ignores; the last Mamba block of each direction;
+# the front end's closing LayerNorm under SLS (it reads fairseq's layer_results, before that norm).
+UNUSED = {"ssl_aasist": r"backend\.encoder\.\d+\.pre\.", "ssl_mamba": r"backend\.(forward|backward)_layers\.1\.",
+          "ssl_sls": r"frontend\.wav2vec2\.encoder\.transformer\.layer_norm\."}
 
 
 def test_list_models():
@@ -95,7 +97,7 @@ def test_configuration_errors_name_the_problem():
         build_model("aasist", "huge")
     with pytest.raises(UserError, match="unknown parameter 'dropuot'"):
         build_model("rawnet2", "tiny", dropuot=0.1)
-    with pytest.raises(UserError, match="ssl_layers must be 'weighted' or 'last'"):
+    with pytest.raises(UserError, match="ssl_layers must be one of weighted, last, all, got 'first'"):
         build_model("ssl_aasist", "tiny", ssl_layers="first")
     with pytest.raises(UserError, match="unknown SSL model 'hubert'"):
         build_model("ssl_aasist", "tiny", ssl="hubert")

@@ -201,13 +201,14 @@ def test_dpda_models_prints_the_published_back_end_count(capsys):
 
 
 def test_dpda_models_lists_every_model_with_the_published_back_end_counts(capsys):
-    """All models, SSL or not; the three published back ends with their published trainable counts."""
+    """All models, SSL or not; the published back ends with their published trainable counts."""
     from dpda.models import list_models
 
     assert main(["models", "--preset", "full"]) == 0
     rows = {r[0]: r for r in (line.split() for line in capsys.readouterr().out.splitlines()[1:])}
     assert set(rows) == set(list_models())
-    published = {"ssl_conformer_tcm": PUBLISHED_TRAINABLE, "ssl_aasist": 447_242, "ssl_mamba": 1_936_950}
+    published = {"ssl_conformer_tcm": PUBLISHED_TRAINABLE, "ssl_aasist": 447_242, "ssl_mamba": 1_936_950,
+                 "ssl_nes2net_x": 512_039, "ssl_sls": 23_399_429}
     assert {n: int(r[3].replace(",", "")) for n, r in rows.items() if r[3] != "-"} == published
     assert {n for n, r in rows.items() if r[4] == "yes"} == set(published)
 

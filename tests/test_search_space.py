@@ -189,7 +189,7 @@ def test_define_by_run_space_pickles_and_is_deterministic() -> None:
         assert ("align.strength" in d) == (d["align.rule"] != "none")
 
 
-@pytest.mark.parametrize("name", ["demo", "paper", "rawboost"])
+@pytest.mark.parametrize("name", ["demo", "paper", "rawboost", "nes2net_x", "sls"])
 def test_shipped_search_spaces_are_valid(name: str) -> None:
     space = load_search_space(ROOT / f"search_spaces/{name}.yaml")
     assert space.name == name and space.params
@@ -200,6 +200,9 @@ def test_shipped_search_spaces_are_valid(name: str) -> None:
         lr = next(p for p in space.params if p.key == "optim.lr")
         assert lr.low < 1e-6 < lr.high and lr.kind == "loguniform"
         assert space.tune.workers == 2 and space.tune.gpu == 1
+    if name in ("nes2net_x", "sls"):  # the published setups, the model's own input length
+        assert space.base["model"] == {**space.base["model"], "name": f"ssl_{name}", "preset": "full"}
+        assert space.base["data"]["length"] == 64600
     if name == "demo":
         assert space.base["device"] == "cpu" and space.base["model"]["preset"] == "tiny"
         assert space.max_epochs() <= 10 and space.tune.gpu == 0  # CPU-sized: ASHA stops most trials early

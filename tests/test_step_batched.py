@@ -162,7 +162,8 @@ def _no_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("name", ["aasist", "lcnn", "rawnet2", "ssl_conformer_tcm", "ssl_aasist", "ssl_mamba"])
+@pytest.mark.parametrize("name", ["aasist", "lcnn", "rawnet2", "ssl_conformer_tcm", "ssl_aasist", "ssl_mamba",
+                                  "ssl_nes2net_x", "ssl_sls"])
 def test_registry_models_under_batched(name: str) -> None:
     """The `tiny` presets: AASIST, LFCC-LCNN and the SSL models (XLS-R front end, layer drop 0) run
     batched with separate mode's numbers (fp32); RawNet2 (GRU) is refused at construction."""

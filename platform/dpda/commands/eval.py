@@ -19,9 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_deprecated(p, "--num-workers", "--loader-workers", "loader_workers", type=int)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--check", choices=["fail", "skip"], default="fail", help="policy for bad audio")
-    p.add_argument("--checkpoint-format", choices=["auto", "dpda", "published"], default="auto",
+    p.add_argument("--checkpoint-format", choices=["auto", "dpda", "published", "nes2net", "sls"], default="auto",
                    help="dpda: a model.pt dpda wrote; published: a state dict of the published DPDA code "
-                        "(github ductuantruong/dpda_ga), its model detected from the keys; auto: from the file")
+                        "(github ductuantruong/dpda_ga), its model detected from the keys; "
+                        "nes2net / sls: a released Nes2Net-X (Liu-Tianchi/Nes2Net_ASVspoof_ITW) / XLSR-SLS "
+                        "(QiShanZhang/SLSforADD) checkpoint; auto: from the file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config key applied to the model file's config (published: to dpda's defaults), "
                         "e.g. --set data.length=64600 or --set model.name=ssl_conformer_tcm (value parsed as YAML)")

@@ -20,10 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-set", metavar="NAME", help="eval set name in --threshold-from")
     add_deprecated(p, "--set", "--eval-set", "eval_set")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--checkpoint-format", choices=["auto", "dpda", "published"], default="auto",
+    p.add_argument("--checkpoint-format", choices=["auto", "dpda", "published", "nes2net", "sls"], default="auto",
                    help="dpda: a model.pt dpda wrote; published: a state dict of the published DPDA code "
                         "(its model detected from the keys, dpda's default input length; needs --threshold); "
-                        "auto: from the file")
+                        "nes2net / sls: a released Nes2Net-X (Liu-Tianchi/Nes2Net_ASVspoof_ITW) / XLSR-SLS "
+                        "(QiShanZhang/SLSforADD) checkpoint; auto: from the file")
 
 
 def given_threshold(args: argparse.Namespace) -> tuple[float, str] | None:

@@ -1,4 +1,5 @@
-"""Released checkpoints of the published DPDA code (github ductuantruong/dpda_ga) as dpda models.
+"""Released checkpoints of the published DPDA code (github ductuantruong/dpda_ga), Nes2Net-X
+(Liu-Tianchi/Nes2Net_ASVspoof_ITW) and XLSR-SLS (QiShanZhang/SLSforADD) as dpda models.
 
 A published `.pth` is the `state_dict()` of its `Model` (fairseq XLS-R under `ssl_model.model.`,
 the back end under its own names), possibly with DataParallel's `module.` prefix. CONVERTERS maps
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from dpda.console import info
 from dpda.errors import UserError
-from dpda.models import mamba, ssl_aasist
+from dpda.models import mamba, nes2net, sls, ssl_aasist
 from dpda.models.conformer_tcm import PUBLISHED_TABLES as CONFORMER_TCM_TABLES
 from dpda.models.conformer_tcm import published_to_dpda as conformer_tcm_to_dpda
 from dpda.models.registry import build_for_shapes, build_model
@@ -29,7 +30,11 @@ CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
     "ssl_conformer_tcm": conformer_tcm_to_dpda,
     "ssl_aasist": ssl_aasist.published_to_dpda,
     "ssl_mamba": mamba.published_to_dpda,
+    "ssl_nes2net_x": nes2net.published_to_dpda,
+    "ssl_sls": sls.published_to_dpda,
 }
+# `--checkpoint-format` names that read a published checkpoint as one model (no detection).
+PUBLISHED_FORMATS: dict[str, str] = {"nes2net": "ssl_nes2net_x", "sls": "ssl_sls"}
 # Tables a model recomputes (non-persistent buffers) that a published checkpoint may still carry:
 # published key -> dpda buffer. A present table is loaded (a drifted one changes the logits).
 TABLES: dict[str, dict[str, str]] = {"ssl_conformer_tcm": CONFORMER_TCM_TABLES}
@@ -69,18 +74,20 @@ def _meta_state(name: str, **overrides: Any) -> dict[str, Tensor]:
 
 
 def detect_published_model(state: dict[str, Tensor], source: str | Path, **overrides: Any) -> str:
-    """The model whose converter turns `state` into exactly its `full` keys and shapes."""
-    problems = []
+    """The model whose converter turns `state` into exactly its `full` keys and shapes; else one
+    line naming the closest: fewest keys of the file it has no place for, then fewest differing
+    keys (a model with a small back end must not look closest for missing most of the file)."""
+    problems: list[tuple[tuple[int, int], str, str]] = []
     for name, convert in CONVERTERS.items():
         try:
             own, converted = _meta_state(name, **overrides), convert(state)
         except UserError as exc:  # an override this model does not take
-            problems.append((len(state), name, str(exc)))
+            problems.append(((len(state), len(state)), name, str(exc)))
             continue
         problem = _mismatch(own, state, convert, converted)
         if problem is None:
             return name
-        problems.append((len(own.keys() ^ converted.keys()), name, problem))
+        problems.append(((len(converted.keys() - own.keys()), len(own.keys() ^ converted.keys())), name, problem))
     _, name, problem = min(problems)
     raise UserError(f"{source}: not a published checkpoint of any known model (closest: {name}: {problem})")
 

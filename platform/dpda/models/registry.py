@@ -29,6 +29,14 @@ _SSL_AASIST_TINY = dict(proj_dim=24, blocks=((1, 8), (8, 8), (8, 16)), gat_dims=
 # The published XLSR-Mamba (dpda_ga nets/mamba.py, --emb-size 144 --num_mamba_encoders 12): 1,936,950.
 _SSL_MAMBA_FULL = dict(d_model=144, num_layers=6, d_state=16, d_conv=4, expand=2, dropout=0.1)
 _SSL_MAMBA_TINY = dict(d_model=16, num_layers=2, d_state=4, d_conv=4, expand=2, dropout=0.1)
+# The published Nes2Net-X (Liu-Tianchi/Nes2Net_ASVspoof_ITW, --Nes_ratio 8 8 --SE_ratio 1
+# --dilation 2 --pool_func mean): 512,039 trainable back-end parameters.
+_SSL_NES2NET_FULL = dict(outer=8, inner=8, se_ratio=1, dilation=2, kernel_size=3, pool="mean")
+_SSL_NES2NET_TINY = dict(outer=4, inner=4, se_ratio=2, dilation=2, kernel_size=3, pool="mean")
+# The published XLSR-SLS (QiShanZhang/SLSforADD): every XLS-R layer, 201 frames (64,600-sample
+# inputs), 23,399,429 trainable back-end parameters; tiny: the 49 frames of a 1-s input.
+_SSL_SLS_FULL = dict(frames=201, hidden=1024)
+_SSL_SLS_TINY = dict(frames=49, hidden=32)
 # ssl_dropout: the front end's dropout / layer drop (None: all 0.0; the trainer sets it from
 # `model.frontend_dropout`)
 _SSL_COMMON = dict(ssl_layers="weighted", freeze_frontend=False, normalize_waveform=False, ssl_dropout=None)
@@ -78,6 +86,14 @@ MODELS: dict[str, ModelEntry] = {
     "ssl_mamba": ModelEntry(_ssl("mamba"), {
         "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, **_SSL_MAMBA_FULL),
         "tiny": dict(ssl="tiny", **_SSL_PUBLISHED, **_SSL_MAMBA_TINY),
+    }),
+    "ssl_nes2net_x": ModelEntry(_ssl("nes2net_x"), {
+        "full": dict(ssl="xlsr_300m", **_SSL_PUBLISHED, **_SSL_NES2NET_FULL),
+        "tiny": dict(ssl="tiny", **_SSL_PUBLISHED, **_SSL_NES2NET_TINY),
+    }),
+    "ssl_sls": ModelEntry(_ssl("sls"), {
+        "full": dict(ssl="xlsr_300m", **dict(_SSL_COMMON, ssl_layers="all"), **_SSL_SLS_FULL),
+        "tiny": dict(ssl="tiny", **dict(_SSL_COMMON, ssl_layers="all"), **_SSL_SLS_TINY),
     }),
     # full: the published XLS-R + Conformer-TCM (last XLS-R layer, 2,382,628 trainable back-end
     # parameters); tiny: the same architecture, narrow.

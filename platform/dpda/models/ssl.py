@@ -1,9 +1,10 @@
-"""Self-supervised (wav2vec 2.0 / XLS-R) front end + AASIST, Conformer-TCM or Mamba back end.
+"""Self-supervised (wav2vec 2.0 / XLS-R) front end + AASIST, Conformer-TCM, Mamba, Nes2Net-X or SLS back end.
 
 The front end is torchaudio's Wav2Vec2Model, so pretrained XLS-R weights load into it
 (`dpda.models.ssl_weights.load_ssl_weights`). Its output is either the last transformer layer or
 a learnable softmax-weighted sum of all layers (lower layers carry more acoustic detail, which
-helps spoofing detection). With `freeze_frontend` the SSL model gets no gradients, runs without
+helps spoofing detection), or every layer's output stacked (`all`, for a back end that weighs
+the layers itself: SLS). With `freeze_frontend` the SSL model gets no gradients, runs without
 autograd and stays in eval mode (no dropout) while the back end trains.
 """
 
@@ -19,6 +20,8 @@ from torch import nn
 from dpda.errors import UserError
 from dpda.models.conformer_tcm import ConformerTCMBackend
 from dpda.models.mamba import MambaHead
+from dpda.models.nes2net import Nes2NetXHead
+from dpda.models.sls import SLSHead
 from dpda.models.ssl_aasist import AASISTHead
 
 # wav2vec2_model(...) arguments of a 2-layer, 64-dim model for CPU tests: same architecture family
@@ -41,6 +44,12 @@ TINY_SSL: dict[str, Any] = dict(
     encoder_layer_drop=0.0,
 )
 SSL_NAMES = ("xlsr_300m", "tiny")
+SSL_LAYERS = ("weighted", "last", "all")
+# back end -> (its class, whether it reads every layer: `ssl_layers: all`)
+BACKENDS: dict[str, tuple[type[nn.Module], bool]] = {
+    "aasist": (AASISTHead, False), "conformer_tcm": (ConformerTCMBackend, False), "mamba": (MambaHead, False),
+    "nes2net_x": (Nes2NetXHead, False), "sls": (SLSHead, True),
+}
 
 
 def build_ssl(ssl: str | dict[str, Any], dropout: dict[str, float] | None = None) -> torchaudio.models.Wav2Vec2Model:
@@ -61,13 +70,13 @@ def build_ssl(ssl: str | dict[str, Any], dropout: dict[str, float] | None = None
 
 
 class SSLFrontEnd(nn.Module):
-    """Waveform (B, T) -> SSL features (B, frames, dim)."""
+    """Waveform (B, T) -> SSL features (B, frames, dim), or (B, layers, frames, dim) with `all`."""
 
     def __init__(self, ssl: str | dict[str, Any], layers: str = "weighted", normalize_waveform: bool = False,
                  dropout: dict[str, float] | None = None) -> None:
         super().__init__()
-        if layers not in ("weighted", "last"):
-            raise UserError(f"model ssl: ssl_layers must be 'weighted' or 'last', got {layers!r}")
+        if layers not in SSL_LAYERS:
+            raise UserError(f"model ssl: ssl_layers must be one of {', '.join(SSL_LAYERS)}, got {layers!r}")
         self.wav2vec2 = build_ssl(ssl, dropout)
         self.layers = layers
         self.normalize_waveform = normalize_waveform
@@ -78,13 +87,15 @@ class SSLFrontEnd(nn.Module):
         self.layer_logits = nn.Parameter(torch.zeros(self.num_layers)) if layers == "weighted" else None
         self.frozen = False
 
-    def hidden_states(self, wave: torch.Tensor) -> list[torch.Tensor]:
-        """Output of every transformer layer; the last one as the model's final output (with the
-        closing LayerNorm of pre-LN models such as XLS-R, as Hugging Face reports it)."""
+    def hidden_states(self, wave: torch.Tensor, closing_norm: bool = True) -> list[torch.Tensor]:
+        """Output of every transformer layer; with `closing_norm` the last one as the model's final
+        output (with the closing LayerNorm of pre-LN models such as XLS-R, as Hugging Face reports
+        it), without it as fairseq's `layer_results` report it."""
         feats, _ = self.wav2vec2.feature_extractor(wave, None)
         states = self.wav2vec2.encoder.extract_features(feats)
         transformer = self.wav2vec2.encoder.transformer
-        if not transformer.layer_norm_first:  # torchaudio's flag: True = LN before the layers (post-LN models)
+        # torchaudio's flag: True = LN before the layers (post-LN models)
+        if closing_norm and not transformer.layer_norm_first:
             states[-1] = transformer.layer_norm(states[-1])
         return states
 
@@ -95,6 +106,8 @@ class SSLFrontEnd(nn.Module):
             wave = nn.functional.layer_norm(wave, wave.shape[-1:])
         # Frozen: no autograd graph through the SSL model; the layer weights still get gradients.
         with torch.no_grad() if self.frozen else contextlib.nullcontext():
+            if self.layers == "all":
+                return torch.stack(self.hidden_states(wave, closing_norm=False), dim=1)
             if self.layer_logits is None:
                 if torch._C._functorch.is_batchedtensor(wave):
                     # inside torch.func.vmap (align.mode: batched): torchaudio's forward draws its
@@ -122,14 +135,13 @@ class SSLDetector(nn.Module):
     ) -> None:
         super().__init__()
         self.frontend = SSLFrontEnd(ssl, ssl_layers, normalize_waveform, ssl_dropout)
-        if backend == "aasist":
-            self.backend: nn.Module = AASISTHead(self.frontend.dim, **backend_args)
-        elif backend == "conformer_tcm":
-            self.backend = ConformerTCMBackend(self.frontend.dim, **backend_args)
-        elif backend == "mamba":
-            self.backend = MambaHead(self.frontend.dim, **backend_args)
-        else:
-            raise UserError(f"model ssl: unknown back end {backend!r} (aasist, conformer_tcm, mamba)")
+        if backend not in BACKENDS:
+            raise UserError(f"model ssl: unknown back end {backend!r} ({', '.join(BACKENDS)})")
+        head, every_layer = BACKENDS[backend]
+        if every_layer != (ssl_layers == "all"):
+            need = "'all'" if every_layer else "'last' or 'weighted'"
+            raise UserError(f"model.overrides.ssl_layers: the {backend} back end reads {need}, got {ssl_layers!r}")
+        self.backend: nn.Module = head(self.frontend.dim, **backend_args)
         self.frontend_frozen = False
         if freeze_frontend:
             self.freeze_frontend()

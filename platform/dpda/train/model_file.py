@@ -13,6 +13,7 @@ from dpda.dotted import set_dotted
 from dpda.errors import UserError
 from dpda.models import build_model
 from dpda.models.published import (
+    PUBLISHED_FORMATS,
     detect_published_model,
     model_from_published_state,
     published_tensors,
@@ -23,7 +24,7 @@ from dpda.train.config import PUBLISHED_SCORE, config_from_dict
 from dpda.train.optim_params import load_tables, named_frozen_tables
 
 MODEL_FORMAT = "dpda-model"
-CHECKPOINT_FORMATS = ("auto", "dpda", "published")
+CHECKPOINT_FORMATS = ("auto", "dpda", "published", *PUBLISHED_FORMATS)
 
 
 def checkpoint_format(state: Any) -> str:
@@ -36,12 +37,16 @@ def load_trained_model(path: str | Path, device: torch.device, fmt: str = "dpda"
     """Rebuild the model from the config stored beside its weights (no SSL download needed: the
     fine-tuned front-end weights are part of the state dict), or from a published checkpoint.
 
-    `fmt`: `dpda`, `published` or `auto` (from the file's contents). `settings`: dotted config
+    `fmt`: `dpda`, `published`, `auto` (from the file's contents) or a published model's own
+    format (`PUBLISHED_FORMATS`: `nes2net`, `sls`; that model, not detected). `settings`: dotted config
     keys applied to the stored config (dpda) or to dpda's defaults (published; `model.name`
     unset = detected from the keys, e.g. `data.length`, `model.overrides.ssl_layers`)."""
     if fmt not in CHECKPOINT_FORMATS:
         raise UserError(f"checkpoint format {fmt!r}: choose from {', '.join(CHECKPOINT_FORMATS)}")
     state = load_checkpoint(path)
+    if fmt in PUBLISHED_FORMATS:
+        settings = _pinned_model(dict(settings or {}), fmt)
+        fmt = "published"
     if fmt == "auto":
         fmt = checkpoint_format(state)
     if fmt == "published":
@@ -72,6 +77,15 @@ def _tables(state: dict[str, Any], model: torch.nn.Module, path: str | Path) -> 
             expected = f"shape {tuple(own[name].shape)}" if name in own else "no such table"
             raise UserError(f"{path}: tables.{name}: {tuple(table.shape)} does not fit the model ({expected})")
     return tables
+
+
+def _pinned_model(settings: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """`settings` with `model.name` set to the model of checkpoint format `fmt`."""
+    name = PUBLISHED_FORMATS[fmt]
+    given = settings.get("model.name", name)
+    if given != name:
+        raise UserError(f"model.name: --checkpoint-format {fmt} reads {name} checkpoints, got {given!r}")
+    return {**settings, "model.name": name}
 
 
 def _load_published(path: str | Path, state: Any, device: torch.device,
