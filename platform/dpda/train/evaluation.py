@@ -26,7 +26,8 @@ def set_name(arg: str) -> tuple[str, str]:
 def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], out: Path, *,
                   batch_size: int = 16, num_workers: int = 2, device: str = "auto",
                   check: str = "fail", interval_draws: int = 0, checkpoint_format: str = "dpda",
-                  settings: dict | None = None, score: str | None = None) -> list[dict]:
+                  settings: dict | None = None, score: str | None = None,
+                  calibration: Path | None = None) -> list[dict]:
     """Score each set; write `<name>.scores.txt`, `<name>.breakdown.csv`, `metrics.csv/json`.
 
     `score` is the score kind (`logit_diff` / `logit1`, see `dpda.train.config.ScoreKind`);
@@ -39,7 +40,11 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     interval of its EER (`eer_low`, `eer_high`). Rows and breakdowns also carry the ASVspoof 5
     minDCF, actDCF and Cllr (`min_dcf`, `act_dcf`, `cllr`, with intervals likewise).
     `checkpoint_format` and `settings` are `load_trained_model`'s (a published checkpoint gets
-    dpda's default config, e.g. `data.length` 66,800, with `settings` applied)."""
+    dpda's default config, e.g. `data.length` 66,800, with `settings` applied).
+
+    `calibration`: a calibration file (`dpda calibrate`); the score files, metrics and breakdowns
+    then hold its LLRs (actDCF: the decision at the Bayes threshold), and each row's `score_kind`
+    says `llr (calibrated: FILE)`, else `raw`."""
     import pandas as pd
 
     from dpda.metrics import breakdown, write_scores
@@ -53,6 +58,8 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     cfg = config_from_dict(state["config"], source=str(model_path))
     length = cfg.scoring_length
     kind = score or cfg.eval.score
+    mapping = None if calibration is None else calibration_for(calibration, kind)
+    score_kind = "raw" if calibration is None else f"llr (calibrated: {calibration})"
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(corpora, dict):
         named = [set_name(arg) for arg in corpora]
@@ -63,17 +70,33 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
         manifest = load_manifest(specs, check, name)
         result = score_manifest(model, manifest, length=length, batch_size=batch_size, device=dev,
                                 num_workers=num_workers, progress=True, score=kind)
-        write_scores(out / f"{name}.scores.txt", manifest["utt"], result.scores)
-        scores = pd.Series(result.scores, index=manifest["utt"].to_numpy(), name="score")
+        values = result.scores if mapping is None else mapping.apply(result.scores)
+        write_scores(out / f"{name}.scores.txt", manifest["utt"], values)
+        scores = pd.Series(values, index=manifest["utt"].to_numpy(), name="score")
         table = breakdown(manifest, scores, draws=interval_draws)  # its first row is the pooled set
         table.to_csv(out / f"{name}.breakdown.csv", index=False)
         pooled = {k: v.item() if hasattr(v, "item") else v for k, v in table.iloc[0].items()}
         eer = pooled["eer"]
         rows.append({"set": name, "spec": spec, "n_bonafide": pooled["n_bonafide"], "n_spoof": pooled["n_spoof"],
-                     "eer": eer, "threshold": pooled["threshold"], "score": kind}
+                     "eer": eer, "threshold": pooled["threshold"], "score": kind, "score_kind": score_kind}
                     | {k: v for k, v in pooled.items() if k not in ("factor", "value", "n_bonafide", "n_spoof",
                                                                    "eer", "threshold")})
         info(f"[dpda] {name}: EER {100 * eer:.2f}% over {len(manifest)} trials")
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
     write_json(out / "metrics.json", rows)
     return rows
+
+
+def calibration_for(path: Path, kind: str):
+    """The calibration file at `path`, checked to be one system's map of `kind` scores."""
+    from dpda.errors import UserError
+    from dpda.metrics import read_calibration
+
+    mapping = read_calibration(path)
+    if len(mapping.weights) != 1:
+        raise UserError(f"{path}: a fusion of {len(mapping.weights)} systems, not one model's calibration "
+                        "(apply it to score files with dpda fuse)")
+    if mapping.score is not None and mapping.score != kind:
+        raise UserError(f"{path}: fitted on {mapping.score} scores, but these are {kind} scores "
+                        f"(--score {mapping.score}, or calibrate again)")
+    return mapping
