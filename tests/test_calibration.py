@@ -201,6 +201,13 @@ def test_calibrate_a_score_file(tmp_path: Path, capsys) -> None:
     llr = read_scores(tmp_path / "eval.scores.llr.txt")
     np.testing.assert_allclose(llr.to_numpy(), mapping.weights[0] * (0.5 * x - 1.0) + mapping.offset)
     assert mapping.weights[0] == pytest.approx(4.0, rel=0.15)  # true LLR 2x = 4 (s + 1)
+    # a 2-column dev file labelled by --keys (here a 2019 protocol) gives the same map
+    table = pd.read_csv(dev, sep=" ", header=None, names=["utt", "attack", "key", "score"])
+    two = write_scores(tmp_path / "dev2.txt", table["utt"], table["score"].to_numpy())
+    protocol = tmp_path / "protocol.txt"
+    protocol.write_text("".join(f"S1 {u} - {a} {k}\n" for u, a, k in zip(table["utt"], table["attack"], table["key"])))
+    assert main(["calibrate", str(target), "--dev", str(two), "--keys", str(protocol), "--file", str(tmp_path / "k.json")]) == 0
+    assert read_calibration(tmp_path / "k.json").weights == mapping.weights
 
 
 def test_eval_and_predict_apply_the_model_calibration_and_say_so(tmp_path: Path, capsys) -> None:
