@@ -7,9 +7,13 @@ the conflict study.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dpda.console import info
 from dpda.train.run_dir import write_json
+
+if TYPE_CHECKING:
+    from dpda.metrics.calibration import Calibration
 
 
 def set_name(arg: str) -> tuple[str, str]:
@@ -87,7 +91,7 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     return rows
 
 
-def calibration_for(path: Path, kind: str):
+def calibration_for(path: Path, kind: str) -> Calibration:
     """The calibration file at `path`, checked to be one system's map of `kind` scores."""
     from dpda.errors import UserError
     from dpda.metrics import read_calibration
