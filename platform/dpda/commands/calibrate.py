@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.file or calibration_path(args.target)
     write_calibration(out, mapping)
     cost = mapping.cost
-    print(f"wrote {out}: LLR = {mapping.weights[0]:.6g} * score + {mapping.offset:.6g} (fitted on {dev}: "
+    print(f"wrote {out}: LLR = {mapping.weights[0]:.6g} * score {mapping.offset:+.6g} (fitted on {dev}: "
           f"{mapping.n_bonafide} bona fide, {mapping.n_spoof} spoof, at the effective prior {mapping.prior:.4g} of "
           f"Pspoof {cost.p_spoof:g}, Cmiss {cost.c_miss:g}, Cfa {cost.c_fa:g}); "
           + dev_summary(matrix[:, 0], mapping.apply(matrix), is_bona))

@@ -39,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
     test = read_score_columns(args.scores)
     fused_path = write_scores(args.out / args.scores[0].name, test.index, fusion.apply(test.to_numpy()))
     params = write_calibration(args.out / FUSION_FILE, fusion)
-    terms = " + ".join(f"{w:.4g} * s{i}" for i, w in enumerate(fusion.weights, start=1))
+    terms = " ".join(f"{w:+.4g} * s{i}" for i, w in enumerate(fusion.weights, start=1)).lstrip("+")
     fused = fusion.apply(dev)
     alone = ", ".join(f"s{i} {compute_min_dcf(dev[is_bona, i - 1], dev[~is_bona, i - 1])[0]:.4f}"
                       for i in range(1, dev.shape[1] + 1))
-    print(f"wrote {fused_path} ({len(test)} fused LLR scores) and {params}: LLR = {terms} + {fusion.offset:.4g} "
+    print(f"wrote {fused_path} ({len(test)} fused LLR scores) and {params}: LLR = {terms} {fusion.offset:+.4g} "
           f"(fitted on {fusion.n_bonafide} bona fide, {fusion.n_spoof} spoof dev trials; dev minDCF {alone}, "
           f"fused {compute_min_dcf(fused[is_bona], fused[~is_bona])[0]:.4f}; fused Cllr {compute_cllr(fused[is_bona], fused[~is_bona]):.4f})")
     return 0
