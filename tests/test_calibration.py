@@ -250,3 +250,14 @@ def test_eval_and_predict_apply_the_model_calibration_and_say_so(tmp_path: Path,
     assert [r.split("\t")[2] == "bonafide" for r in rows] == bayes_decision(printed_llr).tolist()
     assert main(["predict", str(model), *files, "--device", "cpu", "--no-calibration"]) == 0
     assert capsys.readouterr().out.startswith("# raw scores; threshold 0 (dev EER threshold)")
+    # an EER threshold from metrics.json is on its eval's scale: LLR thresholds for LLRs only
+    llr_metrics, raw_metrics = tmp_path / "cal" / "metrics.json", tmp_path / "raw" / "metrics.json"
+    assert main(["predict", str(model), *files, "--device", "cpu", "--threshold-from", str(llr_metrics)]) == 0
+    threshold = json.loads(llr_metrics.read_text())[0]["threshold"]
+    assert capsys.readouterr().out.startswith(f"# LLR scores, calibrated by {tmp_path / 'model.calibration.json'}; "
+                                              f"threshold {threshold:.6g} ({llr_metrics}:eval); score > threshold")
+    assert _cli_error(["predict", str(model), *files, "--threshold-from", str(raw_metrics)], capsys) == (
+        f"{raw_metrics}: set 'eval': its threshold is on raw scores, but these scores are LLRs "
+        "(a calibration applies; --no-calibration for raw scores)")
+    assert _cli_error(["predict", str(model), *files, "--threshold-from", str(llr_metrics), "--no-calibration"],
+                      capsys).startswith(f"{llr_metrics}: set 'eval': its threshold is on llr (calibrated: ")

@@ -32,9 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_calibration_options(p)
 
 
-def given_threshold(args: argparse.Namespace) -> tuple[float, str] | None:
+def given_threshold(args: argparse.Namespace, calibrated: bool = False) -> tuple[float, str] | None:
     """(threshold, where it came from) of --threshold or --threshold-from, checked before the
-    model is loaded; None: use the dev EER threshold saved in training."""
+    model is loaded; None: use the dev EER threshold saved in training (or, `calibrated`, the
+    Bayes threshold)."""
     from dpda.errors import UserError
 
     if args.threshold is not None:
@@ -42,13 +43,14 @@ def given_threshold(args: argparse.Namespace) -> tuple[float, str] | None:
             raise UserError(f"--threshold: must be a finite number, got {args.threshold!r}")
         return args.threshold, "--threshold"
     if args.threshold_from is not None:
-        return threshold_from(args.threshold_from, args.eval_set)
+        return threshold_from(args.threshold_from, args.eval_set, calibrated)
     return None
 
 
-def threshold_from(path: Path, eval_set: str | None) -> tuple[float, str]:
+def threshold_from(path: Path, eval_set: str | None, calibrated: bool = False) -> tuple[float, str]:
     """An eval set's EER threshold from the metrics.json `dpda eval` writes (a list of objects
-    with `set` and `threshold`); one UserError line naming the file for anything else."""
+    with `set` and `threshold`); one UserError line naming the file for anything else, or for a
+    threshold on the other scale (its `score_kind` LLR where these scores are raw, or the reverse)."""
     from dpda.errors import UserError, read_user_text
 
     expected = "the metrics.json of dpda eval, a list of objects with 'set' and 'threshold'"
@@ -65,6 +67,10 @@ def threshold_from(path: Path, eval_set: str | None) -> tuple[float, str]:
         row = next((r for r, name in zip(rows, names) if name == eval_set), None)
         if row is None:
             raise UserError(f"{path}: --eval-set must be one of {', '.join(names)}")
+    kind = row.get("score_kind")
+    if isinstance(kind, str) and kind.startswith("llr") != calibrated:
+        now = "LLRs (a calibration applies; --no-calibration for raw scores)" if calibrated else "raw (no calibration applies)"
+        raise UserError(f"{path}: set {row['set']!r}: its threshold is on {kind} scores, but these scores are {now}")
     value = row["threshold"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UserError(f"{path}: set {row['set']!r}: threshold {value!r} is not a finite number")
@@ -81,8 +87,8 @@ def saved_threshold(model: Path, state: dict) -> tuple[float, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    given = given_threshold(args)  # before torch and the model: a bad option fails at once
     calibration = chosen_calibration(args)
+    given = given_threshold(args, calibration is not None)  # before torch and the model: a bad option fails at once
     import torch
 
     from dpda.data.audio import fix_length, load_audio
