@@ -100,6 +100,20 @@ def demo_dict(corpus: Path, **optim) -> dict:
     return raw
 
 
+def untrained_model_file(raw: dict, path: Path) -> nn.Module:
+    """A seeded, untrained model of `raw`'s config saved as a dpda model file at `path`."""
+    from dpda.models import build_model
+    from dpda.train.checkpoint import save_checkpoint
+    from dpda.train.config import config_from_dict
+    from dpda.train.model_file import MODEL_FORMAT
+
+    cfg = config_from_dict(raw)
+    torch.manual_seed(0)
+    model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides).eval()
+    save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(), "dev_threshold": 0.0}, path)
+    return model
+
+
 def to_fairseq(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """fairseq wav2vec 2.0 names of a torchaudio Wav2Vec2Model state dict (the inverse of
     dpda.models.ssl_weights.convert_fairseq), plus two pretraining-only tensors it must drop."""

@@ -23,6 +23,7 @@ from dpda.data.readers import load_corpus
 from dpda.errors import UserError
 from dpda.metrics import compute_eer, read_asv_scores_2021, read_score_table, read_scores, write_scores
 from dpda.metrics.breakdown import attach_scores
+from support import untrained_model_file
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "scoring"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -236,20 +237,6 @@ def test_eval_score_config_key_and_cli_choices():
     assert set(choices) == set(typing.get_args(ScoreKind))
 
 
-def _untrained_model_file(raw: dict, path: Path) -> torch.nn.Module:
-    """A seeded, untrained model of `raw`'s config saved as a dpda model file at `path`."""
-    from dpda.models import build_model
-    from dpda.train.checkpoint import save_checkpoint
-    from dpda.train.config import config_from_dict
-    from dpda.train.model_file import MODEL_FORMAT
-
-    cfg = config_from_dict(raw)
-    torch.manual_seed(0)
-    model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides).eval()
-    save_checkpoint({"format": MODEL_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(), "dev_threshold": 0.0}, path)
-    return model
-
-
 def _logits(model: torch.nn.Module, manifest: pd.DataFrame, length: int) -> np.ndarray:
     """(n, 2) float64 logits of the first `length` samples of each file (tiled), as dpda scores them."""
     from dpda.data.dataset import AudioDataset
@@ -268,7 +255,7 @@ def test_eval_writes_the_score_its_config_names(tmp_path):
     (tmp_path / "corpus").mkdir()
     corpus = write_separable_corpus(tmp_path / "corpus")
     raw = demo_dict(corpus) | {"eval": {"score": "logit1"}}
-    model = _untrained_model_file(raw, tmp_path / "model.pt")
+    model = untrained_model_file(raw, tmp_path / "model.pt")
     logits = _logits(model, load_corpus(f"csv:{corpus}/eval.csv"), raw["data"]["length"])
     for score, expected in ((None, logits[:, 1]), ("logit_diff", logits[:, 1] - logits[:, 0])):
         out = tmp_path / f"out_{score}"
@@ -288,7 +275,7 @@ def test_eval_metrics_option_and_csv_columns(tmp_path, capsys):
 
     (tmp_path / "corpus").mkdir()
     corpus = write_separable_corpus(tmp_path / "corpus")
-    _untrained_model_file(demo_dict(corpus), tmp_path / "model.pt")
+    untrained_model_file(demo_dict(corpus), tmp_path / "model.pt")
     out = tmp_path / "out"
     argv = ["eval", str(tmp_path / "model.pt"), f"eval=csv:{corpus}/eval.csv", "-o", str(out),
             "--loader-workers", "0", "--device", "cpu"]
@@ -329,7 +316,7 @@ def test_eval_length_sets_how_much_of_each_file_dev_eval_and_predict_score(tmp_p
     raw = demo_dict(corpus)
     raw["data"]["length"] = 3000  # the files are 8000 samples: 3000 crops, 20000 tiles
     raw["eval"]["length"] = 20000
-    model = _untrained_model_file(raw, tmp_path / "model.pt")
+    model = untrained_model_file(raw, tmp_path / "model.pt")
     manifest = load_corpus(f"csv:{corpus}/eval.csv")
     window, crop = _logits(model, manifest, 20000), _logits(model, manifest, 3000)
     expected, cropped = window[:, 1] - window[:, 0], crop[:, 1] - crop[:, 0]
@@ -367,7 +354,7 @@ def test_eval_scores_repeated_set_names_as_one_set(tmp_path):
 
     (tmp_path / "corpus").mkdir()
     corpus = write_separable_corpus(tmp_path / "corpus")
-    _untrained_model_file(demo_dict(corpus), tmp_path / "model.pt")
+    untrained_model_file(demo_dict(corpus), tmp_path / "model.pt")
     table = pd.read_csv(f"{corpus}/eval.csv")
     halves = [table.iloc[0::2], table.iloc[1::2]]
     for i, half in enumerate(halves):

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a detector from a YAML config"),
     "eval": ("eval", "score corpora with a trained model: score files, EER and per-attack breakdowns"),
     "score": ("score", "compute EER (and min t-DCF with ASV scores) from a score file and keys"),
+    "calibrate": ("calibrate", "fit a score -> LLR calibration on dev scores (logistic regression), beside the model"),
+    "fuse": ("fuse", "linear logistic fusion of several systems' score files, fitted on their dev scores"),
     "models": ("models", "list models and presets with trainable parameter counts (SSL back ends alone too)"),
     "predict": ("predict", "score single audio files and decide bona fide / spoof"),
     "tune": ("tune", "run a Ray Tune + Optuna search from a search-space YAML"),

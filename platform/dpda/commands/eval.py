@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dpda.cli import add_deprecated
+from dpda.commands.calibrate import add_calibration_options, chosen_calibration
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default="eer", metavar="LIST",
                    help="metrics printed, comma-separated from eer, mindcf, actdcf, cllr, or all (default: eer; "
                         "actDCF and Cllr read the scores as natural-log LLRs); metrics.csv has them all")
+    add_calibration_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
     from dpda.yaml_io import parse_set
 
     chosen = parse_metrics(args.metrics)
+    calibration = chosen_calibration(args)
     rows = evaluate_sets(args.model, args.corpora, args.out, batch_size=args.batch_size,
                          num_workers=args.loader_workers, device=args.device, check=args.check,
-                         checkpoint_format=args.checkpoint_format, settings=parse_set(args.set), score=args.score)
+                         checkpoint_format=args.checkpoint_format, settings=parse_set(args.set), score=args.score,
+                         calibration=calibration)
     width = max(len(r["set"]) for r in rows)
     labels = {name: "EER %" if name == "eer" else METRICS[name][0] for name in chosen}
     print(f"{'set':<{width}}  {'bonafide':>8}  {'spoof':>7}" + "".join(f"  {labels[n]:>7}" for n in chosen))
@@ -52,5 +56,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r['set']:<{width}}  {r['n_bonafide']:>8}  {r['n_spoof']:>7}" + cells)
     kind = rows[0]["score"]
     print(f"score: {kind} ({SCORE_MEANING[kind]}; a published checkpoint's default is logit1, --score overrides)")
+    if calibration is not None:
+        from dpda.metrics import read_calibration
+
+        cost = read_calibration(calibration).cost
+        print(f"scores: LLRs, calibrated by {calibration}; the decision (actDCF) is at the Bayes threshold "
+              f"{cost.bayes_threshold:.4f} of Pspoof {cost.p_spoof:g}, Cmiss {cost.c_miss:g}, Cfa {cost.c_fa:g} "
+              "(metrics.csv: score_kind)")
+    else:
+        print("scores: raw, not calibrated (dpda calibrate makes them LLRs; actDCF and Cllr assume LLRs)")
     print(f"scores and breakdowns in {args.out}")
     return 0

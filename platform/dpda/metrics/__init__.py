@@ -1,10 +1,19 @@
-"""Detection metrics: EER, min t-DCF, and ASVspoof 5 minDCF / actDCF / Cllr, score files, breakdowns."""
+"""Detection metrics: EER, min t-DCF, and ASVspoof 5 minDCF / actDCF / Cllr, score files, breakdowns,
+logistic calibration and fusion of scores into LLRs."""
 
 from dpda.metrics.bootstrap import eer_interval, metric_interval
 from dpda.metrics.breakdown import attach_scores, breakdown, default_factors
-from dpda.metrics.dcf import ASVSPOOF5, DcfCost, compute_act_dcf, compute_cllr, compute_min_dcf
+from dpda.metrics.calibration import Calibration, calibration_path, fit_calibration, read_calibration, write_calibration
+from dpda.metrics.dcf import ASVSPOOF5, DcfCost, bayes_decision, compute_act_dcf, compute_cllr, compute_min_dcf
 from dpda.metrics.eer import DetCurve, compute_det_curve, compute_eer
-from dpda.metrics.scores import read_asv_scores, read_asv_scores_2021, read_score_table, read_scores, write_scores
+from dpda.metrics.scores import (
+    read_asv_scores,
+    read_asv_scores_2021,
+    read_score_columns,
+    read_score_table,
+    read_scores,
+    write_scores,
+)
 from dpda.metrics.summary import METRICS, metric_values, parse_metrics
 from dpda.metrics.tdcf import (
     ASVSPOOF2019,
@@ -22,7 +31,14 @@ from dpda.metrics.tdcf import (
 
 __all__ = [
     "ASVSPOOF5",
+    "Calibration",
     "DcfCost",
+    "bayes_decision",
+    "calibration_path",
+    "fit_calibration",
+    "read_calibration",
+    "read_score_columns",
+    "write_calibration",
     "METRICS",
     "compute_act_dcf",
     "compute_cllr",

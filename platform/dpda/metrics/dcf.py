@@ -35,9 +35,17 @@ class DcfCost(NamedTuple):
         return min(self.c_miss * (1.0 - self.p_spoof), self.c_fa * self.p_spoof)
 
     @property
+    def effective_prior(self) -> float:
+        """The bona fide prior that, with unit costs, makes the same decisions:
+        Cmiss (1 - Pspoof) / (Cmiss (1 - Pspoof) + Cfa Pspoof); calibration weighs the classes by it."""
+        bona = self.c_miss * (1.0 - self.p_spoof)
+        return bona / (bona + self.c_fa * self.p_spoof)
+
+    @property
     def bayes_threshold(self) -> float:
-        """-ln(beta), beta = Cmiss (1 - Pspoof) / (Cfa Pspoof): the Bayes decision on LLR scores."""
-        return float(-np.log(self.c_miss * (1.0 - self.p_spoof) / (self.c_fa * self.p_spoof)))
+        """-logit(effective prior) = -ln(Cmiss (1 - Pspoof) / (Cfa Pspoof)): the Bayes decision on LLR scores."""
+        prior = self.effective_prior
+        return float(-np.log(prior / (1.0 - prior)))
 
 
 ASVSPOOF5 = DcfCost(p_spoof=0.05, c_miss=1.0, c_fa=10.0)  # ASVspoof 5 evaluation plan, track 1
@@ -64,15 +72,19 @@ def compute_min_dcf(bonafide_scores: ArrayLike, spoof_scores: ArrayLike, cost: D
     return float(c_det[index] / cost.normaliser), float(thresholds[index])
 
 
+def bayes_decision(llr: ArrayLike, cost: DcfCost = ASVSPOOF5) -> np.ndarray:
+    """True (bona fide) where an LLR is at or above the Bayes threshold: the decision actDCF costs."""
+    return np.asarray(llr, dtype=np.float64) >= cost.bayes_threshold
+
+
 def compute_act_dcf(bonafide_scores: ArrayLike, spoof_scores: ArrayLike, cost: DcfCost = ASVSPOOF5) -> tuple[float, float]:
     """(normalised actDCF, threshold): the cost when scores, taken as LLRs, are cut at the Bayes
     threshold (bona fide below it are missed, spoofs at or above it accepted)."""
     bona, spoof = both_classes(bonafide_scores, spoof_scores, "actDCF")
-    threshold = cost.bayes_threshold
-    miss = np.count_nonzero(bona < threshold) / bona.size
-    fa = np.count_nonzero(spoof >= threshold) / spoof.size
+    miss = np.count_nonzero(~bayes_decision(bona, cost)) / bona.size
+    fa = np.count_nonzero(bayes_decision(spoof, cost)) / spoof.size
     dcf = cost.c_miss * (1.0 - cost.p_spoof) * miss + cost.c_fa * cost.p_spoof * fa
-    return float(dcf / cost.normaliser), threshold
+    return float(dcf / cost.normaliser), cost.bayes_threshold
 
 
 def compute_cllr(bonafide_scores: ArrayLike, spoof_scores: ArrayLike) -> float:

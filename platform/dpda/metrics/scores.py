@@ -173,3 +173,25 @@ def read_asv_scores_2021(path: str | Path, keys: str | Path, phases: Iterable[st
         chosen = "" if wanted is None else f" in phase {', '.join(sorted(wanted))}"
         raise UserError(f"{path}: no {', '.join(empty)} trials{chosen} (t-DCF needs all of {', '.join(ASV_KEYS)})")
     return {k: np.asarray(v, dtype=np.float64) for k, v in found.items()}
+
+
+def read_score_columns(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Several systems' score files of the same trials as one frame (index utt, in the first file's
+    order; one column per file, named by its path), e.g. for fusion. Every file must score exactly
+    the first file's trials: one UserError line names the file and a trial it lacks or adds."""
+    paths = [Path(p) for p in paths]
+    twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
+    if twice is not None:
+        raise UserError(f"{twice}: given twice; each system's score file once")
+    columns = [read_scores(p) for p in paths]
+    first = columns[0].index
+    for path, column in zip(paths[1:], columns[1:]):
+        missing = first.difference(column.index, sort=False)
+        if len(missing):
+            raise UserError(f"{path}: no score for trial {missing[0]!r}, which {paths[0]} scores "
+                            f"({len(missing)} of {len(first)} trials missing)")
+        extra = column.index.difference(first, sort=False)
+        if len(extra):
+            raise UserError(f"{path}: scores trial {extra[0]!r}, which {paths[0]} does not "
+                            f"({len(extra)} such trials); the files must score the same trials")
+    return pd.DataFrame({str(p): c.reindex(first).to_numpy() for p, c in zip(paths, columns)}, index=first)

@@ -7,9 +7,13 @@ the conflict study.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dpda.console import info
 from dpda.train.run_dir import write_json
+
+if TYPE_CHECKING:
+    from dpda.metrics.calibration import Calibration
 
 
 def set_name(arg: str) -> tuple[str, str]:
@@ -26,7 +30,8 @@ def set_name(arg: str) -> tuple[str, str]:
 def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], out: Path, *,
                   batch_size: int = 16, num_workers: int = 2, device: str = "auto",
                   check: str = "fail", interval_draws: int = 0, checkpoint_format: str = "dpda",
-                  settings: dict | None = None, score: str | None = None) -> list[dict]:
+                  settings: dict | None = None, score: str | None = None,
+                  calibration: Path | None = None) -> list[dict]:
     """Score each set; write `<name>.scores.txt`, `<name>.keys.csv` (its labels, attacks and
     conditions, for the report's DET curves and histograms), `<name>.breakdown.csv`, `metrics.csv/json`.
 
@@ -42,7 +47,11 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     threshold of their operating point (`bayes_threshold`, meaningful for LLR scores) and the
     evaluated `model` file (so the report can say which model an eval folder holds).
     `checkpoint_format` and `settings` are `load_trained_model`'s (a published checkpoint gets
-    dpda's default config, e.g. `data.length` 66,800, with `settings` applied)."""
+    dpda's default config, e.g. `data.length` 66,800, with `settings` applied).
+
+    `calibration`: a calibration file (`dpda calibrate`); the score files, metrics and breakdowns
+    then hold its LLRs (actDCF: the decision at the Bayes threshold), and each row's `score_kind`
+    says `llr (calibrated: FILE)`, else `raw`."""
     import pandas as pd
 
     from dpda_analysis.layout import EVAL_METRICS, eval_breakdown_file, eval_keys_file, eval_scores_file
@@ -58,6 +67,8 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     cfg = config_from_dict(state["config"], source=str(model_path))
     length = cfg.scoring_length
     kind = score or cfg.eval.score
+    mapping = None if calibration is None else calibration_for(calibration, kind)
+    score_kind = "raw" if calibration is None else f"llr (calibrated: {calibration})"
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(corpora, dict):
         grouped: dict[str, list[str]] = {}
@@ -70,15 +81,16 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
         manifest = load_manifest(specs, check, name)
         result = score_manifest(model, manifest, length=length, batch_size=batch_size, device=dev,
                                 num_workers=num_workers, progress=True, score=kind)
-        write_scores(out / eval_scores_file(name), manifest["utt"], result.scores)
+        values = result.scores if mapping is None else mapping.apply(result.scores)
+        write_scores(out / eval_scores_file(name), manifest["utt"], values)
         manifest[["utt", "label", *default_factors(manifest)]].to_csv(out / eval_keys_file(name), index=False)
-        scores = pd.Series(result.scores, index=manifest["utt"].to_numpy(), name="score")
+        scores = pd.Series(values, index=manifest["utt"].to_numpy(), name="score")
         table = breakdown(manifest, scores, draws=interval_draws)  # its first row is the pooled set
         table.to_csv(out / eval_breakdown_file(name), index=False)
         pooled = {k: v.item() if hasattr(v, "item") else v for k, v in table.iloc[0].items()}
         eer = pooled["eer"]
         rows.append({"set": name, "spec": spec, "n_bonafide": pooled["n_bonafide"], "n_spoof": pooled["n_spoof"],
-                     "eer": eer, "threshold": pooled["threshold"], "score": kind,
+                     "eer": eer, "threshold": pooled["threshold"], "score": kind, "score_kind": score_kind,
                      "bayes_threshold": ASVSPOOF5.bayes_threshold, "model": str(model_path)}
                     | {k: v for k, v in pooled.items() if k not in ("factor", "value", "n_bonafide", "n_spoof",
                                                                    "eer", "threshold")})
@@ -86,3 +98,18 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     pd.DataFrame(rows).to_csv(out / EVAL_METRICS, index=False)
     write_json(out / "metrics.json", rows)
     return rows
+
+
+def calibration_for(path: Path, kind: str) -> Calibration:
+    """The calibration file at `path`, checked to be one system's map of `kind` scores."""
+    from dpda.errors import UserError
+    from dpda.metrics import read_calibration
+
+    mapping = read_calibration(path)
+    if len(mapping.weights) != 1:
+        raise UserError(f"{path}: a fusion of {len(mapping.weights)} systems, not one model's calibration "
+                        "(apply it to score files with dpda fuse)")
+    if mapping.score is not None and mapping.score != kind:
+        raise UserError(f"{path}: fitted on {mapping.score} scores, but these are {kind} scores "
+                        f"(--score {mapping.score}, or calibrate again)")
+    return mapping
