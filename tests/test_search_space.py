@@ -227,6 +227,8 @@ def test_shipped_search_spaces_are_valid(name: str) -> None:
 @pytest.mark.parametrize(("argv", "message"), [
     (["--num-samples", "0"], "--num-samples: must be >= 1, got 0"),
     (["--mode", "max", "--metric", ""], "--metric: must not be empty, got ''"),
+    (["--metric", "train_loss"], "--metric: 'train_loss' is not a dev metric of the saved model; choose from "
+     "dev_loss, dev_eer, dev_min_dcf, dev_act_dcf, dev_cllr (or tune.objectives for several), got 'train_loss'"),
     (["--cpus-per-worker", "0"], "--cpus-per-worker: a trial (or each worker) needs cpu > 0 or gpu > 0"),
     (["--gpus-per-worker", "-1"], "--gpus-per-worker: must be >= 0, got -1.0"),
 ])
@@ -276,3 +278,8 @@ def test_objectives_name_the_saved_models_dev_metrics(tmp_path: Path) -> None:
         search, tune={"objectives": [{"metric": "eer"}, {"metric": "min_dcf", "set": "dev"}]})))
     assert [g.key for g in several.tune.goals] == ["model_dev_eer", "model_dev_min_dcf"]
     assert pickle.loads(pickle.dumps(several)) == several  # Ray keeps it with the searcher state
+    # --metric on the command line replaces the file's objectives
+    from dpda.commands.tune import space_with_options
+
+    path = write(tmp_path, space_doc(search, tune={"objectives": [{"metric": "eer"}, {"metric": "min_dcf"}]}))
+    assert [g.key for g in space_with_options(path, metric="dev_cllr").tune.goals] == ["model_dev_cllr"]

@@ -396,21 +396,18 @@ def test_best_config_only_for_a_search_that_ended(tmp_path: Path, monkeypatch, s
 
     from dpda.tune import tuner
 
-    class Grid:
-        def __len__(self):
-            return len(statuses)
+    from dpda.tune.search_space import TuneSettings
 
-        def get_best_result(self, **kw):
-            return SimpleNamespace(metrics={"dev_eer": 0.1, "trial_id": "t0"}, config={"x": 1},
-                                   metrics_dataframe=pd.DataFrame({"dev_eer": [0.2, 0.1]}), path=None)
-
-    space = SimpleNamespace(tune=SimpleNamespace(metric="dev_eer", mode="min", num_samples=2),
-                            trial_config=lambda c: c, params=())
+    grid = [SimpleNamespace(metrics={"trial_id": f"t{i}"}, config={"x": i}, path=None) for i in range(len(statuses))]
+    space = SimpleNamespace(tune=TuneSettings(num_samples=2), trial_config=lambda c: c, params=())
     monkeypatch.setattr(tuner, "_tune_states", lambda path, filesystem=None: {})
-    monkeypatch.setattr(tuner, "results_table",
-                        lambda space, grid, states, remote=False: pd.DataFrame({"status": statuses}))
-    outcome = tuner.summarise(space, Grid(), str(tmp_path))
-    assert (outcome.interrupted, outcome.failed, outcome.best_metric) == (interrupted, failed, 0.1)
+    monkeypatch.setattr(tuner, "trial_conflicts", lambda exp: {})
+    table = pd.DataFrame({"trial_id": [f"t{i}" for i in range(len(statuses))], "status": statuses,
+                          "model_dev_eer": [0.1, 0.05][:len(statuses)]})
+    monkeypatch.setattr(tuner, "results_table", lambda space, grid, states, conflicts: table)
+    outcome = tuner.summarise(space, grid, str(tmp_path))
+    # the best trial is the completed one: a stopped or failed trial saved no model, lower value or not
+    assert (outcome.interrupted, outcome.failed, outcome.best_metric, outcome.best_trial_id) == (interrupted, failed, 0.1, "t0")
     ended = not interrupted and not failed
     assert (tmp_path / tuner.BEST_CONFIG).exists() == ended
     message = tuner.unfinished_message(outcome)
