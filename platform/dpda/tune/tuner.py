@@ -44,7 +44,7 @@ from dpda.errors import UserError
 from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints, report_and_prune
 from dpda.train.run_sync import RunMirror, mirrored, trial_destination
 from dpda.tune import faults
-from dpda.train.trial_result import EPOCH_CONFLICT, model_key
+from dpda.train.trial_result import EPOCH_CONFLICT, model_key, saved
 from dpda.tune.search_space import SearchSpace, name_problem
 from dpda.tune.study_files import hparams_callback, optuna_storage, scalars_only_logger, trial_status
 
@@ -85,7 +85,7 @@ def _tune_report(metrics: dict[str, Any], update: CheckpointUpdate | None, mirro
     dir's new files are uploaded first (dpda.train.run_sync): what is reported is stored."""
     import ray.tune
 
-    if metrics.get(TIME_ATTR) == 1:
+    if metrics.get(TIME_ATTR) == 1 and not saved(metrics):  # an epoch's report, not the saved model's
         faults.hit("mid_epoch", ray.tune.get_context().get_trial_id(), fault_dir, driver_pid)
     report_and_prune(ray.tune, dict(metrics), update, mirror, storage_path="trial_fs_path")
 
