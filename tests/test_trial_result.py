@@ -77,3 +77,39 @@ def test_pareto_front_is_optunas() -> None:
     # the best trial (best_config.yaml): the first objective's best among the completed trials
     table.loc[38, "model_dev_eer"] = -1.0  # a stopped trial saved no model: never the answer
     assert best_row(settings, table)["model_dev_eer"] == table.loc[:37, "model_dev_eer"].min()
+
+
+def test_each_dev_corpus_is_scored_on_its_own_and_the_last_report_is_the_saved_models(tmp_path) -> None:
+    """data.dev with two corpora: each epoch reports the pooled and the per-entry metrics of the
+    best checkpoint so far, and the last report the saved model.pt's, equal to `dpda eval`'s
+    scoring of model.pt on each corpus and on both (what `set: dev[i]` objectives read)."""
+    import json
+
+    from support import demo_dict, write_separable_corpus
+
+    from dpda.train.config import config_from_dict
+    from dpda.train.evaluation import evaluate_sets
+    from dpda.train.loop import Trainer
+
+    (tmp_path / "corpus").mkdir()
+    corpus = write_separable_corpus(tmp_path / "corpus")
+    raw = demo_dict(corpus, epochs=2, max_steps_per_epoch=2)
+    raw["data"]["dev"] = [f"csv:{corpus}/dev.csv", f"csv:{corpus}/eval.csv"]
+    raw["data"]["eval"] = {}
+    raw["telemetry"]["enabled"] = False
+    reports = []
+    run = tmp_path / "run"
+    Trainer(config_from_dict(raw), run, progress=False, report_fn=lambda m, update: reports.append(m)).fit()
+    assert [saved(r) for r in reports] == [False, False, True]
+    assert all({"model_dev_eer", "model_dev0_eer", "model_dev1_cllr"} <= set(r) for r in reports)
+    assert not [k for k in reports[-1] if k.startswith("model_dev") and k.endswith("_loss") and k != "model_dev_loss"]
+    rows = {r["set"]: r for r in evaluate_sets(run / "model.pt", {"dev0": [raw["data"]["dev"][0]], "dev1": [raw["data"]["dev"][1]],
+                                                                  "all": raw["data"]["dev"]}, tmp_path / "eval",
+                                              num_workers=0, device="cpu")}
+    final = reports[-1]
+    assert final["model_dev_eer"] == pytest.approx(rows["all"]["eer"], abs=1e-12)
+    for i in (0, 1):
+        assert final[f"model_dev{i}_eer"] == pytest.approx(rows[f"dev{i}"]["eer"], abs=1e-12)
+        assert final[f"model_dev{i}_min_dcf"] == pytest.approx(rows[f"dev{i}"]["min_dcf"], abs=1e-12)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final_dev1_eer"] == final["model_dev1_eer"] and summary["model"] == "model.pt"

@@ -47,7 +47,7 @@ from dpda.train.run_dir import RunDirLock, persistent_run_id, write_json
 from dpda.train.baseline_steps import single_path_step
 from dpda.train.step import DualPathStep
 from dpda.train.step_stats import StepStats
-from dpda.train.trial_result import DEV_METRICS, dev_key, epoch_report, final_key, final_report
+from dpda.train.trial_result import ENTRY_METRICS, entry_rows, entry_set, dev_key, epoch_report, final_report, is_dev_metric
 
 CHECKPOINT_FORMAT = "dpda-train-state"
 from dpda.train.model_file import MODEL_FORMAT
@@ -112,6 +112,7 @@ class Trainer:
                                               held_out, "data.held_out_attacks", required=True)
         self.dev_manifest = without_attacks(load_manifest(cfg.data.dev, cfg.data.check, "data.dev", keyed=True),
                                             held_out, "data.held_out_attacks", required=False)
+        self.dev_entries = entry_rows(cfg.data.dev, self.dev_manifest["utt"], cfg.data.check)
         if self.is_main:  # the eval sets are scored after the last epoch: a bad one fails now
             for name, specs in cfg.data.eval.items():
                 load_manifest(specs, cfg.data.check, f"data.eval.{name}", keyed=True)
@@ -312,6 +313,9 @@ class Trainer:
         eer, threshold = compute_eer(bona, spoof)
         out = {"dev_loss": result.loss, "dev_eer": float(eer), "dev_threshold": float(threshold)}
         out.update({dev_key(m): v for m, v in metric_values(bona, spoof, NEW_METRICS).items()})
+        for i, rows in enumerate(self.dev_entries):  # each corpus of data.dev on its own (dev[i])
+            part = metric_values(result.scores[rows & (target == 1)], result.scores[rows & (target == 0)], ENTRY_METRICS)
+            out.update({dev_key(m, entry_set(i)): v for m, v in part.items()})
         if interval:
             out["dev_eer_low"], out["dev_eer_high"] = eer_interval(bona, spoof, draws=DEFAULT_DRAWS)
         return out
@@ -430,7 +434,7 @@ class Trainer:
         summary.update({
             "averaged_epochs": [int(e) + 1 for _, e in self.best],
             # the saved (averaged) model's, what model.pt scores: the run's result (trial_result)
-            **{final_key(m): dev[dev_key(m)] for m in DEV_METRICS},
+            **{f"final_{k}": v for k, v in dev.items() if is_dev_metric(k)},
             "final_dev_eer_low": dev["dev_eer_low"],
             "final_dev_eer_high": dev["dev_eer_high"],
             "best_dev_eer": min(h["dev_eer"] for h in self.history) if self.history else math.nan,

@@ -50,7 +50,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, field_
 from dpda.dotted import KEY_PATTERN, get_dotted, has_dotted, set_dotted
 from dpda.errors import UserError
 from dpda.tune.distributions import Distribution, parse_distribution
-from dpda.tune.objectives import Objective, parse_metric
+from dpda.tune.objectives import Objective, check_sets, parse_metric
 from dpda.typed import Settings, describe
 from dpda.yaml_io import read_yaml
 
@@ -281,6 +281,9 @@ def parse_search_space(
     if problem:
         err("name", problem)
     space = SearchSpace(source=source, name=name, base=full, params=tuple(params), tune=tune)
+    problem = check_sets(tune.objectives, full)
+    if problem:
+        err("", problem)
     if tune.max_t is None and not has_dotted(full, "optim.epochs"):
         err("tune.scheduler.max_t", "required: the base config has no optim.epochs")
     _probe(space, validate_config, err)
