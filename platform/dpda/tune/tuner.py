@@ -584,10 +584,9 @@ def best_row(space: SearchSpace, table: Any) -> Any | None:
 
 def pareto_front(space: SearchSpace, table: Any) -> Any:
     """The completed trials that no other completed trial matches or beats on every objective
-    while beating on one (non-dominated), by the first objective: the answer of a search with
-    several objectives (Optuna's `study.best_trials`, from the results: it exists on object storage too)."""
-    import numpy as np
-
+    while beating it on one (non-dominated), in the table's order (the first objective's): the
+    answer of a search with several objectives. Optuna's `study.best_trials`, computed from the
+    results, so that object storage (no study file) has it too."""
     keys = [g.key for g in space.tune.goals]
     done = table[table["status"] == "completed"].dropna(subset=keys)
     values = done[keys].to_numpy(float) * (1.0 if space.tune.mode == "min" else -1.0)
