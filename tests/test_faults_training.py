@@ -279,19 +279,14 @@ def test_a_search_without_a_finished_trial_writes_no_best_config(tmp_path, monke
 
     from dpda.tune import tuner
 
-    class NoBest:
-        def __len__(self):
-            return 2
+    from dpda.tune.search_space import TuneSettings
 
-        def get_best_result(self, **kw):
-            return SimpleNamespace(metrics={"dev_eer": float("nan"), "trial_id": "t0"}, config={},
-                                   metrics_dataframe=pd.DataFrame({"dev_eer": [float("nan")]}), path=None)
-
-    space = SimpleNamespace(tune=SimpleNamespace(metric="dev_eer", mode="min", num_samples=2),
-                            trial_config=lambda c: c, params=())
+    grid = [SimpleNamespace(metrics={"trial_id": f"t{i}"}, config={}, path=None) for i in range(2)]
+    space = SimpleNamespace(tune=TuneSettings(num_samples=2), trial_config=lambda c: c, params=())
     monkeypatch.setattr(tuner, "_tune_states", lambda path, filesystem=None: {})
-    monkeypatch.setattr(tuner, "results_table",
-                        lambda space, grid, states, remote=False: pd.DataFrame({"status": ["error"] * 2}))
-    outcome = tuner.summarise(space, NoBest(), str(tmp_path))
+    monkeypatch.setattr(tuner, "trial_conflicts", lambda exp: {})
+    monkeypatch.setattr(tuner, "results_table", lambda space, grid, states, conflicts: pd.DataFrame(
+        {"trial_id": ["t0", "t1"], "status": ["error"] * 2, "model_dev_eer": [float("nan"), 0.1]}))
+    outcome = tuner.summarise(space, grid, str(tmp_path))
     assert outcome.best_config is None and outcome.best_metric is None and not outcome.interrupted
     assert not (tmp_path / tuner.BEST_CONFIG).exists()

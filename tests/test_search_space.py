@@ -59,6 +59,22 @@ def space_doc(search: dict, **extra) -> dict:
         ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"set": {"data.train": ["asvspoof2019:${NO_SUCH_DPDA_VAR}/LA"]}},
          "set.data.train[0]", "${NO_SUCH_DPDA_VAR} is not set"),
         ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"searchh": {}}, "searchh", "unknown key"),
+        # objectives (dpda.tune.objectives): a dev metric of the saved model, on dev
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"metric": "train_loss"}}, "tune.metric",
+         "not a dev metric of the saved model"),
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"objectives": [{"metric": "eer"}, {"metric": "mindcf"}]}},
+         "tune.objectives[1].metric", "must be one of loss, eer, min_dcf, act_dcf, cllr"),
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"objectives": [{"metric": "eer", "set": "eval"}]}},
+         "tune.objectives[0].set", "must be dev (data.dev pooled) or dev[INDEX] (one entry of data.dev)"),
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"objectives": [{"metric": "eer", "set": "dev[1]"}]}},
+         "tune.objectives[0].set", "dev[1] is not one of the entries scored on their own (data.dev has 1 corpus spec"),
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"objectives": [{"metric": "eer"}, {"metric": "eer"}]}},
+         "tune", "listed twice"),
+        ({"optim.lr": {"uniform": [0.1, 0.2]}}, {"tune": {"metric": "dev_eer", "objectives": [{"metric": "cllr"}]}},
+         "tune", "tune.metric or tune.objectives, not both"),
+        ({"augment.rawboost.SNRmin": {"int": [1, 10]},
+          "augment.rawboost.SNRmax": {"int": [1, 40], "log": True, "offset_from": "augment.rawboost.SNRmin"}},
+         {}, "search.augment.rawboost.SNRmax.int", "linear scale"),
     ],
 )
 def test_bad_search_space_names_file_and_key(tmp_path: Path, search, extra, where, message) -> None:
@@ -145,13 +161,14 @@ def test_base_path_variables_and_overrides(tmp_path: Path) -> None:
 
 
 def sample(space, n: int, seed: int = 0) -> list[dict]:
-    """n define-by-run draws through optuna directly; returns what Tune would pass a trial."""
+    """n define-by-run draws through optuna directly; returns what Tune would pass a trial (the
+    study's params: every key is stored under its config key, as used)."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
     for _ in range(n):
         trial = study.ask()
-        derived = space(trial)
-        out.append({**trial.params, **derived})
+        assert space(trial) is None
+        out.append(dict(trial.params))
         study.tell(trial, 0.0)
     return out
 
@@ -169,9 +186,13 @@ def test_conditionals_and_offsets_in_the_rawboost_space() -> None:
         assert ("augment.rawboost.N_f" in d) == (algo in (1, 4, 5, 6, 8))
         cfg = space.trial_config(d)
         rb = get_dotted(cfg, "augment.rawboost")
-        for lo, hi in (("minF", "maxF"), ("minBW", "maxBW"), ("minCoeff", "maxCoeff"), ("SNRmin", "SNRmax")):
+        for (lo, hi), (w_lo, w_hi) in zip((("minF", "maxF"), ("minBW", "maxBW"), ("minCoeff", "maxCoeff"), ("SNRmin", "SNRmax")),
+                                          ((1000, 6900), (100, 1500), (10, 50), (5, 30))):  # the file's widths
             if lo in rb:
-                assert rb[lo] <= rb[hi], (lo, rb)
+                # an offset key is stored as the value used: its partner's plus a width from the file's range
+                assert w_lo <= rb[hi] - rb[lo] <= w_hi, (lo, rb)
+                assert d[f"augment.rawboost.{hi}"] == rb[hi]
+        assert not [k for k in d if ":" in k]  # no internal names (the old `:offset` widths)
         assert rb.get("maxF", 0) < 8000
         # inactive parameters keep the base value (here: absent, i.e. RawBoost's default)
         if algo == 2:
@@ -193,7 +214,7 @@ def test_define_by_run_space_pickles_and_is_deterministic() -> None:
 def test_shipped_search_spaces_are_valid(name: str) -> None:
     space = load_search_space(ROOT / f"search_spaces/{name}.yaml")
     assert space.name == name and space.params
-    assert space.tune.metric == "dev_eer" and space.tune.mode == "min"
+    assert space.tune.key == "model_dev_eer" and space.tune.mode == "min"
     if name == "paper":
         assert space.base["model"]["name"] == "ssl_conformer_tcm"
         assert space.base["augment"]["rawboost"]["algo"] == 4
@@ -211,6 +232,8 @@ def test_shipped_search_spaces_are_valid(name: str) -> None:
 @pytest.mark.parametrize(("argv", "message"), [
     (["--num-samples", "0"], "--num-samples: must be >= 1, got 0"),
     (["--mode", "max", "--metric", ""], "--metric: must not be empty, got ''"),
+    (["--metric", "train_loss"], "--metric: 'train_loss' is not a dev metric of the saved model; choose from "
+     "dev_loss, dev_eer, dev_min_dcf, dev_act_dcf, dev_cllr (or tune.objectives for several), got 'train_loss'"),
     (["--cpus-per-worker", "0"], "--cpus-per-worker: a trial (or each worker) needs cpu > 0 or gpu > 0"),
     (["--gpus-per-worker", "-1"], "--gpus-per-worker: must be >= 0, got -1.0"),
 ])
@@ -246,3 +269,22 @@ def test_tune_section_cross_checks_name_the_section(tmp_path: Path) -> None:
     loaded = load_search_space(write(tmp_path, space_doc({"optim.lr": {"loguniform": [1e-5, 1e-3]}},
                                                          tune={"resources": {"cpu": 2, "workers": 2}})))
     assert (loaded.tune.cpu, loaded.tune.workers, loaded.tune.grace_period) == (2.0, 2, 1)
+
+
+def test_objectives_name_the_saved_models_dev_metrics(tmp_path: Path) -> None:
+    """One objective (tune.metric, any spelling of a dev metric) or several (tune.objectives):
+    each is read from the key the trainer reports for the model it saves."""
+    search = {"optim.lr": {"uniform": [0.1, 0.2]}}
+    one = load_search_space(write(tmp_path, space_doc(search, tune={"metric": "dev_min_dcf"})))
+    assert [g.key for g in one.tune.goals] == ["model_dev_min_dcf"] and one.tune.key == "model_dev_min_dcf"
+    default = load_search_space(write(tmp_path, space_doc(search)))
+    assert default.tune.key == "model_dev_eer"
+    several = load_search_space(write(tmp_path, space_doc(
+        search, tune={"objectives": [{"metric": "eer"}, {"metric": "min_dcf", "set": "dev"}]})))
+    assert [g.key for g in several.tune.goals] == ["model_dev_eer", "model_dev_min_dcf"]
+    assert pickle.loads(pickle.dumps(several)) == several  # Ray keeps it with the searcher state
+    # --metric on the command line replaces the file's objectives
+    from dpda.commands.tune import space_with_options
+
+    path = write(tmp_path, space_doc(search, tune={"objectives": [{"metric": "eer"}, {"metric": "min_dcf"}]}))
+    assert [g.key for g in space_with_options(path, metric="dev_cllr").tune.goals] == ["model_dev_cllr"]

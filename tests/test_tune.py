@@ -133,7 +133,9 @@ def test_demo_search_asha_interrupt_and_resume(ray_local, tmp_path: Path, capsys
     best_id = (exp / "best_config.yaml").read_text().split("Best trial of ", 1)[1].split(":")[1].split(",")[0].strip()
     best_row = table.set_index("trial_id").loc[best_id]
     assert math.isclose(cfg.optim.lr, best_row["optim.lr"], rel_tol=1e-9)
-    assert best_row["dev_loss"] <= table[table["status"] == "completed"]["dev_loss"].max()
+    # the best trial is the completed one whose saved model has the lowest dev loss (--metric dev_loss)
+    assert best_row["status"] == "completed"
+    assert best_row["model_dev_loss"] == table[table["status"] == "completed"]["model_dev_loss"].min()
 
     # TensorBoard event files per trial; telemetry per trial, readable by dpda_analysis
     assert list(exp.glob("trial_*/events.out.tfevents.*"))
@@ -150,8 +152,9 @@ def test_demo_search_asha_interrupt_and_resume(ray_local, tmp_path: Path, capsys
 
     study = optuna.load_study(study_name="demo", storage=study_url(str(exp)))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) == NUM_SAMPLES and all(math.isfinite(t.value) for t in done)
-    assert sorted(t.params["optim.lr"] for t in done) == sorted(table["optim.lr"])
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]  # ASHA's stops
+    assert len(done) == len(completed) and len(pruned) == len(stopped) and all(math.isfinite(t.value) for t in done)
+    assert sorted(t.params["optim.lr"] for t in done + pruned) == sorted(table["optim.lr"])
     # one TensorBoard HParams session per trial
     assert len(list((exp / HPARAMS_DIR).glob("trial_*/events.out.tfevents.*"))) == NUM_SAMPLES
 
@@ -160,27 +163,48 @@ def _present(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def test_hparams_session_per_trial_is_read_by_tensorboard(tmp_path: Path) -> None:
-    """What the HParams callback writes for a trial with an inactive conditional parameter:
-    TensorBoard's reader finds the searched values under their config keys and the metrics."""
+def test_hparams_declare_the_space_once_and_a_session_per_trial(tmp_path: Path) -> None:
+    """What the HParams callback writes: the experiment (every searched key with its domain,
+    the status column, the metrics) once, and for a trial with inactive conditional parameters a
+    session with its values under their config keys, its status and the metrics; TensorBoard's
+    reader finds them."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-    from dpda.tune.study_files import trial_hparams, write_hparams
+    from dpda.tune.study_files import hparam_metrics, trial_hparams, write_experiment, write_hparams
 
     space = tune_command.load_space(command_parser("tune").parse_args(
         [str(ROOT / "search_spaces/demo.yaml"), "--data", str(tmp_path)]))
-    config = {p.key: None for p in space.params} | {"optim.lr": 2e-3, "align.rule": "pcgrad",
-                                                   "augment.rawboost.SNRmin:offset": 3.0}
+    root = write_experiment(str(tmp_path), space)
+    assert write_experiment(str(tmp_path), space) == root and len(list(root.glob("events.*"))) == 1  # once
+    acc = EventAccumulator(str(root))
+    acc.Reload()
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert list(infos) == [p.key for p in space.params] + ["status"]
+    assert list(infos["align.rule"].domain_discrete) == ["none", "pcgrad", "gradvac", "cagrad", "mgda"]
+    assert (infos["optim.lr"].domain_interval.min_value, infos["optim.lr"].domain_interval.max_value) == (2e-3, 5e-3)
+    # an offset key's range: its partner's range plus the width's (SNRmin 5..20, width 5..25)
+    snr = infos["augment.rawboost.SNRmax"].domain_interval
+    assert (snr.min_value, snr.max_value) == (10, 45)
+    assert {m.name.tag for m in experiment.metric_infos} == {f"final/{k}" for k in hparam_metrics(space)}
+
+    config = {p.key: None for p in space.params} | {"optim.lr": 2e-3, "align.rule": "pcgrad"}
     hp = trial_hparams(space, config)
-    assert hp == {"optim.lr": 2e-3, "align.rule": "pcgrad"}  # inactive (None) and internal keys left out
-    logdir = write_hparams(str(tmp_path), "abc", hp, {"dev_eer": 0.25, "epoch": 2, "conflict_fraction": float("nan")})
+    assert hp == {"optim.lr": 2e-3, "align.rule": "pcgrad"}  # inactive (None) keys left out
+    logdir = write_hparams(str(tmp_path), "abc", hp, {"model_dev_eer": 0.25, "epoch": 2,
+                                                       "conflict_fraction_last_epoch": float("nan")},
+                           "stopped early", hparam_metrics(space))
     acc = EventAccumulator(str(logdir), size_guidance={"tensors": 0})
     acc.Reload()
     content = acc.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     values = start.session_start_info.hparams
     assert values["optim.lr"].number_value == pytest.approx(2e-3) and values["align.rule"].string_value == "pcgrad"
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} == {"final/dev_eer", "final/epoch"}
-    assert acc.Scalars("final/dev_eer")[0].value == pytest.approx(0.25)
+    assert values["status"].string_value == "stopped early"
+    end = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"])
+    assert end.session_end_info.status == api_pb2.STATUS_UNKNOWN  # TensorBoard has no "stopped"; the column says it
+    assert "_hparams_/experiment" not in content  # declared once, at the root
+    assert acc.Scalars("final/model_dev_eer")[0].value == pytest.approx(0.25)
+    assert "final/conflict_fraction_last_epoch" not in acc.Tags()["scalars"]  # NaN: no value

@@ -81,7 +81,7 @@ def check_at_each_result(fs: pafs.FileSystem, exp: str):
             epochs = [e for t in stored_rows(fs, trial_dir, "epochs") for e in t.column("epoch").to_pylist()]
             steps = sum(t.num_rows for t in stored_rows(fs, trial_dir, "steps"))
             seen.append({"trial": trial.trial_id, "epoch": result["epoch"], "stored_epochs": epochs,
-                         "stored_steps": steps})
+                         "stored_steps": steps, "saved": bool(result.get("model_saved"))})
 
     return _Check(), seen
 
@@ -115,8 +115,9 @@ def test_search_files_reach_object_storage(ray_local, store: LocalS3, tmp_path: 
     assert len(outcome.table) == TRIALS and (outcome.table["epochs"] == EPOCHS).all(), outcome.table
     assert outcome.best_model == f"{exp}/trial_{outcome.best_trial_id}/model.pt"  # found in the storage
 
-    # ---- what a trial reported was in the storage when the driver received it
-    assert len(seen) == TRIALS * EPOCHS, seen
+    # ---- what a trial reported was in the storage when the driver received it: each epoch, and
+    # the saved model's report after the last (dpda.train.trial_result)
+    assert len(seen) == TRIALS * (EPOCHS + 1) and sum(r["saved"] for r in seen) == TRIALS, seen
     for record in seen:
         assert record["epoch"] in record["stored_epochs"], record
         assert record["stored_steps"] >= record["epoch"] * STEPS, record

@@ -14,6 +14,7 @@ pytest.importorskip("ray.tune")
 from ray.tune.execution.tune_controller import TuneController  # noqa: E402
 from ray.tune.search import ConcurrencyLimiter  # noqa: E402
 
+from dpda.train.trial_result import MODEL_SAVED  # noqa: E402
 from dpda.tune.controller_hooks import hooked  # noqa: E402
 from dpda.tune.resume import (LOST_ATTR, LOST_REASON, TUNE_TRIAL_ATTR, ReconciledOptunaSearch,  # noqa: E402
                               reconcile_with_tune)
@@ -48,14 +49,14 @@ def _study_rows(searcher: ReconciledOptunaSearch) -> dict[str, tuple[str, Any, A
 def _restored() -> list[_Trial]:
     """Tune's restored state: `ended` ended (the study never heard), `running` runs, `told` ended and
     the study has it; `lost` is only in the study (killed before Tune saved it)."""
-    return [_Trial("ended", "TERMINATED", {"loss": 0.25, "training_iteration": 2}),
+    return [_Trial("ended", "TERMINATED", {"loss": 0.25, "training_iteration": 2, MODEL_SAVED: 1}),
             _Trial("running", "RUNNING", {"loss": 0.5, "training_iteration": 1}),
             _Trial("told", "TERMINATED", {"loss": 0.75})]
 
 
 def test_study_and_limiter_agree_with_the_trials_tune_restored() -> None:
     searcher = _searcher_with(["ended", "lost", "running", "told"])
-    searcher.on_trial_complete("told", {"loss": 0.75})
+    searcher.on_trial_complete("told", {"loss": 0.75, MODEL_SAVED: 1})
     limiter = ConcurrencyLimiter(searcher, max_concurrent=1)
     limiter.live_trials, limiter.num_unfinished_live_trials = {"lost"}, 1  # saved a little apart from Tune's
 
@@ -63,18 +64,19 @@ def test_study_and_limiter_agree_with_the_trials_tune_restored() -> None:
 
     assert done == {"lost": ["lost"], "told": ["ended"]}
     assert _study_rows(searcher) == {
-        "ended": ("COMPLETE", 0.25, None),  # Tune's last result, as Ray's OptunaSearch tells it
+        "ended": ("COMPLETE", 0.25, None),  # Tune's last result (its saved model's), as the searcher tells it
         "lost": ("FAIL", None, LOST_REASON),
         "running": ("RUNNING", None, None),  # Tune runs it on: its completion comes later
         "told": ("COMPLETE", 0.75, None),
     }
     assert (limiter.live_trials, limiter.num_unfinished_live_trials) == ({"running"}, 1)
-    # the running trial's completion now reaches the study through the limiter
+    # the running trial's completion now reaches the study through the limiter; it saved no
+    # model (ASHA stopped it): PRUNED
     limiter.on_trial_complete("running", {"loss": 0.5})
-    assert _study_rows(searcher)["running"] == ("COMPLETE", 0.5, None)
+    assert _study_rows(searcher)["running"] == ("PRUNED", None, None)
     # a second resume changes nothing: no trial is finished twice
     assert reconcile_with_tune(limiter, _restored()) == {"lost": [], "told": []}
-    assert [t.state.name for t in searcher._ot_study.get_trials()] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert [t.state.name for t in searcher._ot_study.get_trials()] == ["COMPLETE", "FAIL", "PRUNED", "COMPLETE"]
 
 
 class _Controller:

@@ -41,6 +41,13 @@ def _result(value: float, it: int) -> dict:
     return {"loss": value, "training_iteration": it}
 
 
+def _saved(value: float, it: int) -> dict:
+    """A trial's last report after it saved its model (dpda.train.trial_result): COMPLETE in Optuna."""
+    from dpda.train.trial_result import MODEL_SAVED
+
+    return {**_result(value, it), MODEL_SAVED: 1}
+
+
 def test_tags_name_the_file_and_need_the_key(tmp_path: Path, monkeypatch) -> None:
     tag = state_manifest.tag("a.pkl", b"payload")
     assert (Path(os.environ["DPDA_CONFIG_DIR"]) / trust.KEY_FILE).stat().st_mode & 0o777 == 0o600
@@ -63,7 +70,7 @@ def test_resume_after_optuna_finished_a_trial_that_the_saved_state_has_running(t
         first.suggest("t_00000")
         first.on_trial_result("t_00000", _result(0.5, 1))
         first.save_to_dir(str(folder), "a")  # Tune's last save: the trial still running
-        first.on_trial_complete("t_00000", _result(0.4, 2))  # Optuna: COMPLETE; then SIGKILL
+        first.on_trial_complete("t_00000", _saved(0.4, 2))  # Optuna: COMPLETE; then SIGKILL
         restored = _searcher(folder, cls)
         restored.restore_from_dir(str(folder))
         if cls is OptunaSearch:  # the bug: Tune re-runs the trial, its report dies
@@ -71,9 +78,9 @@ def test_resume_after_optuna_finished_a_trial_that_the_saved_state_has_running(t
                 restored.on_trial_result("t_00000", _result(0.4, 2))  # its last epoch, again
             continue
         restored.on_trial_result("t_00000", _result(0.4, 2))
-        restored.on_trial_complete("t_00000", _result(0.3, 2))
+        restored.on_trial_complete("t_00000", _saved(0.3, 2))
         restored.suggest("t_00001")
-        restored.on_trial_complete("t_00001", _result(0.7, 1))
+        restored.on_trial_complete("t_00001", _saved(0.7, 1))
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'dpda' / 'optuna.db'}")
     assert [(t.state.name, t.value, t.user_attrs[resume.TUNE_TRIAL_ATTR]) for t in study.trials] == [
         ("COMPLETE", 0.4, "t_00000"), ("COMPLETE", 0.7, "t_00001")]
@@ -88,8 +95,8 @@ def test_restore_finds_trials_suggested_after_the_saved_state(tmp_path: Path) ->
     restored = _searcher(tmp_path)
     restored.restore_from_dir(str(tmp_path))
     restored.on_trial_result("t_00000", _result(0.5, 1))
-    restored.on_trial_complete("t_00000", _result(0.5, 1))
-    restored.on_trial_complete("t_99999", _result(0.5, 1))  # unknown anywhere: ignored, no KeyError
+    restored.on_trial_complete("t_00000", _saved(0.5, 1))
+    restored.on_trial_complete("t_99999", _saved(0.5, 1))  # unknown anywhere: ignored, no KeyError
     assert [t.state.name for t in restored._ot_study.trials] == ["COMPLETE"]
 
 
@@ -396,21 +403,18 @@ def test_best_config_only_for_a_search_that_ended(tmp_path: Path, monkeypatch, s
 
     from dpda.tune import tuner
 
-    class Grid:
-        def __len__(self):
-            return len(statuses)
+    from dpda.tune.search_space import TuneSettings
 
-        def get_best_result(self, **kw):
-            return SimpleNamespace(metrics={"dev_eer": 0.1, "trial_id": "t0"}, config={"x": 1},
-                                   metrics_dataframe=pd.DataFrame({"dev_eer": [0.2, 0.1]}), path=None)
-
-    space = SimpleNamespace(tune=SimpleNamespace(metric="dev_eer", mode="min", num_samples=2),
-                            trial_config=lambda c: c, params=())
+    grid = [SimpleNamespace(metrics={"trial_id": f"t{i}"}, config={"x": i}, path=None) for i in range(len(statuses))]
+    space = SimpleNamespace(tune=TuneSettings(num_samples=2), trial_config=lambda c: c, params=())
     monkeypatch.setattr(tuner, "_tune_states", lambda path, filesystem=None: {})
-    monkeypatch.setattr(tuner, "results_table",
-                        lambda space, grid, states, remote=False: pd.DataFrame({"status": statuses}))
-    outcome = tuner.summarise(space, Grid(), str(tmp_path))
-    assert (outcome.interrupted, outcome.failed, outcome.best_metric) == (interrupted, failed, 0.1)
+    monkeypatch.setattr(tuner, "trial_conflicts", lambda exp: {})
+    table = pd.DataFrame({"trial_id": [f"t{i}" for i in range(len(statuses))], "status": statuses,
+                          "model_dev_eer": [0.1, 0.05][:len(statuses)]})
+    monkeypatch.setattr(tuner, "results_table", lambda space, grid, states, conflicts: table)
+    outcome = tuner.summarise(space, grid, str(tmp_path))
+    # the best trial is the completed one: a stopped or failed trial saved no model, lower value or not
+    assert (outcome.interrupted, outcome.failed, outcome.best_metric, outcome.best_trial_id) == (interrupted, failed, 0.1, "t0")
     ended = not interrupted and not failed
     assert (tmp_path / tuner.BEST_CONFIG).exists() == ended
     message = tuner.unfinished_message(outcome)

@@ -77,8 +77,9 @@ def _search(args: argparse.Namespace) -> dict:
         from dpda.errors import UserError
 
         raise UserError(f"{exp}: no trial finished with a model; see the trial logs there")
+    # the best trial's result, as every other tool names it: its saved model's dev metric
     result = {"experiment": outcome.experiment_path, "best_trial": outcome.best_trial_id,
-              "best_dev_eer": outcome.best_metric, "best_model": outcome.best_model,
+              "metric": space.tune.key, "best_value": outcome.best_metric, "best_model": outcome.best_model,
               "best_config": outcome.best_config}
     if not outcome.interrupted:
         write_json(done, result)
@@ -124,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
     t = _stage(2, f"demo search ({args.space.name}) on a local Ray instance")
     search = _search(args)
-    info(f"    best trial {search['best_trial']}: dev EER {100 * search['best_dev_eer']:.2f}% "
-         f"({time.time() - t:.0f}s)")
+    info(f"    best trial {search['best_trial']}: {search.get('metric', 'model_dev_eer')} "
+         f"{search.get('best_value', search.get('best_dev_eer')):.4g} (its saved model's; {time.time() - t:.0f}s)")
 
     t = _stage(3, "evaluating the best trial's model on dev, eval (unseen attacks) and In-the-Wild-style")
     corpora = [f"dev=asvspoof2019:{args.data}/LA:dev", f"eval=asvspoof2019:{args.data}/LA:eval",

@@ -1,4 +1,5 @@
-"""`dpda tune SEARCH_SPACE.yaml`: a Ray Tune + Optuna search (ASHA on dev EER per epoch).
+"""`dpda tune SEARCH_SPACE.yaml`: a Ray Tune + Optuna search (ASHA on the trial's result per epoch:
+the dev metric of the model it saves, dpda.train.trial_result; several objectives: a Pareto front).
 
 Options scale a search down or up without editing the file (`--num-samples`, `--epochs`,
 `--set KEY=VALUE`, `--workers`); `--resume` continues an interrupted experiment.
@@ -25,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment; finished trials are kept")
     p.add_argument("--num-samples", type=int, default=None, help="number of trials (overrides tune.num_samples)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (overrides tune.max_concurrent)")
-    p.add_argument("--metric", default=None, help="metric that ASHA and Optuna optimise (overrides tune.metric)")
+    p.add_argument("--metric", default=None,
+                   help="dev metric of the saved model that ASHA and Optuna optimise: dev_eer, dev_min_dcf, "
+                        "dev_act_dcf, dev_cllr or dev_loss (replaces tune.metric / tune.objectives)")
     p.add_argument("--mode", choices=("min", "max"), default=None, help="minimise or maximise --metric")
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (sets optim.epochs and ASHA's max_t)")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers per trial (overrides tune.resources.workers)")
@@ -61,6 +64,8 @@ def space_with_options(search_space: Path, *, data: Path | None = None, sets: Se
         overrides["optim.epochs"] = epochs
     space = load_search_space(search_space, variables=variables, overrides=overrides)
     changes = {field: value for field, value in tune_options.items() if value is not None}
+    if "metric" in changes:  # --metric replaces the file's objective(s)
+        changes["objectives"] = ()
     if epochs is not None:
         changes["max_t"] = epochs
         changes["grace_period"] = min(space.tune.grace_period, epochs)
@@ -118,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         checked = check_corpora(space)  # every corpus decoded once, here, before Ray starts
         init_ray(args.address)
         info(f"Search {space.source}: {len(space.params)} parameters, {space.tune.num_samples} trials, "
-             f"metric {space.tune.metric} ({space.tune.mode}), {space.tune.workers} worker(s) per trial")
+             f"objective{'s' if len(space.tune.goals) > 1 else ''} "
+             f"{', '.join(g.key for g in space.tune.goals)} ({space.tune.mode}), {space.tune.workers} worker(s) per trial")
         outcome = run_search(space, storage=storage, name=args.name, resume=args.resume, verbose=tune_verbosity(),
                              checked=checked, locked=True)
     print(format_outcome(space, outcome), flush=True)
@@ -130,6 +136,6 @@ def run(args: argparse.Namespace) -> int:
     if unfinished:  # an interrupted or partly failed search is not a result: non-zero exit
         raise UserError(unfinished)
     if outcome.best_config is None and not outcome.interrupted:
-        raise UserError(f"{outcome.experiment_path}: no trial finished with a finite {space.tune.metric}; "
+        raise UserError(f"{outcome.experiment_path}: no trial saved a model with a finite {space.tune.key}; "
                         "each trial's error is in its folder there (error.txt)")
     return 0

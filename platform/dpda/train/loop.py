@@ -35,6 +35,7 @@ from dpda.data.dataset import AudioDataset, make_loader, stream_seed
 from dpda.errors import UserError
 from dpda.metrics import compute_eer, eer_interval
 from dpda.metrics.bootstrap import DEFAULT_DRAWS
+from dpda.metrics.summary import NEW_METRICS, metric_values
 from dpda.models import build_model, load_ssl_weights
 from dpda.telemetry import NullTelemetryWriter, TelemetryWriter, next_attempt
 from dpda.telemetry.tally import EpochTally
@@ -48,6 +49,7 @@ from dpda.train.run_dir import RunDirLock, persistent_run_id, write_json
 from dpda.train.baseline_steps import single_path_step
 from dpda.train.step import DualPathStep
 from dpda.train.step_stats import StepStats
+from dpda.train.trial_result import ENTRY_METRICS, entry_rows, entry_set, dev_key, epoch_report, final_report, is_dev_metric
 
 CHECKPOINT_FORMAT = "dpda-train-state"
 from dpda.train.model_file import MODEL_FORMAT
@@ -112,6 +114,7 @@ class Trainer:
                                               held_out, "data.held_out_attacks", required=True)
         self.dev_manifest = without_attacks(load_manifest(cfg.data.dev, cfg.data.check, "data.dev", keyed=True),
                                             held_out, "data.held_out_attacks", required=False)
+        self.dev_entries = entry_rows(cfg.data.dev, self.dev_manifest["utt"], cfg.data.check)
         if self.is_main:  # the eval sets are scored after the last epoch: a bad one fails now
             for name, specs in cfg.data.eval.items():
                 load_manifest(specs, cfg.data.check, f"data.eval.{name}", keyed=True)
@@ -349,8 +352,10 @@ class Trainer:
                 self.reduce_fn(buf)
 
     def _evaluate_dev(self, interval: bool = False) -> dict[str, float]:
-        """Dev loss, EER and threshold; with `interval` also the EER's 95% bootstrap interval
-        (`dev_eer_low`, `dev_eer_high`), which the saved model's summary reports."""
+        """Dev loss, EER and threshold, and the ASVspoof 5 metrics (`dev_min_dcf`, `dev_act_dcf`,
+        `dev_cllr`: a search may optimise any of them, dpda.train.trial_result); with `interval`
+        also the EER's 95% bootstrap interval (`dev_eer_low`, `dev_eer_high`), which the saved
+        model's summary reports."""
         result = score_manifest(
             self.model, self.dev_manifest, length=self.cfg.scoring_length,
             batch_size=max(self.cfg.optim.batch_size * 2, 8), device=self.device,
@@ -361,6 +366,10 @@ class Trainer:
         bona, spoof = result.scores[target == 1], result.scores[target == 0]
         eer, threshold = compute_eer(bona, spoof)
         out = {"dev_loss": result.loss, "dev_eer": float(eer), "dev_threshold": float(threshold)}
+        out.update({dev_key(m): v for m, v in metric_values(bona, spoof, NEW_METRICS).items()})
+        for i, rows in enumerate(self.dev_entries):  # each corpus of data.dev on its own (dev[i])
+            part = metric_values(result.scores[rows & (target == 1)], result.scores[rows & (target == 0)], ENTRY_METRICS)
+            out.update({dev_key(m, entry_set(i)): v for m, v in part.items()})
         if interval:
             out["dev_eer_low"], out["dev_eer_high"] = eer_interval(bona, spoof, draws=DEFAULT_DRAWS)
         return out
@@ -408,6 +417,7 @@ class Trainer:
             write_json(self.run_dir / "config.json", cfg.to_dict())
         telemetry = self._open_telemetry()
         start = time.time()
+        last_report: dict[str, Any] = {"epoch": self.epoch}
         try:
             while self.epoch < cfg.optim.max_epochs and self.bad_epochs < cfg.optim.patience:
                 epoch = self.epoch
@@ -438,11 +448,14 @@ class Trainer:
                 if self.is_main:
                     save_checkpoint(self._state(), self.ckpt_dir / LAST)
                     self._print_epoch(metrics)
+                last_report = epoch_report(metrics, self.history, self.best)
                 if self.report_fn is not None:
-                    self.report_fn(metrics, self._update(epoch) if self.is_main else None)
+                    self.report_fn(last_report, self._update(epoch) if self.is_main else None)
         finally:
             telemetry.close()
         final = self._finish(time.time() - start)
+        if self.report_fn is not None:  # the saved model's own dev metrics: the run's result
+            self.report_fn(final_report(last_report, final), None)
         return final
 
     def _update(self, epoch: int) -> CheckpointUpdate:
@@ -480,12 +493,12 @@ class Trainer:
         )
         summary.update({
             "averaged_epochs": [int(e) + 1 for _, e in self.best],
-            "final_dev_eer": dev["dev_eer"],  # the saved (averaged) model's, what model.pt scores
+            # the saved (averaged) model's, what model.pt scores: the run's result (trial_result)
+            **{f"final_{k}": v for k, v in dev.items() if is_dev_metric(k)},
             "final_dev_eer_low": dev["dev_eer_low"],
             "final_dev_eer_high": dev["dev_eer_high"],
-            "final_dev_loss": dev["dev_loss"],
             "best_dev_eer": min(h["dev_eer"] for h in self.history) if self.history else math.nan,
-            "model": str(model_file),
+            "model": model_file.name,  # beside summary.json: a path that lasts wherever the run dir goes
         })
         if self.cfg.data.eval:
             from dpda.train.evaluation import evaluate_sets

@@ -34,7 +34,6 @@ from dpda.errors import UserError
 from dpda.typed import Settings, describe, key_path
 
 KINDS = ("uniform", "loguniform", "int", "choice")
-OFFSET_SUFFIX = ":offset"  # Optuna name of the width sampled for an `offset_from` key
 
 
 @dataclass(frozen=True)
@@ -60,18 +59,20 @@ class Distribution:
             return drawn
         return copy.deepcopy(dict(self.named)[drawn])
 
-    @property
-    def optuna_name(self) -> str:
-        return self.key + OFFSET_SUFFIX if self.offset_from else self.key
-
-    def suggest(self, trial: Any) -> Any:
-        """Draw from an optuna.Trial (or Ray's captor wrapping one)."""
-        name = self.optuna_name
+    def suggest(self, trial: Any, anchor: float | int = 0) -> Any:
+        """Draw from an optuna.Trial (or Ray's captor wrapping one), under the config key. An
+        `offset_from` key is drawn as the value used, over [anchor + low, anchor + high] (the
+        anchor being its partner's value in this trial): the same draw as anchor + a width from
+        [low, high] (a linear range: a log scale is refused for offsets), stored as it is used,
+        so Optuna's study, optuna-dashboard and Tune's config all hold the key's real value."""
+        name, low, high = self.key, self.low, self.high
         if self.kind == "choice":
             return trial.suggest_categorical(name, list(self.choices))
+        if self.offset_from:
+            low, high = anchor + low, anchor + high
         if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.kind == "loguniform")
+            return trial.suggest_int(name, int(low), int(high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, float(low), float(high), step=self.step, log=self.kind == "loguniform")
 
     def end_points(self) -> list[Any]:
         """Values used to probe the config validator at load time."""
@@ -141,6 +142,8 @@ def _check_range(pair: tuple[Any, Any], info: ValidationInfo, log: bool) -> tupl
         raise ValueError("a log range must be > 0")
     if info.data.get("offset_from") is not None and lo < 0:
         raise ValueError("an offset (width) range must be >= 0")
+    if info.data.get("offset_from") is not None and log:
+        raise ValueError("an offset (width) is searched on a linear scale; drop the log scale")
     return pair
 
 

@@ -9,7 +9,8 @@ trial id (user attribute `tune_trial_id`), so a resumed driver can put the two s
   searcher marks it completed and Tune's reports of its rerun are not told again (they raised
   UpdateFinishedTrialError on every later resume).
 - Tune's state has it ended, Optuna has it running (a completion that never reached the study):
-  it is told now, from Tune's last result, as Ray's OptunaSearch would have told it.
+  it is told now, from Tune's last result, as the searcher would have told it (`tell_ended`:
+  COMPLETE with the saved model's values, PRUNED when stopped early, FAIL on an error).
 - Optuna has a trial that Tune's state does not (killed after the searcher created it, before
   Tune's state with it was saved): Tune never runs it and asks the searcher for another in its
   place, so the study closes it as FAIL with user attribute `lost` (LOST_REASON), set before it
@@ -26,6 +27,7 @@ trial is FAIL with the `lost` attribute.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -72,7 +74,7 @@ class ReconciledOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if self._known(trial_id):
-            super().on_trial_complete(trial_id, result=result, error=error)
+            tell_ended(self, trial_id, result, error)
             self.__dict__.setdefault("_completed_here", []).append(trial_id)
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
@@ -87,6 +89,28 @@ class ReconciledOptunaSearch(OptunaSearch):
         super().restore(checkpoint_path)
         self._completed_here = []
         reconcile(self)
+
+
+def tell_ended(searcher: OptunaSearch, trial_id: str, result: dict | None, error: bool) -> None:
+    """Tell the study how a Tune trial ended: COMPLETE with the saved model's values when it saved
+    one (dpda.train.trial_result), FAIL on an error (or a saved model without a finite value),
+    PRUNED when it was stopped early. Ray's OptunaSearch calls every trial that reported its metric
+    COMPLETE, ASHA's stopped ones included, with their last epoch's value."""
+    import optuna
+
+    from dpda.train.trial_result import saved
+
+    if trial_id in searcher._completed_trials:
+        log.warning("trial %s already ended in the study; its completion is not told again", trial_id)
+        return
+    State = optuna.trial.TrialState
+    keys = searcher.metric if isinstance(searcher.metric, list) else [searcher.metric]
+    values = [(result or {}).get(k) for k in keys]
+    finite = all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+    state = State.FAIL if error else State.PRUNED if not saved(result) else State.COMPLETE if finite else State.FAIL
+    told = (values if len(values) > 1 else values[0]) if state == State.COMPLETE else None
+    searcher._ot_study.tell(searcher._ot_trials[trial_id], told, state=state)
+    searcher._completed_trials.add(trial_id)
 
 
 def reconcile(searcher: OptunaSearch) -> list[str]:
@@ -146,8 +170,7 @@ def reconcile_with_tune(search_alg: Any, trials: Sequence[Any]) -> dict[str, lis
             log.warning("Optuna trial %s (Tune trial %s) finished but Tune's saved state does not have it",
                         frozen.number, trial_id)
         elif trial is not None and trial.is_finished() and not frozen.state.is_finished():
-            OptunaSearch.on_trial_complete(searcher, trial_id, result=flatten_dict(trial.last_result or {}),
-                                           error=trial.status == trial.ERROR)
+            tell_ended(searcher, trial_id, flatten_dict(trial.last_result or {}), trial.status == trial.ERROR)
             done["told"].append(trial_id)
     live = {t for t, trial in in_tune.items() if not trial.is_finished()}
     for limiter in chain:

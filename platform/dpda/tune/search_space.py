@@ -14,7 +14,7 @@ Format (every key optional except `search`)::
       augment.rawboost.maxF: {int: [500, 6000], offset_from: augment.rawboost.minF}
     tune:
       num_samples: 8
-      metric: dev_eer
+      metric: dev_eer                 # or several: objectives: [{metric: eer}, {metric: min_dcf}]
       mode: min
       seed: 0
       max_concurrent: 2
@@ -46,11 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dpda.dotted import KEY_PATTERN, get_dotted, has_dotted, set_dotted
 from dpda.errors import UserError
 from dpda.tune.distributions import Distribution, parse_distribution
+from dpda.tune.objectives import Objective, check_sets, parse_metric
 from dpda.typed import Settings, describe
 from dpda.yaml_io import read_yaml
 
@@ -58,6 +59,11 @@ TOP_KEYS = ("name", "base", "set", "search", "tune")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _PAIR = (re.compile(r"^min(.+)$"), re.compile(r"^(.+)min$"))
+
+
+def _as_tuple(value: Any) -> Any:
+    """YAML gives a list; the frozen settings keep a tuple (hashable, picklable with the searcher)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 class TuneSettings(Settings):
@@ -68,7 +74,10 @@ class TuneSettings(Settings):
     model_config = ConfigDict(frozen=True)
 
     num_samples: Annotated[int, Field(ge=1)] = 8
-    metric: Annotated[str, Field(min_length=1)] = "dev_eer"
+    # what the search optimises (dpda.tune.objectives): one `metric` (default dev_eer), or a list
+    # of `objectives` for a multi-objective search; either way a dev metric of the saved model
+    metric: Annotated[str, Field(min_length=1)] | None = None
+    objectives: Annotated[tuple[Objective, ...], BeforeValidator(_as_tuple)] = ()
     mode: Literal["min", "max"] = "min"
     seed: Annotated[int, Field(ge=0)] = 0
     max_concurrent: Annotated[int, Field(ge=1)] | None = None
@@ -83,8 +92,32 @@ class TuneSettings(Settings):
     gpu: Annotated[float, Field(ge=0)] = 0.0
     workers: Annotated[int, Field(ge=1)] = 1
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str | None) -> str | None:
+        if metric is not None:
+            try:
+                parse_metric(metric, "")
+            except UserError as exc:
+                raise ValueError(str(exc).removeprefix(": ")) from None
+        return metric
+
+    @property
+    def goals(self) -> tuple[Objective, ...]:
+        """The objectives, in order (the first one drives ASHA and best_config.yaml)."""
+        return self.objectives or (parse_metric(self.metric or "dev_eer"),)
+
+    @property
+    def key(self) -> str:
+        """The first objective's reported key: Tune's metric (ASHA, the best trial)."""
+        return self.goals[0].key
+
     @model_validator(mode="after")
     def _consistent(self) -> TuneSettings:
+        if self.metric is not None and self.objectives:
+            raise ValueError("give tune.metric or tune.objectives, not both")
+        if len({g.key for g in self.objectives}) != len(self.objectives):
+            raise ValueError("an objective is listed twice in tune.objectives")
         if self.cpu == 0 and self.gpu == 0:
             raise ValueError("a trial (or each worker) needs cpu > 0 or gpu > 0")
         if self.max_t is not None and self.max_t < self.grace_period:
@@ -132,20 +165,17 @@ class SearchSpace:
     params: tuple[Distribution, ...]
     tune: TuneSettings = field(default_factory=TuneSettings)
 
-    def __call__(self, trial: Any) -> dict[str, Any]:
-        """Define-by-run: suggest the active parameters; return derived (offset) values."""
+    def __call__(self, trial: Any) -> None:
+        """Define-by-run: suggest the active parameters, each under its config key as it is used
+        (an offset key as its partner's value plus the width: Distribution.suggest)."""
         values: dict[str, Any] = {}
-        derived: dict[str, Any] = {}
         for p in self.params:
             if not self._active(p, values):
                 continue
-            drawn = p.suggest(trial)
+            anchor = 0
             if p.offset_from:
                 anchor = values[p.offset_from] if p.offset_from in values else get_dotted(self.base, p.offset_from)
-                drawn = anchor + drawn
-                derived[p.key] = drawn
-            values[p.key] = drawn
-        return derived
+            values[p.key] = p.suggest(trial, anchor)
 
     def _active(self, p: Distribution, values: Mapping[str, Any]) -> bool:
         for key, allowed in p.when:
@@ -158,13 +188,18 @@ class SearchSpace:
         """Nested config dict for one trial: the base with the sampled keys set.
 
         `params` is the (flat, dotted-key) config Tune hands the trainable; keys the space does
-        not search (e.g. the `:offset` widths) are ignored; inactive conditionals keep the base.
+        not search are ignored; inactive conditionals keep the base.
         """
         out = copy.deepcopy(self.base)
         for p in self.params:
             if p.key in params:
                 set_dotted(out, p.key, p.value_of(_plain(params[p.key])))
         return out
+
+    def value_range(self, key: str) -> tuple[float, float] | None:
+        """(min, max) a numeric key can take in a trial (an offset key's follows its partner's);
+        None for a non-numeric one."""
+        return _value_range(key, {p.key: p for p in self.params}, self.base)
 
     def max_epochs(self) -> int:
         """Largest epoch count a trial can run (ASHA's max_t default)."""
@@ -247,6 +282,9 @@ def parse_search_space(
     if problem:
         err("name", problem)
     space = SearchSpace(source=source, name=name, base=full, params=tuple(params), tune=tune)
+    problem = check_sets(tune.objectives, full)
+    if problem:
+        err("", problem)
     if tune.max_t is None and not has_dotted(full, "optim.epochs"):
         err("tune.scheduler.max_t", "required: the base config has no optim.epochs")
     _probe(space, validate_config, err)

@@ -1,4 +1,10 @@
-"""Ray Tune + Optuna search over a `SearchSpace`, with ASHA early stopping on dev EER per epoch.
+"""Ray Tune + Optuna search over a `SearchSpace`, with ASHA early stopping on the trial's result.
+
+A trial's result is the dev metric of the model it saves (dpda.train.trial_result): each epoch
+reports it for the best checkpoint so far (ASHA and Optuna's intermediate values read that), the
+last report for the saved model.pt. Tune's metric, Optuna's values and states (ASHA-stopped trials
+PRUNED), TensorBoard's HParams, results.csv, best_config.yaml and the report all read it; the
+objectives (one or several dev metrics) are dpda.tune.objectives.
 
 A trial is either one Trainer process (tune.resources.workers == 1) or, for workers > 1, a Ray
 Train run launched from inside the trial (the Ray Train V2 way: the trial function is the Train
@@ -38,13 +44,15 @@ from dpda.errors import UserError
 from dpda.train.checkpoint_store import CheckpointUpdate, StoredCheckpoints, report_and_prune
 from dpda.train.run_sync import RunMirror, mirrored, trial_destination
 from dpda.tune import faults
+from dpda.train.trial_result import EPOCH_CONFLICT, model_key, saved
 from dpda.tune.search_space import SearchSpace, name_problem
-from dpda.tune.study_files import hparams_callback, optuna_storage
+from dpda.tune.study_files import hparams_callback, optuna_storage, scalars_only_logger, trial_status
 
 TIME_ATTR = "epoch"
 SPACE_SNAPSHOT = SEARCH_SPACE_FILE  # the report reads the searched keys and their scales from it
 RESULTS_CSV = "results.csv"
 BEST_CONFIG = "best_config.yaml"
+PARETO_CSV = "pareto.csv"  # a multi-objective search's answer: the completed trials no other beats on every objective
 TRAIN_RUNS = "train_runs"  # Ray Train storage of multi-worker trials, inside the experiment dir
 
 
@@ -55,11 +63,12 @@ class SearchOutcome:
     experiment_path: str
     table: Any  # pandas.DataFrame, one row per trial
     best_trial_id: str | None
-    best_metric: float | None
+    best_metric: float | None  # the best trial's result: the first objective's value of its saved model
     best_config: dict[str, Any] | None
     best_model: str | None
     interrupted: bool
     failed: int = 0  # trials that ended in an error (--resume runs them again)
+    pareto: Any = None  # pandas.DataFrame of the Pareto front (several objectives), else None
 
 
 # ----------------------------------------------------------------------------- trial side
@@ -76,7 +85,7 @@ def _tune_report(metrics: dict[str, Any], update: CheckpointUpdate | None, mirro
     dir's new files are uploaded first (dpda.train.run_sync): what is reported is stored."""
     import ray.tune
 
-    if metrics.get(TIME_ATTR) == 1:
+    if metrics.get(TIME_ATTR) == 1 and not saved(metrics):  # an epoch's report, not the saved model's
         faults.hit("mid_epoch", ray.tune.get_context().get_trial_id(), fault_dir, driver_pid)
     report_and_prune(ray.tune, dict(metrics), update, mirror, storage_path="trial_fs_path")
 
@@ -193,7 +202,7 @@ def _fingerprint(space: SearchSpace) -> dict[str, Any]:
     return json.loads(json.dumps({
         "base": space.base,
         "params": [dataclasses.asdict(p) for p in space.params],
-        "metric": space.tune.metric, "mode": space.tune.mode, "workers": space.tune.workers,
+        "metric": [g.key for g in space.tune.goals], "mode": space.tune.mode, "workers": space.tune.workers,
     }, default=str))
 
 
@@ -287,10 +296,11 @@ def _trainable(space: SearchSpace, layout: dict[str, Any]):
 
 
 def _callbacks(space: SearchSpace, exp_path: str, extra: Sequence[Any], remote: bool) -> list[Any]:
-    """The caller's Tune callbacks, plus TensorBoard HParams per trial in a local experiment dir
-    (and the driver's fault injection when $DPDA_TUNE_FAULT arms it)."""
+    """The caller's Tune callbacks, TensorBoard scalars per trial, plus TensorBoard HParams in a
+    local experiment dir (and the driver's fault injection when $DPDA_TUNE_FAULT arms it)."""
     fault = None if remote else faults.driver_callback(exp_path)
-    return [*extra, *([] if remote else [hparams_callback(space, exp_path)]), *([fault] if fault else [])]
+    hparams = [] if remote else [hparams_callback(space, exp_path)]
+    return [*extra, scalars_only_logger(), *hparams, *([fault] if fault else [])]
 
 
 @contextmanager
@@ -456,9 +466,12 @@ def _tuner(space: SearchSpace, store: Location, exp: Location, name: str, remote
     exp.child(SPACE_SNAPSHOT).write_text(json.dumps(_fingerprint(space), indent=2))
     settings = space.tune
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # metric/mode go to the searcher too: with a define-by-run space Tune does not pass them on
+    # metric/mode go to the searcher too: with a define-by-run space Tune does not pass them on;
+    # several objectives make a multi-objective study (Tune's own metric, ASHA's, is the first)
     # the study lives in EXPERIMENT/optuna.db (optuna-dashboard opens it), not only inside Ray
-    searcher = resumption.ReconciledOptunaSearch(space=space, metric=settings.metric, mode=settings.mode,
+    keys = [g.key for g in settings.goals]
+    searcher = resumption.ReconciledOptunaSearch(space=space, metric=keys if len(keys) > 1 else keys[0],
+                            mode=[settings.mode] * len(keys) if len(keys) > 1 else settings.mode,
                             sampler=optuna.samplers.TPESampler(seed=settings.seed),
                             study_name=name, storage=optuna_storage(exp.root, remote),
                             exp_dir=None if remote else exp.root)
@@ -466,7 +479,7 @@ def _tuner(space: SearchSpace, store: Location, exp: Location, name: str, remote
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric=settings.metric, mode=settings.mode, search_alg=searcher, scheduler=scheduler,
+            metric=settings.key, mode=settings.mode, search_alg=searcher, scheduler=scheduler,
             num_samples=settings.num_samples,
             max_concurrent_trials=max_concurrent(space, ray.cluster_resources()),
             trial_name_creator=trial_name, trial_dirname_creator=trial_name,
@@ -482,17 +495,16 @@ def _tuner(space: SearchSpace, store: Location, exp: Location, name: str, remote
     )
 
 
-def _status(result: Any, remote: bool = False) -> str:
-    """completed (the Trainer finished and wrote model.pt), stopped early (ASHA, or an
-    interrupted search), error, or not started. Tune's own `done` flag is set in both of the
-    first two cases, so the Trainer's model.pt decides; on URI storage it cannot be checked."""
-    if result.error is not None:
-        return "error"
+def _status(result: Any) -> str:
+    """completed (the trial saved its model: its last report says so, dpda.train.trial_result),
+    stopped early (ASHA, or an interrupted search), error, or not started."""
     if not result.metrics or TIME_ATTR not in result.metrics:
-        return "not started"
-    if remote or not result.path or is_uri(result.path):
-        return "finished"
-    return "completed" if (Path(result.path) / "model.pt").exists() else "stopped early"
+        return "error" if result.error is not None else "not started"
+    return trial_status(result.metrics, result.error is not None)
+
+
+def _trial_id(result: Any) -> str:
+    return (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
 
 
 def _tune_states(exp_path: str, filesystem: Any = None) -> dict[str, str]:
@@ -505,74 +517,123 @@ def _tune_states(exp_path: str, filesystem: Any = None) -> dict[str, str]:
         return {}
 
 
-def results_table(space: SearchSpace, grid: Any, states: dict[str, str] | None = None, remote: bool = False):
-    """One row per trial: id, status, epochs, metrics, and the active searched parameters."""
+def trial_conflicts(experiment: Location) -> dict[str, float]:
+    """Each trial's whole-run conflict fraction, from its telemetry, as the report computes it
+    (dpda_analysis.queries.conflict_by_trial); empty when there is none to read."""
+    import warnings
+
+    from dpda_analysis import conflict_by_trial, open_telemetry
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open_telemetry(experiment.root if experiment.is_local else str(experiment)) as tel:
+                table = conflict_by_trial(tel)
+    except Exception:  # no telemetry (disabled, or nothing written yet): the column stays empty
+        return {}
+    return {str(t): float(v) for t, v in zip(table["trial_id"], table["conflict_fraction"])}
+
+
+def results_table(space: SearchSpace, grid: Any, states: dict[str, str] | None = None,
+                  conflicts: dict[str, float] | None = None):
+    """One row per trial: id, status, epochs, its result (each objective: the saved model's dev
+    metric, dpda.train.trial_result), the best epoch's dev EER, the conflict fraction of the whole
+    trial (`conflict_fraction`, the report's) and of its last epoch, and the searched values as
+    used. Completed trials first, best first."""
     import pandas as pd
 
+    goals = [g.key for g in space.tune.goals]
     rows = []
     for result in grid:
         m = result.metrics or {}
-        trial_id = m.get("trial_id") or Path(result.path).name.removeprefix("trial_")
-        status = _status(result, remote)
+        trial_id = _trial_id(result)
+        status = _status(result)
         if states and states.get(trial_id) not in (None, "TERMINATED", "ERROR"):
             status = "interrupted"
-        row: dict[str, Any] = {
-            "trial_id": trial_id,
-            "status": status,
-            "epochs": m.get(TIME_ATTR),
-            space.tune.metric: m.get(space.tune.metric),
+        row: dict[str, Any] = {"trial_id": trial_id, "status": status, "epochs": m.get(TIME_ATTR)}
+        row.update({key: m.get(key) for key in dict.fromkeys([*goals, model_key("eer")])})
+        row.update({
+            "selected_epoch": m.get("selected_epoch"),
             "best_dev_eer": m.get("best_dev_eer"),
-            "dev_loss": m.get("dev_loss"),
-            "conflict_fraction": m.get("conflict_fraction"),
-        }
+            "conflict_fraction": (conflicts or {}).get(trial_id, math.nan),
+            EPOCH_CONFLICT: m.get(EPOCH_CONFLICT),
+        })
         for p in space.params:
             row[p.key] = (result.config or {}).get(p.key)
         rows.append(row)
     table = pd.DataFrame(rows)
     if not table.empty:
+        table["_done"] = table["status"] != "completed"
         table = table.sort_values(
-            space.tune.metric, ascending=space.tune.mode == "min", na_position="last", kind="stable"
-        ).reset_index(drop=True)
+            ["_done", goals[0]], ascending=[True, space.tune.mode == "min"], na_position="last", kind="stable"
+        ).drop(columns="_done").reset_index(drop=True)
     return table
+
+
+def best_row(space: SearchSpace, table: Any) -> Any | None:
+    """The search's best trial: the completed trial whose saved model has the best value of the
+    first objective (a trial stopped early saved no model and is never the answer); None when no
+    completed trial has a finite value."""
+    key = space.tune.key
+    if table.empty:
+        return None
+    done = table[(table["status"] == "completed") & table[key].map(
+        lambda v: isinstance(v, int | float) and math.isfinite(v))]
+    if done.empty:
+        return None
+    values = done[key].astype(float)
+    return done.loc[values.idxmin() if space.tune.mode == "min" else values.idxmax()]
+
+
+def pareto_front(space: SearchSpace, table: Any) -> Any:
+    """The completed trials that no other completed trial matches or beats on every objective
+    while beating it on one (non-dominated), in the table's order (the first objective's): the
+    answer of a search with several objectives. Optuna's `study.best_trials`, computed from the
+    results, so that object storage (no study file) has it too."""
+    keys = [g.key for g in space.tune.goals]
+    done = table[table["status"] == "completed"].dropna(subset=keys)
+    values = done[keys].to_numpy(float) * (1.0 if space.tune.mode == "min" else -1.0)
+    better_or_equal = (values[:, None, :] <= values[None, :, :]).all(axis=2)
+    strictly = (values[:, None, :] < values[None, :, :]).any(axis=2)
+    dominated = (better_or_equal & strictly).any(axis=0)
+    return done[~dominated].reset_index(drop=True)
 
 
 def summarise(space: SearchSpace, grid: Any, experiment: str | os.PathLike | Location,
               filesystem: Any = None) -> SearchOutcome:
-    """Table, best trial (best epoch of any trial by the tune metric), files in the experiment dir
-    (a local path, a URI, a Location, or a path on `filesystem`)."""
+    """Table, best trial (dpda.tune.objectives: the completed trial with the best first
+    objective), the Pareto front with several objectives, and files in the experiment dir (a local
+    path, a URI, a Location, or a path on `filesystem`): results.csv, pareto.csv, best_config.yaml."""
     from dpda.tune.state_manifest import verify_experiment
 
     exp = resolve(experiment, filesystem)
     exp_path = _shown(exp)
     verify_experiment(exp.fs, exp.root)  # ExperimentAnalysis unpickles Tune's newest state file
     states = _tune_states(exp.root, _ray_filesystem(exp))
-    table = results_table(space, grid, states, remote=not exp.is_local)
+    table = results_table(space, grid, states, trial_conflicts(exp))
     exp.child(RESULTS_CSV).write_text(table.to_csv(index=False))
+    pareto = pareto_front(space, table) if len(space.tune.goals) > 1 and not table.empty else None
+    if pareto is not None:
+        exp.child(PARETO_CSV).write_text(pareto.to_csv(index=False))
     unfinished = not table.empty and table["status"].isin(["interrupted", "not started"]).any()
     interrupted = bool(len(grid) < space.tune.num_samples or unfinished)
     failed = int((table["status"] == "error").sum()) if not table.empty else 0
-    try:
-        best = grid.get_best_result(metric=space.tune.metric, mode=space.tune.mode, scope="all",
-                                    filter_nan_and_inf=True)
-    except (RuntimeError, KeyError, ValueError):
-        best = None
-    if best is None or not best.metrics:
-        return SearchOutcome(exp_path, table, None, None, None, None, interrupted, failed)
-    config = space.trial_config(best.config)
-    history = best.metrics_dataframe
-    column = space.tune.metric
-    value = float(history[column].min() if space.tune.mode == "min" else history[column].max()) \
-        if history is not None and column in history else float(best.metrics.get(column, math.nan))
-    if not math.isfinite(value):  # a failed search must not look like a finished one
-        return SearchOutcome(exp_path, table, None, None, None, None, interrupted, failed)
-    trial_id = best.metrics.get("trial_id")
-    stored_model = _below(exp, best.path).child("model.pt") if best.path else None
-    model = _shown(stored_model) if stored_model is not None and stored_model.is_file() else None
-    outcome = SearchOutcome(exp_path, table, trial_id, value, config, model, interrupted, failed)
+    best = best_row(space, table)
+    if best is None:  # a failed search must not look like a finished one
+        return SearchOutcome(exp_path, table, None, None, None, None, interrupted, failed, pareto)
+    trial_id, value = str(best["trial_id"]), float(best[space.tune.key])
+    config = space.trial_config(next(r.config for r in grid if _trial_id(r) == trial_id) or {})
+    stored_model = exp.child(f"trial_{trial_id}", "model.pt")
+    model = _shown(stored_model) if stored_model.is_file() else None
+    outcome = SearchOutcome(exp_path, table, trial_id, value, config, model, interrupted, failed, pareto)
     if interrupted or failed:  # best so far, not the search's answer: no best_config.yaml until it ends
         return outcome
+    goal = space.tune.goals[0]
+    several = (f"# {len(space.tune.goals)} objectives: the best by the first; the Pareto front is in {PARETO_CSV}.\n"
+               if pareto is not None else "")
     header = (
-        f"# Best trial of {exp_path}: {trial_id}, {column} {value:.6g} ({space.tune.mode}).\n"
+        f"# Best trial of {exp_path}: {trial_id}, {goal.key} {value:.6g} ({space.tune.mode}; "
+        f"{goal.label} of the model it saved).\n{several}"
         f"# Train it again with: dpda train {BEST_CONFIG}\n"
     )
     exp.child(BEST_CONFIG).write_text(header + yaml.safe_dump(config, sort_keys=False))
@@ -588,11 +649,11 @@ def format_outcome(space: SearchSpace, outcome: SearchOutcome) -> str:
         shown = outcome.table.rename(columns=lambda c: c.rsplit(".", 1)[-1] if "." in c else c)
         lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if outcome.best_config is None:
-        lines.append("No trial reported a finite " + space.tune.metric + ".")
+        lines.append("No trial saved a model with a finite " + space.tune.key + ".")
         return "\n".join(lines)
     unfinished = outcome.interrupted or outcome.failed
     lines.append(f"Best trial{' so far' if unfinished else ''} {outcome.best_trial_id}: "
-                 f"{space.tune.metric} = {outcome.best_metric:.4g}")
+                 f"{space.tune.key} = {outcome.best_metric:.4g} (the {space.tune.goals[0].label} of its saved model)")
     from dpda.dotted import get_dotted, has_dotted
 
     for p in space.params:
@@ -600,6 +661,9 @@ def format_outcome(space: SearchSpace, outcome: SearchOutcome) -> str:
             lines.append(f"  {p.key}: {get_dotted(outcome.best_config, p.key)}")
     if not unfinished:
         lines.append(f"Best config: {experiment_path(outcome.experiment_path, BEST_CONFIG)}")
+    if outcome.pareto is not None:
+        lines.append(f"Pareto front ({len(outcome.pareto)} trials, {len(space.tune.goals)} objectives): "
+                     f"{experiment_path(outcome.experiment_path, PARETO_CSV)}")
     if outcome.best_model:
         lines.append(f"Best model:  {outcome.best_model}")
     return "\n".join(lines)
