@@ -4,6 +4,8 @@ dpda_analysis, never the reverse), so neither imports a figure module for a file
 """
 
 SEARCH_SPACE_FILE = "search_space.json"  # `dpda tune`'s snapshot of the searched keys, in the experiment dir
+SEARCH_RESULTS = "results.csv"  # `dpda tune`'s table of trials (status, each objective's value, searched values)
+PARETO_FRONT = "pareto.csv"  # a search with several objectives: the completed trials no other beats on every one
 RUN_SUMMARY = "summary.json"  # the Trainer's, beside model.pt: the saved (averaged) model's dev EER
 RUN_EVAL_DIR = "eval"  # the Trainer's test-set scoring (data.eval): metrics.csv, <set>.breakdown.csv
 EVAL_METRICS = "metrics.csv"  # in an eval folder: one row per set (EER, threshold, minDCF, actDCF, Cllr, intervals)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 
 from dpda_analysis import pathmatrix, queries
-from dpda_analysis.report import confounds, epochs, evaluated, layers, paths, rules, trials
+from dpda_analysis.report import confounds, epochs, evaluated, layers, pareto, paths, rules, trials
 from dpda_analysis.report.inputs import ReportInputs, report_inputs
 from dpda_analysis.store import Telemetry
 
@@ -121,6 +121,12 @@ FIGURES: tuple[Figure, ...] = (
         "search_parcoords",
         "Search: searched parameters against dev EER",
         lambda ctx, title: trials.fig_search_parcoords(ctx.inputs.table, ctx.inputs.space, title=title),
+    ),
+    Figure(
+        "pareto_front",
+        "Search with several objectives: the Pareto front of the completed trials (pareto.csv)",
+        lambda ctx, title: pareto.fig_pareto_front(ctx.inputs.front, ctx.inputs, title=title),
+        when=lambda ctx: ctx.inputs.front is not None,
     ),
     Figure(
         "test_eer",

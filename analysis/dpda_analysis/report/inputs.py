@@ -10,6 +10,7 @@ import pandas as pd
 from dpda_analysis import pathmatrix, queries
 from dpda_analysis.evaluation import STOPPED, evaluated_folders, read_search_space, read_test_eers
 from dpda_analysis.location import Location
+from dpda_analysis.pareto import SearchFront, read_search_front
 from dpda_analysis.report.common import rule_colors, trial_colors, trial_label
 from dpda_analysis.store import Telemetry
 
@@ -36,6 +37,7 @@ class ReportInputs:
     evaluated: pd.DataFrame | None = None
     location: Location | None = None
     scored: dict[tuple[str, str], dict[str, pd.DataFrame]] = field(default_factory=dict)  # score files read once
+    front: SearchFront | None = None  # a search with several objectives: its Pareto front (pareto.csv)
 
     def label(self, run_id: str, trial_id: str) -> str:
         """How every figure names a trial (`trial 00003 (pcgrad)`), or an evaluated model outside the trials."""
@@ -66,4 +68,5 @@ def report_inputs(tel: Telemetry, evaluation: str | os.PathLike | None = None) -
         trial_color=trial_colors(sorted(keys)),
         evaluated=folders,
         location=tel.location,
+        front=read_search_front(tel.path, tel.location),
     )

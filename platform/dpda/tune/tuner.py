@@ -37,7 +37,7 @@ import yaml
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from dpda_analysis.errors import LocationError
-from dpda_analysis.layout import SEARCH_SPACE_FILE
+from dpda_analysis.layout import PARETO_FRONT, SEARCH_RESULTS, SEARCH_SPACE_FILE
 from dpda_analysis.location import Location, is_uri, join, resolve
 
 from dpda.errors import UserError
@@ -50,9 +50,9 @@ from dpda.tune.study_files import hparams_callback, optuna_storage, scalars_only
 
 TIME_ATTR = "epoch"
 SPACE_SNAPSHOT = SEARCH_SPACE_FILE  # the report reads the searched keys and their scales from it
-RESULTS_CSV = "results.csv"
+RESULTS_CSV = SEARCH_RESULTS
 BEST_CONFIG = "best_config.yaml"
-PARETO_CSV = "pareto.csv"  # a multi-objective search's answer: the completed trials no other beats on every objective
+PARETO_CSV = PARETO_FRONT  # a multi-objective search's answer (the report draws it)
 TRAIN_RUNS = "train_runs"  # Ray Train storage of multi-worker trials, inside the experiment dir
 
 
