@@ -257,7 +257,7 @@ def test_a_model_trained_on_a_protocol_is_evaluated_with_intervals(real_set: Pat
     assert len(fig_evaluation(bars).data) == bars["group"].nunique()
     # the report gets the figure after its conflict figures when given the eval folder
     from synthetic_telemetry import write_synthetic_experiment
-    from dpda_analysis.report import EVALUATION_FIGURE, FIGURES, write_report
+    from dpda_analysis.report import EVALUATION_FIGURE, FIGURE_ORDER, write_report
 
     write_synthetic_experiment(tmp_path / "tel", trials=2, steps=20, layers=2, steps_per_epoch=10, seed=1)
     result = write_report(tmp_path / "tel" / "synthetic_exp", tmp_path / "r.html", evaluation=eval_dir)
