@@ -3,8 +3,8 @@
     PYTHONPATH=platform:analysis python docs/study_paths_figures.py runs/tune/paths
 
 Prints (Markdown) the four-path variant's conflict matrix pooled over its seeds per third of the
-run, with Wilson intervals over the pooled steps (`dpda_analysis.most_conflicting_pairs(pooled=True)`
-over each third's epochs; the thirds are `pair_conflicts(per='range')`'s), and the pairs ranked
+longest run's epochs, with Wilson intervals over the pooled steps
+(`dpda_analysis.most_conflicting_pairs(pooled=True)` over each third's epochs), and the pairs ranked
 over the whole run; writes docs/report_paths_matrix.png: the report's `path_matrix` and
 `path_pairs_ranked` views (what `dpda report FOLDER --html` draws) rendered by headless Chromium as
 docs/report_screenshots.py does.
@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,7 +47,10 @@ def pooled_tables(tel: Telemetry) -> str:
     pairs = pairs[pairs["n_paths"] > 2]
     paths = list(pairs.sort_values("i").drop_duplicates("i")["path_i"]) + [pairs.sort_values("j")["path_j"].iloc[-1]]
     out = []
-    for lo, hi in sorted(set(zip(pairs["epoch_lo"], pairs["epoch_hi"]))):
+    # thirds of the longest run's epochs, alike for every trial (a run stopped early by patience has
+    # fewer steps in the last third; per trial, pair_conflicts' own thirds would differ by run length)
+    thirds = [(int(t[0]), int(t[-1])) for t in np.array_split(np.arange(1, pairs["epoch_hi"].max() + 1), 3) if len(t)]
+    for lo, hi in thirds:
         ranked = _pooled(tel, (lo, hi)).set_index(["path_i", "path_j"])
         label = f"epoch {lo}" if lo == hi else f"epochs {lo}-{hi}"
         out.append(f"\n**{label}**: conflict % [95% Wilson interval] over {ranked['n'].iloc[0]} steps "
