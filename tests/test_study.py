@@ -280,3 +280,21 @@ def test_conflict_spec_runs_what_the_benchmark_ran(tmp_path: Path) -> None:
         theirs = bench.variant_config(str(tmp_path), 20, 3, variant, seed=3)
         for key in keys:
             assert get_dotted(ours, key) == get_dotted(config_from_dict(theirs).to_dict(), key), (variant, key)
+
+
+def test_paths_spec_differs_only_in_the_split_into_paths(tmp_path: Path) -> None:
+    """studies/paths.yaml (docs/study_paths.md): its four-path variant has configs/paths_rawboost.yaml's
+    paths, its baseline the demo's mixed RawBoost, and the two runs of a seed differ in nothing but
+    `augment` (same rule, model, budget, data, seed)."""
+    from dpda.train.config import config_from_dict
+    from dpda.tune.study_spec import load_study
+    from dpda.yaml_io import read_yaml
+
+    grid = load_study(ROOT / "studies/paths.yaml", variables={"DPDA_DATA": str(tmp_path)})
+    assert grid.baseline == "mixed, one path" and grid.variant_names == ["mixed, one path", "four paths"]
+    shipped = config_from_dict(read_yaml(ROOT / "configs/paths_rawboost.yaml", "config")).to_dict()
+    four, mixed = (config_from_dict(grid.run_config(v, 2)).to_dict() for v in ("four paths", "mixed, one path"))
+    assert list(four["augment"]["paths"]) == ["lnl", "isd", "ssi"]
+    assert four["augment"]["paths"] == shipped["augment"]["paths"] and not mixed["augment"].get("paths")
+    assert mixed["augment"]["rawboost"]["algo"] == 4
+    assert {k: v for k, v in four.items() if k != "augment"} == {k: v for k, v in mixed.items() if k != "augment"}
