@@ -11,7 +11,7 @@ from dpda.cli import add_deprecated
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", type=Path, help="a trained model file (RUN_DIR/model.pt) or a released published checkpoint (.pth)")
+    p.add_argument("model", type=Path, help="a trained model file (RUN_DIR/model.pt) or a released checkpoint (.pth: published DPDA, released AASIST)")
     p.add_argument("files", nargs="+", type=Path, help="audio files (any rate; resampled to 16 kHz)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--threshold", type=float, help="decision threshold on the score")
@@ -20,10 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-set", metavar="NAME", help="eval set name in --threshold-from")
     add_deprecated(p, "--set", "--eval-set", "eval_set")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--checkpoint-format", choices=["auto", "dpda", "published"], default="auto",
+    p.add_argument("--checkpoint-format", choices=["auto", "dpda", "published", "aasist"], default="auto",
                    help="dpda: a model.pt dpda wrote; published: a state dict of the published DPDA code "
                         "(its model detected from the keys, dpda's default input length; needs --threshold); "
-                        "auto: from the file")
+                        "aasist: a released AASIST / AASIST-L / ASVspoof 5 baseline .pth (64,600 samples, "
+                        "logit[1]; needs --threshold); auto: from the file")
 
 
 def given_threshold(args: argparse.Namespace) -> tuple[float, str] | None:
