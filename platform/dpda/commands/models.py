@@ -13,7 +13,7 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="models to list (default: all)")
-    p.add_argument("--preset", default=None, help="only this preset (full, tiny)")
+    p.add_argument("--preset", default=None, help="only this preset (full, tiny; aasist also released, released_l)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
                          ", ".join(f for f, models in FORMATS.items()
                                    if name in models and preset in models[name].presets) or "-"))
     if not rows:
-        raise UserError(f"--preset {args.preset!r}: no such preset (presets: full, tiny)")
+        presets = sorted({p for n in (args.names or known) for p in known[n]})
+        raise UserError(f"--preset {args.preset!r}: no such preset (presets: {', '.join(presets)})")
     header = ("model", "preset", "trainable", "back end", "released checkpoints")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
