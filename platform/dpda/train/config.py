@@ -66,6 +66,10 @@ class ModelConfig(Settings):
     overrides: dict[str, Any] = Field(default_factory=dict)
     ssl_checkpoint: str | None = None
     freeze_frontend: bool = False
+    # Start from these weights (dpda.train.init_from): a dpda model.pt / checkpoint or a released
+    # .pth (`published`, `aasist`); `auto` tells them apart by the file's contents.
+    init_from: str | None = None
+    init_format: Literal["auto", "dpda", "published", "aasist"] = "auto"
 
     @model_validator(mode="after")
     def _known_model(self) -> ModelConfig:
