@@ -160,6 +160,16 @@ def finetune(files: dict[str, Path], real: Path, out: Path, seeds: list[int], ep
     return pd.DataFrame(rows)
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """A Markdown table (4 significant digits), without pandas' optional tabulate."""
+    def cell(v: object) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", type=Path, required=True, help="folder with AASIST.pth, AASIST-L.pth, best.pth")
@@ -193,7 +203,7 @@ def main() -> None:
         sections.append((f"AASIST-L fine-tuned, {args.family} held out", table))
         numeric = table.select_dtypes("number").drop(columns=["seed"], errors="ignore")
         sections.append(("mean over seeds", numeric.groupby(table["arm"]).mean().reset_index()))
-    text = "".join(f"### {title}\n\n{table.to_markdown(index=False, floatfmt='.4g')}\n\n" for title, table in sections)
+    text = "".join(f"### {title}\n\n{markdown(table)}\n\n" for title, table in sections)
     text += f"Wall time: {time.time() - started:.0f} s\n"
     print(text)
     if args.doc:
