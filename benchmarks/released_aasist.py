@@ -190,22 +190,27 @@ def main() -> None:
         raise SystemExit(f"--weights {args.weights}: none of {', '.join(RELEASED)} (docs/released_aasist.md: fetching them)")
     args.out.mkdir(parents=True, exist_ok=True)
     sections, started = [], time.time()
+
+    def done(title: str, table: pd.DataFrame) -> None:  # printed as each part ends: a long run shows progress
+        sections.append((title, table))
+        print(f"### {title}\n\n{markdown(table)}\n", flush=True)
+
     if "compare" in args.parts and args.aasist_code:
         table = compare(files, args.real, args.aasist_code, args.compare_files)
-        sections.append(("dpda against the released code (max |logit difference|)", table))
+        done("dpda against the released code (max |logit difference|)", table)
     if "score" in args.parts:
         table = score(files, args.real, args.out)
         keep = table[table["scope"].isin(["all"]) | table["scope"].str.endswith(":test")]
-        sections.append(("Released checkpoints on the real-audio set (EER %, 95% interval)", keep))
+        done("Released checkpoints on the real-audio set (EER, 95% interval)", keep)
     if "finetune" in args.parts and "AASIST-L.pth" in files:
         table = finetune(files, args.real, args.out, args.seeds, args.epochs, args.max_steps, args.family,
                          args.batch_size)
-        sections.append((f"AASIST-L fine-tuned, {args.family} held out", table))
+        done(f"AASIST-L fine-tuned, {args.family} held out", table)
         numeric = table.select_dtypes("number").drop(columns=["seed"], errors="ignore")
-        sections.append(("mean over seeds", numeric.groupby(table["arm"]).mean().reset_index()))
+        done("mean over seeds", numeric.groupby(table["arm"]).mean().reset_index())
     text = "".join(f"### {title}\n\n{markdown(table)}\n\n" for title, table in sections)
     text += f"Wall time: {time.time() - started:.0f} s\n"
-    print(text)
+    print(text.splitlines()[-1])
     if args.doc:
         args.doc.write_text(text)
 
