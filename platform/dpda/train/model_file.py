@@ -78,6 +78,12 @@ def _load_released(path: str | Path, state: Any, device: torch.device, settings:
         set_dotted(raw, key, value)
     source = f"{path} ({fmt or 'released'} checkpoint)"
     section = raw.get("model", {})
+    if isinstance(section, dict) and "name" in section and "preset" not in section:
+        # a named model whose layouts fit one preset: that one (its overrides may be what makes the file fit)
+        presets = {p for models in ([FORMATS[fmt]] if fmt else FORMATS.values())
+                   for p in (models[section["name"]].presets if section["name"] in models else ())}
+        if len(presets) == 1:
+            section["preset"] = presets.pop()
     detect = isinstance(section, dict) and not {"name", "preset"} <= section.keys()
     # Without model.name / preset the model is detected from the keys, so its overrides are checked after.
     settled = {**raw, "model": {k: v for k, v in section.items() if k != "overrides"}} if detect else raw
