@@ -124,6 +124,7 @@ def finetune(files: dict[str, Path], real: Path, out: Path, seeds: list[int], ep
     if not held_out:
         raise SystemExit(f"--family {family}: no such family in {real}/real.csv")
     test = corpus[(corpus["subset"] == "test") & ((corpus["label"] == "bonafide") | (corpus["family"] == family))]
+    test = test.assign(path=[str((real / p).resolve()) for p in test["path"]])  # the CSV is written elsewhere
     (out / "finetune").mkdir(parents=True, exist_ok=True)
     held_csv = out / "finetune" / f"test-{family}.csv"
     test.to_csv(held_csv, index=False)
