@@ -123,11 +123,9 @@ def finetune(files: dict[str, Path], real: Path, out: Path, seeds: list[int], ep
     held_out = sorted(corpus.loc[corpus["family"] == family, "attack"].unique())
     if not held_out:
         raise SystemExit(f"--family {family}: no such family in {real}/real.csv")
-    test = corpus[(corpus["subset"] == "test") & ((corpus["label"] == "bonafide") | (corpus["family"] == family))]
-    test = test.assign(path=[str((real / p).resolve()) for p in test["path"]])  # the CSV is written elsewhere
-    (out / "finetune").mkdir(parents=True, exist_ok=True)
-    held_csv = out / "finetune" / f"test-{family}.csv"
-    test.to_csv(held_csv, index=False)
+    protocol = real / f"protocol-family-{family}.csv"  # F's spoofs against the bona fide test recordings
+    if not protocol.exists():
+        raise SystemExit(f"--family {family}: {protocol} is missing (a smaller build may lack the protocol)")
     rows = []
     for arm, switches in ARMS.items():
         for seed in seeds:
@@ -148,7 +146,7 @@ def finetune(files: dict[str, Path], real: Path, out: Path, seeds: list[int], ep
                 set_dotted(raw, key, value)
             t0 = time.time()
             Trainer(config_from_dict(raw, source=arm), run_dir, progress=False).fit()
-            sets = {"held_out": [f"csv:{held_csv}"], "probe": [corpus_spec(real, "probe")]}
+            sets = {"held_out": [f"csv:{protocol}:test"], "probe": [corpus_spec(real, "probe")]}
             result = {"arm": arm, "seed": seed, "held_out_family": family, "wall_s": round(time.time() - t0, 1)}
             for r in evaluate_sets(run_dir / "model.pt", sets, run_dir / "eval", num_workers=0,
                                    interval_draws=DRAWS):
