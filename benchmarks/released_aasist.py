@@ -11,8 +11,9 @@ Three parts (docs/released_aasist.md has the fetch instructions and the results)
 3. `finetune`: AASIST-L fine-tuned from its release (`model.init_from`) on the set's `standard`
    train split with one method family held out of train and dev (`data.held_out_attacks`), in
    three arms with the same budget: single-path RawBoost, DPDA (dual path, rule `none`) and
-   DPDA + PCGrad, over --seeds; reports the held-out family's and the probe EER on the standard
-   test subset and the conflict fraction (`dpda_analysis.conflict_fraction`).
+   DPDA + PCGrad, over --seeds; reports the held-out family's EER (the set's `family-F` protocol
+   test subset: F's spoofs against the bona fide test recordings), the probe EER and the conflict
+   fraction (`dpda_analysis.conflict_fraction`).
 
     python benchmarks/released_aasist.py --weights /tmp/released --real data/real \\
         --aasist-code /tmp/aasist --out runs/released_aasist --doc docs/released_aasist_results.md
