@@ -28,7 +28,7 @@ def _config_file(tmp_path: Path, model: dict) -> Path:
 
 
 @pytest.mark.parametrize(("model", "message"), [
-    ({"name": "aasist", "preset": "hgue"}, "model.preset: unknown preset 'hgue' of aasist (choose from full, tiny)"),
+    ({"name": "aasist", "preset": "hgue"}, "model.preset: unknown preset 'hgue' of aasist (choose from full, tiny, released, released_l)"),
     ({"name": "lcnn", "preset": "tiny", "overrides": {"dropuot": 0.1}}, "model.overrides.dropuot: unknown parameter"),
 ])
 def test_model_preset_and_overrides_fail_at_load_naming_the_key(tmp_path, capsys, model, message):

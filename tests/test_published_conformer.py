@@ -195,7 +195,7 @@ def test_dpda_eval_scores_a_published_checkpoint_like_its_dpda_model_file(publis
 def test_dpda_models_prints_the_published_back_end_count(capsys):
     assert main(["models", "ssl_conformer_tcm", "--preset", "full"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert rows[1][:2] == ["ssl_conformer_tcm", "full"] and rows[1][3] == f"{PUBLISHED_TRAINABLE:,}" and rows[1][4] == "yes"
+    assert rows[1][:2] == ["ssl_conformer_tcm", "full"] and rows[1][3] == f"{PUBLISHED_TRAINABLE:,}" and rows[1][4] == "published"
     assert main(["models", "conformer"]) == 2
     assert "model 'conformer': unknown" in capsys.readouterr().err
 
@@ -210,7 +210,7 @@ def test_dpda_models_lists_every_model_with_the_published_back_end_counts(capsys
     published = {"ssl_conformer_tcm": PUBLISHED_TRAINABLE, "ssl_aasist": 447_242, "ssl_mamba": 1_936_950,
                  "ssl_nes2net_x": 512_039, "ssl_sls": 23_399_429}
     assert {n: int(r[3].replace(",", "")) for n, r in rows.items() if r[3] != "-"} == published
-    assert {n for n, r in rows.items() if r[4] == "yes"} == set(published)
+    assert {n for n, r in rows.items() if r[4] == "published"} == set(published)
 
 
 def _drifted_table() -> torch.Tensor:

@@ -187,7 +187,7 @@ def test_dpda_models_prints_the_published_back_end_counts(capsys):
     assert main(["models", "ssl_nes2net_x", "ssl_sls", "--preset", "full"]) == 0
     rows = {r[0]: r for r in (line.split() for line in capsys.readouterr().out.splitlines()[1:])}
     assert {n: int(r[3].replace(",", "")) for n, r in rows.items()} == PUBLISHED_TRAINABLE
-    assert all(r[4] == "yes" for r in rows.values())
+    assert all(r[4] == "published" for r in rows.values())
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from dpda.commands.calibrate import add_calibration_options, chosen_calibration
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", type=Path, help="a trained model file (RUN_DIR/model.pt) or a released published checkpoint (.pth)")
+    p.add_argument("model", type=Path, help="a trained model file (RUN_DIR/model.pt) or a released checkpoint (.pth: published DPDA, released AASIST)")
     p.add_argument("corpora", nargs="+", metavar="[NAME=]SPEC",
                    help="eval sets as corpus specs (KIND:PATH[:SUBSET]), optionally named NAME=SPEC")
     p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
@@ -20,16 +20,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_deprecated(p, "--num-workers", "--loader-workers", "loader_workers", type=int)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--check", choices=["fail", "skip"], default="fail", help="policy for bad audio")
-    p.add_argument("--checkpoint-format", choices=["auto", "dpda", "published", "nes2net", "sls"], default="auto",
+    p.add_argument("--checkpoint-format", choices=["auto", "dpda", "published", "aasist", "nes2net", "sls"],
+                   default="auto",
                    help="dpda: a model.pt dpda wrote; published: a state dict of the published DPDA code "
-                        "(github ductuantruong/dpda_ga), its model detected from the keys; "
-                        "nes2net / sls: a released Nes2Net-X (Liu-Tianchi/Nes2Net_ASVspoof_ITW) / XLSR-SLS "
-                        "(QiShanZhang/SLSforADD) checkpoint; auto: from the file")
+                        "(github ductuantruong/dpda_ga), its model detected from the keys; aasist: a released "
+                        "AASIST / AASIST-L / ASVspoof 5 baseline .pth (clovaai/aasist), scored as its main.py "
+                        "(logit[1] of the first 64,600 samples); nes2net / sls: a released Nes2Net-X "
+                        "(Liu-Tianchi/Nes2Net_ASVspoof_ITW) / XLSR-SLS (QiShanZhang/SLSforADD) checkpoint; "
+                        "auto: from the file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config key applied to the model file's config (published: to dpda's defaults), "
                         "e.g. --set data.length=64600 or --set model.name=ssl_conformer_tcm (value parsed as YAML)")
     p.add_argument("--score", choices=["logit_diff", "logit1"], default=None,
-                   help="score written: logit[1]-logit[0] (dpda) or logit[1] (published); default: the model file's eval.score, logit1 for a published checkpoint")
+                   help="score written: logit[1]-logit[0] (dpda) or logit[1] (published); default: the model file's eval.score, logit1 for a released checkpoint")
     p.add_argument("--metrics", default="eer", metavar="LIST",
                    help="metrics printed, comma-separated from eer, mindcf, actdcf, cllr, or all (default: eer; "
                         "actDCF and Cllr read the scores as natural-log LLRs); metrics.csv has them all")
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         cells = "".join(f"  {100 * r[n]:>7.2f}" if n == "eer" else f"  {r[n]:>7.4f}" for n in chosen)
         print(f"{r['set']:<{width}}  {r['n_bonafide']:>8}  {r['n_spoof']:>7}" + cells)
     kind = rows[0]["score"]
-    print(f"score: {kind} ({SCORE_MEANING[kind]}; a published checkpoint's default is logit1, --score overrides)")
+    print(f"score: {kind} ({SCORE_MEANING[kind]}; a released checkpoint's default is logit1, --score overrides)")
     if calibration is not None:
         from dpda.metrics import read_calibration
 

@@ -16,7 +16,7 @@ from dpda.commands.calibrate import add_calibration_options, chosen_calibration
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", type=Path, help="a trained model file (RUN_DIR/model.pt) or a released published checkpoint (.pth)")
+    p.add_argument("model", type=Path, help="a trained model file (RUN_DIR/model.pt) or a released checkpoint (.pth: published DPDA, released AASIST)")
     p.add_argument("files", nargs="+", type=Path, help="audio files (any rate; resampled to 16 kHz)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--threshold", type=float, help="decision threshold on the score")
@@ -25,11 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-set", metavar="NAME", help="eval set name in --threshold-from")
     add_deprecated(p, "--set", "--eval-set", "eval_set")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--checkpoint-format", choices=["auto", "dpda", "published", "nes2net", "sls"], default="auto",
+    p.add_argument("--checkpoint-format", choices=["auto", "dpda", "published", "aasist", "nes2net", "sls"],
+                   default="auto",
                    help="dpda: a model.pt dpda wrote; published: a state dict of the published DPDA code "
                         "(its model detected from the keys, dpda's default input length; needs --threshold); "
-                        "nes2net / sls: a released Nes2Net-X (Liu-Tianchi/Nes2Net_ASVspoof_ITW) / XLSR-SLS "
-                        "(QiShanZhang/SLSforADD) checkpoint; auto: from the file")
+                        "aasist: a released AASIST / AASIST-L / ASVspoof 5 baseline .pth (64,600 samples, "
+                        "logit[1]; needs --threshold); nes2net / sls: a released Nes2Net-X "
+                        "(Liu-Tianchi/Nes2Net_ASVspoof_ITW) / XLSR-SLS (QiShanZhang/SLSforADD) checkpoint; "
+                        "auto: from the file")
     add_calibration_options(p)
 
 

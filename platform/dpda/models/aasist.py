@@ -71,7 +71,13 @@ def _check_blocks(model: str, blocks: Sequence[Sequence[int]]) -> None:
 
 
 class AASIST(nn.Module):
-    """Raw waveform (B, T) at 16 kHz -> logits (B, 2), class 1 = bona fide."""
+    """Raw waveform (B, T) at 16 kHz -> logits (B, 2), class 1 = bona fide.
+
+    `preactivate=False` is the released clovaai code's residual block (its first convolution reads
+    the block input, not the BatchNorm + SELU output) and `sinc_unit_gain=True` its filter scale
+    (digital frequencies: unit passband gain): the `released` presets, whose weights were trained
+    that way (dpda.models.released_aasist).
+    """
 
     def __init__(
         self,
@@ -82,15 +88,17 @@ class AASIST(nn.Module):
         gat_dims: Sequence[int] = (64, 32),
         pool_ratios: Sequence[float] = (0.5, 0.7, 0.5, 0.5),
         temperatures: Sequence[float] = (2.0, 2.0, 100.0, 100.0),
+        preactivate: bool = True,
+        sinc_unit_gain: bool = False,
     ) -> None:
         super().__init__()
         check_positive("aasist", sinc_filters=sinc_filters, sinc_kernel=sinc_kernel)
         _check_blocks("aasist", blocks)
         if sinc_filters < 3:
             raise UserError(f"model aasist: sinc_filters must be >= 3, got {sinc_filters}")
-        self.sinc = SincConv(sinc_filters, sinc_kernel, learnable=sinc_learnable)
+        self.sinc = SincConv(sinc_filters, sinc_kernel, learnable=sinc_learnable, unit_gain=sinc_unit_gain)
         self.stem = nn.Sequential(nn.MaxPool2d(3), nn.BatchNorm2d(1), nn.SELU(inplace=True))
-        self.encoder = residual_encoder(blocks)
+        self.encoder = residual_encoder(blocks, preactivate=preactivate)
         self.backend = GraphBackend(
             channels=int(blocks[-1][1]),
             freq_nodes=sinc_filters // 3,

@@ -1,5 +1,7 @@
-"""Released checkpoints of the published DPDA code (github ductuantruong/dpda_ga), Nes2Net-X
-(Liu-Tianchi/Nes2Net_ASVspoof_ITW) and XLSR-SLS (QiShanZhang/SLSforADD) as dpda models.
+"""Released checkpoints as dpda models: the published DPDA code's (github ductuantruong/dpda_ga,
+format `published`), Nes2Net-X's (Liu-Tianchi/Nes2Net_ASVspoof_ITW, `nes2net`) and XLSR-SLS's
+(QiShanZhang/SLSforADD, `sls`), read through the same table, and the released AASIST family's
+(format `aasist`, `dpda.models.released_aasist`).
 
 A published `.pth` is the `state_dict()` of its `Model` (fairseq XLS-R under `ssl_model.model.`,
 the back end under its own names), possibly with DataParallel's `module.` prefix. CONVERTERS maps
@@ -7,11 +9,13 @@ a dpda model name to the function renaming such a state dict to that model's key
 tables live beside each model: `dpda.models.conformer_tcm.PUBLISHED_KEYS`, the front end in
 `dpda.models.ssl_weights.split_published_state`). The converted state must then fit the
 model's `full` preset exactly, or loading stops at one line naming the first key that does not.
+FORMATS holds every format's layouts (converter and presets) for `--checkpoint-format` and detection.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +28,11 @@ from dpda.models import mamba, nes2net, sls, ssl_aasist
 from dpda.models.conformer_tcm import PUBLISHED_TABLES as CONFORMER_TCM_TABLES
 from dpda.models.conformer_tcm import published_to_dpda as conformer_tcm_to_dpda
 from dpda.models.registry import build_for_shapes, build_model
+from dpda.models.released_aasist import released_to_dpda
 from dpda.models.state_dict import load_weights, read_weights_only, state_mismatch
 
-CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
+Converter = Callable[[dict[str, Tensor]], dict[str, Tensor]]
+CONVERTERS: dict[str, Converter] = {
     "ssl_conformer_tcm": conformer_tcm_to_dpda,
     "ssl_aasist": ssl_aasist.published_to_dpda,
     "ssl_mamba": mamba.published_to_dpda,
@@ -35,11 +41,32 @@ CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
 }
 # `--checkpoint-format` names that read a published checkpoint as one model (no detection).
 PUBLISHED_FORMATS: dict[str, str] = {"nes2net": "ssl_nes2net_x", "sls": "ssl_sls"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One family of released files for one dpda model: its key converter and the presets its
+    files fit (detection tries them in order; the shapes tell them apart)."""
+
+    convert: Converter
+    presets: tuple[str, ...] = ("full",)
+
+
+# Checkpoint format (`--checkpoint-format`) -> dpda model -> layout. `published`: the published
+# DPDA code's checkpoints (CONVERTERS); `aasist`: the released clovaai AASIST / AASIST-L and the
+# ASVspoof 5 baseline (dpda.models.released_aasist).
+FORMATS: dict[str, dict[str, Layout]] = {
+    "published": {name: Layout(convert) for name, convert in CONVERTERS.items()},
+    "aasist": {"aasist": Layout(released_to_dpda, ("released", "released_l"))},
+}
 # Tables a model recomputes (non-persistent buffers) that a published checkpoint may still carry:
 # published key -> dpda buffer. A present table is loaded (a drifted one changes the logits).
 TABLES: dict[str, dict[str, str]] = {"ssl_conformer_tcm": CONFORMER_TCM_TABLES}
 TABLE_ATOL = 1e-5  # float32 rounding of the published sinusoid against dpda's
 DATA_PARALLEL_PREFIX = "module."
+_FORMAT_WHAT = {"published": "a published checkpoint of any known model",
+                "aasist": "a released AASIST checkpoint (clovaai AASIST / AASIST-L, ASVspoof 5 baseline)",
+                None: "a published or released checkpoint of any known layout"}
 
 
 def read_published_state(path: str | Path) -> dict[str, Tensor]:
@@ -62,34 +89,43 @@ def published_tensors(state: Any, source: str | Path) -> dict[str, Tensor]:
     return state
 
 
-def _converter(name: str) -> Callable[[dict[str, Tensor]], dict[str, Tensor]]:
-    if name not in CONVERTERS:
-        raise UserError(f"model {name!r}: no published checkpoint layout (known: {', '.join(CONVERTERS)})")
-    return CONVERTERS[name]
+def _layout(fmt: str, name: str, preset: str, source: str | Path) -> Layout:
+    models = FORMATS[fmt]
+    if name not in models:
+        raise UserError(f"{source}: model {name!r}: no {fmt} checkpoint layout (known: {', '.join(models)})")
+    layout = models[name]
+    if preset not in layout.presets:
+        raise UserError(f"{source}: model.preset: {fmt} checkpoints of {name} are preset "
+                        f"{' or '.join(layout.presets)}, got {preset!r}")
+    return layout
 
 
-def _meta_state(name: str, **overrides: Any) -> dict[str, Tensor]:
-    """Keys and shapes of model `name` (full preset), without allocating its weights."""
-    return build_for_shapes(name, "full", **overrides).state_dict()
+def detect_layout(state: dict[str, Tensor], source: str | Path, fmt: str | None = None,
+                  **overrides: Any) -> tuple[str, str, str]:
+    """(format, model, preset) whose converter turns `state` into exactly that model's keys and
+    shapes; `fmt` None tries every format. One line naming the closest layout otherwise."""
+    problems = []
+    for each in ([fmt] if fmt else list(FORMATS)):
+        for name, layout in FORMATS[each].items():
+            for preset in layout.presets:
+                try:
+                    own, converted = build_for_shapes(name, preset, **overrides).state_dict(), layout.convert(state)
+                except UserError as exc:  # an override this model does not take
+                    problems.append((0, len(state), f"{name}:{preset}", str(exc)))
+                    continue
+                problem = _mismatch(own, state, layout.convert, converted)
+                if problem is None:
+                    return each, name, preset
+                # closest: the most keys of the file landing on the model's with its shapes, then the fewest left over
+                fitting = sum(k in own and tuple(own[k].shape) == tuple(v.shape) for k, v in converted.items())
+                problems.append((-fitting, len(own.keys() ^ converted.keys()), f"{name}:{preset}", problem))
+    *_, name, problem = min(problems)
+    raise UserError(f"{source}: not {_FORMAT_WHAT[fmt]} (closest: {name}: {problem})")
 
 
 def detect_published_model(state: dict[str, Tensor], source: str | Path, **overrides: Any) -> str:
-    """The model whose converter turns `state` into exactly its `full` keys and shapes; else one
-    line naming the closest: fewest keys of the file it has no place for, then fewest differing
-    keys (a model with a small back end must not look closest for missing most of the file)."""
-    problems: list[tuple[tuple[int, int], str, str]] = []
-    for name, convert in CONVERTERS.items():
-        try:
-            own, converted = _meta_state(name, **overrides), convert(state)
-        except UserError as exc:  # an override this model does not take
-            problems.append(((len(state), len(state)), name, str(exc)))
-            continue
-        problem = _mismatch(own, state, convert, converted)
-        if problem is None:
-            return name
-        problems.append(((len(converted.keys() - own.keys()), len(own.keys() ^ converted.keys())), name, problem))
-    _, name, problem = min(problems)
-    raise UserError(f"{source}: not a published checkpoint of any known model (closest: {name}: {problem})")
+    """The model whose converter turns `state` into exactly its `full` keys and shapes."""
+    return detect_layout(state, source, "published", **overrides)[1]
 
 
 def load_published_checkpoint(path: str | Path, name: str | None = None, **overrides: Any) -> nn.Module:
@@ -99,17 +135,29 @@ def load_published_checkpoint(path: str | Path, name: str | None = None, **overr
     return model_from_published_state(state, path, name, **overrides)
 
 
+def load_released_aasist(path: str | Path, preset: str | None = None, **overrides: Any) -> nn.Module:
+    """A released AASIST `.pth` (clovaai AASIST / AASIST-L, the ASVspoof 5 baseline) as dpda's
+    `aasist` (preset None = detected from the shapes), in eval mode on the CPU."""
+    state = read_published_state(path)
+    if preset is None:
+        _, _, preset = detect_layout(state, path, "aasist", **overrides)
+    return model_from_published_state(state, path, "aasist", preset=preset, fmt="aasist", **overrides)
+
+
 def model_from_published_state(state: dict[str, Tensor], source: str | Path, name: str | None = None,
-                               **overrides: Any) -> nn.Module:
-    """`load_published_checkpoint` for a state dict already read (`published_tensors`)."""
-    name = name or detect_published_model(state, source, **overrides)
-    weights = _converter(name)(state)
-    meta = build_for_shapes(name, "full", **overrides)
-    problem = _mismatch(meta.state_dict(), state, _converter(name), weights)
+                               preset: str = "full", fmt: str = "published", **overrides: Any) -> nn.Module:
+    """`load_published_checkpoint` for a state dict already read (`published_tensors`), of
+    checkpoint format `fmt` (a FORMATS key) into model `name` at `preset`."""
+    if name is None:
+        fmt, name, preset = detect_layout(state, source, fmt, **overrides)
+    convert = _layout(fmt, name, preset, source).convert
+    weights = convert(state)
+    meta = build_for_shapes(name, preset, **overrides)
+    problem = _mismatch(meta.state_dict(), state, convert, weights)
     if problem:  # checked before building, so a 300M-parameter model is not built for nothing
-        raise UserError(f"{source}: the published weights do not fit {name} ({problem})")
+        raise UserError(f"{source}: the {fmt} weights do not fit {name}:{preset} ({problem})")
     tables = _tables(state, meta, name, source)
-    model = build_model(name, "full", **overrides)
+    model = build_model(name, preset, **overrides)
     load_weights(model, weights, source, name)
     _load_tables(model, tables, source)
     return model.eval()
@@ -121,7 +169,8 @@ def _mismatch(own: dict[str, Tensor], state: dict[str, Tensor], convert: Callabl
     beside dpda's name (each key renamed alone: the converters rename key by key)."""
     if state_mismatch(own, converted) is None:
         return None
-    origins = {new: key for key, value in state.items() for new in convert({key: value})}
+    derived = convert({}).keys()  # what a converter adds from nothing (the released sinc band edges)
+    origins = {new: key for key, value in state.items() for new in convert({key: value}) if new not in derived}
     return state_mismatch(own, converted, origins)
 
 

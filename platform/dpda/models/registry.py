@@ -21,6 +21,17 @@ from dpda.models.rawnet2 import RawNet2
 from dpda.models.ssl import SSLDetector
 
 _AASIST_TINY_BLOCKS = ((1, 8), (8, 8), (8, 16), (16, 16))
+# The released clovaai AASIST / AASIST-L (config/AASIST.conf, AASIST-L.conf; the ASVspoof 5 baseline
+# is AASIST.conf's sizes): dpda.models.released_aasist. Their residual blocks' first convolution
+# reads the block input (preactivate=False), their sinc filters have unit passband gain, and both
+# second-branch graph pools use the third pool ratio (the released Model passes pool_ratios[2] to
+# pool_hS2 / pool_hT2).
+_AASIST_RELEASED = dict(sinc_filters=70, sinc_kernel=128, sinc_learnable=False,
+                        blocks=((1, 32), (32, 32), (32, 64), (64, 64), (64, 64), (64, 64)), gat_dims=(64, 32),
+                        pool_ratios=(0.5, 0.7, 0.5, 0.5), temperatures=(2.0, 2.0, 100.0, 100.0), preactivate=False,
+                        sinc_unit_gain=True)
+_AASIST_RELEASED_L = dict(_AASIST_RELEASED, blocks=((1, 32), (32, 32), (32, 24), (24, 24), (24, 24), (24, 24)),
+                          gat_dims=(24, 32), pool_ratios=(0.4, 0.5, 0.7, 0.7))
 # The published SSL-AASIST (dpda_ga nets/aasist.py): six residual blocks, 447,242 back-end parameters.
 _SSL_AASIST_FULL = dict(proj_dim=128, blocks=((1, 32), (32, 32), (32, 64), (64, 64), (64, 64), (64, 64)),
                         gat_dims=(64, 32), pool_ratios=(0.5, 0.5, 0.5, 0.5), temperatures=(2.0, 2.0, 100.0, 100.0))
@@ -62,9 +73,13 @@ MODELS: dict[str, ModelEntry] = {
     "aasist": ModelEntry(AASIST, {
         "full": dict(sinc_filters=70, sinc_kernel=128, sinc_learnable=False,
                      blocks=((1, 32), (32, 32), (32, 64), (64, 64), (64, 64), (64, 64)), gat_dims=(64, 32),
-                     pool_ratios=(0.5, 0.7, 0.5, 0.5), temperatures=(2.0, 2.0, 100.0, 100.0)),
+                     pool_ratios=(0.5, 0.7, 0.5, 0.5), temperatures=(2.0, 2.0, 100.0, 100.0), preactivate=True,
+                     sinc_unit_gain=False),
         "tiny": dict(sinc_filters=24, sinc_kernel=64, sinc_learnable=False, blocks=_AASIST_TINY_BLOCKS,
-                     gat_dims=(16, 8), pool_ratios=(0.5, 0.7, 0.5, 0.5), temperatures=(2.0, 2.0, 100.0, 100.0)),
+                     gat_dims=(16, 8), pool_ratios=(0.5, 0.7, 0.5, 0.5), temperatures=(2.0, 2.0, 100.0, 100.0),
+                     preactivate=True, sinc_unit_gain=False),
+        "released": _AASIST_RELEASED,
+        "released_l": _AASIST_RELEASED_L,
     }),
     "rawnet2": ModelEntry(RawNet2, {
         "full": dict(sinc_filters=20, sinc_kernel=1024, sinc_learnable=False,

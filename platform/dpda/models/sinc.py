@@ -29,6 +29,9 @@ class SincConv(nn.Module):
 
     Band edges are mel-spaced between `min_hz` and Nyquist. `kernel_size` is made odd so filters
     are symmetric (linear phase). No padding: the output is `kernel_size - 1` samples shorter.
+    `unit_gain`: the impulse responses divided by the sample rate (cut-offs in cycles per sample),
+    so the passband gain is 1, as the released AASIST and RawNet2 code builds them; without it the
+    gain is the sample rate (dpda's own models, trained that way).
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class SincConv(nn.Module):
         learnable: bool = False,
         min_hz: float = 0.0,
         min_band_hz: float = 50.0,
+        unit_gain: bool = False,
     ) -> None:
         super().__init__()
         if out_channels < 1 or kernel_size < 3:
@@ -48,6 +52,7 @@ class SincConv(nn.Module):
         self.sample_rate = sample_rate
         self.learnable = learnable
         self.min_band_hz = min_band_hz
+        self.gain = 1.0 / sample_rate if unit_gain else 1.0
         nyquist = sample_rate / 2.0
         mel = torch.linspace(float(hz_to_mel(torch.tensor(min_hz))), float(hz_to_mel(torch.tensor(nyquist))), out_channels + 1)
         edges = mel_to_hz(mel)
@@ -75,7 +80,7 @@ class SincConv(nn.Module):
         band = 2 * high.unsqueeze(1) * torch.sinc(2 * high.unsqueeze(1) * t) - 2 * low.unsqueeze(1) * torch.sinc(
             2 * low.unsqueeze(1) * t
         )
-        return (band * self.window).unsqueeze(1)
+        return (band * self.window * self.gain).unsqueeze(1)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         if wave.dim() == 2:

@@ -42,6 +42,7 @@ from torch import nn
 from dpda.errors import UserError
 from dpda.models.aasist import _check_blocks, residual_encoder
 from dpda.models.graph import GraphBackend
+from dpda.models.released_aasist import encoder_and_graph_rules
 from dpda.models.ssl_weights import convert_published
 
 
@@ -65,27 +66,15 @@ class AASISTHead(nn.Module):
 
 
 _G = "backend.backend."
-_RULES: list[tuple[re.Pattern[str], str]] = [(re.compile(p), r) for p, r in [
-    (r"^LL\.(.+)$", r"backend.proj.\1"),
-    (r"^first_bn\.(.+)$", r"backend.stem.1.\1"),
-    (r"^encoder\.(\d+)\.0\.bn1\.(.+)$", r"backend.encoder.\1.pre.0.\2"),
-    (r"^encoder\.(\d+)\.0\.conv_downsample\.(.+)$", r"backend.encoder.\1.downsample.\2"),
-    (r"^encoder\.(\d+)\.0\.((?:conv1|bn2|conv2)\..+)$", r"backend.encoder.\1.\2"),
-    (r"^first_bn1\.(.+)$", _G + r"pre.0.\1"),
-    (r"^attention\.(.+)$", _G + r"attention.\1"),
-    (r"^pos_S$", _G + "pos_spectral"),
-    (r"^(master[12])$", _G + r"\1"),
-    (r"^GAT_layer_S\.(.+)$", _G + r"gat_spectral.\1"),
-    (r"^GAT_layer_T\.(.+)$", _G + r"gat_temporal.\1"),
-    (r"^HtrgGAT_layer_ST(\d\d)\.(att_proj|att_weight|proj_with_att|proj_without_att)M(\..+)?$",
-     _G + r"hs_gal\1.\2_master\3"),
-    (r"^HtrgGAT_layer_ST(\d\d)\.(.+)$", _G + r"hs_gal\1.\2"),
-    (r"^pool_S\.(.+)$", _G + r"pool_spectral.\1"),
-    (r"^pool_T\.(.+)$", _G + r"pool_temporal.\1"),
-    (r"^pool_hS([12])\.(.+)$", _G + r"pool_hs\1.\2"),
-    (r"^pool_hT([12])\.(.+)$", _G + r"pool_ht\1.\2"),
-    (r"^out_layer\.(.+)$", _G + r"out.\1"),
-]]
+_RULES: list[tuple[re.Pattern[str], str]] = [
+    *[(re.compile(p), r) for p, r in [
+        (r"^LL\.(.+)$", r"backend.proj.\1"),
+        (r"^first_bn\.(.+)$", r"backend.stem.1.\1"),
+        (r"^first_bn1\.(.+)$", _G + r"pre.0.\1"),
+        (r"^attention\.(.+)$", _G + r"attention.\1"),
+    ]],
+    *encoder_and_graph_rules("backend.encoder.", _G),  # the rows it shares with the released AASIST
+]
 
 
 def published_to_dpda(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -27,6 +27,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         raise UserError(f"{path}: could not write the checkpoint{kept}: {reason}") from None
 
 
+TRAIN_STATE_FORMAT = "dpda-train-state"  # last.pt: weights, optimizer, aligner, loop state (resume)
+
+
 def load_checkpoint(path: str | Path, expected_format: str | None = None) -> dict[str, Any]:
     """Load with `weights_only=True` (no pickled code runs) and check the format tag."""
     state = read_weights_only(path)

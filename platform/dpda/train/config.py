@@ -89,6 +89,10 @@ class ModelConfig(Settings):
     # trains: `off` (dpda: all 0.0), `checkpoint` (published: the values `ssl_checkpoint` was
     # trained with, read from its config), or explicit values (FrontendDropout).
     frontend_dropout: Literal["off", "checkpoint"] | FrontendDropout = "off"
+    # Start from these weights (dpda.train.init_from): a dpda model.pt / checkpoint or a released
+    # .pth (`published`, `aasist`); `auto` tells them apart by the file's contents.
+    init_from: str | None = None
+    init_format: Literal["auto", "dpda", "published", "aasist"] = "auto"
 
     @model_validator(mode="after")
     def _known_model(self) -> ModelConfig:

@@ -40,10 +40,11 @@ from dpda.models import build_model, load_ssl_weights
 from dpda.telemetry import NullTelemetryWriter, TelemetryWriter, next_attempt
 from dpda.telemetry.tally import EpochTally
 from dpda.models.state_dict import load_weights
-from dpda.train.checkpoint import average_state_dicts, load_checkpoint, save_checkpoint
+from dpda.train.checkpoint import TRAIN_STATE_FORMAT, average_state_dicts, load_checkpoint, save_checkpoint
 from dpda.train.checkpoint_store import LAST, CheckpointUpdate, epoch_file, is_epoch_file, stage_update
 from dpda.train.config import TrainConfig
 from dpda.train.inference import resolve_device, score_manifest
+from dpda.train.init_from import init_model
 from dpda.train.optim_params import load_tables, optimizer_tensors, table_state, zero_frozen_grads
 from dpda.train.run_dir import RunDirLock, persistent_run_id, write_json
 from dpda.train.baseline_steps import single_path_step
@@ -51,7 +52,7 @@ from dpda.train.step import DualPathStep
 from dpda.train.step_stats import StepStats
 from dpda.train.trial_result import ENTRY_METRICS, entry_rows, entry_set, dev_key, epoch_report, final_report, is_dev_metric
 
-CHECKPOINT_FORMAT = "dpda-train-state"
+CHECKPOINT_FORMAT = TRAIN_STATE_FORMAT
 from dpda.train.model_file import MODEL_FORMAT
 
 
@@ -143,6 +144,9 @@ class Trainer:
         self.model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.build_overrides())
         if cfg.model.ssl_checkpoint:
             load_ssl_weights(self.model, cfg.model.ssl_checkpoint)
+        # where the run started (model.init_from): into summary.json and model.pt; a resume
+        # then replaces these weights with its checkpoint's
+        self.init_source = init_model(self.model, cfg.model) if cfg.model.init_from else None
         if cfg.model.freeze_frontend:
             if not callable(getattr(self.model, "freeze_frontend", None)):
                 raise UserError(f"model.freeze_frontend: model {cfg.model.name} has no SSL front end to freeze")
@@ -467,7 +471,8 @@ class Trainer:
 
     def _finish(self, elapsed: float) -> dict[str, Any]:
         """Average the n best epochs' weights (as published) and evaluate the result on dev."""
-        summary: dict[str, Any] = {"run_id": self.run_id, "epochs": self.epoch, "train_time_s": elapsed}
+        summary: dict[str, Any] = {"run_id": self.run_id, "epochs": self.epoch, "train_time_s": elapsed,
+                                   **({"init_from": self.init_source} if self.init_source else {})}
         if not self.is_main:
             return summary
         paths = [self.ckpt_dir / epoch_file(e) for _, e in self.best]
@@ -488,6 +493,7 @@ class Trainer:
                 "config": self.cfg.to_dict(),
                 "averaged_epochs": [int(e) for _, e in self.best],
                 "dev_threshold": dev["dev_threshold"],
+                **({"init_from": self.init_source} if self.init_source else {}),
             },
             model_file,
         )
