@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     batch = torch.stack([fix_length(load_audio(f, max_samples=length), length) for f in args.files]).to(device)
     with torch.no_grad():
         logits = model(batch).float()
-    scores = score_from_logits(logits, cfg.eval.score).cpu().tolist()  # as the dev threshold was
+    scores = score_from_logits(logits, cfg.score_kind).cpu().tolist()  # as the dev threshold was
     require_finite_scores(scores, args.files, model)
     print(f"# threshold {threshold:.6g} ({source}); score > threshold means bona fide")
     for f, s in zip(args.files, scores):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,13 +25,15 @@ def score_from_logits(logits: torch.Tensor, kind: ScoreKind = DEFAULT_SCORE) -> 
         return logits[:, 1] - logits[:, 0]
     if kind == "logit1":
         return logits[:, 1]
-    raise UserError(f"eval.score: expected logit_diff or logit1, got {kind!r}")
+    if kind == "softmax1":
+        return torch.softmax(logits, dim=1)[:, 1]
+    raise UserError(f"eval.score: expected logit_diff, logit1 or softmax1, got {kind!r}")
 
 
 @dataclass
 class ScoreResult:
     scores: np.ndarray  # per manifest row, manifest order (see ScoreKind)
-    loss: float  # class-weighted cross-entropy over the set, NaN without class weights
+    loss: float  # the loss over the set (class-weighted cross-entropy or loss_fn), NaN without either
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,11 +85,17 @@ def score_manifest(
     device: torch.device,
     num_workers: int = 0,
     class_weights: torch.Tensor | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     progress: bool = False,
     score: ScoreKind = DEFAULT_SCORE,
 ) -> ScoreResult:
     """Score every row with the deterministic eval crop; one host transfer per batch.
-    `score` says which score of the logits (see ScoreKind); the loss does not depend on it."""
+    `score` says which score of the logits (see ScoreKind); the loss does not depend on it.
+    The loss is the class-weighted cross-entropy with `class_weights`, else the mean of `loss_fn`
+    (a cross-entropy module brings its weights), over the whole set either way."""
+    weight = getattr(loss_fn, "weight", None)
+    if class_weights is None and isinstance(loss_fn, torch.nn.CrossEntropyLoss) and weight is not None:
+        class_weights, loss_fn = weight, None
     was_training = model.training
     model.eval()
     loader = make_loader(
@@ -104,9 +113,14 @@ def score_manifest(
             target = target.to(device)
             total_loss += F.cross_entropy(logits, target, weight=weights, reduction="sum").double()
             total_weight += weights[target].sum().double()
+        elif loss_fn is not None:
+            target = target.to(device)
+            total_loss += loss_fn(logits, target).double() * len(target)
+            total_weight += len(target)
         scores[index.numpy()] = score_from_logits(logits, score).cpu().numpy()
     model.train(was_training)
     require_finite_scores(scores, manifest["path"].tolist(), model)
     # the weighted mean over the whole set, as CrossEntropyLoss(weight=...) defines it per batch
-    loss = float(total_loss / total_weight.clamp_min(1e-12)) if weights is not None else float("nan")
+    scored = weights is not None or loss_fn is not None
+    loss = float(total_loss / total_weight.clamp_min(1e-12)) if scored else float("nan")
     return ScoreResult(scores=scores, loss=loss)

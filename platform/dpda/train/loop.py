@@ -34,7 +34,7 @@ from dpda.data.dataset import AudioDataset, make_loader
 from dpda.errors import UserError
 from dpda.metrics import compute_eer, eer_interval
 from dpda.metrics.bootstrap import DEFAULT_DRAWS
-from dpda.models import build_model, load_ssl_weights
+from dpda.models import load_ssl_weights
 from dpda.telemetry import NullTelemetryWriter, TelemetryWriter, next_attempt
 from dpda.telemetry.tally import EpochTally
 from dpda.models.state_dict import load_weights
@@ -46,6 +46,7 @@ from dpda.train.run_dir import RunDirLock, persistent_run_id, write_json
 from dpda.train.baseline_steps import single_path_step
 from dpda.train.step import DualPathStep
 from dpda.train.step_stats import StepStats
+from dpda.train.losses import build_detector, loss_function
 
 CHECKPOINT_FORMAT = "dpda-train-state"
 from dpda.train.model_file import MODEL_FORMAT
@@ -131,7 +132,7 @@ class Trainer:
             self.train_set, batch_size=cfg.optim.batch_size, shuffle=False,
             num_workers=cfg.data.num_workers, seed=cfg.seed, drop_last=True, sampler=self.sampler,
         )
-        self.model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides)
+        self.model = build_detector(cfg)
         if cfg.model.ssl_checkpoint:
             load_ssl_weights(self.model, cfg.model.ssl_checkpoint)
         if cfg.model.freeze_frontend and hasattr(self.model, "freeze_frontend"):
@@ -139,8 +140,7 @@ class Trainer:
         self.model.to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        self.class_weights = torch.tensor(cfg.loss.class_weights, dtype=torch.float32, device=self.device)
-        self.loss_fn = torch.nn.CrossEntropyLoss(weight=self.class_weights)
+        self.loss_fn = loss_function(cfg.loss, self.device)
         self.augmenter = Pipeline(cfg.augment.transforms)
         self.augment_mask: torch.Tensor | None = None  # the last batch's applied transforms (Pipeline.leaf_names)
         self.aligner = aligner_from_spec(cfg.align)
@@ -300,8 +300,7 @@ class Trainer:
         result = score_manifest(
             self.model, self.dev_manifest, length=self.cfg.scoring_length,
             batch_size=max(self.cfg.optim.batch_size * 2, 8), device=self.device,
-            num_workers=self.cfg.data.num_workers, class_weights=self.class_weights,
-            score=self.cfg.eval.score,
+            num_workers=self.cfg.data.num_workers, loss_fn=self.loss_fn, score=self.cfg.score_kind,
         )
         target = self.dev_manifest["target"].to_numpy()
         bona, spoof = result.scores[target == 1], result.scores[target == 0]

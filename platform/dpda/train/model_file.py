@@ -11,7 +11,6 @@ import torch
 
 from dpda.dotted import set_dotted
 from dpda.errors import UserError
-from dpda.models import build_model
 from dpda.models.published import (
     detect_published_model,
     model_from_published_state,
@@ -20,6 +19,7 @@ from dpda.models.published import (
 from dpda.models.state_dict import load_weights
 from dpda.train.checkpoint import load_checkpoint
 from dpda.train.config import PUBLISHED_SCORE, config_from_dict
+from dpda.train.losses import build_detector
 
 MODEL_FORMAT = "dpda-model"
 CHECKPOINT_FORMATS = ("auto", "dpda", "published")
@@ -56,7 +56,7 @@ def load_trained_model(path: str | Path, device: torch.device, fmt: str = "dpda"
         set_dotted(raw, key, value)
     cfg = config_from_dict(raw, source=str(path))
     state["config"] = cfg.to_dict()
-    model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides)
+    model = build_detector(cfg)
     load_weights(model, state["model"], path, f"the {cfg.model.name}:{cfg.model.preset} model its config describes")
     model.to(device).eval()
     return model, state
