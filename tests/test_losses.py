@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -127,3 +129,28 @@ def test_eval_score_defaults_to_the_losses_paper_score():
 def test_bad_loss_options_name_the_key(loss, message):
     with pytest.raises(UserError, match=message):
         config_from_dict({"loss": loss}, source="c.yaml")
+
+
+@pytest.mark.parametrize("name", ["ocsoftmax", "amsoftmax"])
+def test_a_run_trains_saves_and_scores_with_the_loss(name, tmp_path):
+    """Trainer -> model.pt (with the head) -> `dpda eval`: the loss's dev loss is finite and the
+    scores written are the loss's paper score of the saved model."""
+    from dpda.cli import main
+    from dpda.metrics import read_scores
+    from dpda.train.loop import Trainer
+    from dpda.train.model_file import load_trained_model
+    from support import demo_dict, write_separable_corpus
+
+    (tmp_path / "corpus").mkdir()
+    corpus = write_separable_corpus(tmp_path / "corpus")
+    raw = demo_dict(corpus, epochs=1, max_steps_per_epoch=3)
+    raw["loss"] = {"name": name}
+    summary = Trainer(config_from_dict(raw), tmp_path / "run", progress=False).fit()
+    assert np.isfinite(summary["final_dev_loss"])
+    model, state = load_trained_model(tmp_path / "run/model.pt", CPU)
+    assert _heads(model) and state["config"]["loss"]["name"] == name
+    assert main(["-q", "eval", str(tmp_path / "run/model.pt"), f"dev=csv:{corpus}/dev.csv", "-o", str(tmp_path / "ev"),
+                 "--device", "cpu", "--loader-workers", "0"]) == 0
+    scores = read_scores(tmp_path / "ev/dev.scores.txt").to_numpy()
+    low, high = (-1, 1) if name == "ocsoftmax" else (0, 1)  # a cosine; a softmax probability
+    assert np.all((scores >= low - 1e-6) & (scores <= high + 1e-6)) and np.ptp(scores) > 0

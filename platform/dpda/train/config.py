@@ -36,7 +36,7 @@ score AIR-ASVspoof writes for AM-softmax. All: higher = bona fide.
 Computed by `dpda.train.inference.score_from_logits`."""
 DEFAULT_SCORE: ScoreKind = "logit_diff"
 PUBLISHED_SCORE: ScoreKind = "logit1"  # the published code's score: a released checkpoint's default
-SCORE_MEANING: dict[str, str] = {"logit_diff": "logit[1] - logit[0], dpda's", "logit1": "logit[1], the published one",
+SCORE_MEANING: dict[str, str] = {"logit_diff": "logit[1] - logit[0], dpda's", "logit1": "logit[1], the published one; OC-softmax's cosine",
                                  "softmax1": "softmax(logits)[1], AM-softmax's"}
 LossName = Literal["ce", "ocsoftmax", "amsoftmax"]
 # The score each loss's paper uses: `eval.score`'s default (dpda.train.losses has the losses).
