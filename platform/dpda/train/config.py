@@ -179,6 +179,11 @@ class OptimConfig(Settings):
         return self.epochs + (self.epoch_cap == "published")
 
 
+# Each loss's own options under `loss.` (LossConfig refuses another loss's option set off its default).
+LOSS_OPTIONS: dict[str, tuple[str, ...]] = {"ce": ("class_weights",), "ocsoftmax": ("m_real", "m_fake", "alpha"),
+                                            "amsoftmax": ("s", "m")}
+
+
 class LossConfig(Settings):
     """The training loss (`dpda.train.losses`) and its options; an option of another loss may
     only keep its default (a dumped config holds them all, so another `loss.name` still loads)."""
@@ -210,10 +215,6 @@ class LossConfig(Settings):
         if sum(weights) <= 0:
             raise ValueError("must be two non-negative weights [spoof, bonafide], not both 0")
         return weights
-
-
-LOSS_OPTIONS: dict[str, tuple[str, ...]] = {"ce": ("class_weights",), "ocsoftmax": ("m_real", "m_fake", "alpha"),
-                                            "amsoftmax": ("s", "m")}
 
 
 class CheckpointConfig(Settings):
