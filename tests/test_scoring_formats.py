@@ -218,7 +218,8 @@ def test_score_kinds_are_what_they_say():
     shifted = logits + torch.tensor([[1.0], [-3.0], [7.0]])  # a per-row shift of both logits
     assert torch.equal(score_from_logits(shifted, "logit_diff"), score_from_logits(logits, "logit_diff"))
     assert not torch.equal(score_from_logits(shifted, "logit1"), score_from_logits(logits, "logit1"))
-    assert set(typing.get_args(ScoreKind)) == {"logit1", "logit_diff"}
+    torch.testing.assert_close(score_from_logits(logits, "softmax1"), torch.softmax(logits, 1)[:, 1])
+    assert set(typing.get_args(ScoreKind)) == {"logit1", "logit_diff", "softmax1"}
 
 
 def test_eval_score_config_key_and_cli_choices():
@@ -227,8 +228,8 @@ def test_eval_score_config_key_and_cli_choices():
     from dpda.commands import eval as eval_command
     from dpda.train.config import ScoreKind, config_from_dict
 
-    assert config_from_dict({}).eval.score == "logit_diff"
-    assert config_from_dict({"eval": {"score": "logit1"}}).eval.score == "logit1"
+    assert config_from_dict({}).score_kind == "logit_diff"  # the loss's (ce); tests/test_losses.py: the others
+    assert config_from_dict({"eval": {"score": "logit1"}}).score_kind == "logit1"
     with pytest.raises(UserError, match=r"^cfg\.yaml: eval\.score: "):
         config_from_dict({"eval": {"score": "logit0"}}, source="cfg.yaml")
     parser = argparse.ArgumentParser()

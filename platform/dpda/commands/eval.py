@@ -31,8 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config key applied to the model file's config (published: to dpda's defaults), "
                         "e.g. --set data.length=64600 or --set model.name=ssl_conformer_tcm (value parsed as YAML)")
-    p.add_argument("--score", choices=["logit_diff", "logit1"], default=None,
-                   help="score written: logit[1]-logit[0] (dpda) or logit[1] (published); default: the model file's eval.score, logit1 for a released checkpoint")
+    p.add_argument("--score", choices=["logit_diff", "logit1", "softmax1"], default=None,
+                   help="score written: logit[1]-logit[0] (dpda), logit[1] (published; OC-softmax's cosine) or "
+                        "softmax(logits)[1] (AM-softmax's); default: the model file's eval.score, else its loss's, "
+                        "logit1 for a released checkpoint")
     p.add_argument("--metrics", default="eer", metavar="LIST",
                    help="metrics printed, comma-separated from eer, mindcf, actdcf, cllr, or all (default: eer; "
                         "actDCF and Cllr read the scores as natural-log LLRs); metrics.csv has them all")

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, state = load_trained_model(args.model, device, args.checkpoint_format)
     cfg = config_from_dict(state["config"], source=str(args.model))
-    mapping = None if calibration is None else calibration_for(calibration, cfg.eval.score)
+    mapping = None if calibration is None else calibration_for(calibration, cfg.score_kind)
     if mapping is None:
         threshold, source = given or saved_threshold(args.model, state)
     else:
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     batch = torch.stack([fix_length(load_audio(f, max_samples=length), length) for f in args.files]).to(device)
     with torch.no_grad():
         logits = model(batch).float()
-    scores = score_from_logits(logits, cfg.eval.score).cpu().numpy()  # as the dev threshold was
+    scores = score_from_logits(logits, cfg.score_kind).cpu().numpy()  # as the dev threshold was
     require_finite_scores(scores, args.files, model)
     if mapping is not None:
         scores = mapping.apply(scores)

@@ -1,6 +1,7 @@
-"""Self-supervised (wav2vec 2.0 / XLS-R) front end + AASIST, Conformer-TCM, Mamba, Nes2Net-X or SLS back end.
+"""Self-supervised front end (XLS-R, WavLM or HuBERT) + AASIST, Conformer-TCM, Mamba, Nes2Net-X or SLS back end.
 
-The front end is torchaudio's Wav2Vec2Model, so pretrained XLS-R weights load into it
+The front end is torchaudio's Wav2Vec2Model (built by `wav2vec2_xlsr_300m`, `wavlm_large` or
+`hubert_large`, all 1024-dim, 24 layers), so pretrained weights load into it
 (`dpda.models.ssl_weights.load_ssl_weights`). Its output is either the last transformer layer or
 a learnable softmax-weighted sum of all layers (lower layers carry more acoustic detail, which
 helps spoofing detection), or every layer's output stacked (`all`, for a back end that weighs
@@ -11,6 +12,7 @@ autograd and stays in eval mode (no dropout) while the back end trains.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,7 +45,20 @@ TINY_SSL: dict[str, Any] = dict(
     encoder_layer_norm_first=True,
     encoder_layer_drop=0.0,
 )
-SSL_NAMES = ("xlsr_300m", "tiny")
+# WavLM adds gated relative position bias to the same layout; the tiny one keeps the Large model's buckets.
+TINY_WAVLM: dict[str, Any] = dict(TINY_SSL, encoder_num_buckets=320, encoder_max_distance=800)
+# The front ends by name: torchaudio builders of the published Large models and their tiny CPU twins
+# (HuBERT's architecture is wav2vec 2.0's, so its tiny twin is `tiny`); each takes the dropout /
+# layer-drop arguments (`model.frontend_dropout`), 0.0 unless given.
+_BUILDERS: dict[str, Callable[..., torchaudio.models.Wav2Vec2Model]] = {
+    "xlsr_300m": lambda **drop: torchaudio.models.wav2vec2_xlsr_300m(**drop),
+    "wavlm_large": lambda **drop: torchaudio.models.wavlm_large(**drop),
+    "hubert_large": lambda **drop: torchaudio.models.hubert_large(**drop),
+    "tiny": lambda **drop: torchaudio.models.wav2vec2_model(**{**TINY_SSL, **drop}, aux_num_out=None),
+    "wavlm_tiny": lambda **drop: torchaudio.models.wavlm_model(**{**TINY_WAVLM, **drop}, aux_num_out=None),
+    "hubert_tiny": lambda **drop: torchaudio.models.wav2vec2_model(**{**TINY_SSL, **drop}, aux_num_out=None),
+}
+SSL_NAMES = tuple(_BUILDERS)
 SSL_LAYERS = ("weighted", "last", "all")
 # back end -> (its class, whether it reads every layer: `ssl_layers: all`)
 BACKENDS: dict[str, tuple[type[nn.Module], bool]] = {
@@ -53,19 +68,18 @@ BACKENDS: dict[str, tuple[type[nn.Module], bool]] = {
 
 
 def build_ssl(ssl: str | dict[str, Any], dropout: dict[str, float] | None = None) -> torchaudio.models.Wav2Vec2Model:
-    """`xlsr_300m` (torchaudio's XLS-R 300M config), `tiny`, or explicit wav2vec2_model kwargs.
-    `dropout`: wav2vec2_model's dropout / layer-drop arguments (`dpda.models.ssl_weights.DROPOUT_KEYS`),
-    replacing the 0.0 of every named config (`model.frontend_dropout`); active in train mode only."""
+    """A name of SSL_NAMES (torchaudio's XLS-R 300M, WavLM Large, HuBERT Large configs, or a tiny
+    twin), or explicit wav2vec2_model kwargs. `dropout`: wav2vec2_model's dropout / layer-drop
+    arguments (`dpda.models.ssl_weights.DROPOUT_KEYS`), replacing the 0.0 of every named config
+    (`model.frontend_dropout`); active in train mode only."""
     dropout = dict(dropout or {})
     if isinstance(ssl, dict):
         try:
             return torchaudio.models.wav2vec2_model(**{**ssl, **dropout, "aux_num_out": None})
         except TypeError as exc:
             raise UserError(f"model ssl: bad wav2vec2_model arguments ({exc})") from None
-    if ssl == "xlsr_300m":
-        return torchaudio.models.wav2vec2_xlsr_300m(**dropout)
-    if ssl == "tiny":
-        return torchaudio.models.wav2vec2_model(**{**TINY_SSL, **dropout}, aux_num_out=None)
+    if ssl in _BUILDERS:
+        return _BUILDERS[ssl](**dropout)
     raise UserError(f"model ssl: unknown SSL model {ssl!r} (choose from {', '.join(SSL_NAMES)} or a dict of wav2vec2_model arguments)")
 
 

@@ -1,13 +1,18 @@
-"""Load pretrained wav2vec 2.0 / XLS-R weights into the SSL front end from a local path.
+"""Load pretrained wav2vec 2.0 / XLS-R, WavLM or HuBERT weights into the SSL front end from a local path.
 
 Three layouts are read, all without `transformers` or `fairseq` installed, by renaming the keys of
 the saved state dict to torchaudio's Wav2Vec2Model names (the same correspondence torchaudio's
 `import_huggingface_model` / `import_fairseq_model` use, which need the original model objects):
 
 - a Hugging Face model directory: `config.json` + `pytorch_model.bin` or `model.safetensors`
-  (Wav2Vec2Model / Wav2Vec2ForPreTraining / ...ForCTC keys, with or without the `wav2vec2.` prefix);
-- a fairseq checkpoint `.pt` (`{'model': state_dict, ...}`, w2v keys, pretraining or fine-tuned);
+  (Wav2Vec2Model / Wav2Vec2ForPreTraining / ...ForCTC keys, with or without the `wav2vec2.` prefix;
+  WavLMModel / HubertModel keys, with or without `wavlm.` / `hubert.`);
+- a fairseq checkpoint `.pt` (`{'model': state_dict, ...}`, w2v keys, pretraining or fine-tuned;
+  HuBERT's fairseq checkpoints and WavLM's original ones, `{'cfg': ..., 'model': ...}`, alike);
 - a torchaudio Wav2Vec2Model state dict saved with torch.save.
+
+WavLM's separate q/k/v projections become the fused `in_proj` of torchaudio's attention through
+torchaudio's own `transform_wavlm_encoder_state` (the step `import_huggingface_model` takes).
 
 Everything is loaded with `torch.load(..., weights_only=True)`. Pretraining-only tensors
 (quantizer, projection heads, mask embedding) and CTC heads are dropped; any other key that does
@@ -28,6 +33,7 @@ import torch
 from torch import nn
 from dpda._torchaudio import torchaudio  # noqa: F401  one-line error if torch and torchaudio cannot load together
 from torchaudio.models import Wav2Vec2Model
+from torchaudio.models.wav2vec2.utils.import_huggingface import transform_wavlm_encoder_state
 
 from dpda.errors import UserError
 
@@ -35,6 +41,7 @@ from dpda.errors import UserError
 _HF_DROP = re.compile(r"^(masked_spec_embed|quantizer\.|project_hid\.|project_q\.|lm_head\.|dropout_features)")
 _FAIRSEQ_DROP = re.compile(r"^(mask_emb|quantizer\.|project_q\.|final_proj\.|proj\.|label_embs_concat|target_glu\.)")
 _TORCHAUDIO_DROP = re.compile(r"^aux\.")
+_HF_PREFIX = re.compile(r"^(wav2vec2|wavlm|hubert)\.")
 
 # Old-style weight norm (weight_g / weight_v) -> torch.nn.utils.parametrizations.weight_norm names.
 _WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
@@ -48,6 +55,10 @@ _FAIRSEQ_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^encoder\.pos_conv\.0\.(.+)$"), r"encoder.transformer.pos_conv_embed.conv.\1"),
     (re.compile(r"^encoder\.layer_norm\.(weight|bias)$"), r"encoder.transformer.layer_norm.\1"),
     (re.compile(r"^encoder\.layers\.(\d+)\.self_attn\.((?:k|v|q|out)_proj\.(?:weight|bias))$"), r"encoder.transformer.layers.\1.attention.\2"),
+    # WavLM (original repository): gated relative position bias
+    (re.compile(r"^encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)$"), r"encoder.transformer.layers.\1.attention.gru_rel_pos_linear.\2"),
+    (re.compile(r"^encoder\.layers\.(\d+)\.self_attn\.grep_a$"), r"encoder.transformer.layers.\1.attention.gru_rel_pos_const"),
+    (re.compile(r"^encoder\.layers\.(\d+)\.self_attn\.relative_attention_bias\.weight$"), r"encoder.transformer.layers.\1.attention.rel_attn_embed.weight"),
     (re.compile(r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$"), r"encoder.transformer.layers.\1.layer_norm.\2"),
     (re.compile(r"^encoder\.layers\.(\d+)\.fc1\.(weight|bias)$"), r"encoder.transformer.layers.\1.feed_forward.intermediate_dense.\2"),
     (re.compile(r"^encoder\.layers\.(\d+)\.fc2\.(weight|bias)$"), r"encoder.transformer.layers.\1.feed_forward.output_dense.\2"),
@@ -119,11 +130,11 @@ def _rename_whole(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str:
 
 
 def convert_huggingface(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """(torchaudio state dict, keys that fit nowhere) from Hugging Face Wav2Vec2 keys."""
+    """(torchaudio state dict, keys that fit nowhere) from Hugging Face Wav2Vec2 / WavLM / HuBERT keys."""
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     for key, value in state.items():
-        k = key[len("wav2vec2."):] if key.startswith("wav2vec2.") else key
+        k = _HF_PREFIX.sub("", key)
         if _HF_DROP.match(k):
             continue
         if k.startswith("feature_extractor."):
@@ -189,6 +200,25 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path), device="cpu")
 
 
+def is_wavlm(target: Wav2Vec2Model) -> bool:
+    """Whether the front end is WavLM (fused attention projections, relative position bias)."""
+    return hasattr(target.encoder.transformer.layers[0].attention, "gru_rel_pos_linear")
+
+
+def fit_attention(state: dict[str, torch.Tensor], target: Wav2Vec2Model) -> dict[str, torch.Tensor]:
+    """`state` with WavLM's q/k/v projections fused as the target's attention holds them (a
+    WavLM target only, and only when every layer has them: otherwise the strict load names the gap)."""
+    if not is_wavlm(target):
+        return state
+    prefix = "encoder.transformer."
+    layers = len(target.encoder.transformer.layers)
+    inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not all(f"layers.{i}.attention.{p}_proj.{w}" in inner for i in range(layers) for p in "qkv" for w in ("weight", "bias")):
+        return state
+    transform_wavlm_encoder_state(inner, layers)
+    return {**{k: v for k, v in state.items() if not k.startswith(prefix)}, **{prefix + k: v for k, v in inner.items()}}
+
+
 def _check_hf_config(path: Path, target: Wav2Vec2Model) -> None:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -199,6 +229,9 @@ def _check_hf_config(path: Path, target: Wav2Vec2Model) -> None:
     for key, want in expected.items():
         if key in config and config[key] != want:
             raise UserError(f"{path}: {key} is {config[key]}, but the model's SSL front end has {want}")
+    if "model_type" in config and (config["model_type"] == "wavlm") != is_wavlm(target):
+        raise UserError(f"{path}: model_type is {config['model_type']!r}, but the model's SSL front end is "
+                        f"{'WavLM' if is_wavlm(target) else 'not WavLM'} (model.overrides.ssl)")
 
 
 def read_checkpoint(path: str | Path, target: Wav2Vec2Model | None = None) -> tuple[dict[str, torch.Tensor], list[str], str]:
@@ -309,6 +342,7 @@ def load_ssl_weights(model: nn.Module, path: str | Path) -> str:
     does not fit."""
     target = find_wav2vec2(model)
     state, unknown, kind = read_checkpoint(path, target)
+    state = fit_attention(state, target)
     expected = target.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = unknown + [k for k in state if k not in expected]

@@ -28,10 +28,12 @@ from dpda.yaml_io import read_yaml
 Positive = Annotated[int, Field(gt=0)]
 MAX_INPUT_SAMPLES = 16_000 * 600  # ten minutes at 16 kHz: beyond it a crop is a typo, not a setting
 
-ScoreKind = Literal["logit_diff", "logit1"]
+ScoreKind = Literal["logit_diff", "logit1", "softmax1"]
 """What a score is, from the (batch, 2) logits (index 1 bona fide): `logit_diff` = logit[1] -
 logit[0], the log-odds margin (dpda's default, invariant to a shift of both logits);
-`logit1` = logit[1] alone, the score the published DPDA code writes. Both: higher = bona fide.
+`logit1` = logit[1] alone, the score the published DPDA code writes (and, for OC-softmax, whose
+logits are (0, cosine), the cosine to the bona fide center); `softmax1` = softmax(logits)[1], the
+score AIR-ASVspoof writes for AM-softmax. All: higher = bona fide.
 Computed by `dpda.train.inference.score_from_logits`."""
 DEFAULT_SCORE: ScoreKind = "logit_diff"
 PUBLISHED_SCORE: ScoreKind = "logit1"  # the published code's score: a released checkpoint's default
@@ -39,7 +41,11 @@ DevLoss = Literal["pooled", "published"]
 """How the dev loss combines its per-utterance terms (`eval.dev_loss`; `dpda.train.dev_loss`)."""
 OptimParams = Literal["trainable", "published"]
 """What the optimiser receives (`optim.params`; `dpda.train.optim_params`)."""
-SCORE_MEANING: dict[str, str] = {"logit_diff": "logit[1] - logit[0], dpda's", "logit1": "logit[1], the published one"}
+SCORE_MEANING: dict[str, str] = {"logit_diff": "logit[1] - logit[0], dpda's", "logit1": "logit[1], the published one; OC-softmax's cosine",
+                                 "softmax1": "softmax(logits)[1], AM-softmax's"}
+LossName = Literal["ce", "ocsoftmax", "amsoftmax"]
+# The score each loss's paper uses: `eval.score`'s default (dpda.train.losses has the losses).
+LOSS_SCORE: dict[str, ScoreKind] = {"ce": DEFAULT_SCORE, "ocsoftmax": "logit1", "amsoftmax": "softmax1"}
 
 
 class DataConfig(Settings):
@@ -250,9 +256,35 @@ class OptimConfig(Settings):
         return self.epochs + (self.epoch_cap == "published")
 
 
+# Each loss's own options under `loss.` (LossConfig refuses another loss's option set off its default).
+LOSS_OPTIONS: dict[str, tuple[str, ...]] = {"ce": ("class_weights",), "ocsoftmax": ("m_real", "m_fake", "alpha"),
+                                            "amsoftmax": ("s", "m")}
+
+
 class LossConfig(Settings):
-    # index 0 spoof, index 1 bona fide (published weighting)
+    """The training loss (`dpda.train.losses`) and its options; an option of another loss may
+    only keep its default (a dumped config holds them all, so another `loss.name` still loads)."""
+
+    name: LossName = "ce"
+    # ce: index 0 spoof, index 1 bona fide (published weighting)
     class_weights: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=2, max_length=2)] = [0.1, 0.9]
+    # ocsoftmax (Zhang et al. 2021; AIR-ASVspoof's r_real, r_fake, alpha): margins on the cosine to the center
+    m_real: Annotated[float, Field(gt=-1, le=1)] = 0.9
+    m_fake: Annotated[float, Field(ge=-1, lt=1)] = 0.2
+    alpha: Annotated[float, Field(gt=0)] = 20.0
+    # amsoftmax (AIR-ASVspoof's defaults: s = alpha = 20, m = r_real = 0.9): scale and additive margin
+    s: Annotated[float, Field(gt=0)] = 20.0
+    m: Annotated[float, Field(ge=0)] = 0.9
+
+    @model_validator(mode="after")
+    def _options_of_this_loss(self) -> LossConfig:
+        for owner, keys in LOSS_OPTIONS.items():
+            for key in keys:
+                if owner != self.name and getattr(self, key) != LossConfig.model_fields[key].default:
+                    raise relation_error(key, f"an option of loss.name: {owner}, not {self.name}")
+        if self.name == "ocsoftmax" and self.m_fake >= self.m_real:
+            raise relation_error("m_fake", f"{self.m_fake} must be < m_real = {self.m_real}")
+        return self
 
     @field_validator("class_weights")
     @classmethod
@@ -281,9 +313,10 @@ class EvalConfig(Settings):
     (ScoreKind: `logit_diff` dpda's, `logit1` the published one), and how much of each file is
     scored: `length` samples from its start (tiled if shorter); None = `data.length`, the training
     crop (published). A model that pools over time can train on short crops for speed and still
-    judge longer windows (measured for the demo in docs/scoring.md)."""
+    judge longer windows (measured for the demo in docs/scoring.md). `score` None: the loss's
+    (`LOSS_SCORE`, read through `TrainConfig.score_kind`)."""
 
-    score: ScoreKind = DEFAULT_SCORE
+    score: ScoreKind | None = None
     # The dev loss early stopping and `checkpoint.select_by: dev_loss` rank epochs by
     # (`dpda.train.dev_loss`): `pooled` (dpda) the class-weighted mean over the set, `published`
     # the published main.py's mean of per-batch (8, protocol order) weighted means.
@@ -333,6 +366,11 @@ class TrainConfig(Settings):
             raise UserError(f"{on_cpu[0].where}: runs on CPU arrays in the DataLoader workers: "
                             "set data.augment_before_crop: true (or use a device transform)")
         return self
+
+    @property
+    def score_kind(self) -> ScoreKind:
+        """The score written and used for dev EERs: `eval.score`, else the loss's paper's."""
+        return self.eval.score or LOSS_SCORE[self.loss.name]
 
     @property
     def scoring_length(self) -> int:

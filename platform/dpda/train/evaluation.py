@@ -36,7 +36,7 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     conditions, for the report's DET curves and histograms), `<name>.breakdown.csv`, `metrics.csv/json`.
 
     `score` is the score kind (`logit_diff` / `logit1`, see `dpda.train.config.ScoreKind`);
-    None takes the model's `eval.score`. Score files have no header (the community scorers read
+    None takes the model's `eval.score`, else its loss's. Score files have no header (the community scorers read
     every line as a trial), so each metrics row names the kind in its `score` column.
 
     `corpora` is a list of `[NAME=]SPEC` arguments, or {name: [spec, ...]} as in a config's
@@ -66,7 +66,7 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
     model, state = load_trained_model(model_path, dev, checkpoint_format, settings)
     cfg = config_from_dict(state["config"], source=str(model_path))
     length = cfg.scoring_length
-    kind = score or cfg.eval.score
+    kind = score or cfg.score_kind
     mapping = None if calibration is None else calibration_for(calibration, kind)
     score_kind = "raw" if calibration is None else f"llr (calibrated: {calibration})"
     out.mkdir(parents=True, exist_ok=True)

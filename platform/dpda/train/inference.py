@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,13 +26,15 @@ def score_from_logits(logits: torch.Tensor, kind: ScoreKind = DEFAULT_SCORE) -> 
         return logits[:, 1] - logits[:, 0]
     if kind == "logit1":
         return logits[:, 1]
-    raise UserError(f"eval.score: expected logit_diff or logit1, got {kind!r}")
+    if kind == "softmax1":
+        return torch.softmax(logits, dim=1)[:, 1]
+    raise UserError(f"eval.score: expected logit_diff, logit1 or softmax1, got {kind!r}")
 
 
 @dataclass
 class ScoreResult:
     scores: np.ndarray  # per manifest row, manifest order (see ScoreKind)
-    loss: float  # the weighted cross-entropy dev loss (`dpda.train.dev_loss`: pooled or published), NaN without class weights
+    loss: float  # the dev loss (`dpda.train.dev_loss`: pooled or published) of class-weighted cross-entropy or loss_fn, NaN without either
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,13 +86,19 @@ def score_manifest(
     device: torch.device,
     num_workers: int = 0,
     class_weights: torch.Tensor | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     progress: bool = False,
     score: ScoreKind = DEFAULT_SCORE,
     loss_definition: DevLoss = "pooled",
 ) -> ScoreResult:
     """Score every row with the deterministic eval crop; one host transfer per batch.
     `score` says which score of the logits (see ScoreKind); the loss does not depend on it.
-    `loss_definition` is the dev loss's (`eval.dev_loss`, see `dpda.train.dev_loss`)."""
+    `loss_definition` is the dev loss's (`eval.dev_loss`, see `dpda.train.dev_loss`): of the
+    class-weighted cross-entropy with `class_weights`, else of `loss_fn` (a cross-entropy module
+    brings its weights; another loss's rows each hold their batch's mean, weight 1)."""
+    weight = getattr(loss_fn, "weight", None)
+    if class_weights is None and isinstance(loss_fn, torch.nn.CrossEntropyLoss) and weight is not None:
+        class_weights, loss_fn = weight, None
     was_training = model.training
     model.eval()
     loader = make_loader(
@@ -108,8 +117,13 @@ def score_manifest(
             target, rows = target.to(device), index.to(device)
             terms[rows] = F.cross_entropy(logits, target, weight=weights, reduction="none").double()
             term_weights[rows] = weights[target].double()
+        elif loss_fn is not None:
+            target, rows = target.to(device), index.to(device)
+            terms[rows] = loss_fn(logits, target).double()
+            term_weights[rows] = 1.0
         scores[index.numpy()] = score_from_logits(logits, score).cpu().numpy()
     model.train(was_training)
     require_finite_scores(scores, manifest["path"].tolist(), model)
-    loss = dev_loss(terms, term_weights, loss_definition) if weights is not None else float("nan")
+    scored = weights is not None or loss_fn is not None
+    loss = dev_loss(terms, term_weights, loss_definition) if scored else float("nan")
     return ScoreResult(scores=scores, loss=loss)

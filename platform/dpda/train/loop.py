@@ -36,7 +36,7 @@ from dpda.errors import UserError
 from dpda.metrics import compute_eer, eer_interval
 from dpda.metrics.bootstrap import DEFAULT_DRAWS
 from dpda.metrics.summary import NEW_METRICS, metric_values
-from dpda.models import build_model, load_ssl_weights
+from dpda.models import load_ssl_weights
 from dpda.telemetry import NullTelemetryWriter, TelemetryWriter, next_attempt
 from dpda.telemetry.tally import EpochTally
 from dpda.models.state_dict import load_weights
@@ -51,6 +51,7 @@ from dpda.train.baseline_steps import single_path_step
 from dpda.train.step import DualPathStep
 from dpda.train.step_stats import StepStats
 from dpda.train.trial_result import ENTRY_METRICS, entry_rows, entry_set, dev_key, epoch_report, final_report, is_dev_metric
+from dpda.train.losses import build_detector, loss_function
 
 CHECKPOINT_FORMAT = TRAIN_STATE_FORMAT
 from dpda.train.model_file import MODEL_FORMAT
@@ -141,7 +142,7 @@ class Trainer:
             self.train_set, batch_size=cfg.optim.batch_size, shuffle=False,
             num_workers=cfg.data.num_workers, seed=cfg.seed, drop_last=True, sampler=self.sampler,
         )
-        self.model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.build_overrides())
+        self.model = build_detector(cfg, cfg.model.build_overrides())
         if cfg.model.ssl_checkpoint:
             load_ssl_weights(self.model, cfg.model.ssl_checkpoint)
         # where the run started (model.init_from): into summary.json and model.pt; a resume
@@ -156,8 +157,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         if cfg.optim.params == "published" and cfg.augment.mode == "dual" and cfg.align.rule != "none":
             zero_frozen_grads(params)  # the published GA wrappers' zero .grad (its baseline leaves None)
-        self.class_weights = torch.tensor(cfg.loss.class_weights, dtype=torch.float32, device=self.device)
-        self.loss_fn = torch.nn.CrossEntropyLoss(weight=self.class_weights)
+        self.loss_fn = loss_function(cfg.loss, self.device)
         self.augment_mask: torch.Tensor | None = None  # the last batch's applied transforms (over all paths' leaves)
         self.aligner = aligner_from_spec(cfg.align)
         use_amp = cfg.optim.amp and self.device.type == "cuda"
@@ -363,8 +363,8 @@ class Trainer:
         result = score_manifest(
             self.model, self.dev_manifest, length=self.cfg.scoring_length,
             batch_size=max(self.cfg.optim.batch_size * 2, 8), device=self.device,
-            num_workers=self.cfg.data.num_workers, class_weights=self.class_weights,
-            score=self.cfg.eval.score, loss_definition=self.cfg.eval.dev_loss,
+            num_workers=self.cfg.data.num_workers, loss_fn=self.loss_fn, score=self.cfg.score_kind,
+            loss_definition=self.cfg.eval.dev_loss,
         )
         target = self.dev_manifest["target"].to_numpy()
         bona, spoof = result.scores[target == 1], result.scores[target == 0]

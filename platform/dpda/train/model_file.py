@@ -12,7 +12,6 @@ import torch
 
 from dpda.dotted import set_dotted
 from dpda.errors import UserError
-from dpda.models import build_model
 from dpda.models.published import (
     FORMATS,
     PUBLISHED_FORMATS,
@@ -25,6 +24,7 @@ from dpda.models.state_dict import load_weights
 from dpda.train.checkpoint import load_checkpoint
 from dpda.train.config import PUBLISHED_SCORE, config_from_dict
 from dpda.train.optim_params import load_tables, named_frozen_tables
+from dpda.train.losses import build_detector
 
 MODEL_FORMAT = "dpda-model"
 CHECKPOINT_FORMATS = ("auto", "dpda", *FORMATS, *PUBLISHED_FORMATS)
@@ -74,7 +74,7 @@ def load_trained_model(path: str | Path, device: torch.device, fmt: str = "dpda"
         set_dotted(raw, key, value)
     cfg = config_from_dict(raw, source=str(path))
     state["config"] = cfg.to_dict()
-    model = build_model(cfg.model.name, cfg.model.preset, **cfg.model.overrides)
+    model = build_detector(cfg)
     load_weights(model, state["model"], path, f"the {cfg.model.name}:{cfg.model.preset} model its config describes")
     load_tables(model, _tables(state, model, path))
     model.to(device).eval()
