@@ -182,7 +182,8 @@ def ray_reports(store: LocalS3, prefix: str) -> set[str]:
 
 
 def epochs_reported(store: LocalS3, trial_dir: str) -> list[int]:
-    """The `epoch` of each report of a trial, in order, from Tune's result.json in the storage."""
+    """The `epoch` of each epoch's report of a trial, in order, from Tune's result.json in the
+    storage (not the saved model's report after the last epoch: `model_saved`, dpda.train.trial_result)."""
     with store.filesystem().open_input_stream(f"{trial_dir}/result.json") as fh:
-        lines = fh.read().decode().splitlines()
-    return [int(json.loads(line)["epoch"]) for line in lines if line.strip()]
+        records = [json.loads(line) for line in fh.read().decode().splitlines() if line.strip()]
+    return [int(r["epoch"]) for r in records if not r.get("model_saved")]

@@ -57,7 +57,7 @@ def test_two_worker_trial_across_nodes(cluster, tmp_path: Path) -> None:
     assert len(outcome.table) == 1
     row = outcome.table.iloc[0]
     assert row["status"] == "completed" and row["epochs"] == 2, outcome.table
-    assert 0.0 <= row["dev_eer"] <= 1.0
+    assert 0.0 <= row["model_dev_eer"] <= 1.0  # the saved model's (dpda.train.trial_result), from rank 0's final report
     trial_dir = Path(outcome.experiment_path) / f"trial_{row['trial_id']}"
     assert (trial_dir / "model.pt").exists()  # rank 0's averaged model, in the trial dir
     # Ray Train's checkpoints of the trial, named by trial id (a restarted trial finds them)

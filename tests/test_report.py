@@ -26,6 +26,7 @@ from telemetry_support import pandas_supersede, raw_frame, resolved_epochs
 CHROMIUM = "/usr/bin/chromium"
 ALWAYS = [f.name for f in FIGURES if f.when is None]  # the figures every report draws
 PATH_FIGURES = ["path_matrix", "path_pairs_ranked"]  # drawn when some trial has 3 paths or more
+SEARCH_FRONT = "pareto_front"  # drawn for a search with several objectives (tests/test_report_pareto.py)
 # left out (empty) of a report without applied-transforms telemetry and without score files
 NO_SCORES_OMITTED = ("conflict_by_transform", "test_eer_by_condition", "det_curves", "det_by_attack", "score_histograms")
 
@@ -163,7 +164,7 @@ def test_the_figure_table_names_titles_and_orders_the_page(report: Path) -> None
     assert FIGURE_ORDER == tuple(f.name for f in FIGURES) and len(set(FIGURE_ORDER)) == len(FIGURES)
     with Telemetry(report.parent.parent / "synthetic_exp") as tel:
         drawn = build_figures(tel, heatmap_trials=1)
-    assert list(drawn) == ALWAYS and set(FIGURE_ORDER) - set(ALWAYS) == set(PATH_FIGURES)  # one omitted: empty
+    assert list(drawn) == ALWAYS and set(FIGURE_ORDER) - set(ALWAYS) == {*PATH_FIGURES, SEARCH_FRONT}
     for figure in FIGURES:
         if figure.name in drawn:
             assert drawn[figure.name].layout.title.text.startswith(figure.title), figure.name
@@ -333,7 +334,7 @@ def test_path_figures_draw_the_matrix_and_the_ranked_pairs(report_paths: Path) -
 @pytest.mark.browser
 def test_report_with_many_paths_renders_in_headless_chromium(report_paths: Path, tmp_path: Path) -> None:
     dom, shot = _chromium(report_paths, tmp_path, 4000)
-    _check_rendered(dom, [n for n in FIGURE_ORDER if n not in NO_SCORES_OMITTED])
+    _check_rendered(dom, [n for n in FIGURE_ORDER if n not in (*NO_SCORES_OMITTED, SEARCH_FRONT)])
     matrix = dom[dom.index('id="fig-path_matrix"'):dom.index('id="fig-path_pairs_ranked"')]
     assert "noise_rir" in matrix and "epochs 1-2" in matrix
     assert shot.exists() and shot.stat().st_size > 10_000
