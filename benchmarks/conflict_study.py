@@ -291,12 +291,7 @@ def transform_table(results: pd.DataFrame, transforms: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _cell(mean: float, low: float, high: float, scale: float) -> str:
-    if not np.isfinite(mean):
-        return "n/a"
-    if not np.isfinite(low):
-        return f"{scale * mean:.1f}"
-    return f"{scale * mean:.1f} [{scale * low:.1f}, {scale * high:.1f}]"
+_cell = paired.cell
 
 
 def summary_table(results: pd.DataFrame, metrics: list[str]) -> str:
@@ -318,13 +313,7 @@ def summary_table(results: pd.DataFrame, metrics: list[str]) -> str:
 
 
 def tests_table(tests: pd.DataFrame) -> str:
-    lines = ["| variant | metric | seed pairs | difference [95% interval] | p (paired t) | p (Holm) |",
-             "|---|---|---|---|---|---|"]
-    for r in tests.itertuples():
-        heading, scale, _ = METRICS[r.metric]
-        lines.append(f"| {r.variant} | {heading} | {r.seeds} | {_cell(r.diff, r.low, r.high, scale)} | {r.p:.3g} "
-                     f"| {r.p_holm:.3g} |")
-    return "\n".join(lines)
+    return paired.differences_markdown(tests, METRICS.__getitem__)
 
 
 def sentences(tests: pd.DataFrame) -> list[str]:

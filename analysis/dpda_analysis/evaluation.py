@@ -39,8 +39,9 @@ COMPLETED, STOPPED, UNFINISHED = "completed", "stopped early", "unfinished"
 _LOCAL = Location(pafs.LocalFileSystem(), "/")
 
 
-def _json(loc: Location, path: Path) -> object:
-    """The parsed JSON file on `loc`'s filesystem; None when missing or not valid JSON."""
+def read_json(loc: Location, path: Path | None = None) -> object:
+    """The parsed JSON file at `path` (default: `loc`'s root) on `loc`'s filesystem; None when
+    missing or not valid JSON."""
     text = loc.read_text(path)
     if text is None:
         return None
@@ -50,7 +51,7 @@ def _json(loc: Location, path: Path) -> object:
         return None
 
 
-def _csv(loc: Location, path: Path, **kwargs: object) -> pd.DataFrame | None:
+def read_csv(loc: Location, path: Path, **kwargs: object) -> pd.DataFrame | None:
     """The CSV file on `loc`'s filesystem as a frame; None when missing."""
     text = loc.read_text(path)
     return None if text is None else pd.read_csv(io.StringIO(text), **kwargs)
@@ -66,7 +67,7 @@ def read_outcomes(trials: pd.DataFrame, loc: Location = _LOCAL) -> pd.DataFrame:
     a Tune trial was stopped early (ASHA, or killed); a plain run is unfinished."""
     rows = []
     for run_id, trial_id, run_dir in zip(trials["run_id"], trials["trial_id"], trials["run_dir"]):
-        record = _json(loc, loc.path(run_dir) / RUN_SUMMARY)
+        record = read_json(loc, loc.path(run_dir) / RUN_SUMMARY)
         if isinstance(record, dict) and record:
             status = COMPLETED
         else:
@@ -87,7 +88,7 @@ def read_search_space(root: str | os.PathLike, run_dirs: list[str], loc: Locatio
     for folder in [loc.path(os.fspath(root)), *sorted({loc.path(d).parent for d in run_dirs})]:
         path = folder / SEARCH_SPACE_FILE
         if loc.is_file(path):
-            record = _json(loc, path)
+            record = read_json(loc, path)
             params = record.get("params", []) if isinstance(record, dict) else None
             if not isinstance(params, list):
                 return None
@@ -150,7 +151,7 @@ def read_test_eers(folders: pd.DataFrame, loc: Location = _LOCAL) -> pd.DataFram
             index=False):
         fs = _where(where, loc)
         folder = fs.path(folder_name)
-        sets = _csv(fs, folder / EVAL_METRICS)
+        sets = read_csv(fs, folder / EVAL_METRICS)
         if sets is None:
             continue
         calibrated = [is_calibrated(r) for _, r in sets.iterrows()]
@@ -160,7 +161,7 @@ def read_test_eers(folders: pd.DataFrame, loc: Location = _LOCAL) -> pd.DataFram
                                "bayes_threshold": sets.get("bayes_threshold", math.nan),
                                "calibrated": calibrated, "model": sets.get("model", "")})]
         for name in sets["set"].astype(str):
-            b = _csv(fs, folder / eval_breakdown_file(name), keep_default_na=False, na_values=[""])
+            b = read_csv(fs, folder / eval_breakdown_file(name), keep_default_na=False, na_values=[""])
             if b is not None:
                 b = b[b["factor"] != "all"]  # the pooled row repeats metrics.csv
                 parts.append(pd.DataFrame({"set": name, "factor": b["factor"].astype(str),
@@ -187,7 +188,7 @@ def read_scored_set(folders: pd.DataFrame, run_id: str, trial_id: str, set_name:
     fs = _where(row["location"].iloc[0], loc)
     folder = fs.path(row["eval_dir"].iloc[0])
     text = fs.read_text(folder / eval_scores_file(set_name))
-    keys = _csv(fs, folder / eval_keys_file(set_name), keep_default_na=False, dtype=str)
+    keys = read_csv(fs, folder / eval_keys_file(set_name), keep_default_na=False, dtype=str)
     if text is None or keys is None:
         return None
     scores = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, names=["utt", "score"], dtype={"utt": str})

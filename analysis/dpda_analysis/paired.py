@@ -9,7 +9,7 @@ once (variants x metrics), so the p-values are Holm-adjusted over the whole fami
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -77,3 +77,23 @@ def paired_differences(runs: pd.DataFrame, baseline: str, metrics: Sequence[str]
     if finite.any():
         tests.loc[finite, "p_holm"] = holm(tests.loc[finite, "p"].to_numpy())
     return tests
+
+
+def cell(mean: float, low: float, high: float, scale: float) -> str:
+    """`mean [low, high]` scaled (100 for a rate in %), one decimal; `n/a` without a mean."""
+    if not np.isfinite(mean):
+        return "n/a"
+    if not np.isfinite(low):
+        return f"{scale * mean:.1f}"
+    return f"{scale * mean:.1f} [{scale * low:.1f}, {scale * high:.1f}]"
+
+
+def differences_markdown(tests: pd.DataFrame, heading: Callable[[str], tuple[str, float, str]]) -> str:
+    """`paired_differences`' table as Markdown; `heading(metric)` gives its (heading, scale, unit)."""
+    lines = ["| variant | metric | seed pairs | difference [95% interval] | p (paired t) | p (Holm) |",
+             "|---|---|---|---|---|---|"]
+    for r in tests.itertuples():
+        name, scale, _ = heading(r.metric)
+        lines.append(f"| {r.variant} | {name} | {r.seeds} | {cell(r.diff, r.low, r.high, scale)} | {r.p:.3g} "
+                     f"| {r.p_holm:.3g} |")
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dpda_analysis.evaluation import COMPLETED, _csv, _json
+from dpda_analysis.evaluation import COMPLETED, read_csv, read_json
 from dpda_analysis.layout import PARETO_FRONT, SEARCH_RESULTS, SEARCH_SPACE_FILE
 from dpda_analysis.location import Location
 
@@ -32,12 +32,12 @@ def read_search_front(root: str | os.PathLike, loc: Location) -> SearchFront | N
     """The search's front when `root` holds a search with two or more objectives and its
     pareto.csv; None otherwise (one objective, a study, a plain run, a search still running)."""
     folder = loc.path(os.fspath(root))
-    snapshot = _json(loc, folder / SEARCH_SPACE_FILE)
+    snapshot = read_json(loc, folder / SEARCH_SPACE_FILE)
     metric = snapshot.get("metric") if isinstance(snapshot, dict) else None
     if not isinstance(metric, list) or len(metric) < 2 or not all(isinstance(m, str) for m in metric):
         return None
     # ids as written: a Tune id of digits only ("00003", "12345678") must not become a number
-    results, front = (_csv(loc, folder / name, dtype={"trial_id": str}) for name in (SEARCH_RESULTS, PARETO_FRONT))
+    results, front = (read_csv(loc, folder / name, dtype={"trial_id": str}) for name in (SEARCH_RESULTS, PARETO_FRONT))
     if results is None or front is None or not set(metric) <= set(results.columns) & set(front.columns):
         return None
     done = results[results["status"] == COMPLETED].dropna(subset=metric)

@@ -10,7 +10,6 @@ study copied to a laptop, or read from object storage, is tabulated without torc
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -20,8 +19,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
+from dpda_analysis.evaluation import read_json
 from dpda_analysis.layout import RUN_SUMMARY
 from dpda_analysis.location import Location, resolve
+from dpda_analysis import paired
 from dpda_analysis.paired import ALPHA, paired_differences, t_interval
 from dpda_analysis.report.study import study_figure, study_html
 
@@ -48,16 +49,6 @@ def _trial_dirs(exp: Location) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("trial_"))
 
 
-def _json(loc: Location) -> dict[str, Any] | None:
-    text = loc.read_text()
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return None
-
-
 def _conflict_by_trial(exp: Location) -> dict[str, float]:
     """Each trial's whole-run conflict fraction from its telemetry (NaN-free: trials without a
     counted step are absent)."""
@@ -81,11 +72,11 @@ def read_runs(experiment: str | os.PathLike | Location, filesystem: Any = None) 
     rows = []
     for name in _trial_dirs(exp):
         trial = exp.child(name)
-        params = _json(trial.child(PARAMS_FILE))
+        params = read_json(trial.child(PARAMS_FILE))
         if not params or "variant" not in params or "seed" not in params:
             continue
         trial_id = name.removeprefix("trial_")
-        summary = _json(trial.child(RUN_SUMMARY)) or {}
+        summary = read_json(trial.child(RUN_SUMMARY)) or {}
         row: dict[str, Any] = {
             "variant": params["variant"], "seed": int(params["seed"]), "trial_id": trial_id,
             "finished": bool(summary.get("final_dev_eer") is not None),
@@ -100,14 +91,6 @@ def read_runs(experiment: str | os.PathLike | Location, filesystem: Any = None) 
     runs = pd.DataFrame(rows, columns=["variant", "seed", "trial_id", "finished", "epochs", "dev_eer", "best_dev_eer",
                                        "conflict_fraction"] if not rows else None)
     return runs.sort_values(["variant", "seed"], kind="stable").reset_index(drop=True) if not runs.empty else runs
-
-
-def _cell(mean: float, low: float, high: float, scale: float) -> str:
-    if not np.isfinite(mean):
-        return "n/a"
-    if not np.isfinite(low):
-        return f"{scale * mean:.1f}"
-    return f"{scale * mean:.1f} [{scale * low:.1f}, {scale * high:.1f}]"
 
 
 def variant_summary(runs: pd.DataFrame, metrics: Sequence[str], variants: Sequence[str]) -> pd.DataFrame:
@@ -134,19 +117,13 @@ def summary_markdown(summary: pd.DataFrame, metrics: Sequence[str], variants: Se
         cells = []
         for metric in metrics:
             r = table.loc[(variant, metric)]
-            cells.append(_cell(r["mean"], r["low"], r["high"], metric_heading(metric)[1]) + f" (n={int(r['seeds'])})")
+            cells.append(paired.cell(r["mean"], r["low"], r["high"], metric_heading(metric)[1]) + f" (n={int(r['seeds'])})")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def differences_markdown(tests: pd.DataFrame) -> str:
-    lines = ["| variant | metric | seed pairs | difference [95% interval] | p (paired t) | p (Holm) |",
-             "|---|---|---|---|---|---|"]
-    for r in tests.itertuples():
-        heading, scale, _ = metric_heading(r.metric)
-        lines.append(f"| {r.variant} | {heading} | {r.seeds} | {_cell(r.diff, r.low, r.high, scale)} | {r.p:.3g} "
-                     f"| {r.p_holm:.3g} |")
-    return "\n".join(lines)
+    return paired.differences_markdown(tests, metric_heading)
 
 
 def study_markdown(title: str, runs: pd.DataFrame, tests: pd.DataFrame, metrics: Sequence[str],
@@ -188,7 +165,7 @@ def write_study(experiment: str | os.PathLike | Location, *, baseline: str, vari
     summary = variant_summary(runs, metrics, variants)
     headings = {m: metric_heading(m)[:2] for m in metrics}
     shown = pd.DataFrame([{"variant": r.variant, "metric": metric_heading(r.metric)[0], "seed pairs": r.seeds,
-                           "difference [95% interval]": _cell(r.diff, r.low, r.high, metric_heading(r.metric)[1]),
+                           "difference [95% interval]": paired.cell(r.diff, r.low, r.high, metric_heading(r.metric)[1]),
                            "p (paired t)": f"{r.p:.3g}", "p (Holm)": f"{r.p_holm:.3g}"} for r in tests.itertuples()])
     exp.child(STUDY_HTML).write_text(study_html(title, study_figure(summary, headings, variants, baseline), shown, baseline))
     return runs, tests

@@ -22,7 +22,7 @@ def fig_pareto_front(front: SearchFront | None, inputs: ReportInputs, *, title: 
     if front is None or front.trials.empty:
         return empty_figure(title, "needs a search with several objectives that completed trials (pareto.csv)")
     x, y = front.objectives[:2]
-    keys = {t: k for k in inputs.trial_color for t in [k[1]]}  # trial id -> (run_id, trial_id)
+    keys = {key[1]: key for key in inputs.trial_color}  # trial id -> (run_id, trial_id)
     on_front = set(front.front["trial_id"].astype(str))
     rest = front.trials[~front.trials["trial_id"].astype(str).isin(on_front)]
     fig = go.Figure()
