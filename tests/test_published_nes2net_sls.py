@@ -17,7 +17,7 @@ from dpda.cli import main
 from dpda.errors import UserError
 from dpda.models import build_model, count_parameters, nes2net, sls
 from dpda.models.nes2net import Nes2NetXHead
-from dpda.models.published import PUBLISHED_FORMATS, model_from_published_state
+from dpda.models.published import model_from_published_state
 from dpda.models.registry import SSL_FRONTEND_KEYS, model_config
 from dpda.models.sls import SLSHead
 from dpda.models.ssl import TINY_SSL
@@ -135,19 +135,23 @@ def test_published_detector_state_is_detected_and_loads_strictly(case):
         torch.testing.assert_close(model.backend(feats), fixture["eval_logits"], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("fmt", list(PUBLISHED_FORMATS))
+RELEASED_MODEL = {"nes2net": "ssl_nes2net_x", "sls": "ssl_sls"}  # --checkpoint-format -> the one model it reads
+
+
+@pytest.mark.parametrize("fmt", list(RELEASED_MODEL))
 def test_checkpoint_format_reads_its_model(tmp_path, fmt):
     case = "sls" if fmt == "sls" else "nes2net_x_mean"
     published, overrides, _ = _published_detector(case)
     torch.save(published, tmp_path / "released.pth")
     model, state = load_trained_model(tmp_path / "released.pth", torch.device("cpu"), fmt, {"model.overrides": overrides})
-    assert state["config"]["model"]["name"] == PUBLISHED_FORMATS[fmt] and fmt in CHECKPOINT_FORMATS
+    assert state["config"]["model"]["name"] == RELEASED_MODEL[fmt] and fmt in CHECKPOINT_FORMATS
     assert state["config"]["eval"]["score"] == "logit1"
     other = "sls" if fmt == "nes2net" else "nes2net"
-    with pytest.raises(UserError, match=r"^.*released\.pth.*not fit ssl_"):
+    other_name = {"nes2net": "Nes2Net-X", "sls": "XLSR-SLS"}[other]
+    with pytest.raises(UserError, match=rf"released\.pth: not a released {other_name} checkpoint \(closest: {RELEASED_MODEL[other]}:full"):
         load_trained_model(tmp_path / "released.pth", torch.device("cpu"), other,
                            {"model.overrides": {"ssl": SSL_1024}})
-    with pytest.raises(UserError, match=rf"^model.name: --checkpoint-format {fmt} reads"):
+    with pytest.raises(UserError, match=rf"^model.name: --checkpoint-format {fmt} reads {RELEASED_MODEL[fmt]} checkpoints, got 'ssl_aasist'"):
         load_trained_model(tmp_path / "released.pth", torch.device("cpu"), fmt, {"model.name": "ssl_aasist"})
 
 
@@ -187,7 +191,7 @@ def test_dpda_models_prints_the_published_back_end_counts(capsys):
     assert main(["models", "ssl_nes2net_x", "ssl_sls", "--preset", "full"]) == 0
     rows = {r[0]: r for r in (line.split() for line in capsys.readouterr().out.splitlines()[1:])}
     assert {n: int(r[3].replace(",", "")) for n, r in rows.items()} == PUBLISHED_TRAINABLE
-    assert all(r[4] == "published" for r in rows.values())
+    assert {n: " ".join(r[4:]) for n, r in rows.items()} == {"ssl_nes2net_x": "published, nes2net", "ssl_sls": "published, sls"}
 
 
 @pytest.fixture(scope="module")

@@ -39,8 +39,7 @@ CONVERTERS: dict[str, Converter] = {
     "ssl_nes2net_x": nes2net.published_to_dpda,
     "ssl_sls": sls.published_to_dpda,
 }
-# `--checkpoint-format` names that read a published checkpoint as one model (no detection).
-PUBLISHED_FORMATS: dict[str, str] = {"nes2net": "ssl_nes2net_x", "sls": "ssl_sls"}
+
 
 
 @dataclass(frozen=True)
@@ -58,6 +57,9 @@ class Layout:
 FORMATS: dict[str, dict[str, Layout]] = {
     "published": {name: Layout(convert) for name, convert in CONVERTERS.items()},
     "aasist": {"aasist": Layout(released_to_dpda, ("released", "released_l"))},
+    # the released Nes2Net-X and XLSR-SLS checkpoints: `published` layouts read as that one model
+    "nes2net": {"ssl_nes2net_x": Layout(CONVERTERS["ssl_nes2net_x"])},
+    "sls": {"ssl_sls": Layout(CONVERTERS["ssl_sls"])},
 }
 # Tables a model recomputes (non-persistent buffers) that a published checkpoint may still carry:
 # published key -> dpda buffer. A present table is loaded (a drifted one changes the logits).
@@ -66,6 +68,7 @@ TABLE_ATOL = 1e-5  # float32 rounding of the published sinusoid against dpda's
 DATA_PARALLEL_PREFIX = "module."
 _FORMAT_WHAT = {"published": "a published checkpoint of any known model",
                 "aasist": "a released AASIST checkpoint (clovaai AASIST / AASIST-L, ASVspoof 5 baseline)",
+                "nes2net": "a released Nes2Net-X checkpoint", "sls": "a released XLSR-SLS checkpoint",
                 None: "a published or released checkpoint of any known layout"}
 
 
@@ -104,10 +107,13 @@ def detect_layout(state: dict[str, Tensor], source: str | Path, fmt: str | None 
                   **overrides: Any) -> tuple[str, str, str]:
     """(format, model, preset) whose converter turns `state` into exactly that model's keys and
     shapes; `fmt` None tries every format. One line naming the closest layout otherwise."""
-    problems = []
+    problems, tried = [], set()
     for each in ([fmt] if fmt else list(FORMATS)):
         for name, layout in FORMATS[each].items():
             for preset in layout.presets:
+                if (name, preset, layout.convert) in tried:  # one layout under two formats (sls, published)
+                    continue
+                tried.add((name, preset, layout.convert))
                 try:
                     own, converted = build_for_shapes(name, preset, **overrides).state_dict(), layout.convert(state)
                 except UserError as exc:  # an override this model does not take

@@ -14,7 +14,6 @@ from dpda.dotted import set_dotted
 from dpda.errors import UserError
 from dpda.models.published import (
     FORMATS,
-    PUBLISHED_FORMATS,
     detect_layout,
     model_from_published_state,
     published_tensors,
@@ -27,12 +26,14 @@ from dpda.train.optim_params import load_tables, named_frozen_tables
 from dpda.train.losses import build_detector
 
 MODEL_FORMAT = "dpda-model"
-CHECKPOINT_FORMATS = ("auto", "dpda", *FORMATS, *PUBLISHED_FORMATS)
+CHECKPOINT_FORMATS = ("auto", "dpda", *FORMATS)
 # What a released checkpoint's config gets unless a setting says otherwise: scored as its own code
 # scores (the bona fide logit; the released AASIST main.py on the first 64,600 samples).
 RELEASED_DEFAULTS: dict[str, dict[str, Any]] = {
     "published": {"eval.score": PUBLISHED_SCORE},
     "aasist": {"eval.score": PUBLISHED_SCORE, "eval.length": RELEASED_LENGTH},
+    "nes2net": {"eval.score": PUBLISHED_SCORE},
+    "sls": {"eval.score": PUBLISHED_SCORE},
 }
 
 
@@ -47,17 +48,14 @@ def load_trained_model(path: str | Path, device: torch.device, fmt: str = "dpda"
     """Rebuild the model from the config stored beside its weights (no SSL download needed: the
     fine-tuned front-end weights are part of the state dict), or from a published checkpoint.
 
-    `fmt`: `dpda`, `published`, `aasist`, `auto` (from the file's contents) or a published model's
-    own format (`PUBLISHED_FORMATS`: `nes2net`, `sls`; that model, not detected). `settings`: dotted
+    `fmt`: `dpda`, `auto` (from the file's contents) or a released format of `FORMATS`
+    (`published`, `aasist`, `nes2net`, `sls`). `settings`: dotted
     config keys applied to the stored config (dpda) or to dpda's defaults (a released checkpoint;
     `model.name` / `model.preset` unset = detected from the keys and shapes, e.g. `data.length`,
     `model.overrides.ssl_layers`)."""
     if fmt not in CHECKPOINT_FORMATS:
         raise UserError(f"checkpoint format {fmt!r}: choose from {', '.join(CHECKPOINT_FORMATS)}")
     state = load_checkpoint(path)
-    if fmt in PUBLISHED_FORMATS:
-        settings = _pinned_model(dict(settings or {}), fmt)
-        fmt = "published"
     if fmt == "auto":
         fmt = checkpoint_format(state)
     if fmt != "dpda":
@@ -91,15 +89,6 @@ def _tables(state: dict[str, Any], model: torch.nn.Module, path: str | Path) -> 
     return tables
 
 
-def _pinned_model(settings: dict[str, Any], fmt: str) -> dict[str, Any]:
-    """`settings` with `model.name` set to the model of checkpoint format `fmt`."""
-    name = PUBLISHED_FORMATS[fmt]
-    given = settings.get("model.name", name)
-    if given != name:
-        raise UserError(f"model.name: --checkpoint-format {fmt} reads {name} checkpoints, got {given!r}")
-    return {**settings, "model.name": name}
-
-
 def _load_released(path: str | Path, state: Any, device: torch.device, settings: dict[str, Any],
                    fmt: str | None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A released state dict of format `fmt` (None: any, detected) as (model, state)."""
@@ -109,6 +98,9 @@ def _load_released(path: str | Path, state: Any, device: torch.device, settings:
         set_dotted(raw, key, value)
     source = f"{path} ({fmt or 'released'} checkpoint)"
     section = raw.get("model", {})
+    if fmt and isinstance(section, dict) and section.get("name", next(iter(FORMATS[fmt]))) not in FORMATS[fmt]:
+        raise UserError(f"model.name: --checkpoint-format {fmt} reads {' or '.join(FORMATS[fmt])} checkpoints, "
+                        f"got {section['name']!r}")
     if isinstance(section, dict) and "name" in section and "preset" not in section:
         # a named model whose layouts fit one preset: that one (its overrides may be what makes the file fit)
         presets = {p for models in ([FORMATS[fmt]] if fmt else FORMATS.values())
