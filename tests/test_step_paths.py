@@ -194,3 +194,57 @@ def test_three_paths_make_one_host_sync_and_operators_independent_of_the_tensor_
         counts[count] = profile_ops(step, x, augs, y)
     assert all(c.syncs["step"] == 1 and c.syncs["passes"] == 0 for c in counts.values())
     assert len({(c.ops["step"], c.views["step"]) for c in counts.values()}) == 1
+
+
+@pytest.mark.parametrize("rule", ["mgda", "cagrad"])
+def test_three_paths_apply_the_rule_and_its_strength_once(rule: str) -> None:
+    """K = 3 with a deterministic rule and strength 0.5 (separate mode, whole model): the update is
+    the rule's P-path coefficients (`multipath.path_coeffs` on the reference gradients' Gram
+    matrix, strength applied there once) times the path gradients."""
+    from dpda.align import multipath
+
+    k, strength = 3, 0.5
+    model, ref = ConvNet(seed=2), ConvNet(seed=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    aligner = make_aligner(rule, strength=strength)
+    step = DualPathStep(model, LOSS, opt, aligner, mode="separate", augmented_paths=k)
+    x, augs, y = _paths_batch(3, k)
+    grads = torch.stack([_flat_grads(ref, LOSS(ref(xp), y)) for xp in [x, *augs]]).double()
+    coeffs = multipath.path_coeffs(rule, (grads @ grads.T)[None], options=aligner._options, state={},
+                                   strength=strength)[0]
+    step(x, augs, y)
+    before = torch.cat([p.detach().reshape(-1) for p in ref.parameters()])
+    after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    expected = before - 0.1 * (coeffs[:, None] * grads).sum(0).float()
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-6)
+    mean = before - 0.1 * grads.mean(0).float()
+    assert (after - mean).abs().max() > 1e-4  # the rule changed the update (not the plain mean)
+
+
+def test_three_paths_draw_the_rules_task_orders_from_the_seed_and_resume_them() -> None:
+    """PCGrad at K = 3 projects in LibMTL's random task order: drawn from a generator seeded with
+    torch's seed, its state kept in path_state, so a step rebuilt from that state (a resume) draws
+    the next orders an uninterrupted run draws."""
+    from dpda.align import multipath
+
+    k = 3
+    torch.manual_seed(11)
+    model, ref = ConvNet(seed=4), ConvNet(seed=4)
+    aligner = make_aligner("pcgrad")
+    step = DualPathStep(model, LOSS, torch.optim.SGD(model.parameters(), lr=0.1), aligner, mode="separate",
+                        augmented_paths=k)
+    x, augs, y = _paths_batch(5, k)
+    grads = torch.stack([_flat_grads(ref, LOSS(ref(xp), y)) for xp in [x, *augs]]).double()
+    orders = torch.Generator().manual_seed(torch.initial_seed())
+    coeffs = multipath.path_coeffs("pcgrad", (grads @ grads.T)[None], options=aligner._options, state={},
+                                   generator=orders)[0]
+    before = torch.cat([p.detach().reshape(-1) for p in ref.parameters()])
+    step(x, augs, y)
+    after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    torch.testing.assert_close(after, before - 0.1 * (coeffs[:, None] * grads).sum(0).float(), rtol=1e-5, atol=1e-6)
+    # the next step's orders: an uninterrupted step and one rebuilt from path_state agree
+    resumed = DualPathStep(ConvNet(seed=4), LOSS, torch.optim.SGD(model.parameters(), lr=0.1), make_aligner("pcgrad"),
+                           mode="separate", augmented_paths=k)
+    resumed.path_state.update(step.path_state)
+    torch.manual_seed(999)  # a resumed process's own seed must not matter
+    assert torch.equal(resumed._order_generator(torch.device("cpu")).get_state(), orders.get_state())

@@ -80,6 +80,8 @@ def _inv_scale(scaler: torch.amp.GradScaler | None, device: torch.device) -> tor
     return scaler.scale(torch.ones((), device=device, dtype=torch.float32)).to(torch.float64).reciprocal()
 
 
+_ORDER_STATE = "task_order_rng"  # path_state key of the task-order generator's state
+
 class DualPathStep:
     """Dual-path training step: one gradient per path, aligned by ``aligner`` into one update.
 
@@ -133,6 +135,7 @@ class DualPathStep:
         multipath.check_paths(aligner.name, self.n_paths)
         self.model, self.loss_fn, self.optimizer, self.aligner = model, loss_fn, optimizer, aligner
         self.path_state: dict = {}  # the K-path rule's state (P > 2; two paths keep it in the aligner)
+        self._orders: torch.Generator | None = None  # PCGrad's / GradVac's task orders (P > 2)
         if scaler is not None and not scaler.is_enabled():
             scaler = None  # a disabled scaler is a no-op; the plain skip path applies
         self.mode, self.scaler, self.reduce_fn = mode, scaler, reduce_fn
@@ -259,6 +262,19 @@ class DualPathStep:
                          path_cos=st.cos.reshape(1), layer_path_cos=st.layer_cos.reshape(-1, 1),
                          **{k: getattr(st, k) for k in _FROM_ALIGN})
 
+    def _order_generator(self, device: torch.device) -> torch.Generator:
+        """The generator of the rules' random task orders (LibMTL's PCGrad and GradVac shuffle the
+        tasks each step): seeded from torch's seed (the run's) when first needed, or restored from
+        `path_state` (a resumed run continues the orders it would have drawn)."""
+        if self._orders is None or self._orders.device != device:
+            self._orders = torch.Generator(device=device)
+            saved = self.path_state.get(_ORDER_STATE)
+            if saved is not None:
+                self._orders.set_state(saved)
+            else:
+                self._orders.manual_seed(torch.initial_seed())
+        return self._orders
+
     def _align_paths(self, losses: torch.Tensor, buffers_ok: torch.Tensor) -> StepStats:
         """P > 2 paths: Gram matrices -> `multipath.path_coeffs` -> one fused update into the
         last row, the clip factor and the non-finite guard folded into the coefficients as for
@@ -267,15 +283,16 @@ class DualPathStep:
         total = gram.sum(0, keepdim=True)
         finite = torch.isfinite(total).all() & torch.isfinite(losses).all() & buffers_ok.to(total.device)
         unit = total if self.aligner.granularity == "model" else gram
+        orders = self._order_generator(total.device)
         before = dict(self.path_state)
-        coeffs = multipath.path_coeffs(self.aligner.name, unit, options=self.aligner._options, state=self.path_state)
+        coeffs = multipath.path_coeffs(self.aligner.name, unit, options=self.aligner._options, state=self.path_state,
+                                       generator=orders, strength=self.aligner.strength)
         for key, old in before.items():  # a step that does not count leaves the rule's state
             new = self.path_state.get(key)
-            if isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor) and new.shape == old.shape:
+            if key != _ORDER_STATE and isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor) \
+                    and new.shape == old.shape:
                 self.path_state[key] = torch.where(finite, new, old)
-        s = self.aligner.strength
-        if s != 1.0:
-            coeffs = (1 - s) / self.n_paths + s * coeffs
+        self.path_state[_ORDER_STATE] = orders.get_state()  # checkpointed with the rule's state
         st = path_stats(gram, coeffs.expand(gram.shape[0], -1), losses)
         inv = _inv_scale(self.scaler, total.device)
         if inv is not None:
