@@ -1,6 +1,6 @@
 """The released AASIST checkpoints on the real-audio set, and DPDA fine-tuning from AASIST-L.
 
-Three parts (docs/released_aasist.md has the fetch instructions and the results):
+Four parts (docs/released_aasist.md has the fetch instructions and the results):
 
 1. `compare` (with --aasist-code): dpda's `aasist` against clovaai's own models/AASIST.py on the
    same released weights and the same 64,600-sample inputs of the first N files of the set: the
@@ -13,28 +13,40 @@ Three parts (docs/released_aasist.md has the fetch instructions and the results)
    three arms with the same budget: single-path RawBoost, DPDA (dual path, rule `none`) and
    DPDA + PCGrad, over --seeds; reports the held-out family's EER (the set's `family-F` protocol
    test subset: F's spoofs against the bona fide test recordings), the probe EER and the conflict
-   fraction (`dpda_analysis.conflict_fraction`).
+   fraction (`dpda_analysis.conflict_fraction`), per run, as mean [95% t-interval] per arm, and
+   each DPDA arm minus single-path RawBoost paired by seed (`dpda_analysis.paired`, Holm). The
+   released AASIST-L, not fine-tuned, is scored on the same sets as the first row.
+4. `finetune-synthetic` (with --synthetic DIR, a `dpda synth` corpus): the same three arms on the
+   synthetic corpus's train split, tested on its eval set (attacks unseen in training) and its
+   in-the-wild-style set, at --synthetic-length samples.
+
+Every arm gets the same budget: --epochs, --max-steps per epoch, --batch-size, --lr; dev (for
+the epoch choice) is scored on every --dev-every-th utterance per label.
 
     python benchmarks/released_aasist.py --weights /tmp/released --real data/real \\
         --aasist-code /tmp/aasist --out runs/released_aasist --doc docs/released_aasist_results.md
     # a smoke run: 20 compared files, 2 fine-tuning steps, one seed
     python benchmarks/released_aasist.py --weights /tmp/released --real /tmp/realset --seeds 0 \\
-        --epochs 1 --max-steps 2 --out /tmp/ra --doc /tmp/ra.md
+        --epochs 1 --max-steps 2 --parts score finetune --out /tmp/ra --doc /tmp/ra.md
 
 --weights is a folder with AASIST.pth, AASIST-L.pth and/or best.pth (the ASVspoof 5 baseline).
-Runs go to OUT/<part>/...; finished ones are reused, so an interrupted run resumes.
+Runs go to OUT/score/<file>/ and OUT/finetune-<corpus>/<arm>-s<seed>/; finished ones are reused, so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import time
 import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from dpda.models.released_aasist import RELEASED_LENGTH
 
 RELEASED = {"AASIST.pth": "AASIST", "AASIST-L.pth": "AASIST-L", "best.pth": "ASVspoof5"}
 CONF_PATHS = {"AASIST": "config/AASIST.conf", "AASIST-L": "config/AASIST-L.conf", "ASVspoof5": "config/AASIST.conf"}
@@ -70,7 +82,7 @@ def compare(files: dict[str, Path], real: Path, code: Path, n: int) -> pd.DataFr
     import torch
 
     from dpda.data.audio import fix_length, load_audio
-    from dpda.models.released_aasist import RELEASED_LENGTH
+    from dpda.train.inference import inference_layout
     from dpda.train.model_file import load_trained_model
 
     module = released_code(code)
@@ -84,6 +96,7 @@ def compare(files: dict[str, Path], real: Path, code: Path, n: int) -> pd.DataFr
         theirs = module.Model(released_config(code, name)).eval()
         theirs.load_state_dict(torch.load(files[file], map_location="cpu", weights_only=True))
         ours, state = load_trained_model(files[file], torch.device("cpu"), "auto")
+        ours = inference_layout(ours)  # as `dpda eval` and `dpda predict` score
         with torch.no_grad():
             a, b = theirs(batch)[1], ours(batch)
         rows.append({"file": file, "preset": state["config"]["model"]["preset"], "files": len(paths),
@@ -110,15 +123,23 @@ def score(files: dict[str, Path], real: Path, out: Path) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
-def finetune(files: dict[str, Path], real: Path, out: Path, seeds: list[int], epochs: int, max_steps: int | None,
-             family: str, batch_size: int) -> pd.DataFrame:
-    """AASIST-L from its release, each arm x seed; held-out family and probe EERs, conflict fraction."""
+@dataclass(frozen=True)
+class Task:
+    """One fine-tuning question: where AASIST-L trains, what it is tested on, at what length."""
+
+    name: str
+    train: list[str]
+    dev: list[str]
+    tests: dict[str, list[str]]  # name -> specs: the held-out sets every arm is scored on
+    held_out: list[str]  # attacks dropped from train and dev (`data.held_out_attacks`)
+    length: int
+    root: Path  # the corpus folder: a thinned dev manifest is written here (a corpus's paths must lie below its CSV)
+
+
+def real_task(real: Path, family: str) -> Task:
+    """The real-audio set's `standard` split with one method family held out of train and dev;
+    tested on that family's spoofs against the bona fide test recordings, and on the probe."""
     from dpda.data.realset.evaluate import corpus_spec
-    from dpda.dotted import set_dotted
-    from dpda.train.config import config_from_dict
-    from dpda.train.evaluation import evaluate_sets
-    from dpda.train.loop import Trainer
-    from dpda_analysis import conflict_fraction, open_telemetry
 
     corpus = pd.read_csv(real / "real.csv")
     held_out = sorted(corpus.loc[corpus["family"] == family, "attack"].unique())
@@ -127,37 +148,124 @@ def finetune(files: dict[str, Path], real: Path, out: Path, seeds: list[int], ep
     protocol = real / f"protocol-family-{family}.csv"  # F's spoofs against the bona fide test recordings
     if not protocol.exists():
         raise SystemExit(f"--family {family}: {protocol} is missing (a smaller build may lack the protocol)")
+    return Task("real", [corpus_spec(real, "train")], [corpus_spec(real, "dev")],
+                {"held_out": [f"csv:{protocol}:test"], "probe": [corpus_spec(real, "probe")]}, held_out,
+                RELEASED_LENGTH, real)
+
+
+def synthetic_task(root: Path, length: int) -> Task:
+    """The synthetic corpus (`dpda synth`): train and dev on its seen attacks, tested on its eval
+    set's unseen attacks and its in-the-wild-style set."""
+    la = root / "LA"
+    if not la.is_dir():
+        raise SystemExit(f"--synthetic {root}: no LA/ folder (make one with `dpda synth {root}`)")
+    return Task("synthetic", [f"asvspoof2019:{la}:train"], [f"asvspoof2019:{la}:dev"],
+                {"eval": [f"asvspoof2019:{la}:eval"], "itw": [f"itw:{root / 'itw'}"]}, [], length, root)
+
+
+def every_nth(specs: list[str], n: int, out: Path) -> list[str]:
+    """`specs` thinned to every n-th utterance of each label (by id), written as one CSV `out`
+    (in the corpus folder): scoring dev after each epoch is the fine-tuning's largest fixed cost on a CPU."""
+    from dpda.data.corpora import load_manifest
+
+    if n <= 1:
+        return specs
+    manifest = load_manifest(specs, "fail", "dev").sort_values("utt")
+    kept = manifest[manifest.groupby("label", observed=True).cumcount() % n == 0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    kept.drop(columns=["source_line", "source_file"], errors="ignore").to_csv(out, index=False)
+    return [f"csv:{out}"]
+
+
+def finetune(model_file: Path, task: Task, out: Path, seeds: list[int], budget: dict) -> pd.DataFrame:
+    """AASIST-L from its release, each arm x seed on `task` with the same `budget` (epochs,
+    max_steps, batch_size, lr, dev_every); every test set's EER and the conflict fraction. The
+    released model itself, scored on the same sets, is the first row (`arm` "released")."""
+    from dpda.dotted import set_dotted
+    from dpda.train.config import config_from_dict
+    from dpda.train.evaluation import evaluate_sets
+    from dpda.train.loop import Trainer
+    from dpda_analysis import conflict_fraction, open_telemetry
+
+    where = out / f"finetune-{task.name}"
+    dev = every_nth(task.dev, budget["dev_every"], task.root / f"released_aasist-dev-every{budget['dev_every']}.csv")
+
+    def scored(model: Path, run_dir: Path, fmt: str) -> dict:
+        result = {}
+        for r in evaluate_sets(model, task.tests, run_dir / "eval", num_workers=0, interval_draws=DRAWS,
+                               checkpoint_format=fmt, settings={"eval.length": task.length}):
+            result |= {f"eer_{r['set']}": r["eer"], f"eer_{r['set']}_low": r.get("eer_low"),
+                       f"eer_{r['set']}_high": r.get("eer_high")}
+        return result
+
     rows = []
+    done = where / "released" / "result.json"
+    if not done.exists():
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps({"arm": "released", "seed": -1} | scored(model_file, done.parent, "aasist"), indent=2))
+    rows.append(json.loads(done.read_text()))
     for arm, switches in ARMS.items():
         for seed in seeds:
-            run_dir = out / "finetune" / f"{arm.split()[0].lower()}-{switches['align.rule']}-s{seed}"
+            run_dir = where / f"{arm.split()[0].lower()}-{switches['align.rule']}-s{seed}"
             done = run_dir / "result.json"
             if done.exists():
                 rows.append(json.loads(done.read_text()))
                 continue
             raw: dict = {"seed": seed, "device": "auto",
-                         "model": {"name": "aasist", "preset": "released_l", "init_from": str(files["AASIST-L.pth"])},
-                         "data": {"train": [corpus_spec(real, "train")], "dev": [corpus_spec(real, "dev")], "eval": {},
-                                  "length": 64_600, "num_workers": 0, "held_out_attacks": held_out},
+                         "model": {"name": "aasist", "preset": "released_l", "init_from": str(model_file.resolve())},
+                         "data": {"train": task.train, "dev": dev, "eval": {}, "length": task.length,
+                                  "num_workers": 0, "held_out_attacks": task.held_out},
                          "eval": {"score": "logit1"},
-                         "optim": {"lr": 1e-5, "batch_size": batch_size, "epochs": epochs, "patience": epochs,
-                                   **({"max_steps_per_epoch": max_steps} if max_steps else {})},
+                         "optim": {"lr": budget["lr"], "batch_size": budget["batch_size"], "epochs": budget["epochs"],
+                                   "patience": budget["epochs"],
+                                   **({"max_steps_per_epoch": budget["max_steps"]} if budget["max_steps"] else {})},
                          "augment": {"rawboost": {"algo": 5}}, "checkpoint": {"average_best": 1, "select_by": "dev_eer"}}
             for key, value in switches.items():
                 set_dotted(raw, key, value)
             t0 = time.time()
             Trainer(config_from_dict(raw, source=arm), run_dir, progress=False).fit()
-            sets = {"held_out": [f"csv:{protocol}:test"], "probe": [corpus_spec(real, "probe")]}
-            result = {"arm": arm, "seed": seed, "held_out_family": family, "wall_s": round(time.time() - t0, 1)}
-            for r in evaluate_sets(run_dir / "model.pt", sets, run_dir / "eval", num_workers=0,
-                                   interval_draws=DRAWS):
-                result |= {f"eer_{r['set']}": r["eer"], f"eer_{r['set']}_low": r.get("eer_low"),
-                           f"eer_{r['set']}_high": r.get("eer_high")}
-            result["conflict_fraction"] = (float(conflict_fraction(open_telemetry(run_dir))["conflict_fraction"].iloc[0])
-                                           if switches["augment.mode"] == "dual" else float("nan"))
+            train_s = time.time() - t0
+            result = {"arm": arm, "seed": seed, "train_s": round(train_s, 1)} | scored(run_dir / "model.pt", run_dir, "dpda")
+            result |= {"conflict_fraction": float("nan"), "loss_clean": float("nan"), "loss_augmented": float("nan")}
+            if switches["augment.mode"] == "dual":  # the conflict fraction, and each path's mean training loss
+                telemetry = open_telemetry(run_dir)
+                losses = telemetry.sql("select avg(loss_orig) clean, avg(loss_aug) augmented from steps").iloc[0]
+                result |= {"conflict_fraction": float(conflict_fraction(telemetry)["conflict_fraction"].iloc[0]),
+                           "loss_clean": float(losses["clean"]), "loss_augmented": float(losses["augmented"])}
+                telemetry.close()
+            result["wall_s"] = round(time.time() - t0, 1)
             done.write_text(json.dumps(result, indent=2))
             rows.append(result)
     return pd.DataFrame(rows)
+
+
+def loss_cell(mean: float, low: float, high: float) -> str:
+    """A mean training loss [interval] to 3 significant digits (losses span 1e-6 to 10 here)."""
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.3g}" if not math.isfinite(low) else f"{mean:.3g} [{low:.3g}, {high:.3g}]"
+
+
+def arm_tables(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Mean [95% t-interval over seeds] per arm, and every DPDA arm minus single-path RawBoost
+    paired by seed (Holm over arms x sets), from `dpda_analysis.paired`."""
+    from dpda_analysis.paired import cell, differences_markdown, paired_differences, t_interval
+
+    eers = [c for c in table.columns if c.startswith("eer_") and not c.endswith(("_low", "_high"))]
+    metrics = [*eers, "conflict_fraction"]
+    losses = ["loss_clean", "loss_augmented"]
+    runs = table[table["arm"] != "released"].rename(columns={"arm": "variant"})
+    rows = []
+    for arm, group in runs.groupby("variant", sort=False):
+        rows.append({"arm": arm, "seeds": len(group)} | {m: cell(*t_interval(group[m].dropna()), 100) for m in metrics}
+                    | {m: loss_cell(*t_interval(group[m].dropna())) for m in losses if m in group})
+    released = table[table["arm"] == "released"]
+    if len(released):
+        rows.insert(0, {"arm": "released (no fine-tuning)", "seeds": 0}
+                    | {m: f"{100 * released[m].iloc[0]:.1f}" for m in eers} | {m: "-" for m in [*metrics[len(eers):], *losses]})
+    tests = paired_differences(runs, "single-path RawBoost", eers, variants=list(ARMS))
+    text = differences_markdown(tests, lambda m: (f"{m} (points)", 100, "%"))
+    return pd.DataFrame(rows), text
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -176,24 +284,34 @@ def main() -> None:
     p.add_argument("--real", type=Path, required=True, help="a real-audio set built by `dpda realset`")
     p.add_argument("--aasist-code", type=Path, help="clone or bare git dir of clovaai/aasist (for `compare`)")
     p.add_argument("--compare-files", type=int, default=20)
-    p.add_argument("--parts", nargs="+", default=["compare", "score", "finetune"])
+    p.add_argument("--parts", nargs="+", default=["compare", "score", "finetune", "finetune-synthetic"],
+                   choices=["compare", "score", "finetune", "finetune-synthetic"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=None, help="steps per epoch (default: the whole train split)")
     p.add_argument("--batch-size", type=int, default=24, help="the released configs' batch size")
     p.add_argument("--family", default="neural", help="the method family held out of fine-tuning")
+    p.add_argument("--lr", type=float, default=1e-5, help="Adam's learning rate for every arm")
+    p.add_argument("--dev-every", type=int, default=1, help="score every n-th dev utterance per label after each epoch")
+    p.add_argument("--synthetic", type=Path, default=None, help="a `dpda synth` corpus (for finetune-synthetic)")
+    p.add_argument("--synthetic-length", type=int, default=32_000, help="samples per crop on the synthetic corpus")
     p.add_argument("--out", type=Path, default=Path("runs/released_aasist"))
     p.add_argument("--doc", type=Path, default=None, help="write the Markdown tables here")
     args = p.parse_args()
     files = {f: args.weights / f for f in RELEASED if (args.weights / f).exists()}
     if not files:
         raise SystemExit(f"--weights {args.weights}: none of {', '.join(RELEASED)} (docs/released_aasist.md: fetching them)")
+    if "finetune-synthetic" in args.parts and args.synthetic is None:
+        raise SystemExit("--parts finetune-synthetic needs --synthetic DIR (a `dpda synth` corpus)")
     args.out.mkdir(parents=True, exist_ok=True)
     sections, started = [], time.time()
+    budget = {"epochs": args.epochs, "max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
+              "dev_every": args.dev_every}
 
-    def done(title: str, table: pd.DataFrame) -> None:  # printed as each part ends: a long run shows progress
-        sections.append((title, table))
-        print(f"### {title}\n\n{markdown(table)}\n", flush=True)
+    def done(title: str, table: pd.DataFrame | str) -> None:  # printed as each part ends: a long run shows progress
+        text = table if isinstance(table, str) else markdown(table)
+        sections.append((title, text))
+        print(f"### {title}\n\n{text}\n", flush=True)
 
     if "compare" in args.parts and args.aasist_code:
         table = compare(files, args.real, args.aasist_code, args.compare_files)
@@ -202,13 +320,19 @@ def main() -> None:
         table = score(files, args.real, args.out)
         keep = table[table["scope"].isin(["all"]) | table["scope"].str.endswith(":test")]
         done("Released checkpoints on the real-audio set (EER, 95% interval)", keep)
-    if "finetune" in args.parts and "AASIST-L.pth" in files:
-        table = finetune(files, args.real, args.out, args.seeds, args.epochs, args.max_steps, args.family,
-                         args.batch_size)
-        done(f"AASIST-L fine-tuned, {args.family} held out", table)
-        numeric = table.select_dtypes("number").drop(columns=["seed"], errors="ignore")
-        done("mean over seeds", numeric.groupby(table["arm"]).mean().reset_index())
-    text = "".join(f"### {title}\n\n{markdown(table)}\n\n" for title, table in sections)
+    tasks = {"finetune": lambda: real_task(args.real, args.family),
+             "finetune-synthetic": lambda: synthetic_task(args.synthetic, args.synthetic_length)}
+    for part, make in tasks.items():
+        if part not in args.parts or "AASIST-L.pth" not in files:
+            continue
+        task = make()
+        table = finetune(files["AASIST-L.pth"], task, args.out, args.seeds, budget)
+        what = f"{args.family} family held out" if task.held_out else "unseen attacks in eval"
+        done(f"AASIST-L fine-tuned on the {task.name} corpus ({what}; {budget}): every run", table)
+        means, differences = arm_tables(table)
+        done(f"{task.name}: EER % and conflict fraction % (and each path's mean training loss), mean [95% t-interval over seeds]", means)
+        done(f"{task.name}: each DPDA arm minus single-path RawBoost, paired by seed", differences)
+    text = "".join(f"### {title}\n\n{body}\n\n" for title, body in sections)
     text += f"Wall time: {time.time() - started:.0f} s\n"
     print(text.splitlines()[-1])
     if args.doc:
