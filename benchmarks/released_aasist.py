@@ -82,7 +82,6 @@ def compare(files: dict[str, Path], real: Path, code: Path, n: int) -> pd.DataFr
     import torch
 
     from dpda.data.audio import fix_length, load_audio
-    from dpda.train.inference import inference_layout
     from dpda.train.model_file import load_trained_model
 
     module = released_code(code)
@@ -95,8 +94,7 @@ def compare(files: dict[str, Path], real: Path, code: Path, n: int) -> pd.DataFr
             continue
         theirs = module.Model(released_config(code, name)).eval()
         theirs.load_state_dict(torch.load(files[file], map_location="cpu", weights_only=True))
-        ours, state = load_trained_model(files[file], torch.device("cpu"), "auto")
-        ours = inference_layout(ours)  # as `dpda eval` and `dpda predict` score
+        ours, state = load_trained_model(files[file], torch.device("cpu"), "auto")  # as `dpda eval` scores
         with torch.no_grad():
             a, b = theirs(batch)[1], ours(batch)
         rows.append({"file": file, "preset": state["config"]["model"]["preset"], "files": len(paths),

@@ -116,6 +116,8 @@ def test_released_files_are_detected_and_scored_as_released(tmp_path):
             assert (cfg["eval"]["score"], cfg["eval"]["length"]) == ("logit1", RELEASED_LENGTH)
             with torch.no_grad():
                 torch.testing.assert_close(model(FIX["inputs"]), FIX[size]["logits"], rtol=0, atol=2e-5)
+            convs = [p for p in model.parameters() if p.dim() == 4]  # loaded for scoring: dpda eval's layout
+            assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
         module_prefixed = _save({f"module.{k}": v for k, v in _released_state(size).items()}, tmp_path / "dp.pth")
         assert load_trained_model(module_prefixed, CPU, "auto")[1]["config"]["model"]["preset"] == preset
 

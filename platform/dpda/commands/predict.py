@@ -99,12 +99,11 @@ def run(args: argparse.Namespace) -> int:
     from dpda.train.config import config_from_dict
     from dpda.metrics import bayes_decision
     from dpda.train.evaluation import calibration_for
-    from dpda.train.inference import inference_layout, require_finite_scores, resolve_device, score_from_logits
+    from dpda.train.inference import require_finite_scores, resolve_device, score_from_logits
     from dpda.train.model_file import load_trained_model
 
     device = resolve_device(args.device)
     model, state = load_trained_model(args.model, device, args.checkpoint_format)
-    model = inference_layout(model)
     cfg = config_from_dict(state["config"], source=str(args.model))
     mapping = None if calibration is None else calibration_for(calibration, cfg.score_kind)
     if mapping is None:

@@ -58,13 +58,12 @@ def evaluate_sets(model_path: Path, corpora: list[str] | dict[str, list[str]], o
 
     from dpda.metrics import ASVSPOOF5, breakdown, default_factors, write_scores
     from dpda.train.config import config_from_dict
-    from dpda.train.inference import inference_layout, resolve_device, score_manifest
+    from dpda.train.inference import resolve_device, score_manifest
     from dpda.data.corpora import load_manifest
     from dpda.train.model_file import load_trained_model
 
     dev = resolve_device(device)
     model, state = load_trained_model(model_path, dev, checkpoint_format, settings)
-    model = inference_layout(model)
     cfg = config_from_dict(state["config"], source=str(model_path))
     length = cfg.scoring_length
     kind = score or cfg.score_kind

@@ -51,10 +51,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def inference_layout(model: torch.nn.Module) -> torch.nn.Module:
-    """The model with its 2-D convolution weights in channels-last order, for scoring only.
+    """The model with its 2-D convolution weights in channels-last order, for scoring only
+    (`dpda.train.model_file.load_trained_model` applies it: `dpda eval`, `dpda predict`).
 
     oneDNN (CPU) and cuDNN run 2-D convolutions on NHWC tensors without reordering each huge
-    activation first: AASIST scores 1.6x faster on a 2-core CPU (benchmarks/bench_inference_layout.py),
+    activation first: AASIST scores 1.5-1.65x faster on a 2-core CPU (benchmarks/bench_inference_layout.py),
     logits equal to float32 rounding. Other tensors are untouched (1-D / 3-D convolutions, linear
     layers). Not for training: the alignment step's flat gradient views assume contiguous `.grad`."""
     return model.to(memory_format=torch.channels_last)

@@ -22,6 +22,7 @@ from dpda.models.released_aasist import RELEASED_LENGTH
 from dpda.models.state_dict import load_weights
 from dpda.train.checkpoint import load_checkpoint
 from dpda.train.config import PUBLISHED_SCORE, config_from_dict
+from dpda.train.inference import inference_layout
 from dpda.train.optim_params import load_tables, named_frozen_tables
 from dpda.train.losses import build_detector
 
@@ -45,6 +46,14 @@ def checkpoint_format(state: Any) -> str:
 
 def load_trained_model(path: str | Path, device: torch.device, fmt: str = "dpda",
                        settings: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A trained model ready to score (eval mode, `inference_layout`), and its checkpoint state;
+    `_load_model`'s documentation says what it reads."""
+    model, state = _load_model(path, device, fmt, settings)
+    return inference_layout(model), state
+
+
+def _load_model(path: str | Path, device: torch.device, fmt: str,
+                settings: dict[str, Any] | None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model from the config stored beside its weights (no SSL download needed: the
     fine-tuned front-end weights are part of the state dict), or from a published checkpoint.
 
