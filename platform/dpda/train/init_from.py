@@ -27,14 +27,6 @@ from dpda.train.model_file import MODEL_FORMAT
 DPDA_FORMATS = (MODEL_FORMAT, TRAIN_STATE_FORMAT)  # model.pt or a per-epoch file; last.pt
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @torch.no_grad()
 def init_model(model: nn.Module, cfg: ModelConfig) -> dict[str, Any]:
     """Load `cfg.init_from` (format `cfg.init_format`) into `model` (built from `cfg`); returns
@@ -48,7 +40,8 @@ def init_model(model: nn.Module, cfg: ModelConfig) -> dict[str, Any]:
     tagged = isinstance(state, dict) and state.get("format") in DPDA_FORMATS
     if fmt == "auto":
         fmt = "dpda" if tagged else "released"
-    record: dict[str, Any] = {"path": str(path), "sha256": _sha256(path)}
+    with path.open("rb") as f:
+        record: dict[str, Any] = {"path": str(path), "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
     if fmt == "dpda":
         if not tagged or "model" not in state:
             raise UserError(f"{where}: not a dpda model.pt or checkpoint (set model.init_format: published or aasist "
